@@ -1,0 +1,187 @@
+"""Tests for results/tables.py on synthetic run directories with known numbers."""
+
+import csv
+import json
+import math
+import os
+
+import pytest
+
+from results import tables
+
+T_975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 9: 2.2622, 29: 2.0452}
+
+
+def make_run(root, name, *, test_error=None, validation_error=None,
+             finished=True, summary=True, **overrides):
+  """Writes a run directory the way train.py does (config.json, summary.json)."""
+  config = {'dataset': 'cifar10', 'model': 'wrn28_10', 'augment': 'basic',
+            'num_epochs': 200, 'epochs_multiplier': 1, 'optimizer': 'sam',
+            'sam': {'rho': 0.05, 'sync_perturbation': False}, 'seed': 0,
+            'validation_split': False, 'label_noise': 0.0}
+  for key, value in overrides.items():
+    if key == 'rho':
+      config['sam'] = dict(config['sam'], rho=value)
+    else:
+      config[key] = value
+  workdir = os.path.join(root, name)
+  os.makedirs(os.path.join(workdir, 'checkpoints'), exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(config, f)
+  if summary:
+    final = {}
+    if test_error is not None:
+      final.update(test_error=test_error, test_loss=1.0)
+    if validation_error is not None:
+      final.update(validation_error=validation_error, validation_loss=1.0)
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump({'config': config, 'finished': finished, 'num_steps': 10,
+                 'num_devices': 1, 'wall_time_s': 1.0, 'images_per_s': 1.0,
+                 'final': final, 'best': {}}, f)
+  return workdir
+
+
+@pytest.mark.parametrize('dof,expected', sorted(T_975.items()))
+def test_t_quantile_matches_tables(dof, expected):
+  assert tables.student_t_quantile(0.975, dof) == pytest.approx(expected,
+                                                                abs=1e-4)
+
+
+def test_t_quantile_symmetry_and_cdf():
+  assert tables.student_t_quantile(0.025, 4) == pytest.approx(-2.7764, abs=1e-4)
+  assert tables.student_t_cdf(0.0, 7) == 0.5
+  # dof = 1 is the Cauchy distribution: P(T <= 1) = 3/4.
+  assert tables.student_t_cdf(1.0, 1) == pytest.approx(0.75, abs=1e-12)
+
+
+def test_mean_and_ci95():
+  mean, ci = tables.mean_and_ci95([1.0, 2.0, 3.0, 4.0, 5.0])
+  assert mean == 3.0
+  assert ci == pytest.approx(2.776445 * math.sqrt(2.5) / math.sqrt(5), rel=1e-5)
+  assert tables.mean_and_ci95([4.0]) == (4.0, None)
+
+
+def make_runs_dir(root):
+  """A runs directory covering Tables 1, 4, 5 and 10; returns `root`."""
+  # Table 1, CIFAR-10 WRN-28-10 200 epochs basic. Validation: rho 0.1 wins.
+  for seed, err in enumerate([0.05, 0.06]):
+    make_run(root, f'sam_val_r0.05_s{seed}', validation_error=err, rho=0.05,
+             seed=seed, validation_split=True, test_error=0.5)
+  for seed, err in enumerate([0.04, 0.05]):
+    make_run(root, f'sam_val_r0.1_s{seed}', validation_error=err, rho=0.1,
+             seed=seed, validation_split=True, test_error=0.5)
+  # Test at the chosen rho: seeds 0-2 finished, 3 unfinished, 4 not started.
+  for seed, err in enumerate([0.030, 0.032, 0.034]):
+    make_run(root, f'sam_test_r0.1_s{seed}', test_error=err, rho=0.1, seed=seed)
+  make_run(root, 'sam_test_r0.1_s3', test_error=0.5, rho=0.1, seed=3,
+           finished=False)
+  make_run(root, 'sam_test_r0.1_s4', rho=0.1, seed=4, summary=False)
+  # A better test error at the rho that validation did not choose: ignored by
+  # Table 1, used by Table 10 (rho = 0.05 fixed).
+  make_run(root, 'sam_test_r0.05_s0', test_error=0.01, rho=0.05)
+  # SGD: the 2x-epoch runs are better and are reported.
+  for seed, err in enumerate([0.040, 0.042]):
+    make_run(root, f'sgd_x1_s{seed}', test_error=err, optimizer='sgd', seed=seed)
+  for seed, err in enumerate([0.036, 0.038]):
+    make_run(root, f'sgd_x2_s{seed}', test_error=err, optimizer='sgd',
+             seed=seed, epochs_multiplier=2)
+  # Table 4: 20% label noise, SGD and mixup with two alphas.
+  noisy = dict(model='resnet32', label_noise=0.2)
+  make_run(root, 'noise_sgd', test_error=0.15, optimizer='sgd', **noisy)
+  make_run(root, 'noise_mixup1', test_error=0.08, optimizer='sgd',
+           mixup_alpha=1.0, **noisy)
+  make_run(root, 'noise_mixup8', test_error=0.07, optimizer='sgd',
+           mixup_alpha=8.0, **noisy)
+  # Table 5: Fashion-MNIST's "autoaugment" line is cutout only.
+  make_run(root, 'fashion', test_error=0.0361, dataset='fashion_mnist',
+           augment='cutout', num_epochs=200)
+  return root
+
+
+@pytest.fixture(name='runs_dir')
+def fixture_runs_dir(tmp_path):
+  return make_runs_dir(str(tmp_path / 'runs'))
+
+
+def _cells(runs_dir):
+  cells = tables.build_cells(tables.load_runs(runs_dir), tables.load_paper())
+  return {(c.row.table, c.row.dataset, c.row.model, c.row.augment,
+           c.row.epochs, c.row.label_noise, c.method): c for c in cells}
+
+
+def test_load_runs_counts_unfinished(runs_dir):
+  runs = tables.load_runs(runs_dir)
+  assert len(runs) == 18
+  assert sorted(os.path.basename(r.workdir) for r in runs if not r.finished) == [
+      'sam_test_r0.1_s3', 'sam_test_r0.1_s4']
+
+
+def test_sam_rho_chosen_on_validation(runs_dir):
+  cell = _cells(runs_dir)[('1', 'cifar10', 'wrn28_10', 'basic', 200, 0.0, 'sam')]
+  assert cell.rho == 0.1
+  assert cell.values == pytest.approx([3.0, 3.2, 3.4])  # Unfinished excluded.
+  assert cell.mean == pytest.approx(3.2)
+  assert cell.ci95 == pytest.approx(4.302653 * 0.2 / math.sqrt(3), rel=1e-5)
+  assert cell.unfinished == 2
+  assert cell.paper == 2.7
+  assert tables.format_diff(cell) == '+0.50'
+
+
+def test_sgd_best_of_1x_and_2x(runs_dir):
+  cell = _cells(runs_dir)[('1', 'cifar10', 'wrn28_10', 'basic', 200, 0.0, 'sgd')]
+  assert cell.mean == pytest.approx(3.7)
+  assert cell.choice.startswith('2x epochs')
+  assert cell.paper == 3.5
+
+
+def test_table10_fixes_rho(runs_dir):
+  cell = _cells(runs_dir)[('10', 'cifar10', 'wrn28_10', 'basic', 200, 0.0, 'sam')]
+  assert cell.values == pytest.approx([1.0])
+  assert cell.ci95 is None
+
+
+def test_cells_without_runs_say_so(runs_dir):
+  cells = _cells(runs_dir)
+  cell = cells[('1', 'cifar10', 'wrn28_10', 'cutout', 200, 0.0, 'sam')]
+  assert not cell.values and tables.format_ours(cell) == 'no runs'
+  assert cell.paper == 2.3
+  # Only CIFAR-10 has runs, so CIFAR-100's paper rows are not listed.
+  assert not any(k[1] == 'cifar100' for k in cells)
+
+
+def test_label_noise_accuracy_and_best_mixup_alpha(runs_dir):
+  cells = _cells(runs_dir)
+  sgd = cells[('4', '', 'resnet32', '', None, 0.2, 'sgd')]
+  assert sgd.mean == pytest.approx(85.0) and sgd.paper == 84.8
+  mixup = cells[('4', '', 'resnet32', '', None, 0.2, 'mixup')]
+  assert mixup.mean == pytest.approx(93.0) and mixup.choice == 'alpha=8'
+  assert cells[('4', '', 'resnet32', '', None, 0.2, 'bootstrap_sam')].paper == 95.4
+  # The other noise rates have paper values and no runs.
+  assert not cells[('4', '', 'resnet32', '', None, 0.4, 'sam')].values
+
+
+def test_table5_augment_mapping(runs_dir):
+  cell = _cells(runs_dir)[('5', 'fashion_mnist', 'wrn28_10', 'cutout', 200,
+                           0.0, 'sam')]
+  assert cell.paper == 3.61 and cell.rho == 0.05
+  assert 'no validation runs' in cell.choice
+
+
+def test_write_tables_outputs(runs_dir, tmp_path):
+  out = str(tmp_path / 'out')
+  text = tables.write_tables(tables.load_runs(runs_dir), out)
+  assert '16 finished runs, 2 unfinished' in text
+  assert '3.20 ± 0.50 (n=3, rho=0.1 on validation) [2 unfinished]' in text
+  assert '## Table 10' in text and '## Table 4' in text
+  for name in ('tables.md', 'cells.csv', 'table1.csv', 'table4.csv',
+               'table5.csv', 'table10.csv', 'unfinished.txt'):
+    assert os.path.exists(os.path.join(out, name)), name
+  with open(os.path.join(out, 'table1.csv')) as f:
+    rows = list(csv.reader(f))
+  header = rows[0]
+  assert header[:3] == ['model', 'epochs', 'augment']
+  line = next(r for r in rows if r[:3] == ['wrn28_10', '200 epochs', 'basic'])
+  assert line[header.index('cifar10 sgd paper')] == '3.5 ± 0.1'
+  assert line[header.index('cifar10 sgd diff')] == '+0.20'
+  with open(os.path.join(out, 'unfinished.txt')) as f:
+    assert len(f.read().split()) == 2
