@@ -1,0 +1,44 @@
+"""SVHN (train + extra, 604,388 images): Table 5, left (hyperparameters:
+Table 7).
+
+  python train.py --workdir=/tmp/svhn_wrn_sam \
+    --config=configs/svhn.py:model=wrn28_10,augment=basic,opt=sam
+
+is Table 5's Wide-ResNet-28-10, basic augmentation, SVHN SAM cell (paper:
+1.42% error); `augment=autoaugment_cutout` is the "Auto augment" line (the
+SVHN AutoAugment policy plus cutout, appendix B.1; paper: 0.99%). Knobs
+(defaults in brackets): model [wrn28_10 | shake_shake_26_2x96d], augment
+[basic | autoaugment_cutout], opt [sam | sgd], rho [0.01], epochs [200; the
+paper does not state it], epochs_x [1], validation [false], seed [0],
+extra [true: train on train + extra as the paper does].
+
+Table 7: learning rate 0.01, weight decay 5e-4, rho 0.01 for both models;
+batch 256, cosine decay, Nesterov momentum 0.9, clipping at norm 5 (C.1).
+"""
+
+from configs import base
+
+MODELS = ('wrn28_10', 'shake_shake_26_2x96d')
+AUGMENTS = ('basic', 'autoaugment_cutout')
+
+
+def get_config(arg: str | None = None):
+  knobs = base.parse_knobs(arg, {
+      'model': 'wrn28_10', 'augment': 'basic', 'opt': 'sam', 'rho': '0.01',
+      'epochs': '200', 'epochs_x': '1', 'validation': 'false', 'seed': '0',
+      'extra': 'true'})
+  c = base.base_config()
+  c.dataset = 'svhn_cropped'
+  c.model = knobs.pop('model')
+  c.augment = knobs.pop('augment')
+  if c.model not in MODELS:
+    raise ValueError(f'configs/svhn.py: model={c.model!r}; valid: '
+                     f'{list(MODELS)}')
+  if c.augment not in AUGMENTS:
+    raise ValueError(f'configs/svhn.py: augment={c.augment!r}; valid: '
+                     f'{list(AUGMENTS)}')
+  c.svhn_extra = knobs.pop('extra').lower() in ('1', 'true', 'yes')
+  c.num_epochs = int(knobs.pop('epochs'))
+  c.learning_rate = 0.01
+  c.weight_decay = 5e-4
+  return base.apply_common_knobs(c, knobs)
