@@ -1,0 +1,235 @@
+r"""Runs a paper table's experiment set (or a custom one) on this host.
+
+  python -m launch.sweep --table=1 --dataset=cifar10 --dry_run
+  python -m launch.sweep --table=1 --dataset=cifar10 --rho_grid --seeds=5 \
+      --runs_dir=runs --gpus_per_run=1
+  python -m launch.sweep --config_file=configs/quickstart.py \
+      --rows='model=wrn10_2;model=wrn10_1' --seeds=3 \
+      --rho_grid --rho_values=0.02,0.05,0.1 --runs_dir=runs/quickstart
+
+`--dry_run` prints every command. Otherwise the runs go one per GPU
+(CUDA_VISIBLE_DEVICES; `--gpus_per_run=all` gives each run every GPU, one run
+at a time), or `--parallel` at a time on a host without GPUs. A run whose
+workdir holds a finished summary.json is skipped; an unfinished one is
+relaunched with the same command, and train.py resumes it from its last
+checkpoint, so rerunning the sweep after a crash or preemption continues it.
+With `--rho_grid` the SAM test runs start once all validation runs of their
+row have finished, at the rho with the lowest mean validation error. Each run
+logs to `<workdir>/launch.log`; `<workdir>/launch.json` holds its command
+and config, so `python -m results.tables` counts runs that have not started.
+
+Note: with one GPU per run the per-device batch is the whole batch (256), so
+SAM's m-sharpness m is 256, not the paper's 32 (8 GPUs); pass
+`--train_args=--config.sam.m=32` where the training code has the m knob.
+"""
+
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+from absl import app
+from absl import flags
+
+from launch import experiments
+from results import tables
+
+flags.DEFINE_string('table', None, f'Paper table: {", ".join(experiments.TABLES)}.')
+flags.DEFINE_string('dataset', None, 'Only the rows of this dataset.')
+flags.DEFINE_bool('rho_grid', False, 'Choose rho on the validation split over '
+                  'the grid, then run the chosen rho on test.')
+flags.DEFINE_list('rho_values', [str(r) for r in experiments.RHO_GRID],
+                  'The rho grid.')
+flags.DEFINE_integer('seeds', 5, 'Replicas per condition.')
+flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
+flags.DEFINE_string('runs_dir', 'runs', 'Root of the run workdirs.')
+flags.DEFINE_enum('gpus_per_run', '1', ['1', 'all'], 'GPUs per run.')
+flags.DEFINE_integer('parallel', 1, 'Runs at a time on a host without GPUs.')
+flags.DEFINE_string('config_file', None, 'Custom set: the config file.')
+flags.DEFINE_string('rows', '', "Custom set: ';'-separated knob strings, one "
+                    "per row ('' is the config's defaults).")
+flags.DEFINE_list('epochs_x', ['1', '2'], 'Custom set: SGD epoch multipliers.')
+flags.DEFINE_string('train_args', '', 'Extra train.py arguments for every run, '
+                    'e.g. "--config.data_dir=/data".')
+flags.DEFINE_string('python', sys.executable, 'Python that runs train.py.')
+flags.DEFINE_float('poll_s', 5.0, 'Seconds between checks of running runs.')
+
+
+def is_finished(workdir: str) -> bool:
+  path = os.path.join(workdir, 'summary.json')
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return bool(json.load(f).get('finished', False))
+
+
+def load_config(config: str):
+  """Builds the ConfigDict of 'configs/x.py:knobs' as train.py would."""
+  path, _, arg = config.partition(':')
+  spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def rho_chooser(runs_dir: str, rho_values: Sequence[float], seeds: int):
+  """(row, method) -> rho with the lowest mean validation error, once every
+  validation run of the row and method has finished; else None."""
+  def choose(row: experiments.Row, method: str) -> Optional[float]:
+    runs = []
+    for rho in rho_values:
+      for seed in range(seeds):
+        workdir = os.path.join(runs_dir, row.name,
+                               f'{method}_rho{rho:g}_val', f'seed{seed}')
+        if not is_finished(workdir):
+          return None
+        runs += tables.load_runs(workdir)
+    return tables.select_rho(runs)
+  return choose
+
+
+def build_set(runs_dir: str, table: Optional[str], dataset: Optional[str],
+              seeds: int, rho_grid: Optional[Sequence[float]],
+              config_file: Optional[str] = None, rows: str = '',
+              epochs_x: Sequence[float] = (1.0, 2.0)):
+  """(runs, runs waiting for their rho) of a table or a custom set."""
+  custom = None
+  if config_file:
+    if not os.path.exists(config_file):
+      raise ValueError(f'--config_file={config_file!r} does not exist')
+    knob_sets = rows.split(';') if rows else ['']
+    name = dataset or load_config(config_file + ':' + knob_sets[0]).dataset
+    custom = experiments.custom_rows(
+        config_file, knob_sets,
+        lambda k: load_config(f'{config_file}:{k}').sam.rho, name, epochs_x)
+  elif table is None:
+    raise ValueError('give --table (one of '
+                     f'{", ".join(experiments.TABLES)}) or --config_file')
+  chooser = rho_chooser(runs_dir, rho_grid, seeds) if rho_grid else None
+  return experiments.experiment_set(table or 'custom', dataset, seeds,
+                                    rho_grid, chooser, custom)
+
+
+def gpu_slots(gpus_per_run: str) -> list[Optional[str]]:
+  """CUDA_VISIBLE_DEVICES values, one per concurrent run ([] without GPUs)."""
+  visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+  if visible is not None:
+    gpus = [g for g in visible.split(',') if g]
+  else:
+    try:
+      out = subprocess.run(['nvidia-smi', '--query-gpu=index',
+                            '--format=csv,noheader'], capture_output=True,
+                           text=True, check=True, timeout=30).stdout
+      gpus = out.split()
+    except (OSError, subprocess.SubprocessError):
+      gpus = []
+  if not gpus:
+    return []
+  return [','.join(gpus)] if gpus_per_run == 'all' else gpus
+
+
+def _launch(spec, runs_dir, python, train_args, gpus):
+  workdir = os.path.join(runs_dir, spec.workdir)
+  os.makedirs(workdir, exist_ok=True)
+  command = spec.command(runs_dir, python, train_args)
+  try:
+    config = load_config(spec.command(runs_dir)[2][len('--config='):]).to_dict()
+  except Exception:  # pylint: disable=broad-except
+    config = {}  # The lead's config file may not exist yet; the run says so.
+  with open(os.path.join(workdir, 'launch.json'), 'w') as f:
+    json.dump({'command': command, 'config': config}, f, default=str)
+  env = dict(os.environ)
+  if gpus is not None:
+    env['CUDA_VISIBLE_DEVICES'] = gpus
+  log = open(os.path.join(workdir, 'launch.log'), 'a')
+  print(f'[sweep] start {spec.workdir} (gpus={gpus}): {shlex.join(command)}',
+        flush=True)
+  return subprocess.Popen(command, env=env, stdout=log,
+                          stderr=subprocess.STDOUT), log
+
+
+def run_set(build, runs_dir: str, slots: list[Optional[str]], python: str,
+            train_args: Sequence[str], poll_s: float = 5.0) -> dict[str, int]:
+  """Runs every unfinished run, `len(slots)` at a time; re-expands the set
+  after each finished run (the chosen rho and teachers become known).
+
+  Returns:
+    Counts: finished, failed, waiting (never became runnable).
+  """
+  running, failed = {}, set()
+  while True:
+    runs, waiting = build()
+    todo = [r for r in runs
+            if r.workdir not in running and r.workdir not in failed
+            and not is_finished(os.path.join(runs_dir, r.workdir))
+            and (not r.after or is_finished(os.path.join(runs_dir, r.after)))]
+    busy = {slot for _, _, slot in running.values()}
+    free = [i for i in range(len(slots)) if i not in busy]
+    while todo and free:
+      spec, slot = todo.pop(0), free.pop(0)
+      process, log = _launch(spec, runs_dir, python, train_args, slots[slot])
+      running[spec.workdir] = (process, log, slot)
+    if not running:
+      blocked = [r for r in runs if not is_finished(
+          os.path.join(runs_dir, r.workdir)) and r.workdir not in failed]
+      finished = sum(is_finished(os.path.join(runs_dir, r.workdir))
+                     for r in runs)
+      return {'finished': finished, 'failed': len(failed),
+              'waiting': len(waiting) + len(blocked)}
+    time.sleep(poll_s)
+    for workdir, (process, log, _) in list(running.items()):
+      if process.poll() is not None:
+        log.close()
+        del running[workdir]
+        status = 'done' if process.returncode == 0 else (
+            f'FAILED (exit {process.returncode}, see launch.log)')
+        if process.returncode != 0:
+          failed.add(workdir)
+        print(f'[sweep] {status}: {workdir}', flush=True)
+
+
+def print_dry_run(runs, waiting, runs_dir, python, train_args) -> None:
+  for spec in runs:
+    note = f'  # after {spec.after}' if spec.after else ''
+    print(shlex.join(spec.command(runs_dir, python, train_args)) + note)
+  if waiting:
+    print(f'# {len(waiting)} SAM test runs wait for the rho chosen on their '
+          'validation runs:')
+    for spec in waiting:
+      print('# ' + shlex.join(spec.command(runs_dir, python, train_args)))
+  print(f'# {len(runs)} commands, {len(waiting)} waiting for rho')
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  rho_grid = [float(r) for r in f.rho_values] if f.rho_grid else None
+  train_args = shlex.split(f.train_args)
+
+  def build():
+    return build_set(f.runs_dir, f.table, f.dataset, f.seeds, rho_grid,
+                     f.config_file, f.rows, [float(x) for x in f.epochs_x])
+
+  python = 'python' if f.dry_run and f.python == sys.executable else f.python
+  try:
+    runs_and_waiting = build()
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  if f.dry_run:
+    print_dry_run(*runs_and_waiting, f.runs_dir, python, train_args)
+    return
+  slots = gpu_slots(f.gpus_per_run) or [None] * max(1, f.parallel)
+  counts = run_set(build, f.runs_dir, slots, python, train_args, f.poll_s)
+  print(f'[sweep] {counts}; tables: python -m results.tables '
+        f'--runs={f.runs_dir}')
+  if counts['failed']:
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)

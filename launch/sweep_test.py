@@ -1,0 +1,124 @@
+"""Tests for launch/sweep.py: dry-run output and the local runner (with a fake
+train.py that writes summaries at once, so no training happens)."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+from launch import sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FAKE_TRAIN = r'''
+import json, os, sys
+args = dict(a[2:].split('=', 1) for a in sys.argv[1:])
+path, _, knobs = args['config'].partition(':')
+knobs = dict(kv.split('=', 1) for kv in knobs.split(',') if kv)
+workdir = args['workdir']
+os.makedirs(workdir, exist_ok=True)
+with open(os.path.join(workdir, 'calls.txt'), 'a') as f:
+  f.write('call\n')
+if knobs.get('epochs') == '13':
+  sys.exit(3)
+rho = float(knobs.get('rho', 0.05))
+validation = knobs.get('validation') == 'true'
+config = {'dataset': 'fashion_mnist', 'model': knobs.get('model', 'wrn28_10'),
+          'augment': 'basic', 'num_epochs': 200,
+          'epochs_multiplier': float(knobs.get('epochs_x', 1)),
+          'optimizer': knobs['opt'], 'sam': {'rho': rho},
+          'seed': int(knobs['seed']), 'validation_split': validation,
+          'label_noise': 0.0}
+# Validation error is lowest at rho = 0.05; test error is not.
+final = {'test_error': 0.04 + rho}
+if validation:
+  final['validation_error'] = 0.05 + abs(rho - 0.05)
+with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+  json.dump({'config': config, 'finished': True, 'final': final}, f)
+'''
+
+
+def _fake_python(tmp_path):
+  """An executable that drops 'train.py' and runs the fake trainer."""
+  trainer = tmp_path / 'fake_train.py'
+  trainer.write_text(FAKE_TRAIN)
+  wrapper = tmp_path / 'fake_python'
+  wrapper.write_text(f'#!/bin/sh\nshift\nexec {sys.executable} {trainer} "$@"\n')
+  wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+  return str(wrapper)
+
+
+def _dry_run(*args):
+  out = subprocess.run([sys.executable, '-m', 'launch.sweep', '--dry_run',
+                        *args], cwd=REPO, capture_output=True, text=True,
+                       check=True).stdout
+  return [l for l in out.splitlines() if l.startswith('python train.py')], out
+
+
+def test_dry_run_table1_cifar10():
+  commands, out = _dry_run('--table=1', '--dataset=cifar10')
+  assert len(commands) == 225
+  assert sum('epochs_x=2' in c for c in commands) == 75
+  assert sum('opt=sgd' in c for c in commands) == 150
+  assert ('python train.py --config=configs/cifar.py:model=wrn28_10,'
+          'dataset=cifar10,augment=basic,epochs=200,opt=sgd,seed=0,'
+          'epochs_x=2 --workdir=runs/cifar10/wrn28_10_e200_basic/sgd_x2/seed0'
+          in commands)
+  assert out.strip().endswith('# 225 commands, 0 waiting for rho')
+
+
+def test_dry_run_rho_grid():
+  commands, out = _dry_run('--table=1', '--dataset=cifar10', '--rho_grid',
+                           '--seeds=2', '--runs_dir=/r')
+  assert len(commands) == 15 * 6 * 2 + 15 * 2 * 2
+  assert sum('validation=true' in c for c in commands) == 180
+  assert '# 30 SAM test runs wait for the rho chosen' in out
+
+
+def test_runner_chooses_rho_skips_finished_and_resumes(tmp_path):
+  runs_dir = str(tmp_path / 'runs')
+  config_file = os.path.join(REPO, 'configs', 'fashion_mnist.py')
+
+  def build(seeds=2):
+    return sweep.build_set(runs_dir, None, None, seeds, [0.02, 0.05, 0.1],
+                           config_file, 'model=wrn28_10', (1.0, 2.0))
+
+  row = os.path.join(runs_dir, 'fashion_mnist', 'fashion_mnist_modelwrn28_10')
+  # An unfinished run from an earlier, interrupted sweep.
+  os.makedirs(os.path.join(row, 'sgd_x1', 'seed0'))
+  with open(os.path.join(row, 'sgd_x1', 'seed0', 'summary.json'), 'w') as f:
+    json.dump({'config': {}, 'finished': False}, f)
+
+  python = _fake_python(tmp_path)
+  counts = sweep.run_set(build, runs_dir, [None, None], python, [], 0.01)
+  # 6 validation + 4 SGD, then 2 SAM test runs at the chosen rho.
+  assert counts == {'finished': 12, 'failed': 0, 'waiting': 0}
+  assert sorted(os.listdir(row)) == [
+      'sam_rho0.02_val', 'sam_rho0.05_test', 'sam_rho0.05_val',
+      'sam_rho0.1_val', 'sgd_x1', 'sgd_x2']
+  with open(os.path.join(row, 'sam_rho0.05_test', 'seed1', 'launch.json')) as f:
+    launch = json.load(f)
+  assert launch['config']['sam']['rho'] == 0.05
+  assert launch['config']['dataset'] == 'fashion_mnist'
+
+  # Rerun: nothing to do, nothing relaunched.
+  assert sweep.run_set(build, runs_dir, [None], python, [], 0.01) == counts
+  calls = {d: open(os.path.join(row, d, 'seed0', 'calls.txt')).read().count(
+      'call') for d in os.listdir(row)}
+  assert set(calls.values()) == {1}
+
+
+def test_runner_reports_failures(tmp_path):
+  runs_dir = str(tmp_path / 'runs')
+  config_file = os.path.join(REPO, 'configs', 'fashion_mnist.py')
+
+  def build():
+    runs, waiting = sweep.build_set(runs_dir, None, None, 1, None, config_file,
+                                    'epochs=13', (1.0,))
+    return runs, waiting
+
+  # The fake trainer fails for epochs=13: one SAM and one SGD run.
+  counts = sweep.run_set(build, runs_dir, [None], _fake_python(tmp_path), [],
+                         0.01)
+  assert counts['failed'] == 2 and counts['finished'] == 0
