@@ -1,0 +1,223 @@
+r"""Runs train.py on a Cloud TPU VM or pod slice, on every worker.
+
+  python -m launch.tpu --name=sam-v3-32 --zone=europe-west4-a --project=P \
+      --accelerator_type=v3-32 --data_dir=gs://BUCKET/tensorflow_datasets \
+      --workdir=gs://BUCKET/runs/r50_e100_sam \
+      --config=configs/imagenet.py:model=resnet50,epochs=100,opt=sam --dry_run
+
+`--action=up` (default) creates the TPU VM unless it exists (`--spot` for a
+preemptible one), copies the project (`git archive HEAD`) to every worker,
+installs requirements.txt with the TPU build of jax, and starts the same
+train.py on every worker (`ssh --worker=all`) with SAM_DISTRIBUTED=1, so that
+train.py calls `maybe_initialize_distributed()` -> `jax.distributed.
+initialize()`, which finds the coordinator and process ids of a TPU pod by
+itself. The workdir and data_dir are GCS paths that every worker reads.
+`--action=train` only restarts training (after a spot preemption: the run
+resumes from its last checkpoint in the workdir), `--action=logs` follows
+worker 0's log, `--action=delete` deletes the VM. `--dry_run` prints the exact
+commands.
+
+Quota-free check of the multi-host path: `--local_processes=N` runs N
+train.py processes on this machine's CPU, connected by jax.distributed on
+localhost through the same environment variables.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from typing import Sequence
+
+from absl import app
+from absl import flags
+
+ENV_DISTRIBUTED = 'SAM_DISTRIBUTED'  # '1': call jax.distributed.initialize().
+ENV_NUM_PROCESSES = 'SAM_NUM_PROCESSES'  # Only where jax cannot detect them.
+ENV_PROCESS_ID = 'SAM_PROCESS_ID'
+JAX_TPU_INDEX = 'https://storage.googleapis.com/jax-releases/libtpu_releases.html'
+REMOTE_DIR = '~/sam'
+REMOTE_LOG = '~/sam_train.log'
+
+
+def maybe_initialize_distributed() -> bool:
+  """Joins the multi-host run that the launcher started, if any.
+
+  Call first thing in train.py's main, before any other jax call. On a TPU
+  pod jax.distributed finds everything itself; local CPU processes pass the
+  coordinator (JAX_COORDINATOR_ADDRESS), the number of processes and their
+  id through the environment.
+
+  Returns:
+    Whether jax.distributed was initialised.
+  """
+  if os.environ.get(ENV_DISTRIBUTED, '') not in ('1', 'true'):
+    return False
+  import jax  # pylint: disable=g-import-not-at-top
+  num_processes = os.environ.get(ENV_NUM_PROCESSES)
+  process_id = os.environ.get(ENV_PROCESS_ID)
+  jax.distributed.initialize(
+      num_processes=int(num_processes) if num_processes else None,
+      process_id=int(process_id) if process_id else None)
+  return True
+
+
+def jax_version(requirements: str = 'requirements.txt') -> str:
+  """The pinned jax version of requirements.txt (the TPU build must match)."""
+  with open(requirements) as f:
+    match = re.search(r'^jax==(\S+)', f.read(), re.MULTILINE)
+  if not match:
+    raise ValueError(f'{requirements} pins no jax==VERSION')
+  return match.group(1)
+
+
+def train_command(config: str, workdir: str, data_dir: str,
+                  train_args: Sequence[str] = (), python: str = 'python3',
+                  background: bool = True) -> str:
+  """The shell command every worker runs."""
+  args = [python, 'train.py', f'--config={config}', f'--workdir={workdir}']
+  if data_dir:
+    args.append(f'--config.data_dir={data_dir}')
+  run = shlex.join([*args, *train_args])
+  if background:  # ssh returns; the run survives the ssh session.
+    run = f'nohup {run} > {REMOTE_LOG} 2>&1 &'
+  return f'cd {REMOTE_DIR} && {ENV_DISTRIBUTED}=1 {run}'
+
+
+def gcloud_commands(action: str, name: str, zone: str, project: str,
+                    accelerator_type: str, version: str, spot: bool,
+                    config: str, workdir: str, data_dir: str,
+                    train_args: Sequence[str] = (), jax_pin: str = '',
+                    tarball: str = '/tmp/sam_project.tar.gz') -> list[list[str]]:
+  """The commands of one action, in order.
+
+  Args:
+    action: 'up', 'train', 'logs' or 'delete'.
+    name, zone, project, accelerator_type, version, spot: the TPU VM.
+    config, workdir, data_dir, train_args: the run.
+    jax_pin: jax version for `jax[tpu]`.
+    tarball: local path of the project archive.
+
+  Returns:
+    Argument lists; the first of 'up' is the existence check, whose failure
+    means "create" (the second command).
+  """
+  tpu = ['gcloud', 'compute', 'tpus', 'tpu-vm']
+  where = [f'--zone={zone}'] + ([f'--project={project}'] if project else [])
+  ssh_all = tpu + ['ssh', name, '--worker=all', *where]
+  train = ssh_all + ['--command=' + train_command(config, workdir, data_dir,
+                                                  train_args)]
+  if action == 'train':
+    return [train]
+  if action == 'logs':
+    return [tpu + ['ssh', name, '--worker=0', *where,
+                   f'--command=tail -n 100 -f {REMOTE_LOG}']]
+  if action == 'delete':
+    return [tpu + ['delete', name, *where, '--quiet']]
+  if action != 'up':
+    raise ValueError(f'action={action!r}; valid: up, train, logs, delete')
+  install = (f'mkdir -p {REMOTE_DIR} && tar xzf ~/sam_project.tar.gz -C '
+             f'{REMOTE_DIR} && cd {REMOTE_DIR} && python3 -m pip install -q '
+             f'-r requirements.txt "jax[tpu]=={jax_pin}" -f {JAX_TPU_INDEX}')
+  return [
+      tpu + ['describe', name, *where, '--format=value(state)'],
+      tpu + ['create', name, *where, f'--accelerator-type={accelerator_type}',
+             f'--version={version}'] + (['--spot'] if spot else []),
+      ['git', 'archive', '--format=tar.gz', f'--output={tarball}', 'HEAD'],
+      tpu + ['scp', tarball, f'{name}:~/sam_project.tar.gz', '--worker=all',
+             *where],
+      ssh_all + ['--command=' + install],
+      train,
+  ]
+
+
+def local_process_envs(num_processes: int, port: int) -> list[dict[str, str]]:
+  """Environment of each local CPU process of a multi-process run."""
+  return [{ENV_DISTRIBUTED: '1', ENV_NUM_PROCESSES: str(num_processes),
+           ENV_PROCESS_ID: str(i), 'JAX_COORDINATOR_ADDRESS': f'localhost:{port}',
+           'JAX_PLATFORMS': 'cpu'} for i in range(num_processes)]
+
+
+def run_local(command: Sequence[str], num_processes: int, port: int,
+              log_dir: str, timeout_s: float = 3600) -> list[int]:
+  """Runs `command` as `num_processes` local processes; returns exit codes."""
+  os.makedirs(log_dir, exist_ok=True)
+  processes = []
+  for i, env in enumerate(local_process_envs(num_processes, port)):
+    log = open(os.path.join(log_dir, f'process{i}.log'), 'w')
+    processes.append((subprocess.Popen(
+        list(command), env={**os.environ, **env}, stdout=log,
+        stderr=subprocess.STDOUT), log))
+  codes = []
+  for process, log in processes:
+    try:
+      codes.append(process.wait(timeout=timeout_s))
+    except subprocess.TimeoutExpired:
+      process.kill()
+      codes.append(process.wait())
+    log.close()
+  return codes
+
+
+def _define_flags():
+  flags.DEFINE_enum('action', 'up', ['up', 'train', 'logs', 'delete'],
+                    'What to do.')
+  flags.DEFINE_string('name', 'sam-tpu', 'TPU VM name.')
+  flags.DEFINE_string('zone', 'us-central2-b', 'Zone.')
+  flags.DEFINE_string('project', '', 'GCP project (default: gcloud config).')
+  flags.DEFINE_string('accelerator_type', 'v4-32', 'e.g. v3-8, v3-32, v4-32.')
+  flags.DEFINE_string('version', 'tpu-ubuntu2204-base', 'TPU VM runtime.')
+  flags.DEFINE_bool('spot', False, 'Preemptible (spot) VM.')
+  flags.DEFINE_string('config', None, 'train.py --config value.')
+  flags.DEFINE_string('workdir', None, 'Run workdir (gs:// on a pod).')
+  flags.DEFINE_string('data_dir', '', 'tfds data_dir (gs:// on a pod).')
+  flags.DEFINE_string('train_args', '', 'Extra train.py arguments.')
+  flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
+  flags.DEFINE_integer('local_processes', 0, 'Instead of a TPU: run this many '
+                       'local CPU processes joined by jax.distributed.')
+  flags.DEFINE_integer('port', 12355, 'Coordinator port for local processes.')
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  train_args = shlex.split(f.train_args)
+  if f.action in ('up', 'train') or f.local_processes:
+    if not f.config or not f.workdir:
+      raise app.UsageError('--config and --workdir are required')
+  if f.local_processes:
+    command = [sys.executable, 'train.py', f'--config={f.config}',
+               f'--workdir={f.workdir}'] + (
+                   [f'--config.data_dir={f.data_dir}'] if f.data_dir else [])
+    command += train_args
+    if f.dry_run:
+      for env in local_process_envs(f.local_processes, f.port):
+        print(' '.join(f'{k}={v}' for k, v in env.items()), shlex.join(command))
+      return
+    codes = run_local(command, f.local_processes, f.port,
+                      os.path.join(f.workdir, 'process_logs'))
+    print(f'exit codes: {codes}')
+    sys.exit(max(codes, key=abs))
+  commands = gcloud_commands(
+      f.action, f.name, f.zone, f.project, f.accelerator_type, f.version,
+      f.spot, f.config, f.workdir, f.data_dir, train_args,
+      jax_version() if f.action == 'up' else '')
+  if f.dry_run:
+    if f.action == 'up':  # Create only where describe fails.
+      print(shlex.join(commands[0]) + ' >/dev/null 2>&1 || '
+            + shlex.join(commands[1]))
+      commands = commands[2:]
+    for command in commands:
+      print(shlex.join(command))
+    return
+  if f.action == 'up':
+    exists = subprocess.run(commands[0], capture_output=True).returncode == 0
+    commands = commands[2:] if exists else commands[1:]
+  for command in commands:
+    print('+', shlex.join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

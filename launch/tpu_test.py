@@ -1,0 +1,98 @@
+"""Tests for launch/tpu.py: the gcloud commands and the multi-host path on
+several local CPU processes (jax.distributed over localhost)."""
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from launch import tpu
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = dict(name='sam-v3', zone='europe-west4-a', project='proj',
+           accelerator_type='v3-32', version='tpu-vm-base', spot=True,
+           config='configs/imagenet.py:model=resnet50,epochs=100,opt=sam',
+           workdir='gs://bucket/runs/r50', data_dir='gs://bucket/tfds')
+
+
+def test_up_commands():
+  commands = tpu.gcloud_commands('up', **RUN, jax_pin='0.10.2')
+  assert commands[0][:5] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'describe']
+  assert commands[1] == [
+      'gcloud', 'compute', 'tpus', 'tpu-vm', 'create', 'sam-v3',
+      '--zone=europe-west4-a', '--project=proj', '--accelerator-type=v3-32',
+      '--version=tpu-vm-base', '--spot']
+  assert commands[2][:2] == ['git', 'archive']
+  assert commands[3][4] == 'scp' and '--worker=all' in commands[3]
+  install, train = commands[4][-1], commands[5][-1]
+  assert '--worker=all' in commands[4] and '--worker=all' in commands[5]
+  assert '"jax[tpu]==0.10.2"' in install and 'requirements.txt' in install
+  assert train == (
+      '--command=cd ~/sam && SAM_DISTRIBUTED=1 nohup python3 train.py '
+      '--config=configs/imagenet.py:model=resnet50,epochs=100,opt=sam '
+      '--workdir=gs://bucket/runs/r50 --config.data_dir=gs://bucket/tfds '
+      '> ~/sam_train.log 2>&1 &')
+
+
+def test_other_actions():
+  assert tpu.gcloud_commands('delete', **RUN) == [[
+      'gcloud', 'compute', 'tpus', 'tpu-vm', 'delete', 'sam-v3',
+      '--zone=europe-west4-a', '--project=proj', '--quiet']]
+  (train,) = tpu.gcloud_commands('train', **RUN)
+  assert train[4:7] == ['ssh', 'sam-v3', '--worker=all']
+  with pytest.raises(ValueError, match='action'):
+    tpu.gcloud_commands('start', **RUN)
+
+
+def test_jax_version_from_requirements(tmp_path):
+  path = tmp_path / 'requirements.txt'
+  path.write_text('flax==0.12.8\njax==0.10.2\njaxlib==0.10.2\n')
+  assert tpu.jax_version(str(path)) == '0.10.2'
+
+
+def test_dry_run_prints_gcloud_commands():
+  out = subprocess.run(
+      [sys.executable, '-m', 'launch.tpu', '--dry_run', '--name=sam-v4',
+       '--zone=us-central2-b', '--accelerator_type=v4-32',
+       '--config=configs/cifar.py:model=wrn28_10,dataset=cifar10',
+       '--workdir=gs://b/runs/wrn', '--data_dir=gs://b/tfds'],
+      cwd=REPO, capture_output=True, text=True, check=True).stdout
+  lines = out.splitlines()
+  assert len(lines) == 5
+  assert lines[0].startswith(
+      "gcloud compute tpus tpu-vm describe sam-v4 --zone=us-central2-b "
+      "'--format=value(state)' >/dev/null 2>&1 || gcloud compute tpus tpu-vm "
+      "create sam-v4 --zone=us-central2-b --accelerator-type=v4-32")
+  assert shlex.split(lines[-1])[:7] == [
+      'gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'sam-v4', '--worker=all']
+
+
+def test_local_processes_join_one_distributed_run(tmp_path):
+  probe = tmp_path / 'probe.py'
+  probe.write_text(
+      f'import sys\nsys.path.insert(0, {REPO!r})\n'
+      'from launch import tpu\n'
+      'assert tpu.maybe_initialize_distributed()\n'
+      'import jax, jax.numpy as jnp\n'
+      'from jax.experimental import multihost_utils\n'
+      'x = multihost_utils.process_allgather(\n'
+      '    jnp.array([jax.process_index() + 1.0]))\n'
+      'print("RESULT", jax.process_count(), jax.process_index(),\n'
+      '      x.ravel().tolist())\n')
+  with socket.socket() as s:  # A free port for the coordinator.
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  codes = tpu.run_local([sys.executable, str(probe)], 2, port,
+                        str(tmp_path / 'logs'), timeout_s=120)
+  assert codes == [0, 0]
+  for i in range(2):
+    log = (tmp_path / 'logs' / f'process{i}.log').read_text()
+    assert f'RESULT 2 {i} [1.0, 2.0]' in log, log
+
+
+def test_not_distributed_without_env(monkeypatch):
+  monkeypatch.delenv(tpu.ENV_DISTRIBUTED, raising=False)
+  assert not tpu.maybe_initialize_distributed()
