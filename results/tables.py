@@ -578,9 +578,10 @@ def write_tables(runs: list[Run], out_dir: str,
   return text
 
 
-flags.DEFINE_string('runs', None, 'Directory holding run workdirs (searched '
-                    'recursively for summary.json).')
-flags.DEFINE_string('out', None, 'Output directory; default RUNS/tables.')
+def _define_flags():
+  flags.DEFINE_string('runs', None, 'Directory holding run workdirs (searched '
+                      'recursively for summary.json).')
+  flags.DEFINE_string('out', None, 'Output directory; default RUNS/tables.')
 
 
 def main(argv):
@@ -593,4 +594,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
