@@ -466,7 +466,7 @@ def _field(cell: Cell, name: str):
   if name == 'label_noise':
     return f'{value * 100:g}% noise'
   if name == 'epochs' and value is not None:
-    return f'{value} epochs'
+    return f'{value} epoch' + ('s' if value != 1 else '')
   return value if value is not None else ''
 
 
