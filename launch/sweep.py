@@ -27,6 +27,7 @@ import importlib.util
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -63,8 +64,11 @@ def is_finished(workdir: str) -> bool:
   path = os.path.join(workdir, 'summary.json')
   if not os.path.exists(path):
     return False
-  with open(path) as f:
-    return bool(json.load(f).get('finished', False))
+  try:
+    with open(path) as f:
+      return bool(json.load(f).get('finished', False))
+  except (OSError, ValueError):  # Being written by a writer that is not atomic.
+    return False
 
 
 def load_config(config: str):
@@ -162,6 +166,38 @@ def run_set(build, runs_dir: str, slots: list[Optional[str]], python: str,
     Counts: finished, failed, waiting (never became runnable).
   """
   running, failed = {}, set()
+  try:
+    return _run_loop(build, runs_dir, slots, python, train_args, poll_s,
+                     running, failed)
+  except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via `_raise_interrupt`.
+    stop_runs(running)
+    print('[sweep] stopped; the same command resumes the set', flush=True)
+    raise
+
+
+def stop_runs(running: dict, grace_s: float = 300.0) -> None:
+  """SIGTERM to every run (train.py checkpoints and exits), SIGKILL after
+  `grace_s`."""
+  for process, _, _ in running.values():
+    if process.poll() is None:
+      process.send_signal(signal.SIGTERM)
+  deadline = time.time() + grace_s
+  for process, log, _ in running.values():
+    try:
+      process.wait(timeout=max(0.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+    log.close()
+
+
+def _raise_interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt
+
+
+def _run_loop(build, runs_dir, slots, python, train_args, poll_s, running,
+              failed):
   while True:
     runs, waiting = build()
     todo = [r for r in runs
@@ -224,6 +260,7 @@ def main(argv):
     print_dry_run(*runs_and_waiting, f.runs_dir, python, train_args)
     return
   slots = gpu_slots(f.gpus_per_run) or [None] * max(1, f.parallel)
+  signal.signal(signal.SIGTERM, _raise_interrupt)
   counts = run_set(build, f.runs_dir, slots, python, train_args, f.poll_s)
   print(f'[sweep] {counts}; tables: python -m results.tables '
         f'--runs={f.runs_dir}')

@@ -122,3 +122,21 @@ def test_runner_reports_failures(tmp_path):
   counts = sweep.run_set(build, runs_dir, [None], _fake_python(tmp_path), [],
                          0.01)
   assert counts['failed'] == 2 and counts['finished'] == 0
+
+
+def test_stop_runs_sends_sigterm_then_waits(tmp_path):
+  marker = tmp_path / 'checkpointed'
+  child = (f'import signal, sys, time\n'
+           f'def stop(*_):\n'
+           f'  open({str(marker)!r}, "w").write("final checkpoint")\n'
+           f'  sys.exit(0)\n'
+           f'signal.signal(signal.SIGTERM, stop)\n'
+           f'print("ready", flush=True)\n'
+           f'time.sleep(60)\n')
+  log = open(tmp_path / 'log', 'w')
+  process = subprocess.Popen([sys.executable, '-c', child],
+                             stdout=subprocess.PIPE, text=True)
+  assert process.stdout.readline().strip() == 'ready'
+  sweep.stop_runs({'run': (process, log, 0)}, grace_s=30)
+  assert process.returncode == 0
+  assert marker.read_text() == 'final checkpoint'

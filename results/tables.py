@@ -187,8 +187,11 @@ def load_runs(runs_dir: str) -> list[Run]:
   for root, dirs, files in os.walk(runs_dir):
     dirs.sort()
     if 'summary.json' in files:
-      with open(os.path.join(root, 'summary.json')) as f:
-        summary = json.load(f)
+      try:
+        with open(os.path.join(root, 'summary.json')) as f:
+          summary = json.load(f)
+      except ValueError:  # Being written: not finished yet.
+        summary = {}
       runs.append(Run(root, summary.get('config', {}),
                       bool(summary.get('finished', False)),
                       summary.get('final', {}) or {}))
