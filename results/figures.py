@@ -154,7 +154,7 @@ def m_sharpness(runs: list[tables.Run], path: str) -> Optional[str]:
   cells = collections.defaultdict(list)
   for run in runs:
     value = tables.metric_value(run, 'top1_error')
-    if (run.finished and run.method == 'sam' and run.m is not None
+    if (run.finished and run.method.startswith('sam') and run.m
         and not run.validation and value is not None):
       cells[(int(run.m), run.rho)].append(value)
   if not cells:

@@ -158,8 +158,10 @@ class Run:
 
   @property
   def method(self) -> str:
-    """'sam', 'sgd', 'mixup', 'bootstrap_sam', 'bootstrap_mixup', ..."""
+    """'sam', 'sgd', 'mixup', 'bootstrap_sam', 'bootstrap_mixup', 'sam_m32'..."""
     name = 'sam' if self.optimizer == 'sam' else self.optimizer
+    if name == 'sam' and self.m:  # An explicit m-sharpness m (Figure 3).
+      name = f'sam_m{self.m}'
     if name == 'sgd' and self.mixup_alpha > 0:
       name = 'mixup'
     return 'bootstrap_' + name if self.bootstrap else name
@@ -415,7 +417,7 @@ def build_cells(runs: list[Run], paper: list[dict[str, Any]]) -> list[Cell]:
         runs_m = [r for r in rows_runs if r.method == method]
         finished = [r for r in runs_m if r.finished]
         cell.finished_runs = len(finished)
-        if method.endswith('sam'):
+        if method.endswith('sam') or method.startswith('sam_m'):
           fixed = FIXED_RHO if key.table in ('10', '11') else None
           sam_cell(cell, finished, fixed)
           # Unfinished runs that could still change this cell.

@@ -185,3 +185,19 @@ def test_write_tables_outputs(runs_dir, tmp_path):
   assert line[header.index('cifar10 sgd diff')] == '+0.20'
   with open(os.path.join(out, 'unfinished.txt')) as f:
     assert len(f.read().split()) == 2
+
+
+def test_explicit_m_is_its_own_method(tmp_path):
+  root = str(tmp_path)
+  make_run(root, 'plain', test_error=0.03)
+  run = make_run(root, 'm32', test_error=0.02)
+  with open(os.path.join(run, 'summary.json')) as f:
+    summary = json.load(f)
+  summary['config']['sam']['m'] = 32
+  with open(os.path.join(run, 'summary.json'), 'w') as f:
+    json.dump(summary, f)
+  cells = _cells(root)
+  key = ('1', 'cifar10', 'wrn28_10', 'basic', 200, 0.0)
+  assert cells[key + ('sam',)].values == pytest.approx([3.0])
+  assert cells[key + ('sam_m32',)].values == pytest.approx([2.0])
+  assert cells[key + ('sam_m32',)].paper is None
