@@ -17,9 +17,11 @@ resumes from its last checkpoint in the workdir), `--action=logs` follows
 worker 0's log, `--action=delete` deletes the VM. `--dry_run` prints the exact
 commands.
 
-Quota-free check of the multi-host path: `--local_processes=N` runs N
-train.py processes on this machine's CPU, connected by jax.distributed on
-localhost through the same environment variables.
+Quota-free check of the multi-host path: `--local_processes=N
+[--local_devices=D]` runs N train.py processes on this machine's CPU with D
+devices each, connected by jax.distributed on localhost through the same
+environment variables (logs in WORKDIR/process_logs/); its result should equal
+one process with N*D devices.
 """
 
 import os
@@ -131,19 +133,25 @@ def gcloud_commands(action: str, name: str, zone: str, project: str,
   ]
 
 
-def local_process_envs(num_processes: int, port: int) -> list[dict[str, str]]:
+def local_process_envs(num_processes: int, port: int,
+                       devices_per_process: int = 1) -> list[dict[str, str]]:
   """Environment of each local CPU process of a multi-process run."""
   return [{ENV_DISTRIBUTED: '1', ENV_NUM_PROCESSES: str(num_processes),
            ENV_PROCESS_ID: str(i), 'JAX_COORDINATOR_ADDRESS': f'localhost:{port}',
-           'JAX_PLATFORMS': 'cpu'} for i in range(num_processes)]
+           'JAX_PLATFORMS': 'cpu',
+           'XLA_FLAGS': ('--xla_force_host_platform_device_count='
+                         f'{devices_per_process}')}
+          for i in range(num_processes)]
 
 
 def run_local(command: Sequence[str], num_processes: int, port: int,
-              log_dir: str, timeout_s: float = 3600) -> list[int]:
+              log_dir: str, timeout_s: float = 3600,
+              devices_per_process: int = 1) -> list[int]:
   """Runs `command` as `num_processes` local processes; returns exit codes."""
   os.makedirs(log_dir, exist_ok=True)
   processes = []
-  for i, env in enumerate(local_process_envs(num_processes, port)):
+  for i, env in enumerate(local_process_envs(num_processes, port,
+                                             devices_per_process)):
     log = open(os.path.join(log_dir, f'process{i}.log'), 'w')
     processes.append((subprocess.Popen(
         list(command), env={**os.environ, **env}, stdout=log,
@@ -176,6 +184,7 @@ def _define_flags():
   flags.DEFINE_integer('local_processes', 0, 'Instead of a TPU: run this many '
                        'local CPU processes joined by jax.distributed.')
   flags.DEFINE_integer('port', 12355, 'Coordinator port for local processes.')
+  flags.DEFINE_integer('local_devices', 1, 'CPU devices per local process.')
 
 
 def main(argv):
@@ -191,11 +200,13 @@ def main(argv):
                    [f'--config.data_dir={f.data_dir}'] if f.data_dir else [])
     command += train_args
     if f.dry_run:
-      for env in local_process_envs(f.local_processes, f.port):
+      for env in local_process_envs(f.local_processes, f.port,
+                                    f.local_devices):
         print(' '.join(f'{k}={v}' for k, v in env.items()), shlex.join(command))
       return
     codes = run_local(command, f.local_processes, f.port,
-                      os.path.join(f.workdir, 'process_logs'))
+                      os.path.join(f.workdir, 'process_logs'),
+                      devices_per_process=f.local_devices)
     print(f'exit codes: {codes}')
     sys.exit(max(codes, key=abs))
   commands = gcloud_commands(

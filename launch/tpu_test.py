@@ -81,16 +81,18 @@ def test_local_processes_join_one_distributed_run(tmp_path):
       'x = multihost_utils.process_allgather(\n'
       '    jnp.array([jax.process_index() + 1.0]))\n'
       'print("RESULT", jax.process_count(), jax.process_index(),\n'
-      '      x.ravel().tolist())\n')
+      '      jax.device_count(), x.ravel().tolist())\n')
   with socket.socket() as s:  # A free port for the coordinator.
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
   codes = tpu.run_local([sys.executable, str(probe)], 2, port,
-                        str(tmp_path / 'logs'), timeout_s=120)
+                        str(tmp_path / 'logs'), timeout_s=120,
+                        devices_per_process=2)
   assert codes == [0, 0]
   for i in range(2):
     log = (tmp_path / 'logs' / f'process{i}.log').read_text()
-    assert f'RESULT 2 {i} [1.0, 2.0]' in log, log
+    # 2 processes x 2 CPU devices: one run over 4 devices.
+    assert f'RESULT 2 {i} 4 [1.0, 2.0]' in log, log
 
 
 def test_not_distributed_without_env(monkeypatch):
