@@ -430,6 +430,8 @@ def build_cells(runs: list[Run], paper: list[dict[str, Any]]) -> list[Cell]:
         else:
           best_of_cell(cell, finished)
           cell.unfinished = len(runs_m) - len(finished)
+        if finished and all(metric_value(r, metric) is None for r in finished):
+          cell.choice = f'no {metric} in the summaries'
         for p in paper:
           if (paper_matches(p, key) and p['method'] == method
               and p['metric'] == metric):

@@ -13,11 +13,18 @@ Run on a checkpoint:
   python -m sam.sharpness --workdir=RUN --split=train --rho=0.05
 """
 
-from typing import Any, Callable, NamedTuple
+import json
+import os
+from typing import Any, Callable, NamedTuple, Sequence
 
+from absl import app
+from absl import flags
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from sam import analysis_inputs
 
 PyTree = Any
 
@@ -73,7 +80,8 @@ def sharpness(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     loss_fn: params -> scalar loss (a closure over the batch).
     params: the weights w.
     rho: radius of the ball (>= 0).
-    num_steps: ascent steps k (>= 0; 0 evaluates the start point only).
+    num_steps: ascent steps k (>= 0; 0 evaluates the start point only); may
+      be traced, so one compilation serves every k.
     step_size: length of each step; defaults to rho.
     key: if given, start from a random point on the sphere of radius rho
       instead of eps = 0 (needed where the gradient vanishes, e.g. at a
@@ -85,7 +93,7 @@ def sharpness(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
   """
   if rho < 0:
     raise ValueError(f'rho must be >= 0, got {rho}')
-  if num_steps < 0:
+  if isinstance(num_steps, int) and num_steps < 0:
     raise ValueError(f'num_steps must be >= 0, got {num_steps}')
   step_size = rho if step_size is None else step_size
   shifted_value_and_grad = jax.value_and_grad(
@@ -94,7 +102,7 @@ def sharpness(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
          random_on_sphere(key, params, rho))
   loss = loss_fn(params)
 
-  def ascent_step(carry, _):
+  def ascent_step(_, carry):
     eps, best_value, best_eps = carry
     value, grads = shifted_value_and_grad(eps)
     better = value > best_value
@@ -104,13 +112,13 @@ def sharpness(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     direction = _scale(grads, step_size * _safe_inverse(
         optax.tree.norm(grads)))
     eps = project_to_ball(jax.tree.map(jnp.add, eps, direction), rho)
-    return (eps, best_value, best_eps), None
+    return eps, best_value, best_eps
 
   # The start point counts as an iterate: eps = 0 scores 0, a random start
   # scores a valid lower bound.
   start = (eps, jnp.asarray(-jnp.inf, loss.dtype), eps)
-  (eps, best_value, best_eps), _ = jax.lax.scan(ascent_step, start, None,
-                                                length=num_steps)
+  eps, best_value, best_eps = jax.lax.fori_loop(0, num_steps, ascent_step,
+                                                start)
   value = loss_fn(jax.tree.map(jnp.add, params, eps))
   better = value > best_value
   best_value = jnp.where(better, value, best_value)
@@ -162,3 +170,95 @@ def m_sharpness(loss_fn: Callable[[PyTree, PyTree], jax.Array], params: PyTree,
   values = jax.lax.map(one_subset, (subsets, keys),
                        batch_size=subsets_per_call)
   return jnp.mean(values)
+
+
+def analyse(run: tuple[Any, Any, Any, Any], output_dir: str, *,
+            rho: float = 0.05, num_steps: Sequence[int] = (1, 2, 5),
+            m_values: Sequence[int] = (), split: str = 'train',
+            num_examples: int = 1024, batch_size: int = 128,
+            bn_mode: str = 'train', seed: int = 0) -> dict:
+  """Sharpness and m-sharpness of a trained model; writes JSON.
+
+  Args:
+    run: (config, model, variables, datasets), as `sam.training.load_run`.
+    output_dir: where `sharpness_<split>_rho<rho>.json` goes.
+    rho: radius of the ball.
+    num_steps: ascent step counts k to report.
+    m_values: subset sizes of the m-sharpness to report (each must divide
+      batch_size); m-sharpness uses the largest k of num_steps.
+    split, num_examples, batch_size, bn_mode: the batches (see
+      sam/analysis_inputs.py); the probe runs per batch and is averaged.
+    seed: seed of the example subset.
+
+  Returns:
+    The JSON record.
+  """
+  config, model, variables, datasets = run
+  batch_loss = analysis_inputs.make_batch_loss(
+      model, variables['batch_stats'], bn_mode,
+      label_smoothing=config.label_smoothing)
+  batches = analysis_inputs.unstack_batches(analysis_inputs.stack_batches(
+      *analysis_inputs.split_examples(datasets, split, num_examples, seed),
+      batch_size))
+  params = variables['params']
+
+  def batch_mean(fn, *args):
+    return float(np.mean([fn(params, batch, *args) for batch in batches]))
+
+  # k is traced, so every k shares one compilation.
+  probe = jax.jit(lambda p, b, k: sharpness(lambda q: batch_loss(q, b), p,
+                                            rho, k).sharpness)
+  record = {
+      'optimizer': config.optimizer, 'split': split, 'bn_mode': bn_mode,
+      'rho': rho, 'batch_size': batch_size,
+      'num_examples': len(batches) * batch_size,
+      'loss': batch_mean(jax.jit(batch_loss)),
+      'sharpness': {str(k): batch_mean(probe, k) for k in num_steps},
+      'm_sharpness': {},
+  }
+  for m in m_values:
+    record['m_sharpness'][str(m)] = batch_mean(jax.jit(
+        lambda p, b, m=m: m_sharpness(batch_loss, p, b, m, rho,
+                                      max(num_steps))))
+  os.makedirs(output_dir, exist_ok=True)
+  with open(os.path.join(output_dir, f'sharpness_{split}_rho{rho:g}.json'),
+            'w') as f:
+    json.dump(record, f, indent=1)
+  return record
+
+
+def _define_flags():
+  flags.DEFINE_string('workdir', None, 'Training workdir to analyse.',
+                      required=True)
+  flags.DEFINE_float('rho', 0.05, 'Radius of the ball.')
+  flags.DEFINE_list('num_steps', ['1', '2', '5'], 'Ascent steps k.')
+  flags.DEFINE_list('m', [], 'm-sharpness subset sizes (divide batch_size).')
+  flags.DEFINE_string('split', 'train', 'train, test or validation.')
+  flags.DEFINE_integer('num_examples', 1024, 'Examples probed; 0: all.')
+  flags.DEFINE_integer('batch_size', 128, 'Examples per probed batch.')
+  flags.DEFINE_enum('bn_mode', 'train', list(analysis_inputs.BN_MODES),
+                    'BatchNorm statistics: train (batch) or eval (running).')
+  flags.DEFINE_integer('seed', 0, 'Seed of the example subset.')
+  flags.DEFINE_string('output_dir', None, 'Default: WORKDIR/analysis.')
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  # Imported here: loading a run needs the training stack, and sam.training
+  # may itself import this module to log sharpness during training.
+  from sam import training  # pylint: disable=g-import-not-at-top
+  record = analyse(
+      training.load_run(f.workdir),
+      f.output_dir or os.path.join(f.workdir, 'analysis'), rho=f.rho,
+      num_steps=[int(k) for k in f.num_steps],
+      m_values=[int(m) for m in f.m], split=f.split,
+      num_examples=f.num_examples, batch_size=f.batch_size,
+      bn_mode=f.bn_mode, seed=f.seed)
+  print(json.dumps({k: record[k] for k in ('loss', 'sharpness',
+                                           'm_sharpness')}, indent=1))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

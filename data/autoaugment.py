@@ -1,0 +1,436 @@
+"""AutoAugment (Cubuk et al., 2018) and RandAugment (Cubuk et al., 2019).
+
+The published policies are data: 25 sub-policies of two (operation,
+probability, magnitude) triples each, for CIFAR-10, SVHN and ImageNet, as
+printed in the AutoAugment paper's appendix. Magnitudes of AutoContrast,
+Equalize and Invert are kept as printed and ignored, as in the original code.
+
+Magnitudes follow the semantics the policies were searched under (the
+authors' released CIFAR code): level m in [0, 10] maps to m / 10 of the
+paper's range; shear, translate and rotate take a random sign; the four
+enhance operations use the unsigned factor 0.1 + 1.8 m / 10 (so m = 5 is the
+identity). Two deliberate departures: posterize keeps 8 - 4 m / 10 bits (the
+paper's [4, 8] range; the released code kept 4 - 4 m / 10 bits, a known bug),
+and geometric magnitudes scale with the image: translations move by
+m / 10 * translate_fraction * side (10/32 by default, the released code's 10
+pixels on 32; ImageNet's 150/331 for RandAugment), so a 32-pixel image moves
+by at most 10 pixels and never goes blank. SamplePairing, which needs a second
+image and appears in no published policy, is not implemented.
+
+Every transform is `fn(image uint8 [H, W, C], seed int [2]) -> uint8 [H, W, C]`
+from stateless random ops; C may be 1 (Color is then the identity).
+"""
+
+import functools
+import math
+from typing import Callable
+
+import tensorflow as tf
+
+from data import cutout
+
+MAX_LEVEL = 10.0
+FILL = 128  # Grey for pixels that geometric operations move in.
+CIFAR_TRANSLATE_FRACTION = 10 / 32
+IMAGENET_TRANSLATE_FRACTION = 150 / 331
+CUTOUT_FRACTION = 20 / 32  # The released code's 20-pixel cutout on 32.
+
+# (operation, probability, magnitude) pairs; Table 7-9 of Cubuk et al. 2018.
+CIFAR10_POLICY = (
+    (('Invert', 0.1, 7), ('Contrast', 0.2, 6)),
+    (('Rotate', 0.7, 2), ('TranslateX', 0.3, 9)),
+    (('Sharpness', 0.8, 1), ('Sharpness', 0.9, 3)),
+    (('ShearY', 0.5, 8), ('TranslateY', 0.7, 9)),
+    (('AutoContrast', 0.5, 8), ('Equalize', 0.9, 2)),
+    (('ShearY', 0.2, 7), ('Posterize', 0.3, 7)),
+    (('Color', 0.4, 3), ('Brightness', 0.6, 7)),
+    (('Sharpness', 0.3, 9), ('Brightness', 0.7, 9)),
+    (('Equalize', 0.6, 5), ('Equalize', 0.5, 1)),
+    (('Contrast', 0.6, 7), ('Sharpness', 0.6, 5)),
+    (('Color', 0.7, 7), ('TranslateX', 0.5, 8)),
+    (('Equalize', 0.3, 7), ('AutoContrast', 0.4, 8)),
+    (('TranslateY', 0.4, 3), ('Sharpness', 0.2, 6)),
+    (('Brightness', 0.9, 6), ('Color', 0.2, 8)),
+    (('Solarize', 0.5, 2), ('Invert', 0.0, 3)),
+    (('Equalize', 0.2, 0), ('AutoContrast', 0.6, 0)),
+    (('Equalize', 0.2, 8), ('Equalize', 0.6, 4)),
+    (('Color', 0.9, 9), ('Equalize', 0.6, 6)),
+    (('AutoContrast', 0.8, 4), ('Solarize', 0.2, 8)),
+    (('Brightness', 0.1, 3), ('Color', 0.7, 0)),
+    (('Solarize', 0.4, 5), ('AutoContrast', 0.9, 3)),
+    (('TranslateY', 0.9, 9), ('TranslateY', 0.7, 9)),
+    (('AutoContrast', 0.9, 2), ('Solarize', 0.8, 3)),
+    (('Equalize', 0.8, 8), ('Invert', 0.1, 3)),
+    (('TranslateY', 0.7, 9), ('AutoContrast', 0.9, 1)),
+)
+
+SVHN_POLICY = (
+    (('ShearX', 0.9, 4), ('Invert', 0.2, 3)),
+    (('ShearY', 0.9, 8), ('Invert', 0.7, 5)),
+    (('Equalize', 0.6, 5), ('Solarize', 0.6, 6)),
+    (('Invert', 0.9, 3), ('Equalize', 0.6, 3)),
+    (('Equalize', 0.6, 1), ('Rotate', 0.9, 3)),
+    (('ShearX', 0.9, 4), ('AutoContrast', 0.8, 3)),
+    (('ShearY', 0.9, 8), ('Invert', 0.4, 5)),
+    (('ShearY', 0.9, 5), ('Solarize', 0.2, 6)),
+    (('Invert', 0.9, 6), ('AutoContrast', 0.8, 1)),
+    (('Equalize', 0.6, 3), ('Rotate', 0.9, 3)),
+    (('ShearX', 0.9, 4), ('Solarize', 0.3, 3)),
+    (('ShearY', 0.8, 8), ('Invert', 0.7, 4)),
+    (('Equalize', 0.9, 5), ('TranslateY', 0.6, 6)),
+    (('Invert', 0.9, 4), ('Equalize', 0.6, 7)),
+    (('Contrast', 0.3, 3), ('Rotate', 0.8, 4)),
+    (('Invert', 0.8, 5), ('TranslateY', 0.0, 2)),
+    (('ShearY', 0.7, 6), ('Solarize', 0.4, 8)),
+    (('Invert', 0.6, 4), ('Rotate', 0.8, 4)),
+    (('ShearY', 0.3, 7), ('TranslateX', 0.9, 3)),
+    (('ShearX', 0.1, 6), ('Invert', 0.6, 5)),
+    (('Solarize', 0.7, 2), ('TranslateY', 0.6, 7)),
+    (('ShearY', 0.8, 4), ('Invert', 0.8, 8)),
+    (('ShearX', 0.7, 9), ('TranslateY', 0.8, 3)),
+    (('ShearY', 0.8, 5), ('AutoContrast', 0.7, 3)),
+    (('ShearX', 0.7, 2), ('Invert', 0.1, 5)),
+)
+
+IMAGENET_POLICY = (
+    (('Posterize', 0.4, 8), ('Rotate', 0.6, 9)),
+    (('Solarize', 0.6, 5), ('AutoContrast', 0.6, 5)),
+    (('Equalize', 0.8, 8), ('Equalize', 0.6, 3)),
+    (('Posterize', 0.6, 7), ('Posterize', 0.6, 6)),
+    (('Equalize', 0.4, 7), ('Solarize', 0.2, 4)),
+    (('Equalize', 0.4, 4), ('Rotate', 0.8, 8)),
+    (('Solarize', 0.6, 3), ('Equalize', 0.6, 7)),
+    (('Posterize', 0.8, 5), ('Equalize', 1.0, 2)),
+    (('Rotate', 0.2, 3), ('Solarize', 0.6, 8)),
+    (('Equalize', 0.6, 8), ('Posterize', 0.4, 6)),
+    (('Rotate', 0.8, 8), ('Color', 0.4, 0)),
+    (('Rotate', 0.4, 9), ('Equalize', 0.6, 2)),
+    (('Equalize', 0.0, 7), ('Equalize', 0.8, 8)),
+    (('Invert', 0.6, 4), ('Equalize', 1.0, 8)),
+    (('Color', 0.6, 4), ('Contrast', 1.0, 8)),
+    (('Rotate', 0.8, 8), ('Color', 1.0, 2)),
+    (('Color', 0.8, 8), ('Solarize', 0.8, 7)),
+    (('Sharpness', 0.4, 7), ('Invert', 0.6, 8)),
+    (('ShearX', 0.6, 5), ('Equalize', 1.0, 9)),
+    (('Color', 0.4, 0), ('Equalize', 0.6, 3)),
+    (('Equalize', 0.4, 7), ('Solarize', 0.2, 4)),
+    (('Solarize', 0.6, 5), ('AutoContrast', 0.6, 5)),
+    (('Invert', 0.6, 4), ('Equalize', 1.0, 8)),
+    (('Color', 0.6, 4), ('Contrast', 1.0, 8)),
+    (('Equalize', 0.8, 8), ('Equalize', 0.6, 3)),
+)
+
+POLICIES = {
+    'cifar10': CIFAR10_POLICY,
+    'svhn': SVHN_POLICY,
+    'imagenet': IMAGENET_POLICY,
+}
+
+# The RandAugment paper's 14 operations.
+RANDAUGMENT_OPS = (
+    'Identity', 'AutoContrast', 'Equalize', 'Rotate', 'Solarize', 'Color',
+    'Posterize', 'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY',
+    'TranslateX', 'TranslateY')
+
+
+# ----------------------------------------------------------------- helpers ---
+
+
+def _random_sign(seed) -> tf.Tensor:
+  return tf.where(tf.random.stateless_uniform([], seed) < 0.5, -1.0, 1.0)
+
+
+def _blend(degenerate, image, factor: float) -> tf.Tensor:
+  """degenerate + factor * (image - degenerate), clipped; PIL's enhance."""
+  degenerate = tf.cast(degenerate, tf.float32)
+  mixed = degenerate + factor * (tf.cast(image, tf.float32) - degenerate)
+  return tf.cast(tf.clip_by_value(tf.round(mixed), 0.0, 255.0), tf.uint8)
+
+
+def _grayscale(image) -> tf.Tensor:
+  """Float32 [H, W, 1] luma (ITU-R 601, as PIL's 'L' conversion)."""
+  image = tf.cast(image, tf.float32)
+  if image.shape[-1] == 1:
+    return image
+  return tf.reduce_sum(image * [0.299, 0.587, 0.114], axis=-1, keepdims=True)
+
+
+def _affine(image, row) -> tf.Tensor:
+  """Maps each output pixel (x, y) to input (a0 x + a1 y + a2, b0 x + ...).
+
+  Args:
+    image: uint8 [H, W, C].
+    row: six floats [a0, a1, a2, b0, b1, b2] (PIL's affine convention).
+
+  Returns:
+    uint8 [H, W, C]; pixels from outside the image are FILL, nearest
+    neighbour as in the released code.
+  """
+  transform = tf.concat([tf.cast(tf.stack(row), tf.float32), [0.0, 0.0]], 0)
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=image[None], transforms=transform[None],
+      output_shape=tf.shape(image)[:2], fill_value=float(FILL),
+      interpolation='NEAREST', fill_mode='CONSTANT')[0]
+
+
+# -------------------------------------------------------------- operations ---
+# Every operation is op(image, level, seed, translate_fraction) -> image, with
+# `level` a float32 scalar tensor in [0, 10], so that one graph serves every
+# magnitude of a policy table.
+
+
+def identity(image, level, seed, translate_fraction):
+  del level, seed, translate_fraction
+  return image
+
+
+def auto_contrast(image, level, seed, translate_fraction):
+  """Stretches each channel to span [0, 255]; flat channels stay as is."""
+  del level, seed, translate_fraction
+  x = tf.cast(image, tf.float32)
+  low = tf.reduce_min(x, axis=[0, 1])
+  high = tf.reduce_max(x, axis=[0, 1])
+  scale = tf.where(high > low, 255.0 / tf.maximum(high - low, 1.0), 1.0)
+  offset = tf.where(high > low, low, 0.0)
+  return tf.cast(tf.clip_by_value(tf.round((x - offset) * scale), 0, 255),
+                 tf.uint8)
+
+
+def equalize(image, level, seed, translate_fraction):
+  """Per-channel histogram equalisation with PIL's lookup table."""
+  del level, seed, translate_fraction
+  channels = image.shape[-1]
+  values = tf.reshape(tf.cast(image, tf.int32), [-1, channels])
+  # One bincount for all channels: channel c counts into bins [256c, 256c+256).
+  index = values + tf.range(channels) * 256
+  hist = tf.reshape(tf.math.bincount(index, minlength=256 * channels,
+                                     maxlength=256 * channels),
+                    [channels, 256])
+  last_nonzero = 255 - tf.argmax(tf.reverse(hist, [1]) > 0, axis=1,
+                                 output_type=tf.int32)
+  last_count = tf.gather(hist, last_nonzero, batch_dims=1)
+  step = (tf.reduce_sum(hist, axis=1) - last_count) // 255
+  safe_step = tf.maximum(step, 1)[:, None]
+  lut = (tf.cumsum(hist, axis=1, exclusive=True) + safe_step // 2) // safe_step
+  lut = tf.where(step[:, None] > 0, tf.minimum(lut, 255), tf.range(256)[None])
+  out = tf.gather(tf.reshape(lut, [-1]), index)
+  return tf.cast(tf.reshape(out, tf.shape(image)), tf.uint8)
+
+
+def invert(image, level, seed, translate_fraction):
+  del level, seed, translate_fraction
+  return 255 - image
+
+
+def rotate(image, level, seed, translate_fraction):
+  """Rotates about the centre by up to 30 degrees, random direction."""
+  del translate_fraction
+  angle = _random_sign(seed) * level / MAX_LEVEL * (30.0 * math.pi / 180.0)
+  height = tf.cast(tf.shape(image)[0], tf.float32)
+  width = tf.cast(tf.shape(image)[1], tf.float32)
+  cy, cx = (height - 1.0) / 2.0, (width - 1.0) / 2.0
+  cos, sin = tf.cos(angle), tf.sin(angle)
+  return _affine(image, [cos, -sin, cx - cos * cx + sin * cy,
+                         sin, cos, cy - sin * cx - cos * cy])
+
+
+def solarize(image, level, seed, translate_fraction):
+  """Inverts pixels at or above 256 - 256 m / 10."""
+  del seed, translate_fraction
+  threshold = 256 - tf.cast(tf.floor(level * 256.0 / MAX_LEVEL), tf.int32)
+  return tf.where(tf.cast(image, tf.int32) < threshold, image, 255 - image)
+
+
+def posterize(image, level, seed, translate_fraction):
+  """Keeps the top 8 - 4 m / 10 bits of every pixel."""
+  del seed, translate_fraction
+  shift = tf.cast(tf.floor(level * 4.0 / MAX_LEVEL), tf.uint8)
+  return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
+
+
+def _enhance_factor(level):
+  return 0.1 + 1.8 * level / MAX_LEVEL
+
+
+def color(image, level, seed, translate_fraction):
+  """Saturation: blends with the greyscale image."""
+  del seed, translate_fraction
+  gray = tf.broadcast_to(_grayscale(image), tf.shape(image))
+  return _blend(tf.round(gray), image, _enhance_factor(level))
+
+
+def contrast(image, level, seed, translate_fraction):
+  """Blends with a flat image at the mean grey level."""
+  del seed, translate_fraction
+  mean = tf.round(tf.reduce_mean(_grayscale(image)))
+  return _blend(tf.fill(tf.shape(image), mean), image, _enhance_factor(level))
+
+
+def brightness(image, level, seed, translate_fraction):
+  del seed, translate_fraction
+  return _blend(tf.zeros_like(image), image, _enhance_factor(level))
+
+
+def sharpness(image, level, seed, translate_fraction):
+  """Blends with PIL's 3x3 smoothed image (border pixels left unsmoothed)."""
+  del seed, translate_fraction
+  channels = image.shape[-1]
+  kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
+  kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
+  smooth = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[None], kernel,
+                                  [1, 1, 1, 1], 'VALID')[0]
+  interior = tf.pad(tf.ones_like(smooth, tf.bool), [[1, 1], [1, 1], [0, 0]])
+  smooth = tf.pad(tf.round(smooth), [[1, 1], [1, 1], [0, 0]])
+  degenerate = tf.where(interior, smooth, tf.cast(image, tf.float32))
+  return _blend(degenerate, image, _enhance_factor(level))
+
+
+def shear_x(image, level, seed, translate_fraction):
+  del translate_fraction
+  shear = _random_sign(seed) * level / MAX_LEVEL * 0.3
+  return _affine(image, [1.0, shear, 0.0, 0.0, 1.0, 0.0])
+
+
+def shear_y(image, level, seed, translate_fraction):
+  del translate_fraction
+  shear = _random_sign(seed) * level / MAX_LEVEL * 0.3
+  return _affine(image, [1.0, 0.0, 0.0, shear, 1.0, 0.0])
+
+
+def _translate_pixels(level, side, translate_fraction, seed):
+  """Whole pixels, m / 10 of the largest shift, with a random sign."""
+  largest = tf.cast(side, tf.float32) * translate_fraction
+  return _random_sign(seed) * tf.floor(level / MAX_LEVEL * largest)
+
+
+def translate_x(image, level, seed, translate_fraction):
+  shift = _translate_pixels(level, tf.shape(image)[1], translate_fraction, seed)
+  return _affine(image, [1.0, 0.0, shift, 0.0, 1.0, 0.0])
+
+
+def translate_y(image, level, seed, translate_fraction):
+  shift = _translate_pixels(level, tf.shape(image)[0], translate_fraction, seed)
+  return _affine(image, [1.0, 0.0, 0.0, 0.0, 1.0, shift])
+
+
+def cutout_op(image, level, seed, translate_fraction):
+  """A grey square of side m / 10 * 20/32 of the shorter side."""
+  del translate_fraction
+  side = tf.cast(tf.reduce_min(tf.shape(image)[:2]), tf.float32)
+  size = tf.cast(level / MAX_LEVEL * CUTOUT_FRACTION * side, tf.int32)
+  center = tf.random.stateless_uniform(
+      [2], seed, 0, tf.int32.max, tf.int32) % tf.shape(image)[:2]
+  return cutout.cutout_at(image, center[0], center[1], size, FILL)
+
+
+OPS: dict[str, Callable[..., tf.Tensor]] = {
+    'Identity': identity, 'AutoContrast': auto_contrast,
+    'Equalize': equalize, 'Invert': invert, 'Rotate': rotate,
+    'Solarize': solarize, 'Posterize': posterize, 'Color': color,
+    'Contrast': contrast, 'Brightness': brightness, 'Sharpness': sharpness,
+    'ShearX': shear_x, 'ShearY': shear_y, 'TranslateX': translate_x,
+    'TranslateY': translate_y, 'Cutout': cutout_op,
+}
+
+
+def apply_op(name: str, image, level: float, seed,
+             translate_fraction: float = CIFAR_TRANSLATE_FRACTION):
+  """Applies operation `name` at magnitude `level` (for tests and figures)."""
+  if name not in OPS:
+    raise ValueError(f'autoaugment op must be one of {sorted(OPS)}, got '
+                     f'{name!r}')
+  return OPS[name](image, tf.constant(level, tf.float32), seed,
+                   translate_fraction)
+
+
+# ---------------------------------------------------------------- policies ---
+
+
+def _switch_op(names, index, image, level, seed, translate_fraction):
+  """Runs OPS[names[index]]; one small branch per distinct operation.
+
+  Dispatching on tensors (rather than tracing every sub-policy as its own
+  branch) keeps the graph to one branch per operation, which makes tracing
+  and per-iterator instantiation in tf.data an order of magnitude cheaper.
+  """
+  branches = [functools.partial(OPS[name], image, level, seed,
+                                translate_fraction) for name in names]
+  return tf.switch_case(index, branches)
+
+
+def make_autoaugment(policy: str = 'cifar10',
+                     translate_fraction: float = CIFAR_TRANSLATE_FRACTION):
+  """Returns fn(image, seed) applying one random sub-policy of `policy`.
+
+  Each call picks one of the 25 sub-policies uniformly, then applies its two
+  operations in order, each with its own probability.
+
+  Args:
+    policy: 'cifar10', 'svhn' or 'imagenet'.
+    translate_fraction: largest translation as a fraction of the side.
+
+  Returns:
+    fn(image uint8 [H, W, C], seed int [2]) -> uint8 [H, W, C].
+  """
+  if policy not in POLICIES:
+    raise ValueError(f'autoaugment policy must be one of {sorted(POLICIES)}, '
+                     f'got {policy!r}')
+  sub_policies = POLICIES[policy]
+  names = ['Identity'] + sorted(
+      {op for sub in sub_policies for op, _, _ in sub} - {'Identity'})
+  op_table = tf.constant(
+      [[names.index(op) for op, _, _ in sub] for sub in sub_policies],
+      tf.int32)
+  prob_table = tf.constant([[p for _, p, _ in sub] for sub in sub_policies],
+                           tf.float32)
+  level_table = tf.constant([[m for _, _, m in sub] for sub in sub_policies],
+                            tf.float32)
+  slots = len(sub_policies[0])
+
+  @tf.autograph.experimental.do_not_convert
+  def autoaugment(image, seed):
+    draws = tf.random.stateless_uniform([1 + slots], seed)
+    index = tf.minimum(tf.cast(draws[0] * len(sub_policies), tf.int32),
+                       len(sub_policies) - 1)
+    for slot in range(slots):
+      # A skipped operation becomes branch 0, the identity.
+      op = tf.where(draws[1 + slot] < prob_table[index, slot],
+                    op_table[index, slot], 0)
+      image = _switch_op(names, op, image, level_table[index, slot],
+                         tf.random.experimental.stateless_fold_in(
+                             seed, slot + 1), translate_fraction)
+    return image
+
+  return autoaugment
+
+
+def make_randaugment(num_layers: int = 2, magnitude: float = 9.0,
+                     translate_fraction: float = IMAGENET_TRANSLATE_FRACTION):
+  """Returns fn(image, seed) applying `num_layers` random ops at `magnitude`.
+
+  Args:
+    num_layers: N, the number of operations applied in sequence.
+    magnitude: M in [0, 10], shared by every operation.
+    translate_fraction: largest translation as a fraction of the side.
+
+  Returns:
+    fn(image uint8 [H, W, C], seed int [2]) -> uint8 [H, W, C].
+  """
+  if num_layers < 0:
+    raise ValueError(f'randaugment num_layers must be >= 0, got {num_layers}')
+  if not 0.0 <= magnitude <= MAX_LEVEL:
+    raise ValueError(f'randaugment magnitude must be in [0, {MAX_LEVEL:g}], '
+                     f'got {magnitude}')
+
+  @tf.autograph.experimental.do_not_convert
+  def randaugment(image, seed):
+    level = tf.constant(magnitude, tf.float32)
+    choices = tf.random.stateless_uniform(
+        [num_layers], seed, 0, len(RANDAUGMENT_OPS), tf.int32)
+    for layer in range(num_layers):
+      image = _switch_op(RANDAUGMENT_OPS, choices[layer], image, level,
+                         tf.random.experimental.stateless_fold_in(
+                             seed, layer + 1), translate_fraction)
+    return image
+
+  return randaugment

@@ -1,0 +1,230 @@
+"""Tests for data/autoaugment.py, with PIL as the independent reference."""
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+import pytest
+import tensorflow as tf
+
+from data import autoaugment
+
+SEED = tf.constant([3, 4], tf.int64)
+
+
+def _image(channels=3, size=32, seed=0):
+  """A structured image: gradients plus noise, not using the full range."""
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[:size, :size]
+  base = np.stack([x * 5, y * 6, (x + y) * 3], -1)[..., :channels]
+  return (base + 20 + rng.integers(0, 30, base.shape)).clip(0, 230).astype(
+      np.uint8)
+
+
+def _apply(name, image, level, seed=SEED,
+           fraction=autoaugment.CIFAR_TRANSLATE_FRACTION):
+  return autoaugment.apply_op(name, tf.constant(image), level, seed,
+                              fraction).numpy()
+
+
+def _pil(image):
+  return Image.fromarray(image if image.shape[-1] == 3 else image[..., 0])
+
+
+def _from_pil(pil_image, channels):
+  out = np.asarray(pil_image)
+  return out if channels == 3 else out[..., None]
+
+
+@pytest.mark.parametrize('name', sorted(autoaugment.OPS))
+@pytest.mark.parametrize('channels', [1, 3])
+@pytest.mark.parametrize('level', [0, 5, 10])
+def test_every_op_shape_dtype_range(name, channels, level):
+  image = _image(channels)
+  out = autoaugment.apply_op(name, tf.constant(image), level, SEED)
+  assert out.dtype == tf.uint8
+  assert out.shape == image.shape
+
+
+@pytest.mark.parametrize('op', ['Brightness', 'Contrast', 'Sharpness',
+                                'Color', 'AutoContrast'])
+def test_value_range_saturates_instead_of_wrapping(op):
+  # Bright pixels pushed past 255 must clip to 255, not wrap to dark values.
+  image = np.full((8, 8, 3), 250, np.uint8)
+  image[2:5, 2:5] = 10
+  out = _apply(op, image, 10).astype(int)
+  bright = image == 250
+  assert out[bright].min() >= 200
+  assert out.max() <= 255 and out.min() >= 0
+
+
+@pytest.mark.parametrize('channels', [1, 3])
+@pytest.mark.parametrize('op, pil_fn', [
+    ('Equalize', ImageOps.equalize),
+    ('AutoContrast', ImageOps.autocontrast),
+    ('Invert', ImageOps.invert),
+])
+def test_histogram_ops_match_pil(op, pil_fn, channels):
+  image = _image(channels)
+  expected = _from_pil(pil_fn(_pil(image)), channels)
+  np.testing.assert_allclose(_apply(op, image, 5).astype(int), expected,
+                             atol=1)
+
+
+@pytest.mark.parametrize('level', [0, 3, 7, 10])
+def test_solarize_and_posterize_match_pil(level):
+  image = _image()
+  np.testing.assert_array_equal(
+      _apply('Solarize', image, level),
+      np.asarray(ImageOps.solarize(_pil(image), 256 - int(level * 25.6))))
+  np.testing.assert_array_equal(
+      _apply('Posterize', image, level),
+      np.asarray(ImageOps.posterize(_pil(image), 8 - int(level * 0.4))))
+
+
+@pytest.mark.parametrize('op, enhancer', [
+    ('Color', ImageEnhance.Color), ('Contrast', ImageEnhance.Contrast),
+    ('Brightness', ImageEnhance.Brightness),
+    ('Sharpness', ImageEnhance.Sharpness)])
+@pytest.mark.parametrize('level', [0, 2, 5, 9])
+def test_enhance_ops_match_pil(op, enhancer, level):
+  image = _image()
+  factor = 0.1 + 1.8 * level / 10
+  expected = np.asarray(enhancer(_pil(image)).enhance(factor)).astype(int)
+  got = _apply(op, image, level).astype(int)
+  # PIL's rounding of the grey level and of the blend differs by one step.
+  assert np.abs(got - expected).max() <= 2
+  assert np.abs(got - expected).mean() < 0.6
+
+
+def test_level_five_enhance_is_identity():
+  image = _image()
+  for op in ('Color', 'Contrast', 'Brightness', 'Sharpness'):
+    np.testing.assert_array_equal(_apply(op, image, 5), image)
+
+
+@pytest.mark.parametrize('op', ['TranslateX', 'TranslateY'])
+@pytest.mark.parametrize('seed', range(6))
+def test_translate_moves_whole_pixels_and_never_blanks(op, seed):
+  image = _image()
+  out = _apply(op, image, 10, tf.constant([seed, 9]))
+  axis = 1 if op == 'TranslateX' else 0
+  # The largest shift on a 32-pixel side is 10 pixels; it is one of +-10.
+  matches = [s for s in range(-10, 11)
+             if np.array_equal(out, _shifted(image, s, axis))]
+  assert len(matches) == 1 and abs(matches[0]) == 10
+  assert (out != autoaugment.FILL).any(axis=-1).mean() >= 22 / 32
+
+
+def _shifted(image, shift, axis):
+  """Output pixel i reads input i + shift; outside is grey."""
+  out = np.full_like(image, autoaugment.FILL)
+  n = image.shape[axis]
+  src = slice(max(shift, 0), n + min(shift, 0))
+  dst = slice(max(-shift, 0), n - max(shift, 0))
+  index_src = [slice(None)] * 3
+  index_dst = [slice(None)] * 3
+  index_src[axis], index_dst[axis] = src, dst
+  out[tuple(index_dst)] = image[tuple(index_src)]
+  return out
+
+
+def test_translate_scales_with_image_size():
+  image = _image(size=64)
+  out = _apply('TranslateX', image, 10, fraction=0.25)
+  grey_columns = np.all(out == autoaugment.FILL, axis=(0, 2)).sum()
+  assert grey_columns == 16
+
+
+def test_geometric_ops_at_level_zero_are_identity():
+  image = _image()
+  for op in ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY'):
+    np.testing.assert_array_equal(_apply(op, image, 0), image)
+
+
+def test_shear_x_keeps_first_row_and_shifts_last():
+  image = _image()
+  out = _apply('ShearX', image, 10)
+  np.testing.assert_array_equal(out[0], image[0])
+  # Row 31 reads columns x +- 0.3 * 31 = x +- 9.3: about 9 grey pixels.
+  assert 8 <= (out[31] == autoaugment.FILL).all(-1).sum() <= 10
+
+
+def test_rotate_keeps_centre_of_odd_image():
+  image = _image(size=33)
+  out = _apply('Rotate', image, 10)
+  np.testing.assert_array_equal(out[16, 16], image[16, 16])
+  assert (out == autoaugment.FILL).all(-1).sum() > 0
+  assert not np.array_equal(out, image)
+
+
+def test_cutout_op_size_scales_with_level():
+  image = _image()
+  out = _apply('Cutout', image, 10)
+  painted = (out != image).any(-1).sum()
+  assert 0 < painted <= 20 * 20
+
+
+def test_policies_are_well_formed():
+  for name, policy in autoaugment.POLICIES.items():
+    assert len(policy) == 25, name
+    for sub_policy in policy:
+      assert len(sub_policy) == 2
+      for op, probability, level in sub_policy:
+        assert op in autoaugment.OPS
+        assert 0.0 <= probability <= 1.0
+        assert level in range(11)
+  assert set(autoaugment.RANDAUGMENT_OPS) <= set(autoaugment.OPS)
+
+
+@pytest.mark.parametrize('transform', [
+    autoaugment.make_autoaugment('cifar10'),
+    autoaugment.make_autoaugment('svhn'),
+    autoaugment.make_autoaugment('imagenet'),
+    autoaugment.make_randaugment(2, 9),
+], ids=['cifar10', 'svhn', 'imagenet', 'randaugment'])
+def test_policies_deterministic_and_varied_in_a_graph(transform):
+  image = _image()
+  seeds = np.stack([np.arange(40), np.full(40, 5)], 1).astype(np.int64)
+  dataset = tf.data.Dataset.from_tensor_slices(seeds).map(
+      lambda s: transform(tf.constant(image), s))
+  outputs = np.stack(list(dataset.as_numpy_iterator()))
+  assert outputs.dtype == np.uint8 and outputs.shape == (40, 32, 32, 3)
+  assert len({out.tobytes() for out in outputs}) >= 15
+  # Same seed, same output: eagerly and in the tf.data graph alike.
+  for i in (0, 7, 31):
+    again = transform(tf.constant(image), tf.constant(seeds[i])).numpy()
+    np.testing.assert_array_equal(again, outputs[i])
+
+
+def test_autoaugment_draws_every_sub_policy():
+  # Sub-policy k solarizes at level k + 1 with probability 1, so the
+  # output reveals which sub-policy was drawn.
+  name = 'test_signature'
+  autoaugment.POLICIES[name] = tuple(
+      (('Solarize', 1.0, k + 1), ('Identity', 1.0, 0))
+      for k in range(10))
+  try:
+    transform = autoaugment.make_autoaugment(name)
+  finally:
+    del autoaugment.POLICIES[name]
+  image = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+  seen = set()
+  for i in range(60):
+    out = transform(tf.constant(image), tf.constant([i, 1])).numpy()
+    seen.add(int((out.ravel() != image.ravel()).argmax()))
+  # Solarize at level L first changes pixel 256 - floor(25.6 L).
+  assert seen == {256 - int(25.6 * level) for level in range(1, 11)}
+
+
+def test_randaugment_with_zero_layers_is_identity():
+  image = _image()
+  out = autoaugment.make_randaugment(0, 9)(tf.constant(image), SEED)
+  np.testing.assert_array_equal(out.numpy(), image)
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match='policy'):
+    autoaugment.make_autoaugment('cifar100')
+  with pytest.raises(ValueError, match='magnitude'):
+    autoaugment.make_randaugment(2, 11)
+  with pytest.raises(ValueError, match='num_layers'):
+    autoaugment.make_randaugment(-1, 5)

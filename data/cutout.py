@@ -1,0 +1,61 @@
+"""Cutout (DeVries & Taylor, 2017): one square patch per image is blanked.
+
+The patch centre is uniform over the image and the patch is clipped at the
+border, as in the original method, so a patch near an edge covers less area.
+Every image draws its own position from its own seed.
+
+The original code zeroes the patch after normalisation, i.e. paints it with
+the dataset mean. Our transforms run before normalisation on uint8 images, so
+the default fill is mid-grey (128), close to the mean of natural-image data.
+"""
+
+import tensorflow as tf
+
+DEFAULT_SIZE = 16
+DEFAULT_FILL = 128
+
+
+def cutout_at(image: tf.Tensor, center_y: tf.Tensor, center_x: tf.Tensor,
+              size: tf.Tensor | int, fill: int = DEFAULT_FILL) -> tf.Tensor:
+  """Paints a `size` x `size` square centred at (center_y, center_x).
+
+  Args:
+    image: uint8 [H, W, C].
+    center_y: int32 scalar row of the patch centre.
+    center_x: int32 scalar column of the patch centre.
+    size: side of the square in pixels (may be a tensor); clipped at borders.
+    fill: value written into the patch.
+
+  Returns:
+    uint8 [H, W, C].
+  """
+  shape = tf.shape(image)
+  size = tf.cast(size, tf.int32)
+  top = center_y - size // 2
+  left = center_x - size // 2
+  rows = tf.range(shape[0])[:, None]
+  cols = tf.range(shape[1])[None, :]
+  inside = ((rows >= top) & (rows < top + size) &
+            (cols >= left) & (cols < left + size))
+  return tf.where(inside[:, :, None], tf.cast(fill, image.dtype), image)
+
+
+def random_cutout(image: tf.Tensor, seed: tf.Tensor, size: int = DEFAULT_SIZE,
+                  fill: int = DEFAULT_FILL) -> tf.Tensor:
+  """Cutout at a position drawn from `seed`.
+
+  Args:
+    image: uint8 [H, W, C].
+    seed: int tensor [2] for the stateless random position.
+    size: side of the square in pixels.
+    fill: value written into the patch.
+
+  Returns:
+    uint8 [H, W, C]; the same seed gives the same patch.
+  """
+  if size < 0:
+    raise ValueError(f'cutout size must be >= 0, got {size}')
+  shape = tf.shape(image)
+  center = tf.random.stateless_uniform(
+      [2], seed, minval=0, maxval=tf.int32.max, dtype=tf.int32) % shape[:2]
+  return cutout_at(image, center[0], center[1], size, fill)

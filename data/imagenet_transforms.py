@@ -1,0 +1,126 @@
+"""ImageNet-style preprocessing: Inception random-resized crop and centre crop.
+
+Training: sample a box covering 8%-100% of the image with aspect ratio in
+[3/4, 4/3] (Szegedy et al., 2015), resize it to `size` x `size`, flip
+horizontally with probability 1/2. If ten attempts find no such box, fall back
+to the evaluation crop. Evaluation: the central square of side 0.875 x the
+shorter side (224 of 256), resized to `size`.
+
+Each transform comes in two forms: on a decoded uint8 image (the pipeline's
+per-example contract, also used for fine-tuning sets held in memory) and on
+JPEG bytes, where only the cropped window is decoded, which is several times
+faster for full-size ImageNet images.
+"""
+
+import tensorflow as tf
+
+EVAL_CROP_FRACTION = 0.875  # 224 / 256.
+AREA_RANGE = (0.08, 1.0)
+ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
+MAX_ATTEMPTS = 10
+
+
+def _center_crop_window(shape) -> tf.Tensor:
+  """[top, left, side, side] of the central square of 0.875 x shorter side."""
+  height, width = shape[0], shape[1]
+  side = tf.cast(EVAL_CROP_FRACTION *
+                 tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
+  return tf.stack([(height - side + 1) // 2, (width - side + 1) // 2,
+                   side, side])
+
+
+def _random_crop_window(shape, seed) -> tf.Tensor:
+  """[top, left, height, width] of an Inception crop, or the centre crop."""
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+      min_object_covered=0.1, aspect_ratio_range=ASPECT_RATIO_RANGE,
+      area_range=AREA_RANGE, max_attempts=MAX_ATTEMPTS,
+      use_image_if_no_bounding_boxes=True)
+  window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+  # When every attempt fails the op returns the whole image; use the
+  # evaluation crop then, as the reference Inception preprocessing does.
+  failed = tf.reduce_all(tf.equal(crop_size[:2], shape[:2]))
+  return tf.where(failed, _center_crop_window(shape), window)
+
+
+def _resize(image, size: int) -> tf.Tensor:
+  resized = tf.image.resize(image, [size, size], method='bilinear')
+  return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def _crop(image, window):
+  return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2],
+                                       window[3])
+
+
+def train_transform(image, seed, size: int = 224) -> tf.Tensor:
+  """Random-resized crop and flip of a decoded image.
+
+  Args:
+    image: uint8 [H, W, C].
+    seed: int tensor [2].
+    size: output side.
+
+  Returns:
+    uint8 [size, size, C]; the same seed gives the same output.
+  """
+  crop_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 2))
+  window = _random_crop_window(tf.shape(image), crop_seed)
+  image = _resize(_crop(image, window), size)
+  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def eval_transform(image, size: int = 224) -> tf.Tensor:
+  """Centre crop (0.875 of the shorter side) resized to `size`.
+
+  Args:
+    image: uint8 [H, W, C].
+    size: output side.
+
+  Returns:
+    uint8 [size, size, C].
+  """
+  return _resize(_crop(image, _center_crop_window(tf.shape(image))), size)
+
+
+def decode_and_train_transform(jpeg_bytes, seed, size: int = 224):
+  """`train_transform` on JPEG bytes, decoding only the crop window.
+
+  Args:
+    jpeg_bytes: scalar string tensor holding a JPEG.
+    seed: int tensor [2].
+    size: output side.
+
+  Returns:
+    uint8 [size, size, 3].
+  """
+  crop_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 2))
+  shape = tf.image.extract_jpeg_shape(jpeg_bytes)
+  window = _random_crop_window(shape, crop_seed)
+  image = tf.image.decode_and_crop_jpeg(jpeg_bytes, window, channels=3)
+  image = _resize(image, size)
+  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def decode_and_eval_transform(jpeg_bytes, size: int = 224):
+  """`eval_transform` on JPEG bytes, decoding only the centre window.
+
+  Args:
+    jpeg_bytes: scalar string tensor holding a JPEG.
+    size: output side.
+
+  Returns:
+    uint8 [size, size, 3].
+  """
+  window = _center_crop_window(tf.image.extract_jpeg_shape(jpeg_bytes))
+  image = tf.image.decode_and_crop_jpeg(jpeg_bytes, window, channels=3)
+  return _resize(image, size)
+
+
+def make_train_transform(size: int = 224):
+  """Returns fn(image, seed) -> uint8 [size, size, C] for the pipeline."""
+  if size <= 0:
+    raise ValueError(f'image size must be positive, got {size}')
+  return lambda image, seed: train_transform(image, seed, size)

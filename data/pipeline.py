@@ -1,0 +1,201 @@
+"""Input pipeline: in-memory examples -> device-shaped, normalised batches.
+
+Training batches are a pure function of (seed, step): the examples of step s
+are a slice of a per-epoch permutation drawn from (seed, epoch), and each
+example's augmentation seed is (seed, global example position). A run resumed
+at step s therefore sees exactly the batches an uninterrupted run sees, with
+nothing repeated or skipped. Each host takes its own slice of every global
+batch; each local device gets an equal share of the host's slice.
+
+Evaluation covers every example exactly once: the split is padded to whole
+global batches and the padding is masked out.
+"""
+
+import dataclasses
+import math
+from typing import Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from data import augment
+from data import sources
+
+Batch = dict[str, np.ndarray]
+
+
+def holdout_split(num_examples: int, fraction: float):
+  """Indices of (train, validation) for the paper's 10% holdout.
+
+  The split uses a fixed permutation (numpy seed 0), independent of the run
+  seed, so every run of a rho sweep is scored on the same validation set.
+
+  Args:
+    num_examples: size of the original training split.
+    fraction: fraction held out for validation.
+
+  Returns:
+    (train_indices, validation_indices), sorted.
+  """
+  order = np.random.default_rng(0).permutation(num_examples)
+  num_val = int(round(num_examples * fraction))
+  return np.sort(order[num_val:]), np.sort(order[:num_val])
+
+
+def normalize(images: tf.Tensor, mean, std) -> tf.Tensor:
+  """uint8 0..255 -> float32 with zero mean and unit std per channel."""
+  return (tf.cast(images, tf.float32) - mean) / std
+
+
+def _to_device_shape(batch: Batch, num_devices: int) -> Batch:
+  return {k: v.reshape((num_devices, -1) + v.shape[1:])
+          for k, v in batch.items()}
+
+
+@dataclasses.dataclass
+class Datasets:
+  """The splits of one run, held in host memory.
+
+  Attributes:
+    num_classes: number of classes.
+    image_shape: (H, W, C) of one example.
+    train_images / train_labels: the training examples (after any holdout).
+    eval_splits: split name -> (images, labels); 'test', plus 'validation'
+      when the config holds out part of train.
+    mean / std: per-channel normalisation on the 0-255 scale.
+    global_batch_size: training batch over all hosts and devices.
+    steps_per_epoch: whole global batches in one epoch (the remainder of
+      each epoch's permutation is dropped).
+  """
+  num_classes: int
+  image_shape: tuple[int, ...]
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  eval_splits: dict[str, tuple[np.ndarray, np.ndarray]]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  global_batch_size: int
+  eval_batch_size: int
+  transform: augment.Transform
+  seed: int
+  process_index: int = 0
+  process_count: int = 1
+  local_device_count: int = 1
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return len(self.train_labels) // self.global_batch_size
+
+  def train_batches(self, start_step: int, num_steps: int) -> Iterator[Batch]:
+    """Yields the batches of steps start_step .. num_steps - 1.
+
+    Args:
+      start_step: the first step to produce (the step a resumed run is at).
+      num_steps: one past the last step.
+
+    Yields:
+      {'image': float32 [devices, b, H, W, C], 'label': int32 [devices, b]}.
+    """
+    n = len(self.train_labels)
+    global_batch = self.global_batch_size
+    host_batch = global_batch // self.process_count
+    host_offset = self.process_index * host_batch
+    steps_per_epoch = self.steps_per_epoch
+    images = tf.constant(self.train_images)
+    labels = tf.constant(self.train_labels)
+    transform, seed = self.transform, self.seed
+
+    def positions_of_step(step):
+      epoch = step // steps_per_epoch
+      # Seeds (2 * seed, epoch) for the order and (2 * seed + 1, position)
+      # for augmentation keep the two random streams apart.
+      order = tf.random.experimental.stateless_shuffle(
+          tf.range(n), seed=tf.stack([tf.constant(2 * seed, tf.int64),
+                                      epoch]))
+      start = (step % steps_per_epoch) * global_batch + host_offset
+      example = order[start:start + host_batch]
+      position = step * global_batch + host_offset + tf.range(
+          host_batch, dtype=tf.int64)
+      return position, example
+
+    def load_example(position, example):
+      aug_seed = tf.stack([tf.constant(2 * seed + 1, tf.int64), position])
+      return transform(tf.gather(images, example), aug_seed), tf.gather(
+          labels, example)
+
+    ds = tf.data.Dataset.range(start_step, num_steps).map(positions_of_step)
+    ds = ds.unbatch().map(load_example, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+    ds = ds.batch(host_batch).map(
+        lambda x, y: {'image': normalize(x, self.mean, self.std), 'label': y},
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    for batch in ds.prefetch(2).as_numpy_iterator():
+      yield _to_device_shape(batch, self.local_device_count)
+
+  def eval_batches(self, split: str) -> Iterator[Batch]:
+    """Yields padded, masked batches covering `split` exactly once.
+
+    Args:
+      split: a key of `eval_splits`.
+
+    Yields:
+      {'image', 'label', 'mask'} with leading axes [devices, b]; mask is 1.0
+      for real examples and 0.0 for padding.
+    """
+    images, labels = self.eval_splits[split]
+    n = len(labels)
+    global_batch = self.eval_batch_size
+    num_batches = math.ceil(n / global_batch)
+    position = np.arange(num_batches * global_batch).reshape(num_batches, -1)
+    host_batch = global_batch // self.process_count
+    position = position[:, self.process_index * host_batch:][:, :host_batch]
+    mask = (position < n).astype(np.float32)
+    index = np.minimum(position, n - 1)
+    for rows, row_mask in zip(index, mask):
+      batch = {'image': normalize(images[rows], self.mean, self.std).numpy(),
+               'label': labels[rows], 'mask': row_mask}
+      yield _to_device_shape(batch, self.local_device_count)
+
+
+def create_datasets(config: ml_collections.ConfigDict, process_index: int,
+                    process_count: int, local_device_count: int) -> Datasets:
+  """Loads the config's dataset and builds its splits.
+
+  Args:
+    config: the run config (dataset, data_dir, augment, crop_padding,
+      validation_split, validation_fraction, batch_size, eval_batch_size,
+      seed).
+    process_index: this host's index.
+    process_count: number of hosts.
+    local_device_count: devices on this host.
+
+  Returns:
+    A `Datasets`.
+  """
+  source = sources.create_source(config.dataset, config.data_dir)
+  train_images, train_labels = source.load('train')
+  eval_splits = {'test': source.load('test')}
+  if config.validation_split:
+    train_rows, val_rows = holdout_split(len(train_labels),
+                                         config.validation_fraction)
+    eval_splits['validation'] = (train_images[val_rows],
+                                 train_labels[val_rows])
+    train_images, train_labels = train_images[train_rows], train_labels[
+        train_rows]
+  return Datasets(
+      num_classes=source.num_classes,
+      image_shape=train_images.shape[1:],
+      train_images=train_images,
+      train_labels=train_labels,
+      eval_splits=eval_splits,
+      mean=source.mean,
+      std=source.std,
+      global_batch_size=config.batch_size,
+      eval_batch_size=config.eval_batch_size,
+      transform=augment.make_train_transform(config.augment,
+                                             config.crop_padding),
+      seed=config.seed,
+      process_index=process_index,
+      process_count=process_count,
+      local_device_count=local_device_count)

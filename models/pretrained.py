@@ -1,0 +1,164 @@
+"""Pretrained weights and the finetuning mode of the paper (appendix C.2).
+
+Three pure pieces the training loop composes:
+
+* `save(variables, path)` writes a model's variables ({'params': ...,
+  'batch_stats': ...}) as an orbax checkpoint, e.g. weights converted from
+  Keras by models/keras_convert.py.
+* `load_into(variables, path, reinit_head)` returns freshly initialised
+  `variables` with every entry replaced by the checkpoint's. The
+  classification head (the 'head' module of every model here) is kept from
+  the checkpoint or left at its fresh initialisation: `reinit_head=None`
+  re-initialises it exactly when its shape differs (a new number of classes),
+  as in the paper, which keeps the head only for ImageNet. Any other
+  difference between checkpoint and model is a ValueError that names the
+  first differing path and both shapes.
+* `frozen_batch_stats()` is a context manager under which every BatchNorm
+  normalises with its running averages even in training mode (dropout and
+  drop-connect stay on), and so never updates them: the paper's "freeze the
+  batch norm statistics" for finetuning.
+"""
+
+import contextlib
+import os
+from typing import Any, Mapping, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+HEAD = 'head'
+
+
+def save(variables: Mapping[str, Any], path: str) -> str:
+  """Writes `variables` as an orbax checkpoint directory at `path`.
+
+  Args:
+    variables: model variables, e.g. {'params': ..., 'batch_stats': ...}.
+    path: checkpoint directory to create (must not exist).
+
+  Returns:
+    The absolute checkpoint path.
+  """
+  path = os.path.abspath(path)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path, jax.tree_util.tree_map(np.asarray, dict(variables)))
+  checkpointer.wait_until_finished()
+  return path
+
+
+def restore(path: str) -> dict[str, Any]:
+  """Reads a checkpoint written by `save` as a nested dict of numpy arrays."""
+  restored = ocp.StandardCheckpointer().restore(os.path.abspath(path))
+  return jax.tree_util.tree_map(np.asarray, restored)
+
+
+def _path_name(key: tuple[str, ...]) -> str:
+  return '/'.join(key)
+
+
+def merge(variables: Mapping[str, Any], loaded: Mapping[str, Any],
+          reinit_head: Optional[bool] = None,
+          source: str = 'checkpoint') -> dict[str, Any]:
+  """Returns `variables` with every entry taken from `loaded`.
+
+  Args:
+    variables: freshly initialised model variables (the target structure).
+    loaded: variables of the same architecture, e.g. from `restore`.
+    reinit_head: True keeps the fresh head, False takes the head from
+      `loaded`, None (default) keeps the fresh head only if its shapes differ.
+    source: how error messages call `loaded`.
+
+  Returns:
+    A new nested dict of variables, each with the dtype of `variables`.
+
+  Raises:
+    ValueError: naming the first path that is missing on either side or
+      whose shapes differ (outside a re-initialised head).
+  """
+  target = flax.traverse_util.flatten_dict(
+      flax.core.unfreeze(variables), keep_empty_nodes=False)
+  given = flax.traverse_util.flatten_dict(
+      flax.core.unfreeze(loaded), keep_empty_nodes=False)
+  is_head = lambda key: key[0] == 'params' and key[1] == HEAD
+  if reinit_head is None:
+    reinit_head = any(key in given and np.shape(given[key]) != value.shape
+                      for key, value in target.items() if is_head(key))
+  merged = {}
+  for key, value in target.items():
+    if reinit_head and is_head(key):
+      merged[key] = value
+      continue
+    if key not in given:
+      raise ValueError(f'{source} has no {_path_name(key)} (shape '
+                       f'{tuple(value.shape)} in the model)')
+    if np.shape(given[key]) != tuple(value.shape):
+      raise ValueError(
+          f'{source} does not match the model at {_path_name(key)}: shape '
+          f'{tuple(np.shape(given[key]))} in the checkpoint, '
+          f'{tuple(value.shape)} in the model')
+    merged[key] = np.asarray(given[key]).astype(value.dtype)
+  for key, value in given.items():
+    if key not in target and not (reinit_head and is_head(key)):
+      raise ValueError(f'{source} has {_path_name(key)} (shape '
+                       f'{tuple(np.shape(value))}), which the model lacks')
+  return flax.traverse_util.unflatten_dict(merged)
+
+
+def load_into(variables: Mapping[str, Any], checkpoint_path: str,
+              reinit_head: Optional[bool] = None) -> dict[str, Any]:
+  """Initialises a model from a pretrained checkpoint (see `merge`).
+
+  Args:
+    variables: freshly initialised variables of the model to finetune.
+    checkpoint_path: a checkpoint written by `save`.
+    reinit_head: True/False forces re-initialising/keeping the head; None
+      re-initialises it when the number of classes differs.
+
+  Returns:
+    The variables to start finetuning from.
+  """
+  return merge(variables, restore(checkpoint_path), reinit_head,
+               source=f'checkpoint {checkpoint_path}')
+
+
+def _running_average_batch_norm(next_fun, args, kwargs, context):
+  """Method interceptor: BatchNorm calls use their running averages."""
+  module = context.module
+  if not isinstance(module, nn.BatchNorm) or context.method_name != '__call__':
+    return next_fun(*args, **kwargs)
+  kwargs = dict(kwargs)
+  kwargs.pop('use_running_average', None)
+  args = args[:1]  # x; a positional use_running_average is overridden too.
+  previous = module.use_running_average
+  # Modules fix use_running_average at construction from `train`; the bound
+  # instance lives for this call only, so it is switched for the call.
+  object.__setattr__(module, 'use_running_average', True)
+  try:
+    return next_fun(*args, **kwargs)
+  finally:
+    object.__setattr__(module, 'use_running_average', previous)
+
+
+@contextlib.contextmanager
+def frozen_batch_stats(enabled: bool = True):
+  """Within the context, BatchNorm uses (and keeps) its running statistics.
+
+  Wrap the `model.apply` of the training step (inside the traced function):
+
+    with pretrained.frozen_batch_stats(config.freeze_batch_stats):
+      logits, state = model.apply(variables, x, train=True, mutable=[...])
+
+  Args:
+    enabled: False makes the context a no-op, so callers need no branch.
+
+  Yields:
+    None.
+  """
+  if not enabled:
+    yield
+    return
+  with nn.intercept_methods(_running_average_batch_norm):
+    yield

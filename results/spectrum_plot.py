@@ -1,0 +1,85 @@
+"""Hessian eigenvalue densities as a figure (Figure 3, left).
+
+Reads the JSON records written by `python -m sam.hessian` and draws their
+densities on one log-scale axis (as Ghorbani et al., 2019), with lambda_max
+and lambda_max / lambda_5 in the legend:
+
+  python -m results.spectrum_plot \
+    --inputs=/tmp/qs_sam/analysis/hessian_train_train.json,\
+/tmp/qs_sgd/analysis/hessian_train_train.json \
+    --labels=SAM,SGD --output=/tmp/spectra.png
+"""
+
+import json
+from typing import Sequence
+
+from absl import app
+from absl import flags
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+# Densities below this are drawn at this floor: the log axis would otherwise
+# spend most of its range on the Gaussian tails.
+DENSITY_FLOOR = 1e-6
+
+
+def plot_spectra(labelled_records: Sequence[tuple[str, dict]],
+                 path: str) -> None:
+  """Draws one density curve per record into a PNG.
+
+  Args:
+    labelled_records: (label, record) pairs; a record is the JSON dict of
+      `sam.hessian.analyse_run` (its 'density' and 'summary' are used).
+    path: the output PNG.
+  """
+  if not labelled_records:
+    raise ValueError('plot_spectra: labelled_records is empty')
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, record in labelled_records:
+    summary = record['summary']
+    grid = np.asarray(record['density']['grid'])
+    density = np.maximum(np.asarray(record['density']['values']),
+                         DENSITY_FLOOR)
+    ax.semilogy(grid, density, label=(
+        f"{label}: $\\lambda_{{max}}$={summary['lambda_max']:.3g}, "
+        f"$\\lambda_{{max}}/\\lambda_5$="
+        f"{summary['lambda_max_over_lambda_5']:.3g}"))
+  first = labelled_records[0][1]
+  ax.set_xlabel('eigenvalue')
+  ax.set_ylabel('density')
+  ax.set_title(f"Hessian spectrum ({first['split']} split, "
+               f"{first['num_examples']} examples, BN {first['bn_mode']})")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _define_flags():
+  flags.DEFINE_list('inputs', None, 'JSON files of sam.hessian.',
+                    required=True)
+  flags.DEFINE_list('labels', None, 'One label per input; default: the '
+                    "run's optimizer.")
+  flags.DEFINE_string('output', None, 'Output PNG.', required=True)
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  records = []
+  for path in f.inputs:
+    with open(path) as fp:
+      records.append(json.load(fp))
+  labels = f.labels or [r.get('optimizer', '?') for r in records]
+  if len(labels) != len(records):
+    raise ValueError(f'--labels needs {len(records)} entries, got '
+                     f'{len(labels)}')
+  plot_spectra(list(zip(labels, records)), f.output)
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,134 @@
+"""What the analysis tools evaluate: a trained run's loss on fixed examples.
+
+The Hessian spectrum (sam/hessian.py), the sharpness probes
+(sam/sharpness.py) and the loss landscape (results/landscape.py) all need the
+same thing from a checkpoint: a deterministic `loss(params, batch)` and a
+fixed, un-augmented set of examples cut into equal batches.
+
+BatchNorm has two readings, chosen by `bn_mode`:
+  'train': normalise with the statistics of each batch (the function the
+    optimiser saw); the updated running statistics are discarded.
+  'eval': normalise with the stored running statistics (the function the
+    test error is measured with).
+Random regularisers (dropout, shake) see one fixed key in 'train' mode, so
+the loss is the same function of the parameters on every call.
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sam import losses
+
+BN_MODES = ('train', 'eval')
+Batch = dict[str, Any]
+
+
+def make_batch_loss(model: nn.Module, batch_stats: Any, bn_mode: str, *,
+                    weight_decay: float = 0.0,
+                    exclude_bn_bias: bool = False,
+                    label_smoothing: float = 0.0,
+                    dropout_seed: int = 0) -> Callable[[Any, Batch], jax.Array]:
+  """(params, batch) -> mean cross-entropy (+ optional L2) over the batch.
+
+  Args:
+    model: the linen module of the run.
+    batch_stats: the run's BatchNorm running statistics ({} if none).
+    bn_mode: 'train' (batch statistics) or 'eval' (running statistics).
+    weight_decay: adds 0.5 * wd * ||w||^2, the training objective's L2 term;
+      0 gives the data loss alone.
+    exclude_bn_bias: leave BN scales and biases out of the L2 term.
+    label_smoothing: as in training.
+    dropout_seed: the fixed key of random regularisers in 'train' mode.
+
+  Returns:
+    loss_fn(params, {'image': float32 [b, H, W, C], 'label': int32 [b]}).
+  """
+  if bn_mode not in BN_MODES:
+    raise ValueError(f'bn_mode must be one of {BN_MODES}, got {bn_mode!r}')
+  dropout_key = jax.random.key(dropout_seed)
+
+  def loss_fn(params, batch):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    if bn_mode == 'train':
+      logits, _ = model.apply(variables, batch['image'], train=True,
+                              rngs={'dropout': dropout_key},
+                              mutable=['batch_stats'])
+    else:
+      logits = model.apply(variables, batch['image'], train=False)
+    loss = jnp.mean(losses.cross_entropy(logits, batch['label'],
+                                         label_smoothing))
+    if weight_decay:
+      loss += losses.l2_penalty(params, weight_decay, exclude_bn_bias)
+    return loss
+
+  return loss_fn
+
+
+def split_examples(datasets: Any, split: str, num_examples: int,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """A fixed random subset of a split, normalised, without augmentation.
+
+  Args:
+    datasets: a `data.pipeline.Datasets`.
+    split: 'train' or a key of `datasets.eval_splits` ('test', ...).
+    num_examples: how many examples; 0 or more than the split: all of it.
+    seed: the subset's random order.
+
+  Returns:
+    (images float32 [n, H, W, C], labels int32 [n]).
+  """
+  if split == 'train':
+    images, labels = datasets.train_images, datasets.train_labels
+  elif split in datasets.eval_splits:
+    images, labels = datasets.eval_splits[split]
+  else:
+    raise ValueError(f'split must be one of '
+                     f'{["train", *datasets.eval_splits]}, got {split!r}')
+  rows = np.random.default_rng(seed).permutation(len(labels))
+  if 0 < num_examples < len(labels):
+    rows = np.sort(rows[:num_examples])
+  mean = np.asarray(datasets.mean, np.float32)
+  std = np.asarray(datasets.std, np.float32)
+  return ((images[rows].astype(np.float32) - mean) / std,
+          np.asarray(labels[rows], np.int32))
+
+
+def stack_batches(images: np.ndarray, labels: np.ndarray,
+                  batch_size: int) -> Batch:
+  """Equal batches stacked on a leading axis; the remainder is dropped.
+
+  Returns:
+    {'image': [num_batches, batch_size, ...], 'label': [num_batches,
+    batch_size]}.
+  """
+  num_batches = len(labels) // batch_size
+  if batch_size < 1 or num_batches < 1:
+    raise ValueError(f'batch_size must be in [1, {len(labels)}] (the number '
+                     f'of examples), got {batch_size}')
+  used = num_batches * batch_size
+  return {'image': images[:used].reshape((num_batches, batch_size) +
+                                         images.shape[1:]),
+          'label': labels[:used].reshape(num_batches, batch_size)}
+
+
+def unstack_batches(stacked: Batch) -> list[Batch]:
+  """The list of batches of a `stack_batches` result."""
+  return [jax.tree.map(lambda x, i=i: x[i], stacked)
+          for i in range(stacked['label'].shape[0])]
+
+
+def mean_loss(batch_loss: Callable[[Any, Batch], jax.Array],
+              stacked: Batch) -> Callable[[Any], jax.Array]:
+  """params -> mean of batch_loss over equal stacked batches.
+
+  The batches are visited with `lax.map`, so the traced graph holds one
+  batch whatever their number.
+  """
+  def loss_fn(params):
+    return jnp.mean(jax.lax.map(lambda b: batch_loss(params, b), stacked))
+
+  return loss_fn

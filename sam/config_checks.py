@@ -1,0 +1,91 @@
+"""Config validation: every mistake is a one-line error before anything is
+compiled or written."""
+
+import json
+import os
+
+import ml_collections
+
+import models
+from data import augment
+from data import sources
+
+OPTIMIZERS = ('sam', 'sgd')
+
+
+class ConfigError(ValueError):
+  """A config field holds an impossible value."""
+
+
+def _require(ok: bool, field: str, value, why: str) -> None:
+  if not ok:
+    raise ConfigError(f'config.{field} = {value!r}: {why}')
+
+
+def _one_of(config, field: str, valid) -> None:
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  _require(value in valid, field, value, f'valid: {sorted(valid)}')
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Checks names and ranges of the fields the spine uses.
+
+  Args:
+    config: the run config.
+    num_devices: devices over all hosts (the global batch is split evenly).
+
+  Raises:
+    ConfigError: naming the first bad field and the accepted values.
+  """
+  _one_of(config, 'model', models.MODELS)
+  _one_of(config, 'dataset', sources.SOURCES)
+  _one_of(config, 'augment', augment.TRAIN_TRANSFORMS)
+  _one_of(config, 'optimizer', OPTIMIZERS)
+  _one_of(config, 'dtype', models.DTYPES)
+  _require(config.sam.rho >= 0, 'sam.rho', config.sam.rho, 'must be >= 0')
+  for field in ('num_epochs', 'epochs_multiplier', 'batch_size',
+                'eval_batch_size', 'log_every_steps', 'checkpoint_every_steps',
+                'keep_checkpoints', 'eval_every_epochs'):
+    _require(config[field] > 0, field, config[field], 'must be > 0')
+  for field in ('batch_size', 'eval_batch_size'):
+    _require(config[field] % num_devices == 0, field, config[field],
+             f'must be divisible by the number of devices ({num_devices})')
+  _require(config.learning_rate > 0, 'learning_rate', config.learning_rate,
+           'must be > 0')
+  _require(0 <= config.momentum < 1, 'momentum', config.momentum,
+           'must be in [0, 1)')
+  _require(config.weight_decay >= 0, 'weight_decay', config.weight_decay,
+           'must be >= 0')
+  _require(config.grad_clip_norm >= 0, 'grad_clip_norm',
+           config.grad_clip_norm, 'must be >= 0 (0 turns clipping off)')
+  _require(0 <= config.label_smoothing < 1, 'label_smoothing',
+           config.label_smoothing, 'must be in [0, 1)')
+  _require(0 < config.validation_fraction < 1, 'validation_fraction',
+           config.validation_fraction, 'must be in (0, 1)')
+  _require(config.warmup_epochs >= 0, 'warmup_epochs', config.warmup_epochs,
+           'must be >= 0')
+  _require(config.crop_padding >= 0, 'crop_padding', config.crop_padding,
+           'must be >= 0')
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses a workdir that holds a run of a different config.
+
+  Raises:
+    ConfigError: naming the first differing field.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    stored = json.load(f)
+  current = json.loads(config.to_json())
+  if stored != current:
+    differing = sorted(
+        k for k in set(stored) | set(current)
+        if stored.get(k) != current.get(k))
+    raise ConfigError(
+        f'workdir {workdir!r} holds a run of a different config (fields '
+        f'{differing} differ); use a new workdir')

@@ -1,0 +1,223 @@
+"""The training loop: config -> data + model + optimizer -> pmapped steps ->
+metrics, checkpoints and a summary.
+
+A workdir holds one run. Rerunning the same command resumes from the latest
+checkpoint (same data order and random keys, so the result equals an
+uninterrupted run); rerunning a finished run returns its summary without
+training; a workdir holding another config is refused.
+"""
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import periodic_actions
+from flax import jax_utils
+
+import models
+from data import pipeline
+from sam import checkpointing
+from sam import config_checks
+from sam import optim
+from sam import steps
+from sam import writers
+
+SUMMARY_FILE = 'summary.json'
+
+
+def _read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json_atomically(path: str, value: Any) -> None:
+  with open(path + '.tmp', 'w') as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+  os.replace(path + '.tmp', path)
+
+
+def build(config: ml_collections.ConfigDict):
+  """Data, model, schedule, optimizer and initial state of a config.
+
+  Returns:
+    (datasets, model, schedule, initial TrainState, total steps).
+  """
+  datasets = pipeline.create_datasets(
+      config, jax.process_index(), jax.process_count(),
+      jax.local_device_count())
+  if datasets.steps_per_epoch < 1:
+    raise config_checks.ConfigError(
+        f'config.batch_size = {config.batch_size}: larger than the '
+        f'{len(datasets.train_labels)} training examples')
+  model = models.create_model(config.model, datasets.num_classes,
+                              config.dtype)
+  schedule = optim.learning_rate_schedule(config, datasets.steps_per_epoch)
+  state = steps.create_train_state(model, datasets.image_shape,
+                                   optim.create_optimizer(config, schedule),
+                                   config.seed)
+  total_steps = optim.total_train_steps(config, datasets.steps_per_epoch)
+  return datasets, model, schedule, state, total_steps
+
+
+def evaluate(p_eval_step, state, datasets) -> dict[str, float]:
+  """Loss and error on every eval split, every example counted once."""
+  results = {}
+  for split in datasets.eval_splits:
+    merged = None
+    for batch in datasets.eval_batches(split):
+      batch_metrics = jax_utils.unreplicate(p_eval_step(state, batch))
+      merged = batch_metrics if merged is None else merged.merge(
+          batch_metrics)
+    results.update({f'{split}_{k}': float(v)
+                    for k, v in merged.compute().items()})
+  return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains and evaluates the config in `workdir`; see the module doc.
+
+  Args:
+    config: the run config (configs/base.py lists the fields).
+    workdir: directory for checkpoints, metrics and summary.json.
+
+  Returns:
+    The run summary (also written to workdir/summary.json).
+  """
+  config_checks.validate(config, jax.device_count())
+  config_checks.check_workdir(config, workdir)
+  summary_path = os.path.join(workdir, SUMMARY_FILE)
+  if os.path.exists(summary_path):
+    logging.info('%s is a finished run; not training again.', workdir)
+    return _read_json(summary_path)
+
+  datasets, model, schedule, state, total_steps = build(config)
+  is_primary = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if is_primary:
+    _write_json_atomically(os.path.join(workdir, 'config.json'),
+                           json.loads(config.to_json()))
+
+  manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
+  progress = {'wall_time_s': 0.0}
+  restored = checkpointing.restore_latest(manager, state)
+  start_step = 0
+  if restored is not None:
+    start_step, state, progress = restored
+    logging.info('Resuming from the checkpoint at step %d.', start_step)
+  if is_primary:
+    writers.truncate_metrics(workdir, start_step)
+  writer = writers.create_writer(workdir, is_primary)
+  if start_step == 0:
+    writer.write_hparams(config.to_dict())
+
+  p_train_step = jax.pmap(
+      functools.partial(steps.train_step, model=model, config=config),
+      axis_name='batch', donate_argnums=(0,))
+  p_eval_step = jax.pmap(functools.partial(steps.eval_step, model=model),
+                         axis_name='batch')
+  state = jax_utils.replicate(state)
+  eval_every = max(1, round(config.eval_every_epochs *
+                            datasets.steps_per_epoch))
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=total_steps, writer=writer,
+      every_steps=config.log_every_steps)
+
+  batches = jax_utils.prefetch_to_device(
+      datasets.train_batches(start_step, total_steps), 2)
+  started = time.time()
+  train_metrics = None
+  first_step_done = None
+  logging.info('Training %s steps from step %d on %d devices.', total_steps,
+               start_step, jax.device_count())
+  for step in range(start_step + 1, total_steps + 1):
+    state, step_metrics = p_train_step(state, next(batches))
+    step_metrics = jax_utils.unreplicate(step_metrics)
+    train_metrics = step_metrics if train_metrics is None else (
+        train_metrics.merge(step_metrics))
+    if first_step_done is None:
+      jax.block_until_ready(step_metrics)
+      first_step_done = (step, time.time())
+    report_progress(step)
+    is_last = step == total_steps
+    if step % config.log_every_steps == 0 or is_last:
+      scalars = {k: float(v) for k, v in train_metrics.compute().items()}
+      scalars['learning_rate'] = float(schedule(step - 1))
+      scalars['epoch'] = step / datasets.steps_per_epoch
+      writer.write_scalars(step, scalars)
+      train_metrics = None
+    if step % eval_every == 0 or is_last:
+      writer.write_scalars(step, evaluate(p_eval_step, state, datasets))
+    if step % config.checkpoint_every_steps == 0 or is_last:
+      progress['wall_time_s'] += time.time() - started
+      started = time.time()
+      checkpointing.save(manager, step, jax_utils.unreplicate(state),
+                         progress)
+  manager.wait_until_finished()
+  writer.flush()
+
+  summary = summarize(config, workdir, total_steps, progress['wall_time_s'],
+                      first_step_done, datasets.global_batch_size)
+  if is_primary:
+    _write_json_atomically(summary_path, summary)
+  return summary
+
+
+def summarize(config, workdir, total_steps, wall_time_s, first_step_done,
+              global_batch_size) -> dict[str, Any]:
+  """The summary.json record of a finished run."""
+  records = writers.read_metrics(workdir)
+  evals = [r for r in records if 'test_error' in r]
+  final = {k: v for k, v in evals[-1].items()
+           if k.startswith(('test_', 'validation_'))}
+  best = {}
+  for key in ('test_error', 'validation_error'):
+    scored = [r for r in evals if key in r]
+    if scored:
+      best_record = min(scored, key=lambda r: r[key])
+      best[key] = best_record[key]
+      best[f'{key}_step'] = best_record['step']
+  images_per_s = None
+  if first_step_done is not None and first_step_done[0] < total_steps:
+    # Timed from the end of the first (compiling) step of this process.
+    first_step, first_time = first_step_done
+    images_per_s = ((total_steps - first_step) * global_batch_size /
+                    max(time.time() - first_time, 1e-9))
+  return {
+      'config': json.loads(config.to_json()),
+      'finished': True,
+      'num_steps': total_steps,
+      'num_devices': jax.device_count(),
+      'wall_time_s': wall_time_s,
+      'images_per_s': images_per_s,
+      'final': final,
+      'best': best,
+  }
+
+
+def load_run(workdir: str):
+  """Rebuilds a run from its workdir, for analyses of its checkpoint.
+
+  Args:
+    workdir: a workdir written by `train_and_evaluate`.
+
+  Returns:
+    (config, model, variables, datasets): variables = {'params',
+    'batch_stats'} of the latest checkpoint, on the host.
+  """
+  config = ml_collections.ConfigDict(
+      _read_json(os.path.join(workdir, 'config.json')))
+  datasets, model, _, state, _ = build(config)
+  restored = checkpointing.restore_latest(
+      checkpointing.create_manager(workdir, config.keep_checkpoints), state)
+  if restored is None:
+    raise FileNotFoundError(f'no checkpoint in {workdir!r}')
+  _, state, _ = restored
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  return config, model, jax.device_get(variables), datasets

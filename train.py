@@ -1,0 +1,47 @@
+"""Trains and evaluates one run.
+
+  python train.py --config=configs/cifar.py:dataset=cifar100,opt=sam \
+    --workdir=/tmp/run [--config.field=value ...]
+
+Every knob lives in the config (configs/); this file only reads the config
+and the workdir.
+"""
+
+import sys
+
+import jax
+import tensorflow as tf
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from data import sources
+from sam import config_checks
+from sam import training
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file and knobs, e.g. configs/cifar.py:opt=sgd.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for this run.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  # Orbax logs every file it writes at INFO; keep the run's own log readable.
+  logging.get_absl_handler().addFilter(
+      lambda record: '/orbax/' not in record.pathname)
+  # tf.data only: keep TensorFlow off the accelerators JAX uses.
+  tf.config.set_visible_devices([], 'GPU')
+  try:
+    training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (config_checks.ConfigError,
+          sources.DatasetNotPreparedError) as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  jax.config.config_with_absl()
+  app.run(main)
