@@ -1,0 +1,104 @@
+"""Tests for data/imagenet_transforms.py."""
+
+import io
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from data import imagenet_transforms
+
+
+def _picture(height=60, width=80):
+  """Quadrant colours make crops, flips and centring visible."""
+  image = np.zeros((height, width, 3), np.uint8)
+  image[:height // 2, :width // 2] = (255, 0, 0)
+  image[:height // 2, width // 2:] = (0, 255, 0)
+  image[height // 2:, :width // 2] = (0, 0, 255)
+  image[height // 2:, width // 2:] = (255, 255, 0)
+  return image
+
+
+def _jpeg(image):
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='JPEG', quality=95)
+  return buffer.getvalue()
+
+
+def test_train_transform_shape_dtype_and_determinism():
+  image = tf.constant(_picture())
+  outs = [imagenet_transforms.train_transform(image, tf.constant([i, 3]), 24)
+          .numpy() for i in range(12)]
+  for out in outs:
+    assert out.shape == (24, 24, 3) and out.dtype == np.uint8
+  again = imagenet_transforms.train_transform(image, tf.constant([5, 3]), 24)
+  np.testing.assert_array_equal(again.numpy(), outs[5])
+  assert len({o.tobytes() for o in outs}) >= 10
+
+
+def test_train_crops_cover_area_and_aspect_ranges():
+  shape = tf.constant([300, 400, 3])
+  areas, ratios = [], []
+  for i in range(200):
+    window = imagenet_transforms._random_crop_window(shape, tf.constant([i, 0]))
+    top, left, height, width = window.numpy()
+    assert 0 <= top and top + height <= 300 and 0 <= left
+    assert left + width <= 400
+    areas.append(height * width / (300 * 400))
+    ratios.append(width / height)
+  assert 0.07 <= min(areas) < 0.2 and max(areas) > 0.8
+  # A crop of whole pixels can stray a little outside [3/4, 4/3]; the
+  # centre-crop fallback is square.
+  assert 0.7 <= min(ratios) and max(ratios) <= 1.4
+
+
+def test_flip_happens_about_half_the_time():
+  image = tf.constant(_picture(40, 40))
+  # Red starts top-left; after a flip the top-left of any crop is green-ish.
+  flipped = 0
+  for i in range(100):
+    out = imagenet_transforms.train_transform(image, tf.constant([i, 1]), 8)
+    corner = out.numpy()[0, 0].astype(int)
+    if corner[0] < 128 and corner[1] > 128:
+      flipped += 1
+    elif corner[0] > 128 and corner[1] > 128:  # Crop inside yellow: unknown.
+      flipped += 0.5
+  assert 30 <= flipped <= 70
+
+
+def test_eval_transform_centre_crop():
+  image = _picture(64, 128)
+  out = imagenet_transforms.eval_transform(tf.constant(image), 28).numpy()
+  assert out.shape == (28, 28, 3) and out.dtype == np.uint8
+  # Side 0.875 * 64 = 56, centred: rows 4..59, columns 36..91.
+  crop = image[4:60, 36:92].astype(np.float32)
+  expected = np.round(tf.image.resize(crop, [28, 28]).numpy())
+  np.testing.assert_array_equal(out, expected)
+  # The crop straddles the centre, so all four quadrant colours survive.
+  np.testing.assert_array_equal(out[0, 0], [255, 0, 0])
+  np.testing.assert_array_equal(out[-1, -1], [255, 255, 0])
+
+
+def test_jpeg_paths_match_decoded_paths():
+  image = _picture(96, 120)
+  jpeg = tf.constant(_jpeg(image))
+  decoded = tf.io.decode_jpeg(jpeg, channels=3)
+  seed = tf.constant([4, 2])
+  np.testing.assert_array_equal(
+      imagenet_transforms.decode_and_train_transform(jpeg, seed, 32).numpy(),
+      imagenet_transforms.train_transform(decoded, seed, 32).numpy())
+  np.testing.assert_array_equal(
+      imagenet_transforms.decode_and_eval_transform(jpeg, 32).numpy(),
+      imagenet_transforms.eval_transform(decoded, 32).numpy())
+
+
+def test_make_train_transform_in_tf_data_and_bad_size():
+  fn = imagenet_transforms.make_train_transform(16)
+  seeds = np.stack([np.arange(4), np.zeros(4)], 1).astype(np.int64)
+  dataset = tf.data.Dataset.from_tensor_slices(seeds).map(
+      lambda s: fn(tf.constant(_picture()), s))
+  outs = np.stack(list(dataset.as_numpy_iterator()))
+  assert outs.shape == (4, 16, 16, 3)
+  with pytest.raises(ValueError, match='image size'):
+    imagenet_transforms.make_train_transform(0)
