@@ -1,0 +1,122 @@
+"""Picture check: a PNG grid of every train augmentation on CIFAR-shaped images.
+
+The images are scikit-learn's 8x8 digits, upscaled to 32x32 and coloured: an
+orange digit on a blue-to-green gradient with a red mark in the top-left
+corner, so flips, translations, rotations, colour and histogram operations are
+all visible. One row per augmentation (eight seeds each), then one row per
+AutoAugment operation at magnitude 9, then mixup pairs.
+
+  python benchmarks/augment_grid.py [--out=/tmp/aug_grid.png]
+"""
+
+import argparse
+
+import jax
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from data import augment
+from data import autoaugment
+from data import cutout
+from data import imagenet_transforms
+from data import mixup
+
+COLUMNS = 8
+
+
+def coloured_digits(count: int = COLUMNS) -> np.ndarray:
+  """uint8 [count, 32, 32, 3] structured test images."""
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  digits = datasets.load_digits()
+  y, x = np.mgrid[:32, :32] / 31.0
+  background = np.stack([40 + 40 * x, 60 + 120 * y, 200 - 80 * x], -1)
+  images = []
+  for i in range(count):
+    strokes = np.asarray(Image.fromarray(
+        (digits.images[i] * 15).astype(np.uint8)).resize(
+            (24, 24), Image.BILINEAR)) / 255.0
+    ink = np.zeros((32, 32, 1))
+    ink[4:28, 4:28, 0] = strokes
+    image = background * (1 - ink) + np.array([250, 150, 30]) * ink
+    image[1:6, 1:6] = (220, 20, 20)  # Orientation mark.
+    images.append(image)
+  return np.asarray(images).round().astype(np.uint8)
+
+
+def _split(seed, n):
+  return tf.unstack(tf.random.experimental.stateless_split(seed, n))
+
+
+def augmentation_rows():
+  """(label, fn(image, seed)) for the train transforms."""
+  aa = {name: autoaugment.make_autoaugment(name)
+        for name in autoaugment.POLICIES}
+
+  def then(first, second):
+    def fn(image, seed):
+      s1, s2 = _split(seed, 2)
+      return second(first(image, s1), s2)
+    return fn
+
+  imagenet_crop = imagenet_transforms.make_train_transform(32)
+  return [
+      ('original', lambda image, seed: image),
+      ('basic', augment.basic),
+      ('cutout (basic+16px)', then(augment.basic, cutout.random_cutout)),
+      ('AA cifar10', then(augment.basic, aa['cifar10'])),
+      ('AA svhn+cutout', then(aa['svhn'], cutout.random_cutout)),
+      ('AA imagenet', aa['imagenet']),
+      ('RandAugment 2,9', autoaugment.make_randaugment(2, 9)),
+      ('Inception crop', imagenet_crop),
+  ]
+
+
+def op_rows(level: float = 9.0):
+  return [(f'{name} m={level:g}',
+           lambda image, seed, name=name: autoaugment.apply_op(
+               name, image, level, seed))
+          for name in autoaugment.OPS]
+
+
+def render(out_path: str):
+  """Writes the grid to `out_path`."""
+  images = coloured_digits()
+  rows = augmentation_rows() + op_rows()
+  grid = []
+  for _, fn in rows:
+    grid.append([fn(tf.constant(image), tf.constant([column, 17])).numpy()
+                 for column, image in enumerate(images)])
+  # Key 4 draws lam = 0.63 with alpha = 1, so both partners stay visible.
+  key = jax.random.PRNGKey(4)
+  mixed, _ = mixup.mixup(key, images / 255.0, np.eye(COLUMNS), alpha=1.0)
+  lam = float(mixup.mixup_params(key, COLUMNS, 1.0)[0])
+  grid.append(list((np.asarray(mixed) * 255).round().astype(np.uint8)))
+  labels = [label for label, _ in rows] + [f'mixup lam={lam:.2f}']
+
+  fig, axes = plt.subplots(len(grid), COLUMNS,
+                           figsize=(COLUMNS * 0.9 + 1.6, len(grid) * 0.9))
+  for r, row in enumerate(grid):
+    for c, image in enumerate(row):
+      axis = axes[r, c]
+      axis.imshow(image, interpolation='nearest')
+      axis.set_xticks([])
+      axis.set_yticks([])
+    axes[r, 0].set_ylabel(labels[r], rotation=0, ha='right', va='center',
+                          fontsize=7)
+  fig.tight_layout(pad=0.2)
+  fig.savefig(out_path, dpi=80)
+  print(f'wrote {out_path}: {len(grid)} rows x {COLUMNS} images')
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--out', default='/tmp/aug_grid.png')
+  render(parser.parse_args().out)
+
+
+if __name__ == '__main__':
+  main()
