@@ -5,9 +5,12 @@ goes through the per-example transform in a parallel tf.data `map`, then is
 batched and normalised, as in training. ImageNet is measured on synthetic
 JPEGs (decode of the crop window, random-resized crop to 224, flip).
 
-The tf.data private thread pool is capped at --cores threads, and the report
-divides images/s by that number. On a shared machine, the load average
-printed beside the numbers says how many cores were really free.
+The tf.data private thread pool is capped at --cores threads. Two per-core
+figures are reported: wall-clock images/s divided by the cores used, and
+images per second of CPU time the process consumed (user + system, all
+threads). On a shared machine the first understates what a free core does
+(the load average printed beside it says how contended the cores were); the
+second is the robust one.
 
   python benchmarks/input_pipeline.py [--cores=2] [--images=20000]
 """
