@@ -108,5 +108,5 @@ SOURCES: dict[str, Callable[[str | None], Source]] = {
         'cifar10', 10, (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), d),
     'cifar100': lambda d: tfds_source(
         'cifar100', 100, (129.3, 124.1, 112.4), (68.2, 65.4, 70.4), d),
-    'digits': lambda d: Source(load_digits_split, 10, (73.4,), (94.9,)),
+    'digits': lambda d: Source(load_digits_split, 10, (73.13,), (90.16,)),
 }

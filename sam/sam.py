@@ -32,10 +32,14 @@ def l2_perturbation(grads: PyTree, rho: float) -> PyTree:
   Returns:
     A pytree like `grads` with global L2 norm rho (or 0).
   """
-  norm = global_norm(grads)
-  # A zero gradient has no ascent direction: the safe denominator makes eps 0
-  # instead of 0/0 = NaN.
-  scale = jnp.where(norm > 0, rho / jnp.where(norm > 0, norm, 1.0), 0.0)
+  squared_norm = sum(jnp.sum(jnp.square(g.astype(jnp.float32)))
+                     for g in jax.tree.leaves(grads))
+  # A zero gradient has no ascent direction: eps = 0, not 0/0 = NaN. The
+  # square root sees a safe value so that its derivative is finite too.
+  nonzero = squared_norm > 0
+  scale = jnp.where(
+      nonzero, rho * jax.lax.rsqrt(jnp.where(nonzero, squared_norm, 1.0)),
+      0.0)
   return jax.tree.map(lambda g: (g * scale).astype(g.dtype), grads)
 
 

@@ -1,0 +1,147 @@
+"""The input pipeline on tfds mock CIFAR data and on the digits source."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import base
+from data import pipeline
+from data import sources
+
+NUM_EXAMPLES = 50
+
+
+def make_config(**overrides):
+  c = base.base_config()
+  c.dataset = 'cifar10'
+  c.batch_size = 8
+  c.eval_batch_size = 12
+  c.augment = 'none'
+  c.update(overrides)
+  return c
+
+
+# Runs before the module-scoped mock below is set up (it stays active until
+# the module ends).
+def test_missing_tfds_dataset_says_how_to_prepare_it(tmp_path):
+  with pytest.raises(sources.DatasetNotPreparedError,
+                     match='tfds build cifar10 --data_dir'):
+    sources.load_tfds_split('cifar10', 'train', str(tmp_path))
+
+
+@pytest.fixture(scope='module')
+def mock_cifar():
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    yield
+
+
+def create(config, process_index=0, process_count=1, devices=2):
+  return pipeline.create_datasets(config, process_index, process_count,
+                                  devices)
+
+
+def denormalize(datasets, images):
+  return np.rint(images * np.array(datasets.std) + np.array(datasets.mean))
+
+
+def as_keys(images):
+  return collections.Counter(x.astype(np.uint8).tobytes() for x in images)
+
+
+def test_train_batches_are_device_shaped_and_normalised(mock_cifar):
+  datasets = create(make_config())
+  batch = next(datasets.train_batches(0, 1))
+  assert batch['image'].shape == (2, 4, 32, 32, 3)
+  assert batch['image'].dtype == np.float32
+  assert batch['label'].shape == (2, 4) and batch['label'].dtype == np.int32
+  raw = denormalize(datasets, batch['image'].reshape(8, 32, 32, 3))
+  np.testing.assert_allclose(
+      (raw - np.array(datasets.mean)) / np.array(datasets.std),
+      batch['image'].reshape(8, 32, 32, 3), atol=1e-5)
+  assert raw.min() >= 0 and raw.max() <= 255
+
+
+def test_one_epoch_visits_each_training_example_at_most_once(mock_cifar):
+  datasets = create(make_config())
+  steps = datasets.steps_per_epoch
+  assert steps == NUM_EXAMPLES // 8
+  images = np.concatenate([
+      b['image'].reshape(-1, 32, 32, 3)
+      for b in datasets.train_batches(0, steps)])
+  seen = as_keys(denormalize(datasets, images))
+  available = as_keys(datasets.train_images)
+  assert sum(seen.values()) == steps * 8
+  assert all(count <= available[key] for key, count in seen.items())
+
+
+def test_a_resumed_stream_continues_the_exact_sequence(mock_cifar):
+  datasets = create(make_config(augment='basic'))
+  full = [b['image'] for b in datasets.train_batches(0, 9)]
+  resumed = [b['image'] for b in datasets.train_batches(5, 9)]
+  for a, b in zip(full[5:], resumed):
+    np.testing.assert_array_equal(a, b)
+  # Epochs are shuffled differently (steps 0 and 6 start epochs 0 and 1).
+  assert not np.array_equal(full[0], full[6])
+  other_seed = create(make_config(augment='basic', seed=1))
+  assert not np.array_equal(full[0],
+                            next(other_seed.train_batches(0, 1))['image'])
+
+
+def test_hosts_take_disjoint_slices_of_each_global_batch(mock_cifar):
+  one_host = create(make_config(), devices=2)
+  hosts = [create(make_config(), process_index=i, process_count=2, devices=1)
+           for i in range(2)]
+  whole = next(one_host.train_batches(3, 4))['image'].reshape(8, -1)
+  parts = [next(h.train_batches(3, 4))['image'].reshape(4, -1)
+           for h in hosts]
+  np.testing.assert_array_equal(whole, np.concatenate(parts))
+
+
+def test_validation_holdout_is_ten_percent_and_disjoint(mock_cifar):
+  datasets = create(make_config(validation_split=True))
+  val_images, _ = datasets.eval_splits['validation']
+  assert len(val_images) == NUM_EXAMPLES // 10
+  assert len(datasets.train_labels) == NUM_EXAMPLES - NUM_EXAMPLES // 10
+  train_rows, val_rows = pipeline.holdout_split(1000, 0.1)
+  assert len(val_rows) == 100 and len(train_rows) == 900
+  assert not set(train_rows) & set(val_rows)
+  assert set(train_rows) | set(val_rows) == set(range(1000))
+
+
+@pytest.mark.parametrize('process_count', [1, 2])
+def test_eval_sees_every_example_exactly_once(mock_cifar, process_count):
+  config = make_config()
+  seen_images, seen_labels = [], []
+  for index in range(process_count):
+    datasets = create(config, index, process_count, devices=2)
+    for batch in datasets.eval_batches('test'):
+      assert batch['image'].shape[:2] == (2, 12 // process_count // 2)
+      mask = batch['mask'].reshape(-1).astype(bool)
+      seen_images.append(batch['image'].reshape(-1, 32, 32, 3)[mask])
+      seen_labels.append(batch['label'].reshape(-1)[mask])
+  images, labels = datasets.eval_splits['test']
+  # 50 examples in batches of 12: 5 batches, the last padded with 10.
+  assert sum(len(x) for x in seen_labels) == NUM_EXAMPLES
+  assert as_keys(denormalize(datasets, np.concatenate(seen_images))) == (
+      as_keys(images))
+  assert sorted(np.concatenate(seen_labels)) == sorted(labels)
+
+
+def test_digits_fixed_split():
+  train_images, train_labels = sources.load_digits_split('train')
+  test_images, test_labels = sources.load_digits_split('test')
+  assert train_images.shape == (1500, 8, 8, 1)
+  assert test_images.shape == (297, 8, 8, 1)
+  assert train_images.dtype == np.uint8 and train_images.max() == 240
+  assert set(train_labels) == set(range(10)) == set(test_labels)
+  # The documented normalisation statistics are those of the train split.
+  source = sources.create_source('digits')
+  np.testing.assert_allclose(train_images.mean(), source.mean[0], atol=0.05)
+  np.testing.assert_allclose(train_images.std(), source.std[0], atol=0.05)
+
+
+def test_unknown_dataset_lists_the_valid_ones():
+  with pytest.raises(ValueError, match="unknown dataset 'cifar11'.*cifar10"):
+    sources.create_source('cifar11')
