@@ -126,14 +126,30 @@ POLICIES = {
     'imagenet': IMAGENET_POLICY,
 }
 
+# The policy searched on each dataset; any other dataset of small images
+# takes the CIFAR-10 policy, any dataset of large images the ImageNet one.
+DATASET_POLICIES = {
+    'cifar10': 'cifar10', 'cifar100': 'cifar10', 'svhn_cropped': 'svhn',
+    'imagenet2012': 'imagenet',
+}
+LARGE_IMAGE_SIDE = 64
+
+
+def policy_for_dataset(dataset: str, image_side: int | None = None) -> str:
+  """The POLICIES key for `dataset` (config.dataset); `image_side` decides
+  for datasets AutoAugment was not searched on (> 64 pixels: ImageNet)."""
+  if dataset in DATASET_POLICIES:
+    return DATASET_POLICIES[dataset]
+  if image_side is not None and image_side > LARGE_IMAGE_SIDE:
+    return 'imagenet'
+  return 'cifar10'
+
+
 # The RandAugment paper's 14 operations.
 RANDAUGMENT_OPS = (
     'Identity', 'AutoContrast', 'Equalize', 'Rotate', 'Solarize', 'Color',
     'Posterize', 'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY',
     'TranslateX', 'TranslateY')
-
-
-# ----------------------------------------------------------------- helpers ---
 
 
 def _random_sign(seed) -> tf.Tensor:
@@ -285,16 +301,13 @@ def sharpness(image, level, seed, translate_fraction):
   return _blend(degenerate, image, _enhance_factor(level))
 
 
-def shear_x(image, level, seed, translate_fraction):
-  del translate_fraction
-  shear = _random_sign(seed) * level / MAX_LEVEL * 0.3
-  return _affine(image, [1.0, shear, 0.0, 0.0, 1.0, 0.0])
-
-
-def shear_y(image, level, seed, translate_fraction):
-  del translate_fraction
-  shear = _random_sign(seed) * level / MAX_LEVEL * 0.3
-  return _affine(image, [1.0, 0.0, 0.0, shear, 1.0, 0.0])
+def _shear(horizontal: bool):
+  def shear(image, level, seed, translate_fraction):
+    del translate_fraction
+    amount = _random_sign(seed) * level / MAX_LEVEL * 0.3
+    return _affine(image, [1.0, amount, 0.0, 0.0, 1.0, 0.0] if horizontal
+                   else [1.0, 0.0, 0.0, amount, 1.0, 0.0])
+  return shear
 
 
 def _translate_pixels(level, side, translate_fraction, seed):
@@ -303,14 +316,13 @@ def _translate_pixels(level, side, translate_fraction, seed):
   return _random_sign(seed) * tf.floor(level / MAX_LEVEL * largest)
 
 
-def translate_x(image, level, seed, translate_fraction):
-  shift = _translate_pixels(level, tf.shape(image)[1], translate_fraction, seed)
-  return _affine(image, [1.0, 0.0, shift, 0.0, 1.0, 0.0])
-
-
-def translate_y(image, level, seed, translate_fraction):
-  shift = _translate_pixels(level, tf.shape(image)[0], translate_fraction, seed)
-  return _affine(image, [1.0, 0.0, 0.0, 0.0, 1.0, shift])
+def _translate(horizontal: bool):
+  def translate(image, level, seed, translate_fraction):
+    shift = _translate_pixels(level, tf.shape(image)[1 if horizontal else 0],
+                              translate_fraction, seed)
+    return _affine(image, [1.0, 0.0, shift, 0.0, 1.0, 0.0] if horizontal
+                   else [1.0, 0.0, 0.0, 0.0, 1.0, shift])
+  return translate
 
 
 def cutout_op(image, level, seed, translate_fraction):
@@ -328,8 +340,9 @@ OPS: dict[str, Callable[..., tf.Tensor]] = {
     'Equalize': equalize, 'Invert': invert, 'Rotate': rotate,
     'Solarize': solarize, 'Posterize': posterize, 'Color': color,
     'Contrast': contrast, 'Brightness': brightness, 'Sharpness': sharpness,
-    'ShearX': shear_x, 'ShearY': shear_y, 'TranslateX': translate_x,
-    'TranslateY': translate_y, 'Cutout': cutout_op,
+    'ShearX': _shear(True), 'ShearY': _shear(False),
+    'TranslateX': _translate(True), 'TranslateY': _translate(False),
+    'Cutout': cutout_op,
 }
 
 
@@ -343,23 +356,16 @@ def apply_op(name: str, image, level: float, seed,
                    translate_fraction)
 
 
-# ---------------------------------------------------------------- policies ---
-
-
 def _switch_op(names, index, image, level, seed, translate_fraction):
-  """Runs OPS[names[index]]; one small branch per distinct operation.
-
-  Dispatching on tensors (rather than tracing every sub-policy as its own
-  branch) keeps the graph to one branch per operation, which makes tracing
-  and per-iterator instantiation in tf.data an order of magnitude cheaper.
-  """
+  """Runs OPS[names[index]]. One branch per distinct operation (not per
+  sub-policy) keeps tracing and tf.data iterator start-up cheap."""
   branches = [functools.partial(OPS[name], image, level, seed,
                                 translate_fraction) for name in names]
   return tf.switch_case(index, branches)
 
 
 def make_autoaugment(policy: str = 'cifar10',
-                     translate_fraction: float = CIFAR_TRANSLATE_FRACTION):
+                     translate_fraction: float | None = None):
   """Returns fn(image, seed) applying one random sub-policy of `policy`.
 
   Each call picks one of the 25 sub-policies uniformly, then applies its two
@@ -367,7 +373,8 @@ def make_autoaugment(policy: str = 'cifar10',
 
   Args:
     policy: 'cifar10', 'svhn' or 'imagenet'.
-    translate_fraction: largest translation as a fraction of the side.
+    translate_fraction: largest translation as a fraction of the side; None
+      takes the policy's own (150/331 for ImageNet, else 10/32).
 
   Returns:
     fn(image uint8 [H, W, C], seed int [2]) -> uint8 [H, W, C].
@@ -375,6 +382,9 @@ def make_autoaugment(policy: str = 'cifar10',
   if policy not in POLICIES:
     raise ValueError(f'autoaugment policy must be one of {sorted(POLICIES)}, '
                      f'got {policy!r}')
+  if translate_fraction is None:
+    translate_fraction = (IMAGENET_TRANSLATE_FRACTION if policy == 'imagenet'
+                          else CIFAR_TRANSLATE_FRACTION)
   sub_policies = POLICIES[policy]
   names = ['Identity'] + sorted(
       {op for sub in sub_policies for op, _, _ in sub} - {'Identity'})

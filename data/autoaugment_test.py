@@ -221,6 +221,14 @@ def test_randaugment_with_zero_layers_is_identity():
   np.testing.assert_array_equal(out.numpy(), image)
 
 
+def test_policy_for_dataset():
+  assert autoaugment.policy_for_dataset('cifar100') == 'cifar10'
+  assert autoaugment.policy_for_dataset('svhn_cropped') == 'svhn'
+  assert autoaugment.policy_for_dataset('imagenet2012') == 'imagenet'
+  assert autoaugment.policy_for_dataset('oxford_flowers102', 224) == 'imagenet'
+  assert autoaugment.policy_for_dataset('fashion_mnist', 32) == 'cifar10'
+
+
 def test_bad_arguments():
   with pytest.raises(ValueError, match='policy'):
     autoaugment.make_autoaugment('cifar100')
