@@ -1,0 +1,88 @@
+"""Tests for the svhn_cropped, fashion_mnist and folder sources."""
+
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
+
+from data import sources
+
+
+def test_svhn_source_loads_mock_data():
+  with tfds.testing.mock_data(num_examples=6):
+    source = sources.create_source('svhn_cropped')
+    images, labels = source.load('train')
+  assert source.num_classes == 10 and len(source.mean) == 3
+  assert images.shape == (6, 32, 32, 3) and images.dtype == np.uint8
+  assert labels.dtype == np.int32 and labels.max() < 10
+
+
+def test_svhn_extra_reads_train_plus_extra(monkeypatch):
+  # mock_data ignores split arithmetic, so record the split names instead.
+  requested = []
+  monkeypatch.setattr(sources, 'load_tfds_split',
+                      lambda name, split, data_dir: requested.append(
+                          (name, split)))
+  sources.create_source('svhn_cropped', svhn_extra=True).load('train')
+  sources.create_source('svhn_cropped', svhn_extra=True).load('test')
+  sources.create_source('svhn_cropped').load('train')
+  assert requested == [('svhn_cropped', 'train+extra'),
+                       ('svhn_cropped', 'test'), ('svhn_cropped', 'train')]
+
+
+def test_fashion_mnist_is_zero_padded_to_32():
+  with tfds.testing.mock_data(num_examples=5):
+    source = sources.create_source('fashion_mnist')
+    images, labels = source.load('train')
+    raw = next(iter(tfds.as_numpy(tfds.load('fashion_mnist', split='train',
+                                            batch_size=5))))['image']
+  assert images.shape == (5, 32, 32, 1) and images.dtype == np.uint8
+  assert labels.shape == (5,)
+  np.testing.assert_array_equal(images[:, 2:30, 2:30], raw)
+  assert not images[:, :2].any() and not images[:, :, 30:].any()
+  # 55.84 = 72.93 * 784 / 1024: the 28x28 mean diluted by the zero border.
+  np.testing.assert_allclose(source.mean[0], 0.2860 * 255 * 784 / 1024,
+                             atol=0.05)
+
+
+def _write_folder(root, split, counts, size=(6, 5), fmt='png'):
+  rng = np.random.default_rng(len(split))
+  for label, count in counts.items():
+    os.makedirs(os.path.join(root, split, label), exist_ok=True)
+    for i in range(count):
+      pixels = rng.integers(0, 256, size[::-1] + (3,), dtype=np.uint8)
+      Image.fromarray(pixels).save(
+          os.path.join(root, split, label, f'{i}.{fmt}'))
+
+
+def test_folder_source_reads_labels_from_train_folders(tmp_path):
+  root = str(tmp_path)
+  _write_folder(root, 'train', {'cat': 3, 'dog': 2, 'emu': 1})
+  _write_folder(root, 'test', {'dog': 2, 'emu': 1}, fmt='jpg')
+  source = sources.create_source('folder', root)
+  images, labels = source.load('train')
+  assert source.num_classes == 3
+  assert images.shape == (6, 5, 6, 3) and images.dtype == np.uint8
+  np.testing.assert_array_equal(labels, [0, 0, 0, 1, 1, 2])
+  pixels = images.reshape(-1, 3).astype(np.float64)
+  np.testing.assert_allclose(source.mean, pixels.mean(0), atol=0.01)
+  np.testing.assert_allclose(source.std, pixels.std(0), atol=0.01)
+  test_images, test_labels = source.load('test')
+  # 'dog' is class 1 of train's sorted folders even though test lacks 'cat'.
+  np.testing.assert_array_equal(test_labels, [1, 1, 2])
+  assert test_images.shape == (3, 5, 6, 3)
+
+
+def test_folder_source_errors(tmp_path):
+  with pytest.raises(ValueError, match='data_dir'):
+    sources.create_source('folder', None)
+  with pytest.raises(ValueError, match='train/<label>'):
+    sources.create_source('folder', str(tmp_path))
+  _write_folder(str(tmp_path), 'train', {'a': 1})
+  _write_folder(str(tmp_path), 'train', {'b': 1}, size=(7, 7))
+  with pytest.raises(ValueError, match='one size'):
+    sources.create_source('folder', str(tmp_path))
+  with pytest.raises(ValueError, match='svhn_extra'):
+    sources.create_source('cifar10', svhn_extra=True)
