@@ -10,6 +10,7 @@ each filter, so slices of different networks are comparable. Vectors
   python -m results.landscape --workdir=RUN --dims=2 --bn_mode=eval
 """
 
+import functools
 import json
 import os
 from typing import Any, Callable, Sequence
@@ -17,6 +18,7 @@ from typing import Any, Callable, Sequence
 from absl import app
 from absl import flags
 import jax
+from jax import flatten_util
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
@@ -29,6 +31,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 PyTree = Any
 
 
+@functools.partial(jax.jit, static_argnames='include_vectors')
 def filter_normalized_direction(key: jax.Array, params: PyTree,
                                 include_vectors: bool = False) -> PyTree:
   """A Gaussian direction with each filter scaled to the weight's filter norm.
@@ -42,20 +45,20 @@ def filter_normalized_direction(key: jax.Array, params: PyTree,
   Returns:
     A pytree like params.
   """
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(key, len(leaves))
-  directions = []
-  for leaf_key, w in zip(keys, leaves):
+  flat, unravel = flatten_util.ravel_pytree(params)
+  # One draw for all leaves: a draw per leaf shape compiles slowly on CPU.
+  noise = unravel(jax.random.normal(key, flat.shape, flat.dtype))
+
+  def normalise(w, d):
     if w.ndim <= 1 and not include_vectors:
-      directions.append(jnp.zeros_like(w))
-      continue
-    d = jax.random.normal(leaf_key, w.shape, jnp.float32)
+      return jnp.zeros_like(w)
     # Filters are slices along the output (last) axis of Flax kernels.
     axes = tuple(range(w.ndim - 1)) if w.ndim > 1 else None
     w_norm = jnp.sqrt(jnp.sum(jnp.square(w), axis=axes, keepdims=True))
     d_norm = jnp.sqrt(jnp.sum(jnp.square(d), axis=axes, keepdims=True))
-    directions.append((d * w_norm / jnp.maximum(d_norm, 1e-12)).astype(w.dtype))
-  return jax.tree.unflatten(treedef, directions)
+    return d * w_norm / jnp.maximum(d_norm, 1e-12)
+
+  return jax.tree.map(normalise, params, noise)
 
 
 def loss_surface(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,

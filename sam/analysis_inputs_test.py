@@ -1,6 +1,7 @@
 """Tests for sam/analysis_inputs.py, and the analysis tools end to end on a
-tiny checkpoint (a WRN-mini on the offline digits)."""
+tiny model (a WRN-mini on the offline digits)."""
 
+import functools
 import json
 import os
 
@@ -9,54 +10,74 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import models
 from configs import quickstart
+from data import pipeline
 from results import landscape
 from sam import analysis_inputs
-from sam import checkpointing
 from sam import hessian
 from sam import sharpness
-from sam import training
+
+
+def _random_variables(shapes, seed=0):
+  """Plausible weights of the given shapes from numpy: He-scaled kernels,
+  BN scales near 1, small biases and running means, variances near 1.
+  (numpy, not model.init: random-number kernels compile slowly on CPU.)"""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, shape):
+    name = path[-1].key
+    noise = rng.normal(size=shape.shape).astype(np.float32)
+    if name == 'kernel':
+      return noise * np.sqrt(2.0 / np.prod(shape.shape[:-1]))
+    if name in ('scale', 'var'):
+      return 1.0 + 0.1 * np.abs(noise)
+    return 0.1 * noise  # bias, mean
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 @pytest.fixture(scope='module')
-def tiny_run(tmp_path_factory):
-  """`load_run` of a workdir holding the config and the initial state of a
-  WRN-mini run, as `train_and_evaluate` leaves them (no training: the tools
-  only need a checkpoint)."""
-  workdir = str(tmp_path_factory.mktemp('tiny_run'))
+def tiny_run():
+  """(config, model, variables, datasets) as `sam.training.load_run` returns
+  them, for a WRN-mini on the offline digits."""
   config = quickstart.get_config('model=wrn_mini,epochs=1')
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json())
-  _, _, _, state, _ = training.build(config)
-  manager = checkpointing.create_manager(workdir, 1)
-  checkpointing.save(manager, 0, state, {'wall_time_s': 0.0})
-  manager.wait_until_finished()
-  return training.load_run(workdir)
+  datasets = pipeline.create_datasets(config, 0, 1, 1)
+  model = models.create_model(config.model, datasets.num_classes)
+  shapes = jax.eval_shape(
+      functools.partial(model.init, train=False), jax.random.key(0),
+      jnp.zeros((1,) + datasets.image_shape))
+  return config, model, _random_variables(shapes), datasets
 
 
 def test_bn_modes_use_batch_or_running_statistics(tiny_run):
-  config, model, variables, datasets = tiny_run
+  _, model, variables, datasets = tiny_run
   images, labels = analysis_inputs.split_examples(datasets, 'test', 8)
   batch = {'image': images, 'label': labels}
-  logits_train, _ = model.apply(variables, images, train=True,
-                                mutable=['batch_stats'])
-  logits_eval = model.apply(variables, images, train=False)
-  for mode, logits in (('train', logits_train), ('eval', logits_eval)):
-    loss_fn = analysis_inputs.make_batch_loss(
-        model, variables['batch_stats'], mode)
-    expected = jnp.mean(jax.nn.logsumexp(logits, -1) -
-                        logits[jnp.arange(8), labels])
-    assert float(loss_fn(variables['params'], batch)) == pytest.approx(
-        float(expected), rel=1e-5)
-  with_l2 = analysis_inputs.make_batch_loss(
-      model, variables['batch_stats'], 'eval', weight_decay=0.1)
-  l2 = 0.05 * sum(float(jnp.sum(w ** 2))
-                  for w in jax.tree.leaves(variables['params']))
-  assert float(with_l2(variables['params'], batch)) == pytest.approx(
-      float(expected) + l2, rel=1e-5)
+  train_loss, eval_loss, eval_l2_loss = (
+      analysis_inputs.make_batch_loss(model, variables['batch_stats'], mode,
+                                      weight_decay=wd)
+      for mode, wd in (('train', 0.0), ('eval', 0.0), ('eval', 0.1)))
+
+  @jax.jit
+  def losses_and_expected(params):
+    # One compilation for everything: compiles dominate on CPU.
+    logits_train, _ = model.apply(variables, images, train=True,
+                                  mutable=['batch_stats'])
+    logits_eval = model.apply(variables, images, train=False)
+    expected = [jnp.mean(jax.nn.logsumexp(z, -1) - z[jnp.arange(8), labels])
+                for z in (logits_train, logits_eval)]
+    l2 = 0.05 * sum(jnp.sum(w ** 2) for w in jax.tree.leaves(params))
+    return ([train_loss(params, batch), eval_loss(params, batch),
+             eval_l2_loss(params, batch)],
+            [expected[0], expected[1], expected[1] + l2])
+
+  actual, expected = losses_and_expected(variables['params'])
+  np.testing.assert_allclose(actual, expected, rtol=1e-5)
+  # Batch and running statistics differ here, so the modes really differ.
+  assert abs(float(actual[0]) - float(actual[1])) > 1e-3
   with pytest.raises(ValueError, match='bn_mode'):
     analysis_inputs.make_batch_loss(model, {}, 'running')
-  del config
 
 
 def test_split_examples_and_batches(tiny_run):
@@ -117,11 +138,10 @@ def test_landscape_end_to_end(tiny_run, tmp_path):
                              num_examples=32, batch_size=16)
   assert np.asarray(record['loss']).shape == (3, 3)
   assert os.path.getsize(tmp_path / 'landscape_2d_train.png') > 1000
-  # The centre is the checkpoint itself: the eval-mode loss of its batches.
-  config, model, variables, datasets = tiny_run
+  # The centre is the model itself: the eval-mode loss of its batches.
+  _, model, variables, datasets = tiny_run
   stacked = analysis_inputs.stack_batches(
       *analysis_inputs.split_examples(datasets, 'train', 32), 16)
-  centre = analysis_inputs.mean_loss(analysis_inputs.make_batch_loss(
-      model, variables['batch_stats'], 'eval'), stacked)(variables['params'])
+  centre = jax.jit(analysis_inputs.mean_loss(analysis_inputs.make_batch_loss(
+      model, variables['batch_stats'], 'eval'), stacked))(variables['params'])
   assert record['center_loss'] == pytest.approx(float(centre), rel=1e-5)
-  del config

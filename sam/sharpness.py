@@ -202,17 +202,19 @@ def analyse(run: tuple[Any, Any, Any, Any], output_dir: str, *,
   params = variables['params']
 
   def batch_mean(fn, *args):
-    return float(np.mean([fn(params, batch, *args) for batch in batches]))
+    values = [fn(params, batch, *args) for batch in batches]
+    return jax.tree.map(lambda *v: float(np.mean(v)), *values)
 
   # k is traced, so every k shares one compilation.
   probe = jax.jit(lambda p, b, k: sharpness(lambda q: batch_loss(q, b), p,
-                                            rho, k).sharpness)
+                                            rho, k)[:2])
+  results = {k: batch_mean(probe, k) for k in num_steps}
   record = {
       'optimizer': config.optimizer, 'split': split, 'bn_mode': bn_mode,
       'rho': rho, 'batch_size': batch_size,
       'num_examples': len(batches) * batch_size,
-      'loss': batch_mean(jax.jit(batch_loss)),
-      'sharpness': {str(k): batch_mean(probe, k) for k in num_steps},
+      'loss': results[num_steps[0]][1],
+      'sharpness': {str(k): value for k, (value, _) in results.items()},
       'm_sharpness': {},
   }
   for m in m_values:
