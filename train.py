@@ -17,6 +17,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from data import sources
+from launch import tpu
 from sam import config_checks
 from sam import training
 
@@ -30,16 +31,25 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  # Multi-host runs (Cloud TPU pods, launch/tpu.py) join jax.distributed
+  # before anything else touches the devices.
+  tpu.maybe_initialize_distributed()
   # Orbax logs every file it writes at INFO; keep the run's own log readable.
   logging.get_absl_handler().addFilter(
       lambda record: '/orbax/' not in record.pathname)
   # tf.data only: keep TensorFlow off the accelerators JAX uses.
   tf.config.set_visible_devices([], 'GPU')
   try:
-    training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_checks.ConfigError,
-          sources.DatasetNotPreparedError) as e:
+    summary = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (config_checks.ConfigError, sources.DatasetNotPreparedError,
+          training.NonFiniteError) as e:
     sys.exit(f'error: {e}')
+  if jax.process_index() == 0:
+    final, best = summary['final'], summary['best']
+    print(f"{_WORKDIR.value}: test error {100 * final['test_error']:.2f}% "
+          f"(best {100 * best['test_error']:.2f}% at step "
+          f"{best['test_error_step']}), {summary['num_steps']} steps, "
+          f"{summary['wall_time_s']:.0f} s of training")
 
 
 if __name__ == '__main__':

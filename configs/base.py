@@ -19,16 +19,32 @@ def base_config() -> ml_collections.ConfigDict:
   c.crop_padding = 4
   c.validation_split = False  # Hold out 10% of train (the paper's rho search).
   c.validation_fraction = 0.1
+  c.image_size = 0  # Training/eval resolution; 0 keeps the dataset's own.
+  c.svhn_extra = False  # SVHN: train on train + extra (604,388 images).
+  # Table 4: corrupt this fraction of training labels (never validation or
+  # test); 'different' draws a different class, 'uniform' any class.
   c.label_noise = 0.0
+  c.label_noise_mode = 'different'
+  c.mixup_alpha = 0.0  # > 0: mixup with Beta(alpha, alpha) on train batches.
+  # Bootstrap (Table 4): train on the labels that the finished run in this
+  # workdir predicts for the training set.
+  c.bootstrap_teacher_workdir = ''
   c.shuffle_buffer_examples = 0  # Unused for in-memory datasets.
 
   # Model (models/).
   c.model = 'wrn28_10'
   c.dtype = 'float32'
+  # Finetuning (paper C.2): start from this orbax checkpoint of converted
+  # weights; the head is re-initialised when the number of classes differs.
+  c.init_checkpoint = ''
+  c.freeze_batch_stats = False  # BatchNorm uses its running averages.
 
   # Optimisation (sam/optim.py): SGD + Nesterov, cosine per step, clipping.
   c.optimizer = 'sam'  # 'sam' or 'sgd'.
   c.batch_size = 256  # Global, over all devices and hosts.
+  # Micro-batches per device batch, run one after another (same update,
+  # less memory); must divide the per-device batch.
+  c.accumulation_steps = 1
   c.num_epochs = 200
   # The paper trains SGD for 1x and 2x the epochs of the SAM run.
   c.epochs_multiplier = 1.0
@@ -48,6 +64,25 @@ def base_config() -> ml_collections.ConfigDict:
   # with m = per-device batch, the paper's setting). True: one perturbation
   # from the gradient of the global batch.
   c.sam.sync_perturbation = False
+  # m-sharpness (Section 4.1): examples per independent perturbation, each
+  # group of m a virtual device (its own eps and BatchNorm batch); must divide
+  # the per-device batch. 0 = the per-device batch.
+  c.sam.m = 0
+  # The norm of the neighbourhood, in [1, inf]; 2 is the paper's SAM, inf
+  # gives eps = rho * sign(g) (Appendix C.5), others equation (2).
+  c.sam.p = 2.0
+  # 'gradient' (SAM) or 'random': eps = rho * z / ||z||, z ~ N(0, I) (C.5).
+  c.sam.perturbation = 'gradient'
+  # Steps of projected gradient ascent for eps (C.6); 1 is SAM. p = 2 or inf.
+  c.sam.ascent_steps = 1
+  # Keep the d eps / dw term (C.4, one Hessian-vector product); logs the
+  # cosine of the second- and first-order updates as second_order_cosine.
+  c.sam.second_order = False
+  # ASAM (Kwon et al., 2021): the ball scaled elementwise by |w| + eta. Its
+  # rho is larger than SAM's: the ASAM paper uses rho = 0.5 (CIFAR-10) and
+  # 1.0 (CIFAR-100) with eta = 0.01.
+  c.sam.adaptive = False
+  c.sam.adaptive_eta = 0.01
 
   # Evaluation, logging, checkpoints.
   c.eval_batch_size = 512

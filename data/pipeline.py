@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from data import augment
+from data import label_noise
 from data import sources
 
 Batch = dict[str, np.ndarray]
@@ -64,6 +65,7 @@ class Datasets:
     eval_splits: split name -> (images, labels); 'test', plus 'validation'
       when the config holds out part of train.
     mean / std: per-channel normalisation on the 0-255 scale.
+    clean_train_labels: the labels before label noise, when there is some.
     global_batch_size: training batch over all hosts and devices.
     steps_per_epoch: whole global batches in one epoch (the remainder of
       each epoch's permutation is dropped).
@@ -79,6 +81,7 @@ class Datasets:
   eval_batch_size: int
   transform: augment.Transform
   seed: int
+  clean_train_labels: np.ndarray | None = None
   process_index: int = 0
   process_count: int = 1
   local_device_count: int = 1
@@ -183,6 +186,14 @@ def create_datasets(config: ml_collections.ConfigDict, process_index: int,
                                  train_labels[val_rows])
     train_images, train_labels = train_images[train_rows], train_labels[
         train_rows]
+  clean_train_labels = None
+  if config.label_noise:
+    # Only the training part is corrupted: the validation split used for the
+    # rho search stays clean, as in the paper.
+    clean_train_labels = train_labels
+    train_labels, _ = label_noise.corrupt_labels(
+        train_labels, source.num_classes, config.label_noise, config.seed,
+        config.label_noise_mode)
   return Datasets(
       num_classes=source.num_classes,
       image_shape=train_images.shape[1:],
@@ -196,6 +207,7 @@ def create_datasets(config: ml_collections.ConfigDict, process_index: int,
       transform=augment.make_train_transform(config.augment,
                                              config.crop_padding),
       seed=config.seed,
+      clean_train_labels=clean_train_labels,
       process_index=process_index,
       process_count=process_count,
       local_device_count=local_device_count)

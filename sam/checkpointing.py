@@ -6,10 +6,12 @@ latest one.
 """
 
 import os
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
@@ -37,7 +39,12 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any):
-  """Restores the newest checkpoint, or returns None if there is none.
+  """Restores the newest readable checkpoint, or returns None if none is.
+
+  A checkpoint whose files were damaged after it was written (a truncated
+  or deleted file) is skipped with a warning and moved to
+  `checkpoints_damaged/` (kept for inspection, out of the way of the step
+  that will be saved again), and the one before it is used.
 
   Args:
     manager: from `create_manager`.
@@ -47,10 +54,28 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any):
   Returns:
     (step, state, progress) or None.
   """
-  step = manager.latest_step()
-  if step is None:
-    return None
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      progress=ocp.args.JsonRestore()))
-  return step, restored['state'], dict(restored['progress'])
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          progress=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax raises many types for damaged files (ValueError, OSError,
+      # tensorstore errors); any of them means this step is unusable.
+      logging.warning('Checkpoint at step %d is unreadable (%s: %s); falling '
+                      'back to the previous one.', step, type(e).__name__,
+                      str(e).splitlines()[0] if str(e) else '')
+      set_aside(manager, step)
+      continue
+    return step, restored['state'], dict(restored['progress'])
+  return None
+
+
+def set_aside(manager: ocp.CheckpointManager, step: int) -> None:
+  """Moves checkpoint `step` to a sibling `checkpoints_damaged/` folder."""
+  directory = str(manager.directory)
+  damaged = os.path.join(os.path.dirname(directory), 'checkpoints_damaged')
+  os.makedirs(damaged, exist_ok=True)
+  os.replace(os.path.join(directory, str(step)),
+             os.path.join(damaged, f'{step}_{int(time.time())}'))
+  manager.reload()

@@ -10,6 +10,7 @@ training; a workdir holding another config is refused.
 import functools
 import json
 import os
+import signal
 import time
 from typing import Any
 
@@ -57,12 +58,77 @@ def build(config: ml_collections.ConfigDict):
         f'{len(datasets.train_labels)} training examples')
   model = models.create_model(config.model, datasets.num_classes,
                               config.dtype)
+  if config.bootstrap_teacher_workdir:
+    datasets.train_labels = predict_labels(config.bootstrap_teacher_workdir,
+                                           datasets)
   schedule = optim.learning_rate_schedule(config, datasets.steps_per_epoch)
   state = steps.create_train_state(model, datasets.image_shape,
                                    optim.create_optimizer(config, schedule),
                                    config.seed)
   total_steps = optim.total_train_steps(config, datasets.steps_per_epoch)
   return datasets, model, schedule, state, total_steps
+
+
+def predict_labels(teacher_workdir: str, datasets) -> np.ndarray:
+  """The classes a finished run predicts for `datasets`' training images
+  (the paper's bootstrap targets, Table 4).
+
+  Args:
+    teacher_workdir: workdir of a finished run on the same dataset.
+    datasets: the student's datasets (its training images are labelled).
+
+  Returns:
+    int32 [N] predicted labels.
+  """
+  _, teacher, variables, teacher_data = load_run(teacher_workdir)
+  if teacher_data.image_shape != datasets.image_shape:
+    raise config_checks.ConfigError(
+        f'config.bootstrap_teacher_workdir = {teacher_workdir!r}: its images '
+        f'are {teacher_data.image_shape}, not {datasets.image_shape}')
+  predict = jax.jit(lambda x: jax.numpy.argmax(
+      teacher.apply(variables, x, train=False), -1))
+  batch = 256
+  return np.concatenate([
+      np.asarray(predict(pipeline.normalize(
+          datasets.train_images[i:i + batch], datasets.mean,
+          datasets.std).numpy()))
+      for i in range(0, len(datasets.train_images), batch)]).astype(np.int32)
+
+
+def record_label_noise(workdir: str, datasets) -> None:
+  """Writes which training examples carry a corrupted label (indices into
+  the training split after any validation holdout)."""
+  changed = np.flatnonzero(datasets.clean_train_labels !=
+                           datasets.train_labels)
+  _write_json_atomically(os.path.join(workdir, 'label_noise.json'), {
+      'num_train': len(datasets.train_labels),
+      'num_changed': len(changed),
+      'changed_indices': changed.tolist()})
+
+
+class NonFiniteError(RuntimeError):
+  """The loss or gradient stopped being finite."""
+
+
+class PreemptionSignal:
+  """Turns SIGTERM (TPU / spot preemption) into a flag the loop polls, so
+  the run checkpoints its current step before exiting."""
+
+  def __init__(self):
+    self.received = False
+    self._previous = signal.getsignal(signal.SIGTERM)
+
+  def __enter__(self):
+    signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM: checkpointing the current step, then exiting.')
+    self.received = True
+
+  def __exit__(self, *exc):
+    signal.signal(signal.SIGTERM, self._previous)
 
 
 def evaluate(p_eval_step, state, datasets) -> dict[str, float]:
@@ -103,6 +169,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if is_primary:
     _write_json_atomically(os.path.join(workdir, 'config.json'),
                            json.loads(config.to_json()))
+    if datasets.clean_train_labels is not None:
+      record_label_noise(workdir, datasets)
 
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
   progress = {'wall_time_s': 0.0}
@@ -132,33 +200,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   batches = jax_utils.prefetch_to_device(
       datasets.train_batches(start_step, total_steps), 2)
   started = time.time()
-  train_metrics = None
   first_step_done = None
   logging.info('Training %s steps from step %d on %d devices.', total_steps,
                start_step, jax.device_count())
-  for step in range(start_step + 1, total_steps + 1):
-    state, step_metrics = p_train_step(state, next(batches))
-    step_metrics = jax_utils.unreplicate(step_metrics)
-    train_metrics = step_metrics if train_metrics is None else (
-        train_metrics.merge(step_metrics))
-    if first_step_done is None:
-      jax.block_until_ready(step_metrics)
-      first_step_done = (step, time.time())
-    report_progress(step)
-    is_last = step == total_steps
-    if step % config.log_every_steps == 0 or is_last:
-      scalars = {k: float(v) for k, v in train_metrics.compute().items()}
-      scalars['learning_rate'] = float(schedule(step - 1))
-      scalars['epoch'] = step / datasets.steps_per_epoch
-      writer.write_scalars(step, scalars)
-      train_metrics = None
-    if step % eval_every == 0 or is_last:
-      writer.write_scalars(step, evaluate(p_eval_step, state, datasets))
-    if step % config.checkpoint_every_steps == 0 or is_last:
-      progress['wall_time_s'] += time.time() - started
-      started = time.time()
-      checkpointing.save(manager, step, jax_utils.unreplicate(state),
-                         progress)
+
+  def save_checkpoint(step):
+    progress['wall_time_s'] += time.time() - started
+    checkpointing.save(manager, step, jax_utils.unreplicate(state), progress)
+    return time.time()
+
+  with PreemptionSignal() as preemption:
+    train_metrics = None
+    for step in range(start_step + 1, total_steps + 1):
+      state, step_metrics = p_train_step(state, next(batches))
+      step_metrics = jax_utils.unreplicate(step_metrics)
+      # One host sync a step: a non-finite step must never be checkpointed,
+      # and the error names the step where it happened.
+      if not np.isfinite(float(step_metrics.grad_norm.compute()) +
+                         float(step_metrics.train_loss.compute())):
+        manager.wait_until_finished()
+        raise NonFiniteError(
+            f'non-finite loss or gradient at step {step}; the last good '
+            f'checkpoint (step {manager.latest_step()}) is kept in {workdir}')
+      train_metrics = step_metrics if train_metrics is None else (
+          train_metrics.merge(step_metrics))
+      if first_step_done is None:
+        first_step_done = (step, time.time())
+      report_progress(step)
+      is_last = step == total_steps
+      if step % config.log_every_steps == 0 or is_last:
+        scalars = {k: float(v) for k, v in train_metrics.compute().items()}
+        scalars['learning_rate'] = float(schedule(step - 1))
+        scalars['epoch'] = step / datasets.steps_per_epoch
+        writer.write_scalars(step, scalars)
+        train_metrics = None
+      if step % eval_every == 0 or is_last:
+        writer.write_scalars(step, evaluate(p_eval_step, state, datasets))
+      if (step % config.checkpoint_every_steps == 0 or is_last or
+          preemption.received):
+        started = save_checkpoint(step)
+      if preemption.received and not is_last:
+        manager.wait_until_finished()
+        writer.flush()
+        raise SystemExit(f'preempted: checkpointed step {step} of '
+                         f'{total_steps} in {workdir}; rerun to resume')
   manager.wait_until_finished()
   writer.flush()
 
