@@ -87,7 +87,9 @@ def merge(variables: Mapping[str, Any], loaded: Mapping[str, Any],
     reinit_head = any(key in given and np.shape(given[key]) != value.shape
                       for key, value in target.items() if is_head(key))
   merged = {}
-  for key, value in target.items():
+  # Report parameters before other collections (e.g. batch_stats).
+  for key in sorted(target, key=lambda key: key[0] != 'params'):
+    value = target[key]
     if reinit_head and is_head(key):
       merged[key] = value
       continue
@@ -100,7 +102,8 @@ def merge(variables: Mapping[str, Any], loaded: Mapping[str, Any],
           f'{tuple(np.shape(given[key]))} in the checkpoint, '
           f'{tuple(value.shape)} in the model')
     merged[key] = np.asarray(given[key]).astype(value.dtype)
-  for key, value in given.items():
+  for key in sorted(given, key=lambda key: key[0] != 'params'):
+    value = given[key]
     if key not in target and not (reinit_head and is_head(key)):
       raise ValueError(f'{source} has {_path_name(key)} (shape '
                        f'{tuple(np.shape(value))}), which the model lacks')

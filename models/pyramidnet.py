@@ -33,6 +33,12 @@ BETA_RANGE = (0.0, 1.0)
 FINAL_KEEP_PROBABILITY = 0.5
 
 
+def keep_probability(index: int, total_blocks: int) -> float:
+  """ShakeDrop keep probability of block `index` (0-based): linear decay
+  from 1 (before the first block) to FINAL_KEEP_PROBABILITY at the last."""
+  return 1.0 - (1.0 - FINAL_KEEP_PROBABILITY) * (index + 1) / total_blocks
+
+
 def shake_drop(x, rng, keep_probability: float, true_gradient: bool):
   """Scales `x` per example by a random ShakeDrop coefficient.
 
@@ -131,10 +137,10 @@ class PyramidNet(nn.Module):
     for index in range(total_blocks):
       group, block = divmod(index, blocks_per_group)
       width += self.alpha / total_blocks
-      keep = 1.0 - (1.0 - FINAL_KEEP_PROBABILITY) * (index + 1) / total_blocks
       x = BottleneckBlock(int(round(width)),
                           stride=2 if group > 0 and block == 0 else 1,
-                          keep_probability=keep,
+                          keep_probability=keep_probability(index,
+                                                            total_blocks),
                           shake_drop=self.shake_drop,
                           dtype=self.dtype,
                           name=f'group{group}_block{block}')(x, train, ascent)

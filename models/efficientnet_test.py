@@ -1,0 +1,69 @@
+"""Tests for models/efficientnet.py."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import models
+from models import efficientnet
+from models.wrn_test import count_params
+from models.wrn_test import random_variables
+
+
+@pytest.mark.parametrize('name,expected', [
+    ('efficientnet_b0', 5_288_548),  # Reference counts.
+    ('efficientnet_b7', 66_347_960),
+    # Keras applications' trainable count (measured with keras 3.15; B2-B6
+    # match Keras too, left out to keep the suite fast).
+    ('efficientnet_b1', 7_794_184),
+    ('efficientnet_l2', 480_309_308),  # Noisy Student's "480M".
+])
+def test_parameter_counts(name, expected):
+  # The count does not depend on the resolution.
+  assert count_params(name, 1000, image_size=32) == expected
+
+
+def test_resolution_table():
+  assert {k: v[2] for k, v in efficientnet.VARIANTS.items()} == {
+      'b0': 224, 'b1': 240, 'b2': 260, 'b3': 300, 'b4': 380, 'b5': 456,
+      'b6': 528, 'b7': 600, 'l2': 800}
+  assert efficientnet.FINETUNE_RESOLUTION['l2'] == 475
+  assert efficientnet.FINETUNE_RESOLUTION['b7'] == 600
+
+
+def test_compound_scaling_rounding():
+  # B7's stem and head widths (Tan & Le): 64 and 2560; L2's: 136 and 5504.
+  assert efficientnet.round_filters(32, 2.0) == 64
+  assert efficientnet.round_filters(1280, 2.0) == 2560
+  assert efficientnet.round_filters(32, 4.3) == 136
+  assert efficientnet.round_repeats(4, 3.1) == 13
+
+
+def test_unknown_variant_is_a_clear_error():
+  model = efficientnet.EfficientNet(variant='b9')
+  with pytest.raises(ValueError, match="variant must be one of.*'b9'"):
+    jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                      jnp.zeros((1, 32, 32, 3)), train=False))
+
+
+def test_mini_dropout_in_train_and_deterministic_eval():
+  model = models.create_model('efficientnet_mini', 4)
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(3, 32, 32, 3)),
+                       jnp.float32)
+
+  variables = random_variables(model, images)
+
+  @jax.jit
+  def logits(key):
+    train, _ = model.apply(variables, images, train=True,
+                           rngs={'dropout': key}, mutable=['batch_stats'])
+    return train, model.apply(variables, images, train=False)
+
+  train1, eval1 = logits(jax.random.key(1, impl='rbg'))
+  train2, eval2 = logits(jax.random.key(2, impl='rbg'))
+  assert train1.shape == eval1.shape == (3, 4)
+  assert eval1.dtype == jnp.float32
+  # Dropout and drop-connect follow the key in training only.
+  assert not np.allclose(train1, train2)
+  np.testing.assert_array_equal(eval1, eval2)
