@@ -1,0 +1,43 @@
+"""Tests for configs/finetune.py: C.2 and Table 8 values."""
+
+import pytest
+
+from configs import finetune
+
+
+@pytest.mark.parametrize('dataset,rho', [
+    ('fgvc_aircraft', 0.1), ('oxford_flowers102', 0.2),
+    ('oxford_iiit_pet', 0.1), ('cars196', 0.2), ('cifar10', 0.05),
+    ('cifar100', 0.02), ('birdsnap', 0.05), ('food101', 0.02)])
+def test_b7_recipe_and_table8_rho(dataset, rho):
+  c = finetune.get_config(f'dataset={dataset},checkpoint=/ckpt/b7')
+  assert c.sam.rho == rho
+  assert (c.model, c.batch_size, c.learning_rate, c.num_steps) == (
+      'efficientnet_b7', 1024, 0.016, 5000)
+  assert c.num_epochs * finetune.TRAIN_EXAMPLES[dataset] == pytest.approx(
+      5000 * 1024, rel=0.01)
+  assert (c.weight_decay, c.momentum, c.image_size) == (1e-5, 0.9, 600)
+  assert c.freeze_batch_stats and c.init_checkpoint == '/ckpt/b7'
+  assert c.augment == ('autoaugment' if dataset.startswith('cifar')
+                       else 'none')
+
+
+def test_l2_recipe():
+  c = finetune.get_config('model=efficientnet_l2,dataset=cifar100')
+  assert (c.batch_size, c.learning_rate, c.num_steps, c.image_size) == (
+      512, 0.008, 10000, 475)
+
+
+def test_imagenet_recipe_and_knob_overrides():
+  c = finetune.get_config('dataset=imagenet2012,opt=sgd')
+  assert (c.num_epochs, c.num_steps, c.learning_rate, c.sam.rho) == (
+      10, 0, 0.1, 0.05)
+  assert c.optimizer == 'sgd'
+  assert finetune.get_config('rho=0.07').sam.rho == 0.07
+
+
+def test_bad_knobs_are_clear_errors():
+  with pytest.raises(ValueError, match="dataset='mnist'; valid"):
+    finetune.get_config('dataset=mnist')
+  with pytest.raises(ValueError, match="model='resnet50'; valid"):
+    finetune.get_config('model=resnet50')
