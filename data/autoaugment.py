@@ -164,11 +164,17 @@ def _blend(degenerate, image, factor: float) -> tf.Tensor:
 
 
 def _grayscale(image) -> tf.Tensor:
-  """Float32 [H, W, 1] luma (ITU-R 601, as PIL's 'L' conversion)."""
-  image = tf.cast(image, tf.float32)
-  if image.shape[-1] == 1:
-    return image
-  return tf.reduce_sum(image * [0.299, 0.587, 0.114], axis=-1, keepdims=True)
+  """Float32 [H, W, C] luma (ITU-R 601, PIL's 'L'), repeated in every channel.
+
+  One matmul with a [C, C] weight: broadcasting ops are slow on small images.
+  """
+  channels = image.shape[-1]
+  x = tf.cast(image, tf.float32)
+  if channels == 1:
+    return x
+  weights = tf.tile(tf.constant([[0.299], [0.587], [0.114]]), [1, channels])
+  return tf.reshape(tf.matmul(tf.reshape(x, [-1, channels]), weights),
+                    tf.shape(x))
 
 
 def _affine(image, row) -> tf.Tensor:
@@ -254,7 +260,10 @@ def solarize(image, level, seed, translate_fraction):
   """Inverts pixels at or above 256 - 256 m / 10."""
   del seed, translate_fraction
   threshold = 256 - tf.cast(tf.floor(level * 256.0 / MAX_LEVEL), tf.int32)
-  return tf.where(tf.cast(image, tf.int32) < threshold, image, 255 - image)
+  # x ^ 255 == 255 - x on uint8; XOR with a 0/255 mask avoids tf.where,
+  # which is several times slower on small images.
+  flip = tf.cast(tf.cast(image, tf.int32) >= threshold, tf.uint8) * 255
+  return tf.bitwise.bitwise_xor(image, flip)
 
 
 def posterize(image, level, seed, translate_fraction):
@@ -271,8 +280,7 @@ def _enhance_factor(level):
 def color(image, level, seed, translate_fraction):
   """Saturation: blends with the greyscale image."""
   del seed, translate_fraction
-  gray = tf.broadcast_to(_grayscale(image), tf.shape(image))
-  return _blend(tf.round(gray), image, _enhance_factor(level))
+  return _blend(tf.round(_grayscale(image)), image, _enhance_factor(level))
 
 
 def contrast(image, level, seed, translate_fraction):
@@ -290,14 +298,16 @@ def brightness(image, level, seed, translate_fraction):
 def sharpness(image, level, seed, translate_fraction):
   """Blends with PIL's 3x3 smoothed image (border pixels left unsmoothed)."""
   del seed, translate_fraction
-  channels = image.shape[-1]
-  kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
-  kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
-  smooth = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[None], kernel,
-                                  [1, 1, 1, 1], 'VALID')[0]
-  interior = tf.pad(tf.ones_like(smooth, tf.bool), [[1, 1], [1, 1], [0, 0]])
-  smooth = tf.pad(tf.round(smooth), [[1, 1], [1, 1], [0, 0]])
-  degenerate = tf.where(interior, smooth, tf.cast(image, tf.float32))
+  # The kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 as nine shifted
+  # slices: three times faster than a depthwise convolution at 32x32.
+  x = tf.cast(image, tf.float32)
+  ends = (-2, -1, None)
+  neighbours = [x[dy:ends[dy], dx:ends[dx]] for dy in range(3)
+                for dx in range(3)]
+  smooth = (tf.add_n(neighbours) + 4.0 * x[1:-1, 1:-1]) / 13.0
+  # Replace the interior by the smoothed values; the border keeps x.
+  degenerate = x + tf.pad(tf.round(smooth) - x[1:-1, 1:-1],
+                          [[1, 1], [1, 1], [0, 0]])
   return _blend(degenerate, image, _enhance_factor(level))
 
 
@@ -317,11 +327,20 @@ def _translate_pixels(level, side, translate_fraction, seed):
 
 
 def _translate(horizontal: bool):
+  """Output pixel i reads input i + shift; pad-and-slice is cheaper than an
+  affine transform and gives the same result for whole-pixel shifts."""
+  axis = 1 if horizontal else 0
+
   def translate(image, level, seed, translate_fraction):
-    shift = _translate_pixels(level, tf.shape(image)[1 if horizontal else 0],
-                              translate_fraction, seed)
-    return _affine(image, [1.0, 0.0, shift, 0.0, 1.0, 0.0] if horizontal
-                   else [1.0, 0.0, 0.0, 0.0, 1.0, shift])
+    shape = tf.shape(image)
+    shift = tf.cast(_translate_pixels(level, shape[axis], translate_fraction,
+                                      seed), tf.int32)
+    shift = tf.clip_by_value(shift, -shape[axis], shape[axis])
+    paddings = [[0, 0], [0, 0], [0, 0]]
+    paddings[axis] = [shape[axis], shape[axis]]
+    padded = tf.pad(image, paddings, constant_values=FILL)
+    begin = tf.one_hot(axis, 3, dtype=tf.int32) * (shape[axis] + shift)
+    return tf.slice(padded, begin, shape)
   return translate
 
 

@@ -31,13 +31,16 @@ def cutout_at(image: tf.Tensor, center_y: tf.Tensor, center_x: tf.Tensor,
   """
   shape = tf.shape(image)
   size = tf.cast(size, tf.int32)
-  top = center_y - size // 2
-  left = center_x - size // 2
-  rows = tf.range(shape[0])[:, None]
-  cols = tf.range(shape[1])[None, :]
-  inside = ((rows >= top) & (rows < top + size) &
-            (cols >= left) & (cols < left + size))
-  return tf.where(inside[:, :, None], tf.cast(fill, image.dtype), image)
+  top = tf.clip_by_value(center_y - size // 2, 0, shape[0])
+  bottom = tf.clip_by_value(center_y - size // 2 + size, 0, shape[0])
+  left = tf.clip_by_value(center_x - size // 2, 0, shape[1])
+  right = tf.clip_by_value(center_x - size // 2 + size, 0, shape[1])
+  # A full-shape 0/1 mask and uint8 arithmetic (image + mask * (fill -
+  # image), exact modulo 256) avoid tf.where and broadcasting, both slow on
+  # small images.
+  mask = tf.pad(tf.ones([bottom - top, right - left, shape[2]], image.dtype),
+                [[top, shape[0] - bottom], [left, shape[1] - right], [0, 0]])
+  return image + mask * (tf.cast(fill, image.dtype) - image)
 
 
 def random_cutout(image: tf.Tensor, seed: tf.Tensor, size: int = DEFAULT_SIZE,
