@@ -120,18 +120,13 @@ IMAGENET_POLICY = (
     (('Equalize', 0.8, 8), ('Equalize', 0.6, 3)),
 )
 
-POLICIES = {
-    'cifar10': CIFAR10_POLICY,
-    'svhn': SVHN_POLICY,
-    'imagenet': IMAGENET_POLICY,
-}
+POLICIES = {'cifar10': CIFAR10_POLICY, 'svhn': SVHN_POLICY,
+            'imagenet': IMAGENET_POLICY}
 
 # The policy searched on each dataset; any other dataset of small images
 # takes the CIFAR-10 policy, any dataset of large images the ImageNet one.
-DATASET_POLICIES = {
-    'cifar10': 'cifar10', 'cifar100': 'cifar10', 'svhn_cropped': 'svhn',
-    'imagenet2012': 'imagenet',
-}
+DATASET_POLICIES = {'cifar10': 'cifar10', 'cifar100': 'cifar10',
+                    'svhn_cropped': 'svhn', 'imagenet2012': 'imagenet'}
 LARGE_IMAGE_SIDE = 64
 
 
@@ -140,9 +135,8 @@ def policy_for_dataset(dataset: str, image_side: int | None = None) -> str:
   for datasets AutoAugment was not searched on (> 64 pixels: ImageNet)."""
   if dataset in DATASET_POLICIES:
     return DATASET_POLICIES[dataset]
-  if image_side is not None and image_side > LARGE_IMAGE_SIDE:
-    return 'imagenet'
-  return 'cifar10'
+  large = image_side is not None and image_side > LARGE_IMAGE_SIDE
+  return 'imagenet' if large else 'cifar10'
 
 
 # The RandAugment paper's 14 operations.
@@ -164,10 +158,8 @@ def _blend(degenerate, image, factor: float) -> tf.Tensor:
 
 
 def _grayscale(image) -> tf.Tensor:
-  """Float32 [H, W, C] luma (ITU-R 601, PIL's 'L'), repeated in every channel.
-
-  One matmul with a [C, C] weight: broadcasting ops are slow on small images.
-  """
+  """Float32 luma (ITU-R 601, PIL's 'L') repeated in every channel; one
+  matmul, since broadcasting ops are slow on small images."""
   channels = image.shape[-1]
   x = tf.cast(image, tf.float32)
   if channels == 1:
@@ -178,16 +170,9 @@ def _grayscale(image) -> tf.Tensor:
 
 
 def _affine(image, row) -> tf.Tensor:
-  """Maps each output pixel (x, y) to input (a0 x + a1 y + a2, b0 x + ...).
-
-  Args:
-    image: uint8 [H, W, C].
-    row: six floats [a0, a1, a2, b0, b1, b2] (PIL's affine convention).
-
-  Returns:
-    uint8 [H, W, C]; pixels from outside the image are FILL, nearest
-    neighbour as in the released code.
-  """
+  """Output (x, y) reads input (a0 x + a1 y + a2, b0 x + b1 y + b2), with
+  row = [a0, a1, a2, b0, b1, b2] (PIL's convention); nearest neighbour as in
+  the released code, FILL outside the image."""
   transform = tf.concat([tf.cast(tf.stack(row), tf.float32), [0.0, 0.0]], 0)
   return tf.raw_ops.ImageProjectiveTransformV3(
       images=image[None], transforms=transform[None],
@@ -195,7 +180,6 @@ def _affine(image, row) -> tf.Tensor:
       interpolation='NEAREST', fill_mode='CONSTANT')[0]
 
 
-# -------------------------------------------------------------- operations ---
 # Every operation is op(image, level, seed, translate_fraction) -> image, with
 # `level` a float32 scalar tensor in [0, 10], so that one graph serves every
 # magnitude of a policy table.
@@ -327,8 +311,8 @@ def _translate_pixels(level, side, translate_fraction, seed):
 
 
 def _translate(horizontal: bool):
-  """Output pixel i reads input i + shift; pad-and-slice is cheaper than an
-  affine transform and gives the same result for whole-pixel shifts."""
+  """Output pixel i reads input i + shift (pad and slice: cheaper than an
+  affine transform, and the same for whole-pixel shifts)."""
   axis = 1 if horizontal else 0
 
   def translate(image, level, seed, translate_fraction):
