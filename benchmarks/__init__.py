@@ -1,0 +1,1 @@
+"""Benchmarks: step time of the SAM family, input-pipeline throughput."""
