@@ -17,6 +17,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data_dir = ml_collections.FieldReference(None, field_type=str)
   c.augment = 'basic'
   c.crop_padding = 4
+  c.autoaugment_policy = ''  # '' picks the dataset's published policy.
+  c.randaugment_layers = 2
+  c.randaugment_magnitude = 9.0
   c.validation_split = False  # Hold out 10% of train (the paper's rho search).
   c.validation_fraction = 0.1
   c.image_size = 0  # Training/eval resolution; 0 keeps the dataset's own.
@@ -45,9 +48,6 @@ def base_config() -> ml_collections.ConfigDict:
   # Micro-batches per device batch, run one after another (same update,
   # less memory); must divide the per-device batch.
   c.accumulation_steps = 1
-  # Micro-batches per device batch, run one after another (same update,
-  # less memory); must divide the per-device batch.
-  c.accumulation_steps = 1
   c.num_epochs = 200
   # The paper trains SGD for 1x and 2x the epochs of the SAM run.
   c.epochs_multiplier = 1.0
@@ -67,25 +67,6 @@ def base_config() -> ml_collections.ConfigDict:
   # with m = per-device batch, the paper's setting). True: one perturbation
   # from the gradient of the global batch.
   c.sam.sync_perturbation = False
-  # m-sharpness (Section 4.1): examples per independent perturbation, each
-  # group of m a virtual device (its own eps and BatchNorm batch); must divide
-  # the per-device batch. 0 = the per-device batch.
-  c.sam.m = 0
-  # The norm of the neighbourhood, in [1, inf]; 2 is the paper's SAM, inf
-  # gives eps = rho * sign(g) (Appendix C.5), others equation (2).
-  c.sam.p = 2.0
-  # 'gradient' (SAM) or 'random': eps = rho * z / ||z||, z ~ N(0, I) (C.5).
-  c.sam.perturbation = 'gradient'
-  # Steps of projected gradient ascent for eps (C.6); 1 is SAM. p = 2 or inf.
-  c.sam.ascent_steps = 1
-  # Keep the d eps / dw term (C.4, one Hessian-vector product); logs the
-  # cosine of the second- and first-order updates as second_order_cosine.
-  c.sam.second_order = False
-  # ASAM (Kwon et al., 2021): the ball scaled elementwise by |w| + eta. Its
-  # rho is larger than SAM's: the ASAM paper uses rho = 0.5 (CIFAR-10) and
-  # 1.0 (CIFAR-100) with eta = 0.01.
-  c.sam.adaptive = False
-  c.sam.adaptive_eta = 0.01
   # m-sharpness (Section 4.1): examples per independent perturbation, each
   # group of m a virtual device (its own eps and BatchNorm batch); must divide
   # the per-device batch. 0 = the per-device batch.

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from data import augment
+from data import autoaugment
 from data import label_noise
 from data import sources
 
@@ -176,7 +177,8 @@ def create_datasets(config: ml_collections.ConfigDict, process_index: int,
   Returns:
     A `Datasets`.
   """
-  source = sources.create_source(config.dataset, config.data_dir)
+  source = sources.create_source(config.dataset, config.data_dir,
+                                 config.svhn_extra)
   train_images, train_labels = source.load('train')
   eval_splits = {'test': source.load('test')}
   if config.validation_split:
@@ -204,8 +206,13 @@ def create_datasets(config: ml_collections.ConfigDict, process_index: int,
       std=source.std,
       global_batch_size=config.batch_size,
       eval_batch_size=config.eval_batch_size,
-      transform=augment.make_train_transform(config.augment,
-                                             config.crop_padding),
+      transform=augment.make_train_transform(
+          config.augment, config.crop_padding,
+          autoaugment_policy=config.autoaugment_policy or
+          autoaugment.policy_for_dataset(config.dataset,
+                                         train_images.shape[1]),
+          randaugment_layers=config.randaugment_layers,
+          randaugment_magnitude=config.randaugment_magnitude),
       seed=config.seed,
       clean_train_labels=clean_train_labels,
       process_index=process_index,
