@@ -61,12 +61,18 @@ def test_resnet50_logits_match_keras():
   assert relative_error(keras_model, caffe.astype(np.float32), pixels) < 1e-4
 
 
-def test_efficientnet_b0_logits_match_keras():
-  rng = np.random.default_rng(0)
+@pytest.fixture(scope='module')
+def efficientnet_b0():
   keras_model = keras_convert.build_keras(
       'efficientnet_b0', input_shape=(RESOLUTION, RESOLUTION, 3))
-  randomise(keras_model, rng)
-  pixels = rng.uniform(0, 255, (2, RESOLUTION, RESOLUTION, 3))
+  randomise(keras_model, np.random.default_rng(0))
+  return keras_model
+
+
+def test_efficientnet_b0_logits_match_keras(efficientnet_b0):
+  keras_model = efficientnet_b0
+  pixels = np.random.default_rng(1).uniform(0, 255,
+                                            (2, RESOLUTION, RESOLUTION, 3))
   np.testing.assert_allclose(keras_convert.input_normalisation(keras_model),
                              [IMAGENET_MEAN, IMAGENET_STD], rtol=1e-6)
   assert relative_error(keras_model, pixels.astype(np.float32), pixels) < 1e-4
@@ -87,11 +93,10 @@ def test_second_sizes_convert_onto_the_flax_structure(name):
       jax.tree_util.tree_structure(shapes))
 
 
-def test_convert_and_save_writes_a_loadable_checkpoint(tmp_path):
-  keras_model = keras_convert.build_keras('efficientnet_b0',
-                                          input_shape=(32, 32, 3))
-  path = keras_convert.convert_and_save(keras_model, tmp_path / 'b0')
-  converted = keras_convert.convert(keras_model)
+def test_convert_and_save_writes_a_loadable_checkpoint(efficientnet_b0,
+                                                      tmp_path):
+  path = keras_convert.convert_and_save(efficientnet_b0, tmp_path / 'b0')
+  converted = keras_convert.convert(efficientnet_b0)
   jax.tree_util.tree_map(np.testing.assert_array_equal,
                          pretrained.restore(path), converted)
 

@@ -42,7 +42,7 @@ def test_wrn28_10_has_the_official_parameter_count():
 
 def test_mini_logits_shape_and_dtype_in_train_and_eval():
   model = models.create_model('wrn_mini', 7)
-  images = jnp.asarray(np.random.default_rng(0).normal(size=(3, 16, 16, 3)),
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8, 8, 3)),
                        jnp.float32)
   variables = random_variables(model, images)
   logits, state = jax.jit(functools.partial(
