@@ -204,22 +204,23 @@ def convert_and_save(keras_model, output: str) -> str:
   return pretrained.save(variables, output)
 
 
-_MODEL = flags.DEFINE_enum('model', None, sorted(KERAS_APPLICATIONS),
-                           'Model to convert.')
-_WEIGHTS = flags.DEFINE_string('weights', 'imagenet',
-                               "Keras `weights`: 'imagenet' or a file.")
-_OUTPUT = flags.DEFINE_string('output', None, 'Checkpoint directory to write.')
-
-
 def main(argv):
   del argv
-  keras_model = build_keras(_MODEL.value, _WEIGHTS.value)
-  path = convert_and_save(keras_model, _OUTPUT.value)
+  keras_model = build_keras(flags.FLAGS.model, flags.FLAGS.weights or None)
+  path = convert_and_save(keras_model, flags.FLAGS.output)
   mean, std = input_normalisation(keras_model)
   print(f'saved {path}; input = (pixels / 255 - {mean.round(5).tolist()}) / '
         f'{std.round(5).tolist()} (RGB)')
 
 
 if __name__ == '__main__':
+  # Flags are defined only when run as a program, so that importing the
+  # converters never clashes with another module's flags.
+  flags.DEFINE_enum('model', None, sorted(KERAS_APPLICATIONS),
+                    'Model to convert.')
+  flags.DEFINE_string('weights', 'imagenet',
+                      "Keras `weights`: 'imagenet', a weights file, or '' "
+                      '(random initialisation).')
+  flags.DEFINE_string('output', None, 'Checkpoint directory to write.')
   flags.mark_flags_as_required(['model', 'output'])
   app.run(main)
