@@ -3,7 +3,8 @@
   python -m models.keras_convert --model=efficientnet_b7 --weights=imagenet \
     --output=/ckpt/efficientnet_b7
   python train.py --workdir=/tmp/b7_flowers \
-    --config=configs/finetune.py:dataset=oxford_flowers102,opt=sam,checkpoint=/ckpt/efficientnet_b7
+    --config=configs/finetune.py:dataset=oxford_flowers102,opt=sam,\
+checkpoint=/ckpt/efficientnet_b7
 
 is Table 3's EfficientNet-B7 + SAM cell on Flowers (paper: 0.63% error);
 `opt=sgd` is the cell beside it (1.16%). Knobs (defaults in brackets):
