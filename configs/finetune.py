@@ -63,6 +63,8 @@ TRAIN_EXAMPLES = {
     'imagenet2012': 1281167,
 }
 NUM_EVALS = 10
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, [0, 1] pixel scale.
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def get_config(arg: str | None = None):
@@ -80,6 +82,10 @@ def get_config(arg: str | None = None):
                      f'{sorted(TRAIN_EXAMPLES)}')
   c.init_checkpoint = knobs.pop('checkpoint')
   c.freeze_batch_stats = True
+  # The converted Keras EfficientNets take ImageNet-normalised RGB
+  # (keras_convert.input_normalisation), not the target dataset's statistics.
+  c.input_mean = IMAGENET_MEAN
+  c.input_std = IMAGENET_STD
   c.image_size = efficientnet.FINETUNE_RESOLUTION[c.model.split('_')[1]]
 
   c.batch_size, c.learning_rate, steps = SCHEDULES[c.model]
