@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from data import sources
 from launch import tpu
+from sam import checkpointing
 from sam import config_checks
 from sam import training
 
@@ -42,7 +43,8 @@ def main(argv):
   try:
     summary = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (config_checks.ConfigError, sources.DatasetNotPreparedError,
-          training.NonFiniteError) as e:
+          training.NonFiniteError, checkpointing.CheckpointWriteError,
+          OSError) as e:
     sys.exit(f'error: {e}')
   if jax.process_index() == 0:
     final, best = summary['final'], summary['best']

@@ -22,6 +22,18 @@ def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
       item_names=('state', 'progress'))
 
 
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written (disk full, workdir unwritable)."""
+
+
+def _write_error(manager, step, error) -> CheckpointWriteError:
+  detail = str(error).splitlines()[0] if str(error) else ''
+  return CheckpointWriteError(
+      f'cannot write the checkpoint of step {step} in {manager.directory} '
+      f'({type(error).__name__}: {detail}); the latest complete checkpoint '
+      f'is step {manager.latest_step()}')
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
          progress: dict[str, Any]) -> None:
   """Saves an unreplicated (host) train state and a JSON progress record.
@@ -32,10 +44,30 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
     state: the train state, one replica.
     progress: JSON-serialisable facts that must survive a restart
       (e.g. the accumulated wall time).
+
+  Raises:
+    CheckpointWriteError: this or an earlier (asynchronous) save failed.
   """
-  manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(jax.device_get(state)),
-      progress=ocp.args.JsonSave(progress)))
+  # Orbax raises many types for a failed write (OSError, ValueError,
+  # tensorstore errors); any of them means no new checkpoint.
+  try:
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(jax.device_get(state)),
+        progress=ocp.args.JsonSave(progress)))
+  except Exception as e:  # pylint: disable=broad-except
+    raise _write_error(manager, step, e) from e
+
+
+def wait_until_saved(manager: ocp.CheckpointManager) -> None:
+  """Blocks until pending saves are complete.
+
+  Raises:
+    CheckpointWriteError: a pending save failed.
+  """
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _write_error(manager, 'pending', e) from e
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any):

@@ -133,3 +133,30 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_good_checkpoint(
       manager, training.build(config)[3])
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
   assert not os.path.exists(tmp_path / 'summary.json')
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+  """A 1.5 MB tmpfs: room for one mini checkpoint (~0.7 MB), not two."""
+  mount_point = tmp_path / 'disk'
+  mount_point.mkdir()
+  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1536k',
+                           'tmpfs', str(mount_point)], capture_output=True)
+  if result.returncode:
+    pytest.skip(f'cannot mount a tmpfs here: {result.stderr.decode()}')
+  yield str(mount_point)
+  # Lazy: the failed run's event-file writer may still hold a handle.
+  subprocess.run(['umount', '-l', str(mount_point)], check=True)
+
+
+def test_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tiny_disk):
+  config = mini_config()
+  workdir = os.path.join(tiny_disk, 'run')
+  with pytest.raises((checkpointing.CheckpointWriteError, OSError)) as e:
+    training.train_and_evaluate(config, workdir)
+  assert 'No space left on device' in str(e.value) or (
+      'No space left on device' in str(e.value.__cause__))
+  restored = checkpointing.restore_latest(
+      checkpointing.create_manager(workdir, 2), training.build(config)[3])
+  assert restored is not None and restored[0] >= 4
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored[1]))

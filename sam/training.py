@@ -218,7 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       # and the error names the step where it happened.
       if not np.isfinite(float(step_metrics.grad_norm.compute()) +
                          float(step_metrics.train_loss.compute())):
-        manager.wait_until_finished()
+        checkpointing.wait_until_saved(manager)
         raise NonFiniteError(
             f'non-finite loss or gradient at step {step}; the last good '
             f'checkpoint (step {manager.latest_step()}) is kept in {workdir}')
@@ -240,11 +240,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           preemption.received):
         started = save_checkpoint(step)
       if preemption.received and not is_last:
-        manager.wait_until_finished()
+        checkpointing.wait_until_saved(manager)
         writer.flush()
         raise SystemExit(f'preempted: checkpointed step {step} of '
                          f'{total_steps} in {workdir}; rerun to resume')
-  manager.wait_until_finished()
+  checkpointing.wait_until_saved(manager)
   writer.flush()
 
   summary = summarize(config, workdir, total_steps, progress['wall_time_s'],
