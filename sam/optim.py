@@ -18,11 +18,11 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   """
   total_steps = total_train_steps(config, steps_per_epoch)
   warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+  if not warmup_steps:
+    return optax.cosine_decay_schedule(config.learning_rate, total_steps)
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0 if warmup_steps else config.learning_rate,
-      peak_value=config.learning_rate,
-      warmup_steps=warmup_steps,
-      decay_steps=total_steps)
+      init_value=0.0, peak_value=config.learning_rate,
+      warmup_steps=warmup_steps, decay_steps=total_steps)
 
 
 def total_train_steps(config: ml_collections.ConfigDict,
