@@ -1,6 +1,8 @@
 """The pmapped train step on 2 fake CPU devices against manual computations."""
 
 import functools
+import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -14,6 +16,7 @@ import models
 from configs import base
 from sam import losses
 from sam import optim
+from sam import sam as sam_lib
 from sam import steps
 
 NUM_DEVICES = 2
@@ -22,13 +25,13 @@ NUM_DEVICES = 2
 class TinyMLP(nn.Module):
   """No BatchNorm, so the full-batch gradient is the mean of device ones."""
   num_classes: int = 3
-  dtype = jnp.float32
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train=True, ascent=False):
     x = x.reshape((x.shape[0], -1))
-    x = nn.tanh(nn.Dense(8)(x))
-    return nn.Dense(self.num_classes)(x)
+    x = nn.tanh(nn.Dense(8, dtype=self.dtype)(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 def make_config(optimizer='sam', rho=0.5, sync=False):
@@ -48,12 +51,7 @@ def make_batch(seed, n=8, shape=(4, 4, 1), num_classes=3):
 
 
 def run_pmapped_step(model, config, state, batch):
-  p_step = jax.pmap(functools.partial(steps.train_step, model=model,
-                                      config=config), axis_name='batch')
-  device_batch = jax.tree.map(
-      lambda x: x.reshape((NUM_DEVICES, -1) + x.shape[1:]), batch)
-  new_state, _ = p_step(jax_utils.replicate(state), device_batch)
-  return jax_utils.unreplicate(new_state)
+  return run_steps(model, config, state, [batch])[0]
 
 
 def init_state(model, config, image_shape):
@@ -182,3 +180,239 @@ def test_batchnorm_statistics_come_from_the_unperturbed_pass():
                            state.params)
   assert np.max(np.abs(ravel(pass_stats(perturbed, halves[0])) -
                        ravel(unperturbed[0]))) > 1e-3
+
+
+# The SAM family in the step. Compiled steps are cached by (model, config,
+# devices) so that tests sharing a configuration compile it once.
+_COMPILED = {}
+
+
+def compiled_step(model, config, num_devices=NUM_DEVICES):
+  key = (model, config.to_json(), num_devices)
+  if key not in _COMPILED:
+    _COMPILED[key] = jax.pmap(
+        functools.partial(steps.train_step, model=model, config=config),
+        axis_name='batch', devices=jax.local_devices()[:num_devices])
+  return _COMPILED[key]
+
+
+def run_steps(model, config, state, batches, num_devices=NUM_DEVICES):
+  """Runs one step per batch; returns the final state and last metrics."""
+  p_step = compiled_step(model, config, num_devices)
+  replicated = jax_utils.replicate(state, jax.local_devices()[:num_devices])
+  for batch in batches:
+    replicated, metrics = p_step(replicated, jax.tree.map(
+        lambda x: x.reshape((num_devices, -1) + x.shape[1:]), batch))
+  return jax_utils.unreplicate(replicated), jax_utils.unreplicate(metrics)
+
+
+def variant_config(**fields):
+  config = make_config()
+  for name, value in fields.items():
+    target = config if name == 'accumulation_steps' else config.sam
+    target[name] = value
+  return config
+
+
+def part(batch, index, size):
+  return jax.tree.map(lambda x: x[index * size:(index + 1) * size], batch)
+
+
+def mlp_grad_fn(model, config, data):
+  """params -> ((loss, None), grads) on `data`, independent of the step."""
+
+  def loss(p):
+    logits = model.apply({'params': p}, data['image'])
+    onehot = jax.nn.one_hot(data['label'], logits.shape[-1])
+    ce = -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), -1))
+    l2 = sum(jnp.sum(w ** 2) for w in jax.tree.leaves(p))
+    return ce + 0.5 * config.weight_decay * l2, None
+
+  return jax.value_and_grad(loss, has_aux=True)
+
+
+def manual_group_update(model, config, state, tx, batch, group_size,
+                        variant=sam_lib.sam_gradient):
+  """Each group of `group_size` examples: its own eps and descent gradient
+  (by the pure `variant`); the update uses the mean over groups."""
+  num_groups = len(batch['label']) // group_size
+  descent = [ravel(variant(mlp_grad_fn(model, config,
+                                       part(batch, i, group_size)),
+                           state.params)[1]) for i in range(num_groups)]
+  grads = unravel_like(np.mean(descent, axis=0), state.params)
+  updates, _ = tx.update(grads, state.opt_state, state.params)
+  return optax.apply_updates(state.params, updates)
+
+
+def test_m_sharpness_groups_each_perturb_with_their_own_examples():
+  # m = 2 on 2 devices of 4: four independent perturbations.
+  model, batch = TinyMLP(), make_batch(5)
+  config = variant_config(m=2)
+  state, tx = init_state(model, config, (4, 4, 1))
+  variant = lambda grad_fn, params: sam_lib.sam_gradient(grad_fn, params,
+                                                         config.sam.rho)
+  expected = manual_group_update(model, config, state, tx, batch, 2, variant)
+  got, _ = run_steps(model, config, state, [batch])
+  np.testing.assert_allclose(ravel(got.params), ravel(expected), rtol=1e-5,
+                             atol=1e-6)
+  # Not the per-device (m = 4) update.
+  per_device = manual_group_update(model, config, state, tx, batch, 4,
+                                   variant)
+  assert np.max(np.abs(ravel(got.params) - ravel(per_device))) > 1e-4
+
+
+def test_m_equal_to_the_device_batch_is_the_default_mode():
+  model, batch = TinyMLP(), make_batch(6)
+  state, _ = init_state(model, make_config(), (4, 4, 1))
+  got, _ = run_steps(model, variant_config(m=4), state, [batch])
+  default, _ = run_steps(model, make_config(), state, [batch])
+  np.testing.assert_array_equal(ravel(got.params), ravel(default.params))
+
+
+def test_on_one_device_m_equal_to_the_global_batch_is_sync_mode():
+  model, batch = TinyMLP(), make_batch(7)
+  state, tx = init_state(model, make_config(), (4, 4, 1))
+  got, _ = run_steps(model, variant_config(m=8), state, [batch], 1)
+  synced, _ = run_steps(model, make_config(sync=True), state, [batch], 1)
+  np.testing.assert_allclose(ravel(got.params), ravel(synced.params),
+                             rtol=1e-6, atol=1e-7)
+  # And both are SAM with the full-batch eps.
+  expected = manual_update(model, make_config(), state, tx, batch,
+                           [batch] * 2)
+  np.testing.assert_allclose(ravel(got.params), ravel(expected), rtol=1e-5,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize('fields', [
+    {'accumulation_steps': 2},
+    {'accumulation_steps': 2, 'sync_perturbation': True},
+])
+def test_accumulation_equals_one_big_batch(fields):
+  # No BatchNorm: the mean of micro-batch gradients is the batch gradient,
+  # and the first gradient is accumulated before it is normalised.
+  model, batches = TinyMLP(), [make_batch(8), make_batch(9)]
+  reference_fields = {k: v for k, v in fields.items()
+                      if k != 'accumulation_steps'}
+  state, _ = init_state(model, make_config(), (4, 4, 1))
+  got, metrics = run_steps(model, variant_config(**fields), state, batches)
+  reference, reference_metrics = run_steps(
+      model, variant_config(**reference_fields), state, batches)
+  np.testing.assert_allclose(ravel(got.params), ravel(reference.params),
+                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(metrics.compute()['train_loss'],
+                             reference_metrics.compute()['train_loss'],
+                             rtol=1e-6)
+
+
+def test_accumulation_with_m_groups_equals_the_groups_without_it():
+  model, batch = TinyMLP(), make_batch(10)
+  state, _ = init_state(model, make_config(), (4, 4, 1))
+  got, _ = run_steps(model, variant_config(m=2, accumulation_steps=2), state,
+                     [batch])
+  reference, _ = run_steps(model, variant_config(m=2), state, [batch])
+  np.testing.assert_allclose(ravel(got.params), ravel(reference.params),
+                             rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize('fields,variant', [
+    ({'p': math.inf},
+     lambda g, w: sam_lib.sam_gradient(g, w, 0.5, p=math.inf)),
+    ({'adaptive': True, 'adaptive_eta': 0.1},
+     lambda g, w: sam_lib.sam_gradient(g, w, 0.5, adaptive=True,
+                                       adaptive_eta=0.1)),
+    ({'ascent_steps': 2},
+     lambda g, w: sam_lib.multistep_sam_gradient(g, w, 0.5, num_steps=2)),
+    ({'second_order': True},
+     lambda g, w: sam_lib.second_order_sam_gradient(g, w, 0.5)),
+])
+def test_variant_step_is_the_pure_variant_on_each_device(fields, variant):
+  model, batch = TinyMLP(), make_batch(11)
+  config = variant_config(**fields)
+  state, tx = init_state(model, config, (4, 4, 1))
+  expected = manual_group_update(model, config, state, tx, batch, 4, variant)
+  got, metrics = run_steps(model, config, state, [batch])
+  np.testing.assert_allclose(ravel(got.params), ravel(expected), rtol=1e-5,
+                             atol=1e-6)
+  if fields.get('second_order'):
+    first_order = np.mean([ravel(sam_lib.sam_gradient(
+        mlp_grad_fn(model, config, part(batch, i, 4)), state.params,
+        0.5)[1]) for i in range(NUM_DEVICES)], axis=0)
+    second_order = np.mean([ravel(variant(
+        mlp_grad_fn(model, config, part(batch, i, 4)), state.params)[1])
+                            for i in range(NUM_DEVICES)], axis=0)
+    cosine = first_order @ second_order / (
+        np.linalg.norm(first_order) * np.linalg.norm(second_order))
+    np.testing.assert_allclose(metrics.compute()['second_order_cosine'],
+                               cosine, rtol=1e-5)
+    assert cosine < 1 - 1e-6
+
+
+def test_random_perturbation_step_uses_a_random_eps_per_device():
+  model, batch = TinyMLP(), make_batch(12)
+  config = variant_config(perturbation='random')
+  state, tx = init_state(model, config, (4, 4, 1))
+  got, _ = run_steps(model, config, state, [batch])
+  # The step's noise stream: (seed, step), then the device index.
+  noise_key = jax.random.fold_in(jax.random.fold_in(
+      jax.random.key(config.seed), 0), steps._NOISE_STREAM)
+  descent = []
+  for device in range(NUM_DEVICES):
+    eps = sam_lib.random_perturbation(jax.random.fold_in(noise_key, device),
+                                      state.params, config.sam.rho)
+    np.testing.assert_allclose(sam_lib.global_norm(eps), config.sam.rho,
+                               rtol=1e-6)
+    descent.append(ravel(mlp_grad_fn(model, config, part(batch, device, 4))(
+        sam_lib.perturb(state.params, eps))[1]))
+  grads = unravel_like(np.mean(descent, axis=0), state.params)
+  updates, _ = tx.update(grads, state.opt_state, state.params)
+  np.testing.assert_allclose(
+      ravel(got.params), ravel(optax.apply_updates(state.params, updates)),
+      rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_step_keeps_float32_state_and_stays_close_to_float32():
+  batch = make_batch(13)
+  config = make_config()
+  state, _ = init_state(TinyMLP(), config, (4, 4, 1))
+  f32, _ = run_steps(TinyMLP(), config, state, [batch])
+  bf16, _ = run_steps(TinyMLP(dtype=jnp.bfloat16), config, state, [batch])
+  for leaf in jax.tree.leaves(bf16.params):
+    assert leaf.dtype == jnp.float32
+  update = ravel(f32.params) - ravel(state.params)
+  error = ravel(bf16.params) - ravel(f32.params)
+  assert np.linalg.norm(error) < 0.02 * np.linalg.norm(update)
+
+
+def test_sam_step_matches_optax_contrib_sam_opaque_mode():
+  # optax.contrib.sam, opaque mode, sync_period 2: one normalised ascent
+  # step of size rho (the inner optimizer), then the outer optimizer on the
+  # gradient there; the outer optimizer is the run's. Under pmap with local
+  # first gradients and a pmean of the second this is the per-device SAM.
+  model, config = TinyMLP(), make_config()
+  batches = [make_batch(20 + i) for i in range(3)]
+  state, tx = init_state(model, config, (4, 4, 1))
+  got, _ = run_steps(model, config, state, batches)
+
+  opt = optax.contrib.sam(
+      optimizer=tx,
+      adv_optimizer=optax.chain(optax.contrib.normalize(),
+                                optax.sgd(config.sam.rho)),
+      sync_period=2, opaque_mode=True, batch_axis_name='batch')
+
+  def optax_step(params, opt_state, batch):
+    grad = lambda p, _: jax.grad(
+        lambda q: mlp_grad_fn(model, config, batch)(q)[0][0])(p)
+    updates, opt_state = opt.update(grad(params, 0), opt_state, params,
+                                    grad_fn=grad)
+    return optax.apply_updates(params, updates), opt_state
+
+  p_optax = jax.pmap(optax_step, axis_name='batch')
+  params = jax_utils.replicate(state.params)
+  opt_state = jax_utils.replicate(opt.init(state.params))
+  for batch in batches:
+    params, opt_state = p_optax(params, opt_state, jax.tree.map(
+        lambda x: x.reshape((NUM_DEVICES, -1) + x.shape[1:]), batch))
+  np.testing.assert_allclose(ravel(got.params),
+                             ravel(jax_utils.unreplicate(params)), rtol=0,
+                             atol=1e-6)
+  assert np.max(np.abs(ravel(got.params) - ravel(state.params))) > 1e-2
