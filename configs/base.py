@@ -20,6 +20,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.autoaugment_policy = ''  # '' picks the dataset's published policy.
   c.randaugment_layers = 2
   c.randaugment_magnitude = 9.0
+  # Per-channel normalisation on the 0-255 scale; empty = the dataset's own
+  # statistics (pretrained weights bring the statistics they were trained
+  # with).
+  c.input_mean = ()
+  c.input_std = ()
   c.validation_split = False  # Hold out 10% of train (the paper's rho search).
   c.validation_fraction = 0.1
   c.image_size = 0  # Training/eval resolution; 0 keeps the dataset's own.
@@ -49,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
   # less memory); must divide the per-device batch.
   c.accumulation_steps = 1
   c.num_epochs = 200
+  c.num_steps = 0  # > 0: a step budget that replaces num_epochs (finetuning).
   # The paper trains SGD for 1x and 2x the epochs of the SAM run.
   c.epochs_multiplier = 1.0
   c.learning_rate = 0.1

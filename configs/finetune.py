@@ -63,8 +63,9 @@ TRAIN_EXAMPLES = {
     'imagenet2012': 1281167,
 }
 NUM_EVALS = 10
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, [0, 1] pixel scale.
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# RGB, on the 0-255 pixel scale of config.input_mean / input_std.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def get_config(arg: str | None = None):

@@ -18,8 +18,9 @@ def test_b7_recipe_and_table8_rho(dataset, rho):
       5000 * 1024, rel=0.01)
   assert (c.weight_decay, c.momentum, c.image_size) == (1e-5, 0.9, 600)
   assert c.freeze_batch_stats and c.init_checkpoint == '/ckpt/b7'
-  assert c.input_mean == (0.485, 0.456, 0.406)
-  assert c.input_std == (0.229, 0.224, 0.225)
+  # ImageNet statistics on the 0-255 scale: 255 * (0.485, 0.456, 0.406).
+  assert c.input_mean == pytest.approx((123.675, 116.28, 103.53))
+  assert c.input_std == pytest.approx((58.395, 57.12, 57.375))
   assert c.augment == ('autoaugment' if dataset.startswith('cifar')
                        else 'none')
 

@@ -45,6 +45,16 @@ def holdout_split(num_examples: int, fraction: float):
   return np.sort(order[num_val:]), np.sort(order[:num_val])
 
 
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+  """Bilinear resize of uint8 images to size x size, done once at load."""
+  if not size or images.shape[1:3] == (size, size):
+    return images
+  return np.concatenate([
+      np.clip(np.rint(tf.image.resize(images[i:i + 1024], (size, size))
+                      .numpy()), 0, 255).astype(np.uint8)
+      for i in range(0, len(images), 1024)])
+
+
 def normalize(images: tf.Tensor, mean, std) -> tf.Tensor:
   """uint8 0..255 -> float32 with zero mean and unit std per channel."""
   return (tf.cast(images, tf.float32) - mean) / std
@@ -180,7 +190,10 @@ def create_datasets(config: ml_collections.ConfigDict, process_index: int,
   source = sources.create_source(config.dataset, config.data_dir,
                                  config.svhn_extra)
   train_images, train_labels = source.load('train')
-  eval_splits = {'test': source.load('test')}
+  test_images, test_labels = source.load('test')
+  train_images = resize(train_images, config.image_size)
+  eval_splits = {'test': (resize(test_images, config.image_size),
+                          test_labels)}
   if config.validation_split:
     train_rows, val_rows = holdout_split(len(train_labels),
                                          config.validation_fraction)
@@ -202,8 +215,8 @@ def create_datasets(config: ml_collections.ConfigDict, process_index: int,
       train_images=train_images,
       train_labels=train_labels,
       eval_splits=eval_splits,
-      mean=source.mean,
-      std=source.std,
+      mean=tuple(config.input_mean) or source.mean,
+      std=tuple(config.input_std) or source.std,
       global_batch_size=config.batch_size,
       eval_batch_size=config.eval_batch_size,
       transform=augment.make_train_transform(

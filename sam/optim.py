@@ -27,7 +27,9 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
 
 def total_train_steps(config: ml_collections.ConfigDict,
                       steps_per_epoch: int) -> int:
-  """num_epochs * epochs_multiplier epochs, in steps."""
+  """num_epochs * epochs_multiplier epochs in steps, or num_steps if set."""
+  if config.num_steps:
+    return int(round(config.num_steps * config.epochs_multiplier))
   return int(round(config.num_epochs * config.epochs_multiplier *
                    steps_per_epoch))
 

@@ -22,6 +22,7 @@ from clu import periodic_actions
 from flax import jax_utils
 
 import models
+from models import pretrained
 from data import pipeline
 from sam import checkpointing
 from sam import config_checks
@@ -65,6 +66,18 @@ def build(config: ml_collections.ConfigDict):
   state = steps.create_train_state(model, datasets.image_shape,
                                    optim.create_optimizer(config, schedule),
                                    config.seed)
+  if config.init_checkpoint:
+    # Finetuning (paper C.2): pretrained weights; the head is re-initialised
+    # when the number of classes differs.
+    try:
+      variables = pretrained.load_into(
+          {'params': state.params, 'batch_stats': state.batch_stats},
+          config.init_checkpoint)
+    except ValueError as e:
+      raise config_checks.ConfigError(
+          f'config.init_checkpoint = {config.init_checkpoint!r}: {e}') from e
+    state = state.replace(params=variables['params'],
+                          batch_stats=variables['batch_stats'])
   total_steps = optim.total_train_steps(config, datasets.steps_per_epoch)
   return datasets, model, schedule, state, total_steps
 
