@@ -3,20 +3,22 @@
 Every variant is the pmapped `sam.steps.train_step` that training runs, built
 from the same model, batch and base config with a few `sam.*` fields changed.
 After a compiling warm-up step each, the variants are timed interleaved
-(round-robin, so a change in machine load hits all of them alike) and the
-median of the repeats is reported with images/s and the ratio to SGD and to
-plain SAM. The default is one device: pmap over a single device compiles to
+(round-robin, so a change in machine load hits all of them alike); after
+every round the median so far is printed with images/s and the ratios to SGD
+and to plain SAM. The default is one device: pmap over a single device compiles to
 the single-device program jit would (no collective is emitted for an axis of
 size 1); --devices=N maps over N local devices.
 
   python -m benchmarks.step_time --model=wrn16_4 --batch=128 --image_size=32 \
-      --variants=sgd,sam,p_inf,k2,second_order,asam,m32,bf16,accum2 --steps=3
+      --variants=sgd,sam,p_inf,k2,second_order,asam,m32,bf16,accum2 \
+      --steps=1 --repeats=3
 
 Variant names: sgd, sam, p_inf, p<float>, random, k<N> (N ascent steps),
 second_order, asam, m<N> (m-sharpness), sync, bf16, accum<N> (accumulation).
 """
 
 import argparse
+from concurrent import futures
 import functools
 import math
 import os
@@ -121,10 +123,11 @@ def main():
   parser.add_argument('--variants',
                       default='sgd,sam,p_inf,k2,second_order,asam,m32,bf16,'
                       'accum2')
-  parser.add_argument('--steps', type=int, default=3,
+  parser.add_argument('--steps', type=int, default=1,
                       help='timed steps per repeat')
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--devices', type=int, default=1)
+  parser.add_argument('--compile_threads', type=int, default=3)
   args = parser.parse_args()
 
   devices = jax.local_devices()[:args.devices]
@@ -132,8 +135,7 @@ def main():
   print(f'{args.model}, batch {args.batch}, {args.image_size}x'
         f'{args.image_size}, {len(devices)} {devices[0].platform} device(s), '
         f'{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}', flush=True)
-  built = {}
-  for name in names:
+  def warm_up(name):
     config = variant_config(name, args.model, args.batch, len(devices))
     step, state = build_step(config, args.image_size, args.num_classes,
                              devices)
@@ -143,27 +145,35 @@ def main():
     state, _ = time_steps(step, state, batch, 1)  # Compiles.
     print(f'  {name}: compile + first step {time.perf_counter() - started:.1f}'
           f' s', flush=True)
-    built[name] = [step, state, batch]
+    return [step, state, batch]
+
+  # XLA compiles outside the GIL: a few variants compile side by side.
+  with futures.ThreadPoolExecutor(args.compile_threads) as pool:
+    built = dict(zip(names, pool.map(warm_up, names)))
 
   seconds = {name: [] for name in names}
-  for _ in range(args.repeats):
+  for repeat in range(args.repeats):
     for name in names:
       step, state, batch = built[name]
       built[name][1], per_step = time_steps(step, state, batch, args.steps)
       seconds[name].append(per_step)
-  load = os.getloadavg()[0]
+    print_table(args, names, seconds, repeat + 1)
 
-  median = {name: statistics.median(s) for name, s in seconds.items()}
+
+def print_table(args, names, seconds, repeats_done):
+  """The median over the repeats so far, with ratios to SGD and SAM."""
+  median = {name: statistics.median(seconds[name]) for name in names}
   sgd, sam = median.get('sgd'), median.get('sam')
-  print(f'\nmedian of {args.repeats} x {args.steps} steps; load after '
-        f'{load:.1f}')
+  print(f'\nmedian of {repeats_done} x {args.steps} step(s); load '
+        f'{os.getloadavg()[0]:.1f}', flush=True)
   print(f'{"variant":<14}{"ms/step":>10}{"images/s":>10}{"x SGD":>8}'
         f'{"x SAM":>8}')
   for name in names:
     ratio_sgd = f'{median[name] / sgd:8.2f}' if sgd else f'{"-":>8}'
     ratio_sam = f'{median[name] / sam:8.2f}' if sam else f'{"-":>8}'
     print(f'{name:<14}{1e3 * median[name]:10.0f}'
-          f'{args.batch / median[name]:10.1f}{ratio_sgd}{ratio_sam}')
+          f'{args.batch / median[name]:10.1f}{ratio_sgd}{ratio_sam}',
+          flush=True)
 
 
 if __name__ == '__main__':

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import base
+from sam import config_checks
 from sam import sam as sam_lib
 
 RHO = 0.2
@@ -229,3 +231,40 @@ def test_cosine_similarity():
   np.testing.assert_allclose(sam_lib.cosine_similarity(a, a), 1.0, rtol=1e-6)
   zero = jax.tree.map(jnp.zeros_like, a)
   assert float(sam_lib.cosine_similarity(a, zero)) == 0.0
+
+
+@pytest.mark.parametrize('fields,message', [
+    ({'sam.p': 0.5}, r'config.sam.p = 0.5: must be in \[1, inf\]'),
+    ({'sam.ascent_steps': 0}, 'config.sam.ascent_steps = 0: must be >= 1'),
+    ({'sam.ascent_steps': 2, 'sam.p': 3.0}, 'needs sam.p = 2 or inf'),
+    ({'sam.m': 3}, r'config.sam.m = 3: must divide the per-device batch \(8\)'),
+    ({'sam.m': 4, 'sam.sync_perturbation': True}, 'must be 0 with sam.sync'),
+    ({'accumulation_steps': 3}, r'must be >= 1 and divide the per-device '
+     r'batch \(8\)'),
+    ({'accumulation_steps': 4, 'sam.m': 4}, r'must divide the micro-batch '
+     r'\(2\)'),
+    ({'sam.perturbation': 'gaussian'}, r"valid: \['gradient', 'random'\]"),
+    ({'sam.perturbation': 'random', 'sam.adaptive': True},
+     'random takes no'),
+    ({'sam.second_order': True, 'sam.ascent_steps': 2},
+     'needs sam.ascent_steps = 1'),
+])
+def test_bad_sam_family_configs_fail_with_one_line_errors(fields, message):
+  config = base.base_config()
+  config.batch_size = 16
+  for name, value in fields.items():
+    *parents, leaf = name.split('.')
+    (config.sam if parents else config)[leaf] = value
+  with pytest.raises(config_checks.ConfigError, match=message) as error:
+    config_checks.validate(config, num_devices=2)
+  assert '\n' not in str(error.value)
+
+
+def test_sam_family_configs_that_pass_validation():
+  config = base.base_config()
+  config.batch_size = 16
+  config.accumulation_steps = 2
+  config.sam.m = 4
+  config.sam.p = math.inf
+  config.sam.ascent_steps = 3
+  config_checks.validate(config, num_devices=2)
