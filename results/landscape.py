@@ -120,7 +120,7 @@ def plot_surface(labelled_records: Sequence[tuple[str, dict]],
     all_losses = np.concatenate([np.ravel(r['loss'])
                                  for _, r in labelled_records])
     levels = np.linspace(all_losses.min(), np.percentile(all_losses, 95), 20)
-    for ax, (label, record) in zip(axes[0], labelled_records):
+    for i, (ax, (label, record)) in enumerate(zip(axes[0], labelled_records)):
       a, b = (np.asarray(c) for c in record['coordinates'])
       contours = ax.contourf(a, b, np.asarray(record['loss']).T, levels=levels,
                              extend='max', cmap='viridis')
@@ -129,7 +129,8 @@ def plot_surface(labelled_records: Sequence[tuple[str, dict]],
       ax.plot([0], [0], 'r+')
       ax.set_title(label)
       ax.set_xlabel('direction 1')
-      ax.set_ylabel('direction 2')
+      if i == 0:
+        ax.set_ylabel('direction 2')
     fig.colorbar(contours, ax=axes[0].tolist(),
                  label=f"{labelled_records[0][1]['split']} loss")
   fig.savefig(path, dpi=120, bbox_inches='tight')

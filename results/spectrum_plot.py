@@ -21,6 +21,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from sam import hessian  # pylint: disable=g-import-not-at-top
+
 # Densities below this are drawn at this floor: the log axis would otherwise
 # spend most of its range on the Gaussian tails.
 DENSITY_FLOOR = 1e-6
@@ -30,18 +32,27 @@ def plot_spectra(labelled_records: Sequence[tuple[str, dict]],
                  path: str) -> None:
   """Draws one density curve per record into a PNG.
 
+  The densities are re-broadened from the records' quadratures on one grid
+  with one width (1% of the joint eigenvalue range), so curves of different
+  runs are comparable.
+
   Args:
     labelled_records: (label, record) pairs; a record is the JSON dict of
-      `sam.hessian.analyse_run` (its 'density' and 'summary' are used).
+      `sam.hessian.analyse` (its 'quadrature' and 'summary' are used).
     path: the output PNG.
   """
   if not labelled_records:
     raise ValueError('plot_spectra: labelled_records is empty')
+  estimates = [hessian.estimate_from_json(record['quadrature'])
+               for _, record in labelled_records]
+  joint = hessian.SpectrumEstimate(
+      [n for e in estimates for n in e.nodes],
+      [w for e in estimates for w in e.weights])
+  grid, sigma = hessian.density_grid(joint, num_points=2000)
   fig, ax = plt.subplots(figsize=(6, 4))
-  for label, record in labelled_records:
+  for (label, record), estimate in zip(labelled_records, estimates):
     summary = record['summary']
-    grid = np.asarray(record['density']['grid'])
-    density = np.maximum(np.asarray(record['density']['values']),
+    density = np.maximum(hessian.spectral_density(estimate, grid, sigma),
                          DENSITY_FLOOR)
     ax.semilogy(grid, density, label=(
         f"{label}: $\\lambda_{{max}}$={summary['lambda_max']:.3g}, "
@@ -49,7 +60,7 @@ def plot_spectra(labelled_records: Sequence[tuple[str, dict]],
         f"{summary['lambda_max_over_lambda_5']:.3g}"))
   first = labelled_records[0][1]
   ax.set_xlabel('eigenvalue')
-  ax.set_ylabel('density')
+  ax.set_ylabel(f'density (Gaussian broadening, sigma={sigma:.2g})')
   ax.set_title(f"Hessian spectrum ({first['split']} split, "
                f"{first['num_examples']} examples, BN {first['bn_mode']})")
   ax.legend(fontsize=8)

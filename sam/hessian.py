@@ -39,7 +39,8 @@ Array = Any
 MatVec = Callable[[Array], Array]
 
 
-def flat_hvp(loss_fn: Callable[[Any], Array], params: Any) -> tuple[MatVec, int]:
+def flat_hvp(loss_fn: Callable[[Any], Array],
+             params: Any) -> tuple[MatVec, int]:
   """Hessian-vector product of `loss_fn` at `params` on flat vectors.
 
   Args:
@@ -56,7 +57,8 @@ def flat_hvp(loss_fn: Callable[[Any], Array], params: Any) -> tuple[MatVec, int]
 
   @jax.jit
   def matvec(v):
-    return jax.jvp(flat_grad, (flat_params,), (v.astype(flat_params.dtype),))[1]
+    v = v.astype(flat_params.dtype)
+    return jax.jvp(flat_grad, (flat_params,), (v,))[1]
 
   return matvec, flat_params.size
 

@@ -88,8 +88,8 @@ def test_linear_plus_quadratic_in_one_dimension():
   a, h, rho = -1.5, 2.0, 0.2
   result = sharpness.sharpness(lambda w: a * w + 0.5 * h * w ** 2,
                                jnp.zeros(()), rho, 1)
-  assert float(result.sharpness) == pytest.approx(abs(a) * rho + h * rho ** 2 / 2,
-                                                  rel=1e-6)
+  expected = abs(a) * rho + h * rho ** 2 / 2
+  assert float(result.sharpness) == pytest.approx(expected, rel=1e-6)
 
 
 def _least_squares_sharpness(x, r, rho):
@@ -131,7 +131,8 @@ def test_m_sharpness_matches_trust_region_solution(m):
   assert float(value) == pytest.approx(expected, rel=1e-4)
   if m == 1:  # Rank one: |r| rho ||x|| + rho^2 ||x||^2 / 2 per example.
     norms = np.linalg.norm(x, axis=1)
-    closed = np.mean(np.abs(residual) * rho * norms + 0.5 * rho ** 2 * norms ** 2)
+    closed = np.mean(np.abs(residual) * rho * norms +
+                     0.5 * rho ** 2 * norms ** 2)
     assert float(value) == pytest.approx(closed, rel=1e-4)
 
 
