@@ -90,35 +90,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _require(not (s.second_order or s.adaptive or s.ascent_steps > 1 or
                   s.p != 2), 'sam.perturbation', s.perturbation,
              'random takes no second_order, adaptive, ascent_steps or p')
-  m = s.m or device_batch
-  _require(s.m >= 0 and device_batch % m == 0, 'sam.m', s.m,
-           f'must divide the per-device batch ({device_batch}); 0 = all of it')
-  _require(not (s.m and s.sync_perturbation and m != device_batch), 'sam.m',
-           s.m, 'must be 0 with sam.sync_perturbation (one global eps)')
-  _require(m == device_batch or (device_batch // steps) % m == 0, 'sam.m',
-           s.m, f'must divide the micro-batch ({device_batch // steps}) '
-           'with accumulation_steps')
-  # The SAM family (sam.*), m-sharpness and gradient accumulation.
-  s = config.sam
-  device_batch = config.batch_size // num_devices
-  steps = config.accumulation_steps
-  _require(steps >= 1 and device_batch % steps == 0, 'accumulation_steps',
-           steps, f'must be >= 1 and divide the per-device batch '
-           f'({device_batch})')
-  _one_of(config, 'sam.perturbation', ('gradient', 'random'))
-  _require(1 <= s.p <= math.inf, 'sam.p', s.p, 'must be in [1, inf]')
-  _require(s.ascent_steps >= 1, 'sam.ascent_steps', s.ascent_steps,
-           'must be >= 1')
-  _require(s.ascent_steps == 1 or s.p in (2, math.inf), 'sam.ascent_steps',
-           s.ascent_steps, 'projected ascent (> 1) needs sam.p = 2 or inf')
-  _require(s.adaptive_eta >= 0, 'sam.adaptive_eta', s.adaptive_eta,
-           'must be >= 0')
-  _require(not (s.second_order and s.ascent_steps > 1), 'sam.second_order',
-           s.second_order, 'needs sam.ascent_steps = 1')
-  if s.perturbation == 'random':
-    _require(not (s.second_order or s.adaptive or s.ascent_steps > 1 or
-                  s.p != 2), 'sam.perturbation', s.perturbation,
-             'random takes no second_order, adaptive, ascent_steps or p')
+  _one_of(config, 'sam.m_groups', ('vmap', 'unroll'))
   m = s.m or device_batch
   _require(s.m >= 0 and device_batch % m == 0, 'sam.m', s.m,
            f'must divide the per-device batch ({device_batch}); 0 = all of it')

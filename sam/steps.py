@@ -42,9 +42,12 @@ def create_train_state(model: nn.Module, image_shape, tx, seed: int):
   """
   variables = jax.jit(functools.partial(model.init, train=False))(
       jax.random.key(seed), jnp.zeros((1,) + tuple(image_shape)))
-  return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                           batch_stats=variables.get('batch_stats', {}),
-                           tx=tx)
+  state = TrainState.create(apply_fn=model.apply, params=variables['params'],
+                            batch_stats=variables.get('batch_stats', {}),
+                            tx=tx)
+  # A strongly typed step counter: flax's weakly typed 0 would make the
+  # second call of the jitted step compile it again.
+  return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict,
@@ -183,8 +186,12 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
               noise_key=_fold(noise_key, index, num_groups)))
       return (part_stats, part_grads, part_first), part_logits
 
+    over_groups = (microbatch.unrolled_mean
+                   if config.sam.m_groups == 'unroll' else
+                   microbatch.vmap_mean)
+
     def micro_gradient(micro, micro_index):
-      return microbatch.vmap_mean(
+      return over_groups(
           lambda part, index: group_gradient(
               part, micro_index * groups_per_micro + index), micro, group)
 

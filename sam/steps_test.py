@@ -244,10 +244,11 @@ def manual_group_update(model, config, state, tx, batch, group_size,
   return optax.apply_updates(state.params, updates)
 
 
-def test_m_sharpness_groups_each_perturb_with_their_own_examples():
+@pytest.mark.parametrize('m_groups', ['vmap', 'unroll'])
+def test_m_sharpness_groups_each_perturb_with_their_own_examples(m_groups):
   # m = 2 on 2 devices of 4: four independent perturbations.
   model, batch = TinyMLP(), make_batch(5)
-  config = variant_config(m=2)
+  config = variant_config(m=2, m_groups=m_groups)
   state, tx = init_state(model, config, (4, 4, 1))
   variant = lambda grad_fn, params: sam_lib.sam_gradient(grad_fn, params,
                                                          config.sam.rho)
