@@ -22,6 +22,7 @@ from clu import periodic_actions
 from flax import jax_utils
 
 import models
+from configs import base
 from models import pretrained
 from data import pipeline
 from sam import checkpointing
@@ -45,10 +46,11 @@ def _write_json_atomically(path: str, value: Any) -> None:
 
 
 def build(config: ml_collections.ConfigDict):
-  """Data, model, schedule, optimizer and initial state of a config.
+  """Data, model, schedule and the state's shapes for a config.
 
   Returns:
-    (datasets, model, schedule, initial TrainState, total steps).
+    (datasets, model, schedule, abstract TrainState (shapes and dtypes),
+    total steps).
   """
   datasets = pipeline.create_datasets(
       config, jax.process_index(), jax.process_count(),
@@ -63,9 +65,18 @@ def build(config: ml_collections.ConfigDict):
     datasets.train_labels = predict_labels(config.bootstrap_teacher_workdir,
                                            datasets)
   schedule = optim.learning_rate_schedule(config, datasets.steps_per_epoch)
+  abstract_state = jax.eval_shape(functools.partial(
+      steps.create_train_state, model, datasets.image_shape,
+      optim.create_optimizer(config, schedule), config.seed))
+  total_steps = optim.total_train_steps(config, datasets.steps_per_epoch)
+  return datasets, model, schedule, abstract_state, total_steps
+
+
+def initial_state(config: ml_collections.ConfigDict, model, datasets,
+                  abstract_state):
+  """The step-0 state: a fresh initialisation, or pretrained weights."""
   state = steps.create_train_state(model, datasets.image_shape,
-                                   optim.create_optimizer(config, schedule),
-                                   config.seed)
+                                   abstract_state.tx, config.seed)
   if config.init_checkpoint:
     # Finetuning (paper C.2): pretrained weights; the head is re-initialised
     # when the number of classes differs.
@@ -78,8 +89,15 @@ def build(config: ml_collections.ConfigDict):
           f'config.init_checkpoint = {config.init_checkpoint!r}: {e}') from e
     state = state.replace(params=variables['params'],
                           batch_stats=variables['batch_stats'])
-  total_steps = optim.total_train_steps(config, datasets.steps_per_epoch)
-  return datasets, model, schedule, state, total_steps
+  return state
+
+
+def replicate(tree, devices=None):
+  """Copies `tree` to every local device, laid out as the pmapped step's
+  outputs are (mesh axis 'batch'): with jax_utils.replicate's own layout the
+  step's second call would compile the step a second time."""
+  return jax.pmap(lambda x: x, axis_name='batch', devices=devices)(
+      jax_utils.replicate(tree, devices))
 
 
 def predict_labels(teacher_workdir: str, datasets) -> np.ndarray:
@@ -176,7 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     logging.info('%s is a finished run; not training again.', workdir)
     return _read_json(summary_path)
 
-  datasets, model, schedule, state, total_steps = build(config)
+  datasets, model, schedule, abstract_state, total_steps = build(config)
   is_primary = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if is_primary:
@@ -187,9 +205,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
   progress = {'wall_time_s': 0.0}
-  restored = checkpointing.restore_latest(manager, state)
-  start_step = 0
-  if restored is not None:
+  restored = checkpointing.restore_latest(manager, abstract_state)
+  if restored is None:
+    start_step, state = 0, initial_state(config, model, datasets,
+                                         abstract_state)
+  else:
     start_step, state, progress = restored
     logging.info('Resuming from the checkpoint at step %d.', start_step)
   if is_primary:
@@ -203,7 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       axis_name='batch', donate_argnums=(0,))
   p_eval_step = jax.pmap(functools.partial(steps.eval_step, model=model),
                          axis_name='batch')
-  state = jax_utils.replicate(state)
+  state = replicate(state)
   eval_every = max(1, round(config.eval_every_epochs *
                             datasets.steps_per_epoch))
   report_progress = periodic_actions.ReportProgress(
@@ -309,8 +329,9 @@ def load_run(workdir: str):
     (config, model, variables, datasets): variables = {'params',
     'batch_stats'} of the latest checkpoint, on the host.
   """
-  config = ml_collections.ConfigDict(
-      _read_json(os.path.join(workdir, 'config.json')))
+  # Over the current defaults, so runs saved before a field existed load.
+  config = base.base_config()
+  config.update(_read_json(os.path.join(workdir, 'config.json')))
   datasets, model, _, state, _ = build(config)
   restored = checkpointing.restore_latest(
       checkpointing.create_manager(workdir, config.keep_checkpoints), state)

@@ -1,0 +1,101 @@
+"""The benchmark suite: step time, peak memory and FLOP utilisation of SGD vs
+SAM vs variants, then the input pipeline, in one process.
+
+  python -m benchmarks                      # CPU-sized defaults (wrn16_4, 32)
+  python -m benchmarks --model=wrn28_10 --batch=256   # a GPU/TPU host
+
+Every ratio is measured in this process (interleaved timing), so machine load
+affects all variants alike. On an accelerator it also reports model FLOP
+utilisation: XLA's FLOP count of one compiled step divided by step time and
+the device's peak (`--peak_tflops`, default by device kind).
+"""
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+
+from benchmarks import step_time
+
+# Dense bf16 / fp32 peak TFLOP/s by device kind (vendor figures).
+PEAK_TFLOPS = {
+    'NVIDIA H100': {'bfloat16': 989.0, 'float32': 67.0},
+    'NVIDIA H200': {'bfloat16': 989.0, 'float32': 67.0},
+    'NVIDIA A100': {'bfloat16': 312.0, 'float32': 19.5},
+    'TPU v3': {'bfloat16': 123.0, 'float32': 123.0},
+    'TPU v4': {'bfloat16': 275.0, 'float32': 275.0},
+}
+
+
+def peak_tflops(device, dtype: str) -> float | None:
+  for kind, peaks in PEAK_TFLOPS.items():
+    if device.device_kind.startswith(kind):
+      return peaks[dtype]
+  return None
+
+
+def measure(name, args, devices, repeats):
+  """(seconds per step, FLOPs per step, peak temp bytes) of one variant."""
+  config = step_time.variant_config(name, args.model, args.batch,
+                                    len(devices))
+  step, state = step_time.build_step(config, args.image_size,
+                                     args.num_classes, devices)
+  batch = step_time.make_batch(args.batch, args.image_size, args.num_classes,
+                               devices)
+  compiled = step.lower(state, batch).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  memory = compiled.memory_analysis()
+  state, _ = step_time.time_steps(step, state, batch, 1)  # Warm-up.
+  seconds = []
+  for _ in range(repeats):
+    state, per_step = step_time.time_steps(step, state, batch, args.steps)
+    seconds.append(per_step)
+  return (statistics.median(seconds), (cost or {}).get('flops'),
+          getattr(memory, 'temp_size_in_bytes', None), config.dtype)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--model', default='wrn16_4')
+  parser.add_argument('--batch', type=int, default=128)
+  parser.add_argument('--image_size', type=int, default=32)
+  parser.add_argument('--num_classes', type=int, default=10)
+  parser.add_argument('--variants', default='sgd,sam,p_inf,k2,second_order,'
+                      'asam,m32,bf16,accum2')
+  parser.add_argument('--steps', type=int, default=1)
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--skip_input_pipeline', action='store_true')
+  args = parser.parse_args()
+
+  devices = jax.local_devices()[:1]
+  platform = devices[0].platform
+  print(f'{args.model}, batch {args.batch}, {args.image_size}px, '
+        f'{devices[0].device_kind} ({platform})', flush=True)
+  rows = {}
+  for name in args.variants.split(','):
+    started = time.time()
+    rows[name] = measure(name, args, devices, args.repeats)
+    print(f'  measured {name} in {time.time() - started:.0f} s', flush=True)
+  sgd = rows.get('sgd', (None,))[0]
+  print(f'\n{"variant":<14}{"ms/step":>9}{"img/s":>9}{"x SGD":>7}'
+        f'{"GFLOP":>9}{"temp MiB":>10}{"MFU":>7}')
+  for name, (seconds, flops, temp, dtype) in rows.items():
+    peak = peak_tflops(devices[0], dtype) if platform != 'cpu' else None
+    mfu = (f'{flops / seconds / (peak * 1e12):7.1%}'
+           if peak and flops else f'{"-":>7}')
+    ratio = f'{seconds / sgd:7.2f}' if sgd else f'{"-":>7}'
+    print(f'{name:<14}{1e3 * seconds:9.0f}{args.batch / seconds:9.1f}'
+          f'{ratio}{(flops or 0) / 1e9:9.1f}'
+          f'{(temp or 0) / 2**20:10.1f}{mfu}', flush=True)
+  if not args.skip_input_pipeline:
+    print('\ninput pipeline:', flush=True)
+    subprocess.run([sys.executable, '-m', 'benchmarks.input_pipeline'],
+                   check=True)
+
+
+if __name__ == '__main__':
+  main()
