@@ -102,3 +102,37 @@ def test_sgd_runs_end_to_end(mock_cifar, tmp_path):
   summary = training.train_and_evaluate(tiny_config('sgd'), str(tmp_path))
   assert summary['finished'] and summary['config']['optimizer'] == 'sgd'
   assert 0 <= summary['final']['test_error'] <= 1
+
+
+def test_bootstrap_trains_on_the_teacher_predictions(sam_run):
+  workdir, _ = sam_run
+  student = tiny_config()
+  student.bootstrap_teacher_workdir = workdir
+  datasets, *_ = training.build(student)
+  _, model, variables, teacher_data = training.load_run(workdir)
+  images = (teacher_data.train_images.astype(np.float32) -
+            np.array(teacher_data.mean)) / np.array(teacher_data.std)
+  predicted = np.argmax(model.apply(variables, images, train=False), -1)
+  np.testing.assert_array_equal(datasets.train_labels, predicted)
+  assert np.any(predicted != teacher_data.train_labels)
+
+
+def test_label_noise_is_recorded_and_spares_validation(mock_cifar, tmp_path):
+  config = tiny_config()
+  config.label_noise, config.validation_split = 0.4, True
+  datasets, *_ = training.build(config)
+  clean = tiny_config()
+  clean.validation_split = True
+  clean_data, *_ = training.build(clean)
+  changed = np.flatnonzero(datasets.train_labels != clean_data.train_labels)
+  assert len(changed) == round(0.4 * len(clean_data.train_labels))
+  np.testing.assert_array_equal(datasets.clean_train_labels,
+                                clean_data.train_labels)
+  for split in ('validation', 'test'):
+    np.testing.assert_array_equal(datasets.eval_splits[split][1],
+                                  clean_data.eval_splits[split][1])
+  training.record_label_noise(str(tmp_path), datasets)
+  with open(tmp_path / 'label_noise.json') as f:
+    record = json.load(f)
+  assert record['changed_indices'] == changed.tolist()
+  assert record['num_train'] == len(datasets.train_labels)
