@@ -37,6 +37,7 @@ from configs import base
 from sam import config_checks
 from sam import optim
 from sam import steps
+from sam import training
 
 FIXED_VARIANTS = {
     'sgd': {'optimizer': 'sgd'},
@@ -94,7 +95,7 @@ def build_step(config, image_size: int, num_classes: int, devices):
   step = jax.pmap(functools.partial(steps.train_step, model=model,
                                     config=config),
                   axis_name='batch', devices=devices, donate_argnums=(0,))
-  return step, jax_utils.replicate(state, devices)
+  return step, training.replicate(state, devices)
 
 
 def make_batch(batch: int, image_size: int, num_classes: int, devices):

@@ -65,6 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.weight_decay_exclude_bn_bias = False
   c.grad_clip_norm = 5.0  # Global-norm clipping; 0 turns it off.
   c.label_smoothing = 0.0
+  # A non-finite loss or gradient stops the run (False) or skips that step's
+  # update, counted in the metrics as skipped_steps (True).
+  c.skip_nonfinite_steps = False
 
   # SAM (sam/sam.py).
   c.sam = ml_collections.ConfigDict()

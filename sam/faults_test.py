@@ -160,3 +160,17 @@ def test_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tiny_disk):
       checkpointing.create_manager(workdir, 2), training.build(config)[3])
   assert restored is not None and restored[0] >= 4
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored[1]))
+
+
+def test_skip_option_skips_non_finite_steps_and_counts_them(tmp_path):
+  config = mini_config()
+  config.learning_rate = 1e30
+  config.grad_clip_norm = 0.0
+  config.skip_nonfinite_steps = True
+  summary = training.train_and_evaluate(config, str(tmp_path))
+  assert summary['finished']
+  records = [r for r in training.writers.read_metrics(str(tmp_path))
+             if 'skipped_steps' in r]
+  assert records[-1]['skipped_steps'] > 0
+  *_, variables, _ = training.load_run(str(tmp_path))
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(variables))

@@ -18,6 +18,8 @@ import optax
 from clu import metrics
 from flax.training import train_state
 
+from data import mixup
+from models import pretrained
 from sam import losses
 from sam import microbatch
 from sam import sam as sam_lib
@@ -60,10 +62,12 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict,
   """
 
   def loss_fn(params):
-    logits, new_state = model.apply(
-        {'params': params, 'batch_stats': batch_stats}, batch['image'],
-        train=True, ascent=ascent, rngs={'dropout': dropout_key},
-        mutable=['batch_stats'])
+    # Finetuning (paper C.2) normalises with the frozen running statistics.
+    with pretrained.frozen_batch_stats(config.freeze_batch_stats):
+      logits, new_state = model.apply(
+          {'params': params, 'batch_stats': batch_stats}, batch['image'],
+          train=True, ascent=ascent, rngs={'dropout': dropout_key},
+          mutable=['batch_stats'])
     loss = jnp.mean(losses.cross_entropy(logits, batch['label'],
                                          config.label_smoothing))
     loss += losses.l2_penalty(params, config.weight_decay,
@@ -75,6 +79,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict,
 
 # fold_in data for the random-perturbation stream, apart from the devices'.
 _NOISE_STREAM = 2**31 - 1
+# fold_in data for the mixup stream.
+_MIXUP_STREAM = 2**31 - 2
 
 
 @flax.struct.dataclass
@@ -149,6 +155,13 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
     # batch: each device draws its own random perturbation.
     noise_key = jax.random.fold_in(noise_key, jax.lax.axis_index('batch'))
 
+  labels = batch['label']
+  if config.mixup_alpha:
+    # Both SAM passes see the same mixed batch (the key is the step's).
+    batch = dict(zip(('image', 'label'), mixup.mixup(
+        jax.random.fold_in(dropout_key, _MIXUP_STREAM), batch['image'],
+        jax.nn.one_hot(labels, model.num_classes), config.mixup_alpha)))
+
   num_micro = config.accumulation_steps
   device_batch = jax.tree.leaves(batch)[0].shape[0]
   group = config.sam.m or device_batch
@@ -207,9 +220,15 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
   # batch: keep the replicas' running statistics identical.
   batch_stats = jax.lax.pmean(batch_stats, axis_name='batch')
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if config.skip_nonfinite_steps:
+    # The same decision on every device: grads are already averaged.
+    finite = jnp.isfinite(optax.global_norm(grads))
+    # The step counter still advances, so the next step draws new keys.
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                             new_state, state).replace(step=new_state.step)
 
-  outputs = dict(loss=losses.cross_entropy(logits, batch['label']),
-                 error=losses.top1_error(logits, batch['label']),
+  outputs = dict(loss=losses.cross_entropy(logits, labels),
+                 error=losses.top1_error(logits, labels),
                  grad_norm=optax.global_norm(grads))
   collection = losses.TrainMetrics
   if first_order is not None:

@@ -417,3 +417,29 @@ def test_sam_step_matches_optax_contrib_sam_opaque_mode():
                              ravel(jax_utils.unreplicate(params)), rtol=0,
                              atol=1e-6)
   assert np.max(np.abs(ravel(got.params) - ravel(state.params))) > 1e-2
+
+
+def test_frozen_batch_stats_are_unchanged_by_a_step():
+  model = models.create_model('wrn_mini', num_classes=3)
+  config = make_config(rho=0.5)
+  config.freeze_batch_stats = True
+  batch = make_batch(5, shape=(8, 8, 1))
+  state, _ = init_state(model, config, (8, 8, 1))
+  state = state.replace(batch_stats=jax.tree.map(
+      lambda x: x + 0.5, state.batch_stats))
+  new_state = run_pmapped_step(model, config, state, batch)
+  np.testing.assert_array_equal(ravel(new_state.batch_stats),
+                                ravel(state.batch_stats))
+  assert np.max(np.abs(ravel(new_state.params) - ravel(state.params))) > 0
+
+
+def test_mixup_step_trains_on_mixed_soft_targets():
+  model, batch = TinyMLP(), make_batch(6)
+  config = make_config('sgd')
+  config.mixup_alpha = 1.0
+  state, _ = init_state(model, config, (4, 4, 1))
+  mixed = run_pmapped_step(model, config, state, batch).params
+  plain = run_pmapped_step(model, make_config('sgd'), state, batch).params
+  assert np.max(np.abs(ravel(mixed) - ravel(plain))) > 1e-6
+  again = run_pmapped_step(model, config, state, batch).params
+  np.testing.assert_array_equal(ravel(mixed), ravel(again))

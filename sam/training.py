@@ -249,20 +249,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       step_metrics = jax_utils.unreplicate(step_metrics)
       # One host sync a step: a non-finite step must never be checkpointed,
       # and the error names the step where it happened.
-      if not np.isfinite(float(step_metrics.grad_norm.compute()) +
-                         float(step_metrics.train_loss.compute())):
+      if np.isfinite(float(step_metrics.grad_norm.compute()) +
+                     float(step_metrics.train_loss.compute())):
+        train_metrics = step_metrics if train_metrics is None else (
+            train_metrics.merge(step_metrics))
+      elif config.skip_nonfinite_steps:
+        # The step function kept the previous state for this step.
+        progress['skipped_steps'] = progress.get('skipped_steps', 0) + 1
+        logging.warning('Non-finite loss or gradient at step %d: skipped '
+                        '(%d so far).', step, progress['skipped_steps'])
+      else:
         checkpointing.wait_until_saved(manager)
         raise NonFiniteError(
             f'non-finite loss or gradient at step {step}; the last good '
             f'checkpoint (step {manager.latest_step()}) is kept in {workdir}')
-      train_metrics = step_metrics if train_metrics is None else (
-          train_metrics.merge(step_metrics))
       if first_step_done is None:
         first_step_done = (step, time.time())
       report_progress(step)
       is_last = step == total_steps
       if step % config.log_every_steps == 0 or is_last:
-        scalars = {k: float(v) for k, v in train_metrics.compute().items()}
+        scalars = ({k: float(v) for k, v in train_metrics.compute().items()}
+                   if train_metrics is not None else {})
+        if config.skip_nonfinite_steps:
+          scalars['skipped_steps'] = progress.get('skipped_steps', 0)
         scalars['learning_rate'] = float(schedule(step - 1))
         scalars['epoch'] = step / datasets.steps_per_epoch
         writer.write_scalars(step, scalars)
