@@ -100,6 +100,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.sam.adaptive = False
   c.sam.adaptive_eta = 0.01
 
+  # Sharpness probe logged during training (Table 12, Figure 7): every this
+  # many steps (0 = never), max_{||eps|| <= rho} L(w + eps) - L(w) by k-step
+  # projected ascent on the step's first device batch.
+  c.sharpness_every_steps = 0
+  c.sharpness_rho = 0.05
+  c.sharpness_ascent_steps = 1
+
   # Evaluation, logging, checkpoints.
   c.eval_batch_size = 512
   c.eval_every_epochs = 1.0

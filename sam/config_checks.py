@@ -99,6 +99,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _require(m == device_batch or (device_batch // steps) % m == 0, 'sam.m',
            s.m, f'must divide the micro-batch ({device_batch // steps}) '
            'with accumulation_steps')
+  for field in ('sharpness_every_steps', 'sharpness_rho',
+                'sharpness_ascent_steps'):
+    _require(config[field] >= 0, field, config[field], 'must be >= 0')
   _require(0 <= config.label_noise < 1, 'label_noise', config.label_noise,
            'must be in [0, 1)')
   _one_of(config, 'label_noise_mode', ('different', 'uniform'))

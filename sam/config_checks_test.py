@@ -52,6 +52,7 @@ BAD_FIELDS = [
     ('checkpoint_every_steps', 0, 'config.checkpoint_every_steps = 0: must'),
     ('keep_checkpoints', 0, 'config.keep_checkpoints = 0: must be > 0'),
     ('eval_every_epochs', 0.0, 'config.eval_every_epochs = 0.0: must be > 0'),
+    ('sharpness_every_steps', -1, 'config.sharpness_every_steps = -1: must'),
 ]
 
 

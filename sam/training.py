@@ -25,9 +25,11 @@ import models
 from configs import base
 from models import pretrained
 from data import pipeline
+from sam import analysis_inputs
 from sam import checkpointing
 from sam import config_checks
 from sam import optim
+from sam import sharpness
 from sam import steps
 from sam import writers
 
@@ -98,6 +100,22 @@ def replicate(tree, devices=None):
   step's second call would compile the step a second time."""
   return jax.pmap(lambda x: x, axis_name='batch', devices=devices)(
       jax_utils.replicate(tree, devices))
+
+
+def make_sharpness_probe(model, config: ml_collections.ConfigDict):
+  """jitted (params, batch_stats, batch) -> the sharpness of the training
+  objective on `batch` (train-mode BatchNorm), as sam.sharpness computes."""
+
+  def probe(params, batch_stats, batch):
+    loss_fn = analysis_inputs.make_batch_loss(
+        model, batch_stats, 'train', weight_decay=config.weight_decay,
+        exclude_bn_bias=config.weight_decay_exclude_bn_bias,
+        label_smoothing=config.label_smoothing, dropout_seed=config.seed)
+    return sharpness.sharpness(lambda p: loss_fn(p, batch), params,
+                               config.sharpness_rho,
+                               config.sharpness_ascent_steps).sharpness
+
+  return jax.jit(probe)
 
 
 def predict_labels(teacher_workdir: str, datasets) -> np.ndarray:
@@ -224,6 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   p_eval_step = jax.pmap(functools.partial(steps.eval_step, model=model),
                          axis_name='batch')
   state = replicate(state)
+  sharpness_probe = make_sharpness_probe(model, config)
   eval_every = max(1, round(config.eval_every_epochs *
                             datasets.steps_per_epoch))
   report_progress = periodic_actions.ReportProgress(
@@ -245,7 +264,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   with PreemptionSignal() as preemption:
     train_metrics = None
     for step in range(start_step + 1, total_steps + 1):
-      state, step_metrics = p_train_step(state, next(batches))
+      batch = next(batches)
+      state, step_metrics = p_train_step(state, batch)
       step_metrics = jax_utils.unreplicate(step_metrics)
       # One host sync a step: a non-finite step must never be checkpointed,
       # and the error names the step where it happened.
@@ -276,6 +296,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         scalars['epoch'] = step / datasets.steps_per_epoch
         writer.write_scalars(step, scalars)
         train_metrics = None
+      if (config.sharpness_every_steps and
+          step % config.sharpness_every_steps == 0):
+        first_device = jax.tree.map(lambda x: x[0], (
+            state.params, state.batch_stats, batch))
+        writer.write_scalars(step, {'sharpness': float(
+            sharpness_probe(*first_device))})
       if step % eval_every == 0 or is_last:
         writer.write_scalars(step, evaluate(p_eval_step, state, datasets))
       if (step % config.checkpoint_every_steps == 0 or is_last or

@@ -136,3 +136,15 @@ def test_label_noise_is_recorded_and_spares_validation(mock_cifar, tmp_path):
     record = json.load(f)
   assert record['changed_indices'] == changed.tolist()
   assert record['num_train'] == len(datasets.train_labels)
+
+
+def test_sharpness_probe_is_logged_during_training(mock_cifar, tmp_path):
+  config = tiny_config('sgd')
+  config.num_epochs = 1
+  config.sharpness_every_steps = 2
+  training.train_and_evaluate(config, str(tmp_path))
+  probes = [r for r in writers.read_metrics(str(tmp_path))
+            if 'sharpness' in r]
+  assert [r['step'] for r in probes] == [2, 4]
+  assert all(np.isfinite(r['sharpness']) and r['sharpness'] > 0
+             for r in probes)
