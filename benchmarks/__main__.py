@@ -60,14 +60,7 @@ def measure(name, args, devices, repeats):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--model', default='wrn16_4')
-  parser.add_argument('--batch', type=int, default=128)
-  parser.add_argument('--image_size', type=int, default=32)
-  parser.add_argument('--num_classes', type=int, default=10)
-  parser.add_argument('--variants', default='sgd,sam,p_inf,k2,second_order,'
-                      'asam,m32,bf16,accum2')
-  parser.add_argument('--steps', type=int, default=1)
-  parser.add_argument('--repeats', type=int, default=3)
+  step_time.add_step_arguments(parser)
   parser.add_argument('--skip_input_pipeline', action='store_true')
   args = parser.parse_args()
 

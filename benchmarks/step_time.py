@@ -118,8 +118,9 @@ def time_steps(step, state, batch, num_steps: int):
   return state, (time.perf_counter() - started) / num_steps
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+  """The model, batch and variant arguments shared with `python -m
+  benchmarks`."""
   parser.add_argument('--model', default='wrn16_4')
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--image_size', type=int, default=32)
@@ -130,6 +131,11 @@ def main():
   parser.add_argument('--steps', type=int, default=1,
                       help='timed steps per repeat')
   parser.add_argument('--repeats', type=int, default=3)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  add_step_arguments(parser)
   parser.add_argument('--devices', type=int, default=1)
   parser.add_argument('--compile_threads', type=int, default=3)
   args = parser.parse_args()

@@ -199,13 +199,7 @@ def _define_flags():
   flags.DEFINE_integer('dims', 1, '1 or 2 random directions.')
   flags.DEFINE_float('extent', 1.0, 'Grid half-width along each direction.')
   flags.DEFINE_integer('num_points', 21, 'Grid points per direction.')
-  flags.DEFINE_string('split', 'train', 'train, test or validation.')
-  flags.DEFINE_integer('num_examples', 512, 'Examples in the loss; 0: all.')
-  flags.DEFINE_integer('batch_size', 128, 'Examples per batch.')
-  flags.DEFINE_enum('bn_mode', 'eval', list(analysis_inputs.BN_MODES),
-                    'BatchNorm statistics: train (batch) or eval (running).')
-  flags.DEFINE_integer('seed', 0, 'Seed of the directions and examples.')
-  flags.DEFINE_string('output_dir', None, 'Default: WORKDIR/analysis.')
+  analysis_inputs.define_example_flags(num_examples=512, bn_mode='eval')
 
 
 def main(argv):

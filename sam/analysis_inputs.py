@@ -17,6 +17,7 @@ the loss is the same function of the parameters on every call.
 from typing import Any, Callable
 
 import flax.linen as nn
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,3 +133,18 @@ def mean_loss(batch_loss: Callable[[Any, Batch], jax.Array],
     return jnp.mean(jax.lax.map(lambda b: batch_loss(params, b), stacked))
 
   return loss_fn
+
+
+def define_example_flags(num_examples: int, bn_mode: str) -> None:
+  """The command-line flags every analysis tool shares: which examples of
+  which split, in which batches, with which BatchNorm statistics, the seed,
+  and where outputs go."""
+  flags.DEFINE_string('split', 'train', 'train, test or validation.')
+  flags.DEFINE_integer('num_examples', num_examples,
+                       'Examples in the loss; 0: all.')
+  flags.DEFINE_integer('batch_size', 128, 'Examples per batch.')
+  flags.DEFINE_enum('bn_mode', bn_mode, list(BN_MODES),
+                    'BatchNorm statistics: train (batch) or eval (running).')
+  flags.DEFINE_integer('seed', 0, 'Seed of the examples and of any random '
+                       'directions or start vectors.')
+  flags.DEFINE_string('output_dir', None, 'Default: WORKDIR/analysis.')

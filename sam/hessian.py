@@ -344,16 +344,10 @@ def analyse(run: tuple[Any, Any, Any, Any], output_dir: str, *,
 def _define_flags():
   flags.DEFINE_string('workdir', None, 'Training workdir to analyse.',
                       required=True)
-  flags.DEFINE_string('split', 'train', 'train, test or validation.')
-  flags.DEFINE_integer('num_examples', 1024, 'Examples in the loss; 0: all.')
-  flags.DEFINE_integer('batch_size', 128, 'Examples per HVP batch.')
-  flags.DEFINE_enum('bn_mode', 'train', list(analysis_inputs.BN_MODES),
-                    'BatchNorm statistics: train (batch) or eval (running).')
+  analysis_inputs.define_example_flags(num_examples=1024, bn_mode='train')
   flags.DEFINE_bool('weight_decay', False, 'Include the L2 term in the loss.')
   flags.DEFINE_integer('order', 90, 'Lanczos steps per start vector.')
   flags.DEFINE_integer('num_draws', 3, 'Random start vectors.')
-  flags.DEFINE_integer('seed', 0, 'Seed of the examples and start vectors.')
-  flags.DEFINE_string('output_dir', None, 'Default: WORKDIR/analysis.')
 
 
 def main(argv):

@@ -234,13 +234,7 @@ def _define_flags():
   flags.DEFINE_float('rho', 0.05, 'Radius of the ball.')
   flags.DEFINE_list('num_steps', ['1', '2', '5'], 'Ascent steps k.')
   flags.DEFINE_list('m', [], 'm-sharpness subset sizes (divide batch_size).')
-  flags.DEFINE_string('split', 'train', 'train, test or validation.')
-  flags.DEFINE_integer('num_examples', 1024, 'Examples probed; 0: all.')
-  flags.DEFINE_integer('batch_size', 128, 'Examples per probed batch.')
-  flags.DEFINE_enum('bn_mode', 'train', list(analysis_inputs.BN_MODES),
-                    'BatchNorm statistics: train (batch) or eval (running).')
-  flags.DEFINE_integer('seed', 0, 'Seed of the example subset.')
-  flags.DEFINE_string('output_dir', None, 'Default: WORKDIR/analysis.')
+  analysis_inputs.define_example_flags(num_examples=1024, bn_mode='train')
 
 
 def main(argv):
