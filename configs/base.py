@@ -37,7 +37,12 @@ def base_config() -> ml_collections.ConfigDict:
   # Bootstrap (Table 4): train on the labels that the finished run in this
   # workdir predicts for the training set.
   c.bootstrap_teacher_workdir = ''
-  c.shuffle_buffer_examples = 0  # Unused for in-memory datasets.
+  # Read the tfds files as training goes (data/streaming.py) instead of
+  # holding the dataset in memory; datasets outside data.sources.SOURCES
+  # (ImageNet, the finetuning sets) always stream.
+  c.streaming = False
+  # Streamed datasets: records in the shuffle buffer (0: up to 20,000).
+  c.shuffle_buffer_examples = 0
 
   # Model (models/).
   c.model = 'wrn28_10'

@@ -24,6 +24,12 @@ learning rate 0.1 and rho 0.05. CIFAR uses the AutoAugment policy of the
 CIFAR experiments; the other datasets use no augmentation, only the ImageNet
 preprocessing. The input is normalised with the ImageNet mean and std, as the
 converted Keras EfficientNets expect (models/keras_convert.py).
+
+Every dataset is streamed from its prepared tfds files (config.data_dir) and
+resized to the model's resolution. fgvc_aircraft and birdsnap are not in the
+tfds catalogue: prepare them as tfds datasets of those names (features
+'image' and 'label', splits 'train' and 'test') in data_dir; tfds reads a
+prepared dataset without its builder.
 """
 
 from configs import base
@@ -82,6 +88,9 @@ def get_config(arg: str | None = None):
     raise ValueError(f'configs/finetune.py: dataset={c.dataset!r}; valid: '
                      f'{sorted(TRAIN_EXAMPLES)}')
   c.init_checkpoint = knobs.pop('checkpoint')
+  # Read from the tfds files at the model's resolution (data/streaming.py):
+  # even CIFAR at 600x600 would not fit in memory decoded.
+  c.streaming = True
   c.freeze_batch_stats = True
   # The converted Keras EfficientNets take ImageNet-normalised RGB
   # (keras_convert.input_normalisation), not the target dataset's statistics.

@@ -3,6 +3,7 @@
 import pytest
 
 from configs import finetune
+from sam import config_checks
 
 
 @pytest.mark.parametrize('dataset,rho', [
@@ -44,3 +45,12 @@ def test_bad_knobs_are_clear_errors():
     finetune.get_config('dataset=mnist')
   with pytest.raises(ValueError, match="model='resnet50'; valid"):
     finetune.get_config('model=resnet50')
+
+
+@pytest.mark.parametrize('dataset', ['oxford_flowers102', 'oxford_iiit_pet',
+                                     'cars196', 'food101', 'cifar10',
+                                     'imagenet2012'])
+def test_configs_of_tfds_datasets_validate_and_stream(dataset):
+  c = finetune.get_config(f'dataset={dataset}')
+  config_checks.validate(c, 8)
+  assert c.streaming

@@ -8,8 +8,8 @@ shorter side (224 of 256), resized to `size`.
 
 Each transform comes in two forms: on a decoded uint8 image (the pipeline's
 per-example contract, also used for fine-tuning sets held in memory) and on
-JPEG bytes, where only the cropped window is decoded, which is several times
-faster for full-size ImageNet images.
+encoded bytes (data/streaming.py), where for a JPEG only the cropped window
+is decoded, which is several times faster for full-size ImageNet images.
 """
 
 import tensorflow as tf
@@ -84,39 +84,55 @@ def eval_transform(image, size: int = 224) -> tf.Tensor:
   return _resize(_crop(image, _center_crop_window(tf.shape(image))), size)
 
 
-def decode_and_train_transform(jpeg_bytes, seed, size: int = 224):
-  """`train_transform` on JPEG bytes, decoding only the crop window.
+def decode_and_train_transform(encoded, seed, size: int = 224):
+  """`train_transform` on an encoded image, decoding only the crop window of
+  a JPEG (PNG and the other formats are decoded whole first).
 
   Args:
-    jpeg_bytes: scalar string tensor holding a JPEG.
+    encoded: scalar string tensor holding a JPEG, PNG, GIF or BMP.
     seed: int tensor [2].
     size: output side.
 
   Returns:
     uint8 [size, size, 3].
   """
-  crop_seed, flip_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 2))
-  shape = tf.image.extract_jpeg_shape(jpeg_bytes)
-  window = _random_crop_window(shape, crop_seed)
-  image = tf.image.decode_and_crop_jpeg(jpeg_bytes, window, channels=3)
-  image = _resize(image, size)
-  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+  def from_jpeg():
+    crop_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+    shape = tf.image.extract_jpeg_shape(encoded)
+    window = _random_crop_window(shape, crop_seed)
+    image = _resize(tf.image.decode_and_crop_jpeg(encoded, window,
+                                                  channels=3), size)
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+  return tf.cond(tf.io.is_jpeg(encoded), from_jpeg,
+                 lambda: train_transform(_decode(encoded), seed, size))
 
 
-def decode_and_eval_transform(jpeg_bytes, size: int = 224):
-  """`eval_transform` on JPEG bytes, decoding only the centre window.
+def decode_and_eval_transform(encoded, size: int = 224):
+  """`eval_transform` on an encoded image, decoding only the centre window
+  of a JPEG.
 
   Args:
-    jpeg_bytes: scalar string tensor holding a JPEG.
+    encoded: scalar string tensor holding a JPEG, PNG, GIF or BMP.
     size: output side.
 
   Returns:
     uint8 [size, size, 3].
   """
-  window = _center_crop_window(tf.image.extract_jpeg_shape(jpeg_bytes))
-  image = tf.image.decode_and_crop_jpeg(jpeg_bytes, window, channels=3)
-  return _resize(image, size)
+  def from_jpeg():
+    window = _center_crop_window(tf.image.extract_jpeg_shape(encoded))
+    return _resize(tf.image.decode_and_crop_jpeg(encoded, window, channels=3),
+                   size)
+
+  return tf.cond(tf.io.is_jpeg(encoded), from_jpeg,
+                 lambda: eval_transform(_decode(encoded), size))
+
+
+def _decode(encoded) -> tf.Tensor:
+  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
 
 
 def make_train_transform(size: int = 224):

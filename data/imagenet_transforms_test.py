@@ -20,9 +20,9 @@ def _picture(height=60, width=80):
   return image
 
 
-def _jpeg(image):
+def _encode(image, image_format='JPEG'):
   buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format='JPEG', quality=95)
+  Image.fromarray(image).save(buffer, format=image_format, quality=95)
   return buffer.getvalue()
 
 
@@ -80,16 +80,20 @@ def test_eval_transform_centre_crop():
   np.testing.assert_array_equal(out[-1, -1], [255, 255, 0])
 
 
-def test_jpeg_paths_match_decoded_paths():
+@pytest.mark.parametrize('image_format', ['JPEG', 'PNG'])
+def test_encoded_paths_match_decoded_paths(image_format):
   image = _picture(96, 120)
-  jpeg = tf.constant(_jpeg(image))
-  decoded = tf.io.decode_jpeg(jpeg, channels=3)
+  encoded = tf.constant(_encode(image, image_format))
+  decoded = tf.io.decode_image(encoded, channels=3)
+  if image_format == 'PNG':  # Lossless.
+    np.testing.assert_array_equal(decoded.numpy(), image)
   seed = tf.constant([4, 2])
   np.testing.assert_array_equal(
-      imagenet_transforms.decode_and_train_transform(jpeg, seed, 32).numpy(),
+      imagenet_transforms.decode_and_train_transform(encoded, seed,
+                                                     32).numpy(),
       imagenet_transforms.train_transform(decoded, seed, 32).numpy())
   np.testing.assert_array_equal(
-      imagenet_transforms.decode_and_eval_transform(jpeg, 32).numpy(),
+      imagenet_transforms.decode_and_eval_transform(encoded, 32).numpy(),
       imagenet_transforms.eval_transform(decoded, 32).numpy())
 
 

@@ -60,7 +60,8 @@ def normalize(images: tf.Tensor, mean, std) -> tf.Tensor:
   return (tf.cast(images, tf.float32) - mean) / std
 
 
-def _to_device_shape(batch: Batch, num_devices: int) -> Batch:
+def to_device_shape(batch: Batch, num_devices: int) -> Batch:
+  """Splits the leading (host batch) axis into [devices, per-device]."""
   return {k: v.reshape((num_devices, -1) + v.shape[1:])
           for k, v in batch.items()}
 
@@ -96,6 +97,10 @@ class Datasets:
   process_index: int = 0
   process_count: int = 1
   local_device_count: int = 1
+
+  @property
+  def num_train_examples(self) -> int:
+    return len(self.train_labels)
 
   @property
   def steps_per_epoch(self) -> int:
@@ -145,7 +150,7 @@ class Datasets:
         lambda x, y: {'image': normalize(x, self.mean, self.std), 'label': y},
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     for batch in ds.prefetch(2).as_numpy_iterator():
-      yield _to_device_shape(batch, self.local_device_count)
+      yield to_device_shape(batch, self.local_device_count)
 
   def eval_batches(self, split: str) -> Iterator[Batch]:
     """Yields padded, masked batches covering `split` exactly once.
@@ -169,7 +174,7 @@ class Datasets:
     for rows, row_mask in zip(index, mask):
       batch = {'image': normalize(images[rows], self.mean, self.std).numpy(),
                'label': labels[rows], 'mask': row_mask}
-      yield _to_device_shape(batch, self.local_device_count)
+      yield to_device_shape(batch, self.local_device_count)
 
 
 def create_datasets(config: ml_collections.ConfigDict, process_index: int,

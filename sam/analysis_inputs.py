@@ -82,6 +82,9 @@ def split_examples(datasets: Any, split: str, num_examples: int,
   Returns:
     (images float32 [n, H, W, C], labels int32 [n]).
   """
+  if not hasattr(datasets, 'train_images'):
+    raise ValueError('the analyses take a dataset held in memory (config.'
+                     'streaming = False and a dataset of data.sources.SOURCES)')
   if split == 'train':
     images, labels = datasets.train_images, datasets.train_labels
   elif split in datasets.eval_splits:

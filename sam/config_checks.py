@@ -6,10 +6,13 @@ import math
 import os
 
 import ml_collections
+import tensorflow_datasets as tfds
 
 import models
+from configs import base
 from data import augment
 from data import sources
+from data import streaming
 
 OPTIMIZERS = ('sam', 'sgd')
 
@@ -41,8 +44,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     ConfigError: naming the first bad field and the accepted values.
   """
   _one_of(config, 'model', models.MODELS)
-  _one_of(config, 'dataset', sources.SOURCES)
-  _one_of(config, 'augment', augment.TRAIN_TRANSFORMS)
+  if streaming.uses_streaming(config):
+    _check_streamed(config)
+  else:
+    _one_of(config, 'augment', augment.TRAIN_TRANSFORMS)
   _one_of(config, 'optimizer', OPTIMIZERS)
   _one_of(config, 'dtype', models.DTYPES)
   _require(config.sam.rho >= 0, 'sam.rho', config.sam.rho, 'must be >= 0')
@@ -117,6 +122,34 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
              'no such path')
 
 
+def _check_streamed(config: ml_collections.ConfigDict) -> None:
+  """The fields a dataset streamed from tfds files can take."""
+  name = config.dataset
+  _require(name not in sources.SOURCES or name in streaming.STREAMED,
+           'streaming', config.streaming, f'dataset {name!r} is held in '
+           f'memory only; streamed: {sorted(streaming.STREAMED)} or any tfds '
+           'dataset name')
+  if name not in streaming.STREAMED:
+    try:
+      tfds.builder(name, data_dir=config.data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+      raise ConfigError(  # pylint: disable=raise-missing-from
+          f'config.dataset = {name!r}: valid: in memory '
+          f'{sorted(sources.SOURCES)}, streamed {sorted(streaming.STREAMED)} '
+          'or another tfds dataset (tfds.list_builders()) prepared in '
+          'config.data_dir')
+  _require(config.image_size > 0, 'image_size', config.image_size,
+           f'must be > 0 for the streamed dataset {name!r} (its images are '
+           'cropped and resized to image_size)')
+  _require(config.augment in streaming.AUGMENTS, 'augment', config.augment,
+           f'valid for a streamed dataset: {sorted(streaming.AUGMENTS)}')
+  for field in ('label_noise', 'bootstrap_teacher_workdir', 'svhn_extra'):
+    _require(not config[field], field, config[field],
+             f'needs a dataset held in memory, not the streamed {name!r}')
+  _require(config.shuffle_buffer_examples >= 0, 'shuffle_buffer_examples',
+           config.shuffle_buffer_examples, 'must be >= 0 (0: the default)')
+
+
 def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses a workdir that holds a run of a different config.
 
@@ -126,8 +159,10 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return
+  # Over today's defaults, so a run saved before a field existed resumes.
+  stored = json.loads(base.base_config().to_json())
   with open(path) as f:
-    stored = json.load(f)
+    stored.update(json.load(f))
   current = json.loads(config.to_json())
   if stored != current:
     differing = sorted(

@@ -15,7 +15,7 @@ from sam import training
 # (field path, bad value, expected fragment of the one-line error).
 BAD_FIELDS = [
     ('model', 'wrn99', "config.model = 'wrn99': valid: ["),
-    ('dataset', 'cifar11', "config.dataset = 'cifar11': valid: ["),
+    ('dataset', 'cifar11', "config.dataset = 'cifar11': valid: in memory ["),
     ('augment', 'fancy', "config.augment = 'fancy': valid: ["),
     ('optimizer', 'adam', "config.optimizer = 'adam': valid: ['sam', 'sgd']"),
     ('dtype', 'float16', "config.dtype = 'float16': valid: ['bfloat16'"),

@@ -25,6 +25,7 @@ import models
 from configs import base
 from models import pretrained
 from data import pipeline
+from data import streaming
 from sam import analysis_inputs
 from sam import checkpointing
 from sam import config_checks
@@ -54,13 +55,14 @@ def build(config: ml_collections.ConfigDict):
     (datasets, model, schedule, abstract TrainState (shapes and dtypes),
     total steps).
   """
-  datasets = pipeline.create_datasets(
-      config, jax.process_index(), jax.process_count(),
-      jax.local_device_count())
+  create = (streaming.create_streamed_datasets
+            if streaming.uses_streaming(config) else pipeline.create_datasets)
+  datasets = create(config, jax.process_index(), jax.process_count(),
+                    jax.local_device_count())
   if datasets.steps_per_epoch < 1:
     raise config_checks.ConfigError(
         f'config.batch_size = {config.batch_size}: larger than the '
-        f'{len(datasets.train_labels)} training examples')
+        f'{datasets.num_train_examples} training examples')
   model = models.create_model(config.model, datasets.num_classes,
                               config.dtype)
   if config.bootstrap_teacher_workdir:

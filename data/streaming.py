@@ -1,0 +1,334 @@
+"""Streamed tfds datasets: ImageNet and the finetuning sets at model size.
+
+ImageNet (1.28M JPEGs) and the Table 3 finetuning sets at a model's
+resolution (600x600 for EfficientNet-B7) do not fit in host memory decoded,
+so they are read from the prepared tfds files (config.data_dir, a local
+folder or a gs:// bucket) every epoch: the image bytes are kept encoded
+through the shuffle buffer (tfds `SkipDecoding`), and only the crop window of
+each JPEG is decoded, in a parallel map, then batched, normalised and
+prefetched. Any tfds image classification dataset can be streamed by name
+(features 'image' and 'label'); `STREAMED` names the paper's, with their
+splits.
+
+Determinism and resume, as in the in-memory pipeline: epoch e reads this
+host's share of the records in a file order and shuffle-buffer order drawn
+from (seed, e); an example's augmentation seed is (seed, its position in the
+run's sequence of global batches). A run resumed at step s rebuilds epoch
+s // steps_per_epoch and skips the records of its steps already taken
+(before decoding them), so it continues the exact sequence.
+
+The 10% validation holdout is the last 10% of the training split's records
+(tfds shuffles records once when it prepares a dataset, so they are a random
+subset, fixed for every run of a rho sweep). Evaluation pads each host's
+share to whole batches and masks the padding.
+"""
+
+import dataclasses
+import math
+from typing import Callable, Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from data import autoaugment
+from data import imagenet_transforms
+from data import pipeline
+from data import sources
+
+# RGB on the 0-255 scale; the statistics of ImageNet's training set, which
+# the paper's finetuned models were pretrained with.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+DEFAULT_SHUFFLE_BUFFER = 20_000
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedSpec:
+  """A streamed dataset's splits ('+' joins tfds splits) and statistics."""
+  train: str = 'train'
+  test: str = 'test'
+  mean: tuple[float, ...] = IMAGENET_MEAN
+  std: tuple[float, ...] = IMAGENET_STD
+
+
+# The paper's streamed datasets (Tables 2 and 3). Another tfds name streams
+# with StreamedSpec() ('validation' stands in for a missing 'test').
+STREAMED = {
+    'imagenet2012': StreamedSpec(test='validation'),
+    'oxford_flowers102': StreamedSpec(train='train+validation'),
+    'oxford_iiit_pet': StreamedSpec(),
+    'cars196': StreamedSpec(),
+    'food101': StreamedSpec(test='validation'),
+    # CIFAR upsampled to a finetuned model's resolution (config.streaming).
+    'cifar10': StreamedSpec(mean=(125.3, 123.0, 113.9),
+                            std=(63.0, 62.1, 66.7)),
+    'cifar100': StreamedSpec(mean=(129.3, 124.1, 112.4),
+                             std=(68.2, 65.4, 70.4)),
+}
+# config.augment for streamed data: each (except 'none', which takes the
+# evaluation crop) starts from the random-resized crop and flip.
+AUGMENTS = ('none', 'basic', 'autoaugment', 'randaugment')
+
+
+def uses_streaming(config: ml_collections.ConfigDict) -> bool:
+  """Whether the config's dataset is streamed rather than held in memory."""
+  return config.streaming or config.dataset not in sources.SOURCES
+
+
+def split_slice(parts: list[tuple[str, int]], begin: int, end: int) -> str:
+  """The tfds split string for records [begin, end) of parts joined in order.
+
+  Args:
+    parts: (tfds split name, number of records) of each joined split.
+    begin: first record.
+    end: one past the last record.
+
+  Returns:
+    e.g. 'train[1000:1020]+validation[0:10]'.
+  """
+  pieces, offset = [], 0
+  for name, count in parts:
+    low, high = max(begin - offset, 0), min(end - offset, count)
+    if low < high:
+      pieces.append(f'{name}[{low}:{high}]')
+    offset += count
+  if not pieces:
+    raise ValueError(f'no records in [{begin}, {end}) of {parts}')
+  return '+'.join(pieces)
+
+
+def _host_range(begin: int, end: int, process_index: int,
+                process_count: int) -> tuple[int, int]:
+  size = end - begin
+  return (begin + process_index * size // process_count,
+          begin + (process_index + 1) * size // process_count)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _features(example):
+  return example['image'], tf.cast(example['label'], tf.int32)
+
+
+def make_train_decoder(augment: str, size: int, policy: str,
+                       randaugment_layers: int, randaugment_magnitude: float
+                       ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+  """fn(encoded image, seed int[2]) -> uint8 [size, size, 3] for training.
+
+  Args:
+    augment: one of AUGMENTS.
+    size: output side.
+    policy: the AutoAugment policy for 'autoaugment'.
+    randaugment_layers: N for 'randaugment'.
+    randaugment_magnitude: M for 'randaugment'.
+  """
+  if augment == 'none':
+    return lambda encoded, seed: imagenet_transforms.decode_and_eval_transform(
+        encoded, size)
+  extra = {'basic': None,
+           'autoaugment': lambda: autoaugment.make_autoaugment(policy),
+           'randaugment': lambda: autoaugment.make_randaugment(
+               randaugment_layers, randaugment_magnitude)}[augment]
+  extra = extra and extra()
+
+  def decode(encoded, seed):
+    crop_seed, extra_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+    image = imagenet_transforms.decode_and_train_transform(encoded, crop_seed,
+                                                           size)
+    return extra(image, extra_seed) if extra else image
+
+  return decode
+
+
+@dataclasses.dataclass
+class StreamedDatasets:
+  """The splits of one run, read from tfds files as the run goes.
+
+  The same interface as `pipeline.Datasets` for training and evaluation;
+  `eval_splits` maps split names to tfds split strings, and there are no
+  in-memory training arrays (analyses and label noise need a dataset held
+  in memory).
+  """
+  builder: tfds.core.DatasetBuilder
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  num_train_examples: int
+  train_split: str  # This host's records.
+  eval_splits: dict[str, str]  # Name -> this host's records.
+  eval_sizes: dict[str, int]  # Name -> records over all hosts.
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  global_batch_size: int
+  eval_batch_size: int
+  decode_train: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+  seed: int
+  shuffle_buffer: int
+  process_index: int = 0
+  process_count: int = 1
+  local_device_count: int = 1
+  clean_train_labels: None = None
+
+  @property
+  def steps_per_epoch(self) -> int:
+    # Every host takes the same number of steps; the hosts' shares differ
+    # by at most one record, so the smallest share sets it.
+    host_batch = self.global_batch_size // self.process_count
+    return self.num_train_examples // self.process_count // host_batch
+
+  def _read(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
+    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed)
+    return self.builder.as_dataset(
+        split=split, shuffle_files=shuffle_seed is not None,
+        read_config=read_config,
+        decoders={'image': tfds.decode.SkipDecoding()}).map(_features)
+
+  def _epoch(self, epoch: int, first_step: int, end_step: int):
+    """Batches of steps first_step .. end_step - 1, all in `epoch`."""
+    steps_per_epoch = self.steps_per_epoch
+    global_batch = self.global_batch_size
+    host_batch = global_batch // self.process_count
+    host_offset = self.process_index * host_batch
+    seed = _epoch_seed(self.seed, epoch)
+    ds = self._read(self.train_split, seed).shuffle(self.shuffle_buffer, seed)
+    ds = ds.take(steps_per_epoch * host_batch).enumerate()
+    skipped = (first_step - epoch * steps_per_epoch) * host_batch
+    ds = ds.skip(skipped).take((end_step - first_step) * host_batch)
+    base_seed = tf.constant(2 * self.seed + 1, tf.int64)
+
+    def decode(index, features):
+      encoded, label = features
+      # The position in the run's sequence of global batches, as the
+      # in-memory pipeline numbers its examples.
+      step = epoch * steps_per_epoch + index // host_batch
+      position = step * global_batch + host_offset + index % host_batch
+      return self.decode_train(encoded, tf.stack([base_seed, position])), label
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    return self._batches(ds.batch(host_batch, drop_remainder=True))
+
+  def _batches(self, ds: tf.data.Dataset) -> Iterator[pipeline.Batch]:
+    def normalise(*batch):
+      names = ('image', 'label', 'mask')[:len(batch)]
+      batch = dict(zip(names, batch))
+      batch['image'] = pipeline.normalize(batch['image'], self.mean, self.std)
+      return batch
+
+    ds = ds.map(normalise, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True).prefetch(2)
+    for batch in ds.as_numpy_iterator():
+      yield pipeline.to_device_shape(batch, self.local_device_count)
+
+  def train_batches(self, start_step: int,
+                    num_steps: int) -> Iterator[pipeline.Batch]:
+    """Yields the batches of steps start_step .. num_steps - 1.
+
+    Yields:
+      {'image': float32 [devices, b, H, W, C], 'label': int32 [devices, b]}.
+    """
+    steps_per_epoch = self.steps_per_epoch
+    step = start_step
+    while step < num_steps:
+      epoch = step // steps_per_epoch
+      end = min(num_steps, (epoch + 1) * steps_per_epoch)
+      yield from self._epoch(epoch, step, end)
+      step = end
+
+  def eval_batches(self, split: str) -> Iterator[pipeline.Batch]:
+    """Yields padded, masked batches covering `split` exactly once.
+
+    Yields:
+      {'image', 'label', 'mask'} with leading axes [devices, b]; mask is 1.0
+      for real examples and 0.0 for padding.
+    """
+    size = self.image_shape[0]
+    host_batch = self.eval_batch_size // self.process_count
+    num_batches = math.ceil(self.eval_sizes[split] / self.eval_batch_size)
+    ds = self._read(self.eval_splits[split], None).map(
+        lambda encoded, label: (
+            imagenet_transforms.decode_and_eval_transform(encoded, size),
+            label, tf.constant(1.0)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    padding = (tf.zeros(self.image_shape, tf.uint8),
+               tf.constant(0, tf.int32), tf.constant(0.0))
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+    yield from self._batches(ds.take(num_batches * host_batch).batch(
+        host_batch))
+
+
+def _split_parts(builder, split: str) -> list[tuple[str, int]]:
+  return [(name, builder.info.splits[name].num_examples)
+          for name in split.split('+')]
+
+
+def create_streamed_datasets(config: ml_collections.ConfigDict,
+                             process_index: int, process_count: int,
+                             local_device_count: int) -> StreamedDatasets:
+  """Opens the config's tfds dataset for streaming.
+
+  Args:
+    config: the run config (dataset, data_dir, image_size, augment,
+      validation_split, validation_fraction, batch sizes, seed,
+      shuffle_buffer_examples, input_mean/std).
+    process_index: this host's index.
+    process_count: number of hosts.
+    local_device_count: devices on this host.
+
+  Returns:
+    A `StreamedDatasets`.
+
+  Raises:
+    sources.DatasetNotPreparedError: the dataset is not in data_dir.
+  """
+  builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+  if not builder.is_prepared():
+    raise sources.DatasetNotPreparedError(
+        f'tfds dataset {config.dataset!r} is not prepared in data_dir='
+        f'{builder.data_dir!r}; prepare it on a machine with internet with '
+        f'`tfds build {config.dataset} --data_dir=DIR` and set '
+        f'config.data_dir=DIR')
+  spec = STREAMED.get(config.dataset, StreamedSpec())
+  if spec.test not in builder.info.splits:
+    spec = dataclasses.replace(spec, test='validation')
+  train_parts = _split_parts(builder, spec.train)
+  num_train = sum(count for _, count in train_parts)
+  test_size = builder.info.splits[spec.test].num_examples
+  eval_ranges = {'test': ([(spec.test, test_size)], 0, test_size)}
+  if config.validation_split:
+    num_val = int(round(num_train * config.validation_fraction))
+    eval_ranges['validation'] = (train_parts, num_train - num_val, num_train)
+    num_train -= num_val
+
+  def host_split(parts, begin, end):
+    return split_slice(parts, *_host_range(begin, end, process_index,
+                                           process_count))
+
+  size = config.image_size
+  policy = config.autoaugment_policy or (
+      'cifar10' if config.dataset.startswith('cifar') else 'imagenet')
+  return StreamedDatasets(
+      builder=builder,
+      num_classes=builder.info.features['label'].num_classes,
+      image_shape=(size, size, 3),
+      num_train_examples=num_train,
+      train_split=host_split(train_parts, 0, num_train),
+      eval_splits={name: host_split(*r) for name, r in eval_ranges.items()},
+      eval_sizes={name: r[2] - r[1] for name, r in eval_ranges.items()},
+      mean=tuple(config.input_mean) or spec.mean,
+      std=tuple(config.input_std) or spec.std,
+      global_batch_size=config.batch_size,
+      eval_batch_size=config.eval_batch_size,
+      decode_train=make_train_decoder(
+          config.augment, size, policy, config.randaugment_layers,
+          config.randaugment_magnitude),
+      seed=config.seed,
+      shuffle_buffer=config.shuffle_buffer_examples or min(
+          num_train, DEFAULT_SHUFFLE_BUFFER),
+      process_index=process_index,
+      process_count=process_count,
+      local_device_count=local_device_count)
