@@ -21,7 +21,6 @@ import tensorflow as tf
 
 from data import augment
 from data import autoaugment
-from data import cutout
 from data import imagenet_transforms
 from data import mixup
 
@@ -47,38 +46,33 @@ def coloured_digits(count: int = COLUMNS) -> np.ndarray:
   return np.asarray(images).round().astype(np.uint8)
 
 
-def _split(seed, n):
-  return tf.unstack(tf.random.experimental.stateless_split(seed, n))
-
-
 def augmentation_rows():
-  """(label, fn(image, seed)) for the train transforms."""
-  aa = {name: autoaugment.make_autoaugment(name)
-        for name in autoaugment.POLICIES}
+  """(label, fn(images [B, H, W, C], seed)) for the train transforms."""
+  def transform(name, **options):
+    return augment.make_train_transform(name, **options)
 
-  def then(first, second):
-    def fn(image, seed):
-      s1, s2 = _split(seed, 2)
-      return second(first(image, s1), s2)
-    return fn
+  def policy(name):
+    return augment.per_image(autoaugment.make_autoaugment(name))
 
-  imagenet_crop = imagenet_transforms.make_train_transform(32)
   return [
-      ('original', lambda image, seed: image),
-      ('basic', augment.basic),
-      ('cutout (basic+16px)', then(augment.basic, cutout.random_cutout)),
-      ('AA cifar10', then(augment.basic, aa['cifar10'])),
-      ('AA svhn+cutout', then(aa['svhn'], cutout.random_cutout)),
-      ('AA imagenet', aa['imagenet']),
-      ('RandAugment 2,9', autoaugment.make_randaugment(2, 9)),
-      ('Inception crop', imagenet_crop),
+      ('original', augment.identity),
+      ('basic', transform('basic')),
+      ('cutout (basic+16px)', transform('cutout')),
+      ('AA cifar10', transform('autoaugment')),
+      ('AA svhn+cutout', transform('autoaugment_cutout',
+                                   autoaugment_policy='svhn')),
+      ('AA imagenet', policy('imagenet')),
+      ('RandAugment 2,9', augment.per_image(autoaugment.make_randaugment(2,
+                                                                         9))),
+      ('Inception crop', augment.per_image(
+          imagenet_transforms.make_train_transform(32))),
   ]
 
 
 def op_rows(level: float = 9.0):
-  return [(f'{name} m={level:g}',
-           lambda image, seed, name=name: autoaugment.apply_op(
-               name, image, level, seed))
+  return [(f'{name} m={level:g}', augment.per_image(
+      lambda image, seed, name=name: autoaugment.apply_op(name, image, level,
+                                                          seed)))
           for name in autoaugment.OPS]
 
 
@@ -87,9 +81,9 @@ def render(out_path: str):
   images = coloured_digits()
   rows = augmentation_rows() + op_rows()
   grid = []
-  for _, fn in rows:
-    grid.append([fn(tf.constant(image), tf.constant([column, 17])).numpy()
-                 for column, image in enumerate(images)])
+  for row, (_, fn) in enumerate(rows):
+    grid.append(list(fn(tf.constant(images),
+                        tf.constant([row, 17], tf.int64)).numpy()))
   # Key 4 draws lam = 0.63 with alpha = 1, so both partners stay visible.
   key = jax.random.PRNGKey(4)
   mixed, _ = mixup.mixup(key, images / 255.0, np.eye(COLUMNS), alpha=1.0)

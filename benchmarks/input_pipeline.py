@@ -1,18 +1,19 @@
 """Input-pipeline throughput: images/s per CPU core for each train transform.
 
-CIFAR-shaped uint8 data (in memory, as the pipeline holds small datasets)
-goes through the per-example transform in a parallel tf.data `map`, then is
-batched and normalised, as in training. ImageNet is measured on synthetic
-JPEGs (decode of the crop window, random-resized crop to 224, flip).
+CIFAR-shaped data goes through the training pipeline itself
+(`data.pipeline.Datasets.train_batches`: 50,000 random uint8 images held in
+memory, the step's permutation, gather, batch transform, normalisation,
+prefetch; batch 256). ImageNet is measured on synthetic JPEGs through the
+streamed pipeline's per-image decode (crop window decode, random-resized
+crop to 224, flip) in a parallel tf.data map, batched and normalised.
 
-The tf.data private thread pool is capped at --cores threads. Two per-core
-figures are reported: wall-clock images/s divided by the cores used, and
-images per second of CPU time the process consumed (user + system, all
-threads). On a shared machine the first understates what a free core does
-(the load average printed beside it says how contended the cores were); the
-second is the robust one.
+Two per-core figures are reported: wall-clock images/s divided by the
+machine's cores, and images per second of CPU time the process consumed
+(user + system, all threads). On a shared machine the first understates what
+a free core does (the load average printed beside it says how contended the
+cores were); the second is the robust one.
 
-  python benchmarks/input_pipeline.py [--cores=2] [--images=20000]
+  python -m benchmarks.input_pipeline [--images=20000]
 """
 
 import argparse
@@ -27,51 +28,17 @@ from PIL import Image
 import tensorflow as tf
 
 from data import augment
-from data import autoaugment
-from data import cutout
 from data import imagenet_transforms
+from data import pipeline
 
-CIFAR_MEAN = np.array([125.3, 123.0, 113.9], np.float32)
-CIFAR_STD = np.array([63.0, 62.1, 66.7], np.float32)
-
-
-def cifar_transforms():
-  """name -> fn(image, seed) for the CIFAR-shaped measurements."""
-  aa = autoaugment.make_autoaugment('cifar10')
-
-  def split(seed, n):
-    return tf.unstack(tf.random.experimental.stateless_split(seed, n))
-
-  def basic_cutout(image, seed):
-    s1, s2 = split(seed, 2)
-    return cutout.random_cutout(augment.basic(image, s1), s2)
-
-  def basic_autoaugment(image, seed):
-    s1, s2 = split(seed, 2)
-    return aa(augment.basic(image, s1), s2)
-
-  def basic_autoaugment_cutout(image, seed):
-    s1, s2, s3 = split(seed, 3)
-    return cutout.random_cutout(aa(augment.basic(image, s1), s2), s3)
-
-  return {
-      'basic': augment.basic,
-      'cutout': basic_cutout,
-      'autoaugment': basic_autoaugment,
-      'autoaugment_cutout': basic_autoaugment_cutout,
-  }
+CIFAR_MEAN = (125.3, 123.0, 113.9)
+CIFAR_STD = (63.0, 62.1, 66.7)
+CIFAR_AUGMENTS = ('basic', 'cutout', 'autoaugment', 'autoaugment_cutout')
 
 
 class Rate(NamedTuple):
   wall: float  # Images per second of wall-clock time.
   cpu: float  # Images per second of CPU time spent by this process.
-
-
-def _options(cores):
-  options = tf.data.Options()
-  options.threading.private_threadpool_size = cores
-  options.deterministic = True
-  return options
 
 
 def _time(dataset, num_batches, batch_size, warmup_batches=5):
@@ -86,23 +53,19 @@ def _time(dataset, num_batches, batch_size, warmup_batches=5):
               images / (time.process_time() - cpu_start))
 
 
-def measure_cifar(transform, cores, num_images, batch_size=256):
-  """Images/s of transform + batch + normalise on 32x32x3 uint8 data."""
+def measure_cifar(name, num_images, batch_size=256):
+  """Images/s of the in-memory pipeline with augment `name` on CIFAR shapes."""
   rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (10_000, 32, 32, 3), dtype=np.uint8)
-  seed = tf.constant(0, tf.int64)
-
-  def augment_one(index, image):
-    return transform(image, tf.stack([seed, index]))
-
-  def normalise(batch):
-    return (tf.cast(batch, tf.float32) - CIFAR_MEAN) / CIFAR_STD
-
-  dataset = (tf.data.Dataset.from_tensor_slices(images).enumerate().repeat()
-             .map(augment_one, num_parallel_calls=cores)
-             .batch(batch_size, drop_remainder=True)
-             .map(normalise).prefetch(2).with_options(_options(cores)))
-  return _time(dataset, num_images // batch_size, batch_size)
+  datasets = pipeline.Datasets(
+      num_classes=10, image_shape=(32, 32, 3),
+      train_images=rng.integers(0, 256, (50_000, 32, 32, 3), np.uint8),
+      train_labels=rng.integers(0, 10, 50_000).astype(np.int32),
+      eval_splits={}, mean=CIFAR_MEAN, std=CIFAR_STD,
+      global_batch_size=batch_size, eval_batch_size=batch_size,
+      transform=augment.make_train_transform(name), seed=0)
+  num_batches = max(num_images // batch_size, 1)
+  return _time(datasets.train_batches(0, num_batches + 5), num_batches,
+               batch_size)
 
 
 def _synthetic_jpegs(count, rng):
@@ -118,7 +81,7 @@ def _synthetic_jpegs(count, rng):
   return jpegs
 
 
-def measure_imagenet(cores, num_images, batch_size=64):
+def measure_imagenet(num_images, batch_size=64):
   """Images/s of decode + random-resized crop to 224 + flip + normalise."""
   jpegs = _synthetic_jpegs(64, np.random.default_rng(0))
   seed = tf.constant(0, tf.int64)
@@ -131,16 +94,15 @@ def measure_imagenet(cores, num_images, batch_size=64):
     return tf.cast(batch, tf.float32) / 127.5 - 1.0
 
   dataset = (tf.data.Dataset.from_tensor_slices(jpegs).enumerate().repeat()
-             .map(augment_one, num_parallel_calls=cores)
+             .map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
              .batch(batch_size, drop_remainder=True)
-             .map(normalise).prefetch(2).with_options(_options(cores)))
+             .map(normalise).prefetch(2))
   return _time(dataset, max(num_images // batch_size, 1), batch_size,
                warmup_batches=2)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--cores', type=int, default=os.cpu_count())
   parser.add_argument('--images', type=int, default=20_000,
                       help='images timed per CIFAR transform')
   parser.add_argument('--imagenet_images', type=int, default=1_000)
@@ -148,20 +110,20 @@ def main():
 
   load_before = os.getloadavg()
   rows = {}
-  for name, transform in cifar_transforms().items():
-    rows[f'cifar/{name}'] = measure_cifar(transform, args.cores, args.images)
-  rows['imagenet/train_224'] = measure_imagenet(args.cores,
-                                                args.imagenet_images)
+  for name in CIFAR_AUGMENTS:
+    rows[f'cifar/{name}'] = measure_cifar(name, args.images)
+  rows['imagenet/train_224'] = measure_imagenet(args.imagenet_images)
   load_after = os.getloadavg()
+  cores = os.cpu_count()
 
-  print(f'cores used: {args.cores} of {os.cpu_count()}; load average '
-        f'(1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}')
-  print(f'{"transform":<24}{"images/s":>10}{"/ cores used":>14}'
+  print(f'{cores} cores; load average (1 min) before {load_before[0]:.2f}, '
+        f'after {load_after[0]:.2f}')
+  print(f'{"transform":<24}{"images/s":>10}{"/ cores":>10}'
         f'{"per CPU-second":>16}')
   for name, rate in rows.items():
-    print(f'{name:<24}{rate.wall:>10,.0f}{rate.wall / args.cores:>14,.0f}'
+    print(f'{name:<24}{rate.wall:>10,.0f}{rate.wall / cores:>10,.0f}'
           f'{rate.cpu:>16,.0f}')
-  print(json.dumps({'cores': args.cores, 'load_before': load_before,
+  print(json.dumps({'cores': cores, 'load_before': load_before,
                     'load_after': load_after,
                     'rates': {k: v._asdict() for k, v in rows.items()}}))
 

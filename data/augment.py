@@ -1,8 +1,16 @@
-"""Per-example training transforms on uint8 images, by name.
+"""Training transforms on batches of uint8 images, by name.
 
-Every transform is `fn(image_uint8[H, W, C], seed int[2]) -> uint8[H, W, C]`
-built from stateless random ops, so a run's augmentations are a function of
-(run seed, step, example) and a resumed run repeats them exactly.
+Every transform is `fn(images uint8 [B, H, W, C], seed int[2]) -> uint8
+[B, H, W, C]` built from stateless random ops; the pipeline seeds each batch
+with (run seed, step, host), so a run's augmentations are a function of
+those and a resumed run repeats them exactly.
+
+The paper's basic augmentation (flip, pad, random crop) and cutout act on the
+whole batch at once: one random draw gives every image its own offsets, flip
+and patch, and two gathers move the pixels. Per-image tf.data maps would
+spend more time in per-element overhead than in these operations. The
+AutoAugment and RandAugment policies, whose operations differ from image to
+image, run per image (`per_image`) on per-image seeds.
 
 Beyond the paper's basic augmentation: `cutout` (basic, then one 16x16
 patch), `autoaugment` (basic, then an AutoAugment policy: CIFAR-10's by
@@ -23,88 +31,91 @@ from data import cutout
 Transform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
-def identity(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def identity(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   del seed
-  return image
+  return images
 
 
-def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """Horizontal flip with probability 1/2."""
-  return tf.image.stateless_random_flip_left_right(image, seed)
+def flip_and_crop(images: tf.Tensor, seed: tf.Tensor, padding: int = 4,
+                  flip: bool = True) -> tf.Tensor:
+  """Per image: zero-pad `padding` pixels, crop back at a uniform offset and
+  (if `flip`) mirror left-right with probability 1/2.
+
+  Args:
+    images: uint8 [B, H, W, C].
+    seed: int tensor [2].
+    padding: pixels of zero padding on each side.
+    flip: whether to flip.
+
+  Returns:
+    uint8 [B, H, W, C].
+  """
+  shape = tf.shape(images)
+  height, width = shape[1], shape[2]
+  draws = tf.random.stateless_uniform([shape[0], 3], seed, 0, tf.int32.max,
+                                      tf.int32)
+  top = draws[:, :1] % (2 * padding + 1)
+  left = draws[:, 1:2] % (2 * padding + 1)
+  flipped = tf.logical_and(flip, draws[:, 2:] % 2 == 1)
+  columns = tf.range(width)[None]
+  columns = left + tf.where(flipped, width - 1 - columns, columns)
+  rows = top + tf.range(height)[None]
+  padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding],
+                           [0, 0]])
+  images = tf.gather(padded, rows, axis=1, batch_dims=1)
+  return tf.gather(images, columns, axis=2, batch_dims=1)
 
 
-def pad_and_crop(image: tf.Tensor, seed: tf.Tensor, padding: int) -> tf.Tensor:
-  """Zero-pads `padding` pixels on each side and crops back at random."""
-  shape = tf.shape(image)
-  padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-  return tf.image.stateless_random_crop(padded, shape, seed)
+def per_image(fn: Transform) -> Transform:
+  """Lifts fn(image [H, W, C], seed [2]) to batches, one seed per image."""
 
+  def apply(images, seed):
+    seeds = tf.random.stateless_uniform([tf.shape(images)[0], 2], seed,
+                                        None, None, tf.int64)
+    out = tf.map_fn(lambda args: fn(*args), (images, seeds),
+                    fn_output_signature=images.dtype)
+    return tf.ensure_shape(out, images.shape)
 
-def basic(image: tf.Tensor, seed: tf.Tensor, padding: int = 4) -> tf.Tensor:
-  """The paper's basic augmentation: flip, 4-pixel pad, random crop."""
-  flip_seed, crop_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 2))
-  return pad_and_crop(random_flip(image, flip_seed), crop_seed, padding)
-
-
-def crop_only(image: tf.Tensor, seed: tf.Tensor, padding: int = 4) -> tf.Tensor:
-  """Pad and random crop without flipping (for digits and text)."""
-  return pad_and_crop(image, seed, padding)
+  return apply
 
 
 def _sub_seeds(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
   return tf.unstack(tf.random.experimental.stateless_split(seed, count))
 
 
-def basic_cutout(image: tf.Tensor, seed: tf.Tensor, padding: int = 4,
+def basic_cutout(images: tf.Tensor, seed: tf.Tensor, padding: int = 4,
                  cutout_size: int = cutout.DEFAULT_SIZE) -> tf.Tensor:
-  """Basic, then one cutout patch (DeVries & Taylor, 2017)."""
+  """Basic, then one cutout patch per image (DeVries & Taylor, 2017)."""
   basic_seed, cutout_seed = _sub_seeds(seed, 2)
-  return cutout.random_cutout(basic(image, basic_seed, padding), cutout_seed,
-                              cutout_size)
+  return cutout.random_cutout(flip_and_crop(images, basic_seed, padding),
+                              cutout_seed, cutout_size)
 
 
-def basic_autoaugment(image: tf.Tensor, seed: tf.Tensor, padding: int = 4,
-                      policy: str = 'cifar10',
-                      cutout_size: int = 0) -> tf.Tensor:
-  """Basic, then one AutoAugment sub-policy, then cutout if cutout_size."""
+def basic_then(policy: Transform, images: tf.Tensor, seed: tf.Tensor,
+               padding: int = 4, cutout_size: int = 0) -> tf.Tensor:
+  """Basic, then a per-image policy, then cutout if cutout_size."""
   basic_seed, policy_seed, cutout_seed = _sub_seeds(seed, 3)
-  image = autoaugment.make_autoaugment(policy)(
-      basic(image, basic_seed, padding), policy_seed)
+  images = per_image(policy)(flip_and_crop(images, basic_seed, padding),
+                             policy_seed)
   if cutout_size:
-    image = cutout.random_cutout(image, cutout_seed, cutout_size)
-  return image
+    images = cutout.random_cutout(images, cutout_seed, cutout_size)
+  return images
 
 
-def basic_randaugment(image: tf.Tensor, seed: tf.Tensor, padding: int = 4,
-                      num_layers: int = 2,
-                      magnitude: float = 9.0) -> tf.Tensor:
-  """Basic, then RandAugment (N = num_layers, M = magnitude)."""
-  basic_seed, rand_seed = _sub_seeds(seed, 2)
-  return autoaugment.make_randaugment(num_layers, magnitude)(
-      basic(image, basic_seed, padding), rand_seed)
-
-
-TRAIN_TRANSFORMS: dict[str, Callable[..., tf.Tensor]] = {
-    'none': identity,
-    'basic': basic,
-    'crop': crop_only,
-    'cutout': basic_cutout,
-    'autoaugment': basic_autoaugment,
-    'autoaugment_cutout': functools.partial(
-        basic_autoaugment, cutout_size=cutout.DEFAULT_SIZE),
-    'randaugment': basic_randaugment,
-}
+TRAIN_TRANSFORMS = ('none', 'basic', 'crop', 'cutout', 'autoaugment',
+                    'autoaugment_cutout', 'randaugment')
 
 
 def make_train_transform(name: str, crop_padding: int = 4,
                          autoaugment_policy: str = 'cifar10',
                          randaugment_layers: int = 2,
                          randaugment_magnitude: float = 9.0) -> Transform:
-  """Returns the per-example transform called `name`.
+  """Returns the batch transform called `name`.
 
   Args:
-    name: a key of `TRAIN_TRANSFORMS`.
+    name: one of `TRAIN_TRANSFORMS`: 'none', 'basic' (flip, pad, crop),
+      'crop' (pad and crop without flipping, for digits and text), 'cutout',
+      'autoaugment', 'autoaugment_cutout', 'randaugment'.
     crop_padding: pixels of zero padding before the random crop.
     autoaugment_policy: for the autoaugment entries, a key of
       `autoaugment.POLICIES` ('cifar10', 'svhn', 'imagenet').
@@ -112,24 +123,29 @@ def make_train_transform(name: str, crop_padding: int = 4,
     randaugment_magnitude: for 'randaugment', the magnitude M in [0, 10].
 
   Returns:
-    fn(image, seed) -> image.
+    fn(images uint8 [B, H, W, C], seed int[2]) -> uint8 [B, H, W, C].
   """
   if name not in TRAIN_TRANSFORMS:
     raise ValueError(
         f'unknown augment {name!r}; valid: {sorted(TRAIN_TRANSFORMS)}')
-  fn = TRAIN_TRANSFORMS[name]
-  options = {}
-  if name != 'none':
-    options['padding'] = crop_padding
+  padding = crop_padding
   if name.startswith('autoaugment'):
     if autoaugment_policy not in autoaugment.POLICIES:
       raise ValueError(f'autoaugment_policy must be one of '
                        f'{sorted(autoaugment.POLICIES)}, got '
                        f'{autoaugment_policy!r}')
-    options['policy'] = autoaugment_policy
+    return functools.partial(
+        basic_then, autoaugment.make_autoaugment(autoaugment_policy),
+        padding=padding,
+        cutout_size=cutout.DEFAULT_SIZE if name.endswith('cutout') else 0)
   if name == 'randaugment':
-    # Raises on a bad N or M now rather than at the first batch.
-    autoaugment.make_randaugment(randaugment_layers, randaugment_magnitude)
-    options.update(num_layers=randaugment_layers,
-                   magnitude=randaugment_magnitude)
-  return functools.partial(fn, **options) if options else fn
+    return functools.partial(
+        basic_then, autoaugment.make_randaugment(randaugment_layers,
+                                                 randaugment_magnitude),
+        padding=padding)
+  return {
+      'none': identity,
+      'basic': functools.partial(flip_and_crop, padding=padding),
+      'crop': functools.partial(flip_and_crop, padding=padding, flip=False),
+      'cutout': functools.partial(basic_cutout, padding=padding),
+  }[name]

@@ -1,5 +1,4 @@
-"""Tests for the augment registry's cutout / AutoAugment / RandAugment
-entries (data/augment.py)."""
+"""Tests for the batch transforms of data/augment.py."""
 
 import numpy as np
 import pytest
@@ -8,60 +7,97 @@ import tensorflow as tf
 from data import augment
 from data import cutout
 
-NEW_ENTRIES = ('cutout', 'autoaugment', 'autoaugment_cutout', 'randaugment')
+BATCH = 8
 
 
-def _image():
+def _images(count=BATCH):
+  """Distinct gradient images (no grey pixels), one per batch row."""
   y, x = np.mgrid[:32, :32]
-  return np.stack([x * 7, y * 7, (x + y) * 3 + 20], -1).astype(np.uint8)
+  base = np.stack([x * 7, y * 7, (x + y) * 3 + 20], -1)
+  return np.stack([(base + i) % 120 + 1 for i in range(count)]).astype(
+      np.uint8)
 
 
-def _outputs(transform, count=8):
-  """Eager outputs for seeds (i, 2); eager keeps these tests fast."""
-  seeds = np.stack([np.arange(count), np.full(count, 2)], 1).astype(np.int64)
-  return seeds, np.stack([transform(tf.constant(_image()),
-                                    tf.constant(seed)).numpy()
-                          for seed in seeds])
+def _run(transform, seed=(3, 2), images=None):
+  images = _images() if images is None else images
+  return transform(tf.constant(images), tf.constant(seed, tf.int64)).numpy()
 
 
-@pytest.mark.parametrize('name', NEW_ENTRIES)
+def _crops(image, padding):
+  """Every (top, left, flipped) crop of the zero-padded image."""
+  padded = np.pad(image, [(padding, padding), (padding, padding), (0, 0)])
+  side = image.shape[0]
+  for top in range(2 * padding + 1):
+    for left in range(2 * padding + 1):
+      crop = padded[top:top + side, left:left + side]
+      yield (top, left, False), crop
+      yield (top, left, True), crop[:, ::-1]
+
+
+@pytest.mark.parametrize('flip', [True, False])
+def test_flip_and_crop_is_a_padded_crop_per_image(flip):
+  images = _images()
+  found = []
+  for seed in range(12):
+    out = _run(lambda x, s: augment.flip_and_crop(x, s, 4, flip), (seed, 0))
+    assert out.shape == images.shape and out.dtype == np.uint8
+    for image, result in zip(images, out):
+      matches = [key for key, crop in _crops(image, 4)
+                 if np.array_equal(crop, result)]
+      assert matches, 'output is no crop of the padded image'
+      found.append(matches[0])
+  tops, lefts, flips = zip(*found)
+  # 96 draws cover most of the 9 offsets each way; flips about half.
+  assert len(set(tops)) >= 7 and len(set(lefts)) >= 7
+  assert (30 <= sum(flips) <= 66) if flip else not any(flips)
+
+
+@pytest.mark.parametrize('name', augment.TRAIN_TRANSFORMS)
 def test_entry_shape_dtype_determinism(name):
   transform = augment.make_train_transform(name, crop_padding=4)
-  seeds, outs = _outputs(transform)
-  assert outs.shape == (8, 32, 32, 3) and outs.dtype == np.uint8
-  assert len({o.tobytes() for o in outs}) == 8
-  again = transform(tf.constant(_image()), tf.constant(seeds[3])).numpy()
-  np.testing.assert_array_equal(again, outs[3])
+  out = _run(transform)
+  assert out.shape == (BATCH, 32, 32, 3) and out.dtype == np.uint8
+  np.testing.assert_array_equal(_run(transform), out)
+  if name != 'none':
+    assert not np.array_equal(_run(transform, (4, 2)), out)
+    # Every image gets its own draw: the same image in every row comes out
+    # in several different ways.
+    same = np.repeat(_images(1), BATCH, 0)
+    assert len({o.tobytes() for o in _run(transform, images=same)}) >= 4
 
 
-def test_entry_in_tf_data_matches_eager():
+def test_transforms_in_tf_data_match_eager():
   transform = augment.make_train_transform('autoaugment_cutout',
                                            autoaugment_policy='svhn')
-  seeds, eager = _outputs(transform, count=4)
+  seeds = np.array([[0, 1], [0, 2]], np.int64)
   dataset = tf.data.Dataset.from_tensor_slices(seeds).map(
-      lambda s: transform(tf.constant(_image()), s))
-  np.testing.assert_array_equal(np.stack(list(dataset.as_numpy_iterator())),
-                                eager)
+      lambda s: transform(tf.constant(_images()), s))
+  for seed, out in zip(seeds, dataset.as_numpy_iterator()):
+    np.testing.assert_array_equal(out, _run(transform, seed))
 
 
 def test_cutout_entry_is_basic_plus_one_grey_patch():
-  _, outs = _outputs(augment.make_train_transform('cutout'))
-  for out in outs:
+  for out in _run(augment.make_train_transform('cutout')):
     grey = (out == cutout.DEFAULT_FILL).all(-1)
     # A 16x16 patch clipped at the border covers 64..256 pixels (the
-    # gradient image has no grey pixels of its own).
+    # gradient images have no grey pixels of their own).
     assert 64 <= grey.sum() <= 256
 
 
 def test_autoaugment_cutout_uses_the_named_policy():
-  svhn = augment.make_train_transform('autoaugment_cutout',
-                                      autoaugment_policy='svhn')
-  cifar = augment.make_train_transform('autoaugment_cutout')
-  _, svhn_outs = _outputs(svhn)
-  _, cifar_outs = _outputs(cifar)
-  assert not np.array_equal(svhn_outs, cifar_outs)
-  for out in svhn_outs:
+  svhn = _run(augment.make_train_transform('autoaugment_cutout',
+                                           autoaugment_policy='svhn'))
+  cifar = _run(augment.make_train_transform('autoaugment_cutout'))
+  assert not np.array_equal(svhn, cifar)
+  for out in svhn:
     assert (out == cutout.DEFAULT_FILL).all(-1).sum() >= 64
+
+
+def test_per_image_gives_each_image_its_own_seed():
+  seeds = augment.per_image(lambda image, seed: tf.fill(
+      tf.shape(image), tf.cast(seed[0] % 251, tf.uint8)))
+  out = _run(seeds)
+  assert len({int(o[0, 0, 0]) for o in out}) == BATCH
 
 
 def test_bad_options():

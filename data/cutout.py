@@ -2,7 +2,8 @@
 
 The patch centre is uniform over the image and the patch is clipped at the
 border, as in the original method, so a patch near an edge covers less area.
-Every image draws its own position from its own seed.
+Every image of a batch gets its own position (`random_cutout`); `cutout_at`
+paints one image, for AutoAugment's Cutout operation.
 
 The original code zeroes the patch after normalisation, i.e. paints it with
 the dataset mean. Our transforms run before normalisation on uint8 images, so
@@ -43,22 +44,30 @@ def cutout_at(image: tf.Tensor, center_y: tf.Tensor, center_x: tf.Tensor,
   return image + mask * (tf.cast(fill, image.dtype) - image)
 
 
-def random_cutout(image: tf.Tensor, seed: tf.Tensor, size: int = DEFAULT_SIZE,
+def random_cutout(images: tf.Tensor, seed: tf.Tensor,
+                  size: int = DEFAULT_SIZE,
                   fill: int = DEFAULT_FILL) -> tf.Tensor:
-  """Cutout at a position drawn from `seed`.
+  """One patch per image, each at its own uniformly drawn centre.
 
   Args:
-    image: uint8 [H, W, C].
-    seed: int tensor [2] for the stateless random position.
+    images: uint8 [B, H, W, C].
+    seed: int tensor [2]; every image's centre comes from one draw.
     size: side of the square in pixels.
     fill: value written into the patch.
 
   Returns:
-    uint8 [H, W, C]; the same seed gives the same patch.
+    uint8 [B, H, W, C]; the same seed gives the same patches.
   """
   if size < 0:
     raise ValueError(f'cutout size must be >= 0, got {size}')
-  shape = tf.shape(image)
-  center = tf.random.stateless_uniform(
-      [2], seed, minval=0, maxval=tf.int32.max, dtype=tf.int32) % shape[:2]
-  return cutout_at(image, center[0], center[1], size, fill)
+  shape = tf.shape(images)
+  centre = tf.random.stateless_uniform(
+      [shape[0], 2], seed, 0, tf.int32.max, tf.int32) % shape[1:3]
+  start = centre - size // 2  # [B, 2]: top, left.
+  inside = []
+  for axis in (0, 1):
+    pixel = tf.range(shape[1 + axis])[None]
+    inside.append((pixel >= start[:, axis:axis + 1]) &
+                  (pixel < start[:, axis:axis + 1] + size))
+  patch = inside[0][:, :, None, None] & inside[1][:, None, :, None]
+  return tf.where(patch, tf.cast(fill, images.dtype), images)

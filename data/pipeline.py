@@ -2,7 +2,8 @@
 
 Training batches are a pure function of (seed, step): the examples of step s
 are a slice of a per-epoch permutation drawn from (seed, epoch), and each
-example's augmentation seed is (seed, global example position). A run resumed
+host's batch is augmented as a whole (data/augment.py) with seed (seed, step,
+host). A run resumed
 at step s therefore sees exactly the batches an uninterrupted run sees, with
 nothing repeated or skipped. Each host takes its own slice of every global
 batch; each local device gets an equal share of the host's slice.
@@ -123,32 +124,35 @@ class Datasets:
     steps_per_epoch = self.steps_per_epoch
     images = tf.constant(self.train_images)
     labels = tf.constant(self.train_labels)
-    transform, seed = self.transform, self.seed
+    seed = self.seed
 
-    def positions_of_step(step):
-      epoch = step // steps_per_epoch
-      # Seeds (2 * seed, epoch) for the order and (2 * seed + 1, position)
+    def rows_of_epoch(epoch):
+      # Seeds (2 * seed, epoch) for the order and (2 * seed + 1, step, host)
       # for augmentation keep the two random streams apart.
       order = tf.random.experimental.stateless_shuffle(
           tf.range(n), seed=tf.stack([tf.constant(2 * seed, tf.int64),
                                       epoch]))
-      start = (step % steps_per_epoch) * global_batch + host_offset
-      example = order[start:start + host_batch]
-      position = step * global_batch + host_offset + tf.range(
-          host_batch, dtype=tf.int64)
-      return position, example
+      rows = tf.reshape(order[:steps_per_epoch * global_batch],
+                        [steps_per_epoch, global_batch])
+      steps = epoch * steps_per_epoch + tf.range(steps_per_epoch,
+                                                 dtype=tf.int64)
+      return tf.data.Dataset.from_tensor_slices(
+          (steps, rows[:, host_offset:host_offset + host_batch]))
 
-    def load_example(position, example):
-      aug_seed = tf.stack([tf.constant(2 * seed + 1, tf.int64), position])
-      return transform(tf.gather(images, example), aug_seed), tf.gather(
-          labels, example)
+    def batch_of_step(step, rows):
+      augment_seed = tf.stack([tf.constant(2 * seed + 1, tf.int64),
+                               step * self.process_count + self.process_index])
+      batch_images = self.transform(tf.gather(images, rows), augment_seed)
+      return {'image': normalize(batch_images, self.mean, self.std),
+              'label': tf.gather(labels, rows)}
 
-    ds = tf.data.Dataset.range(start_step, num_steps).map(positions_of_step)
-    ds = ds.unbatch().map(load_example, num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=True)
-    ds = ds.batch(host_batch).map(
-        lambda x, y: {'image': normalize(x, self.mean, self.std), 'label': y},
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    first_epoch = start_step // steps_per_epoch
+    ds = tf.data.Dataset.range(first_epoch, -(-num_steps // steps_per_epoch))
+    ds = ds.flat_map(rows_of_epoch).skip(
+        start_step - first_epoch * steps_per_epoch).take(
+            num_steps - start_step)
+    ds = ds.map(batch_of_step, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
     for batch in ds.prefetch(2).as_numpy_iterator():
       yield to_device_shape(batch, self.local_device_count)
 
