@@ -86,3 +86,26 @@ def noise_statistics(labels, noisy_labels, num_classes: int) -> dict:
           per_class_changed / np.maximum(per_class_total, 1)).tolist(),
       'per_class_noisy_share': (landed / max(changed.sum(), 1)).tolist(),
   }
+
+
+def main():
+  """Prints the statistics of 20/40/60/80% noise on 50,000 uniform labels
+  (what tfds's mock CIFAR-10 data holds)."""
+  labels = np.random.default_rng(0).integers(0, 10, 50_000)
+  # 'changed of drawn': a corrupted label that kept its class would make
+  # the first number smaller than the second.
+  print(f'{"noise":>6} {"flipped":>8} {"per class min-max":>18} '
+        f'{"landed min-max":>15} {"changed of drawn":>17}')
+  for fraction in (0.2, 0.4, 0.6, 0.8):
+    noisy, changed = corrupt_labels(labels, 10, fraction, seed=0)
+    stats = noise_statistics(labels, noisy, 10)
+    per_class, landed = (stats['per_class_flipped_fraction'],
+                         stats['per_class_noisy_share'])
+    print(f'{fraction:>6.1f} {stats["flipped_fraction"]:>8.4f} '
+          f'{min(per_class):>8.4f}-{max(per_class):.4f} '
+          f'{min(landed):>7.4f}-{max(landed):.4f} '
+          f'{f"{changed.sum()} of {round(fraction * labels.size)}":>17}')
+
+
+if __name__ == '__main__':
+  main()
