@@ -197,7 +197,7 @@ def create_datasets(config: ml_collections.ConfigDict, process_index: int,
     A `Datasets`.
   """
   source = sources.create_source(config.dataset, config.data_dir,
-                                 config.svhn_extra)
+                                 config.svhn_extra, config.image_size)
   train_images, train_labels = source.load('train')
   test_images, test_labels = source.load('test')
   train_images = resize(train_images, config.image_size)

@@ -11,7 +11,8 @@ Fashion-MNIST's 28x28x1 images are zero-padded by 2 pixels on every side to
 augmentation's 4-pixel pad-and-crop means the same, and the models' first
 convolution takes one input channel. A folder of images (`folder`, with
 config.data_dir its root) reads `train/<label>/*.png|jpg` and
-`test/<label>/*.png|jpg`; all its images must share one size.
+`test/<label>/*.png|jpg`; its images must share one size unless
+config.image_size is set, which resizes each as it is read.
 """
 
 import dataclasses
@@ -155,12 +156,14 @@ def folder_classes(root: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=4)
-def load_image_folder(root: str, split: str):
+def load_image_folder(root: str, split: str, size: int = 0):
   """Decodes root/split/<label>/*.png|jpg into memory.
 
   Args:
     root: the folder holding train/ and test/.
     split: subfolder name, e.g. 'train' or 'test'.
+    size: > 0 resizes every image to size x size (bilinear) as it is read,
+      so images of different sizes can be used; 0 keeps them as they are.
 
   Returns:
     (images uint8 [N, H, W, 3], labels int32 [N]); labels index the sorted
@@ -175,37 +178,50 @@ def load_image_folder(root: str, split: str):
     for file_name in sorted(os.listdir(class_dir)):
       if file_name.lower().endswith(IMAGE_EXTENSIONS):
         with Image.open(os.path.join(class_dir, file_name)) as picture:
-          images.append(np.asarray(picture.convert('RGB')))
+          picture = picture.convert('RGB')
+          if size:
+            picture = picture.resize((size, size), Image.BILINEAR)
+          images.append(np.asarray(picture))
         labels.append(label)
   if not images:
     raise ValueError(f'no .png/.jpg images under {os.path.join(root, split)}')
   shapes = {image.shape for image in images}
   if len(shapes) > 1:
     raise ValueError(f'images under {os.path.join(root, split)} must share '
-                     f'one size; found {sorted(shapes)[:4]}')
+                     f'one size, or set config.image_size to resize them; '
+                     f'found {sorted(shapes)[:4]}')
   return np.stack(images).astype(np.uint8), np.asarray(labels, np.int32)
 
 
-def folder_source(data_dir: str | None) -> Source:
-  """A user's own images; statistics are measured on the training split."""
+def folder_source(data_dir: str | None, size: int = 0) -> Source:
+  """A user's own images; statistics are measured on the training split.
+
+  Args:
+    data_dir: the folder holding train/<label>/ and test/<label>/.
+    size: > 0 resizes every image to size x size as it is read.
+
+  Returns:
+    A `Source`.
+  """
   if not data_dir:
     raise ValueError('dataset folder needs config.data_dir, the folder that '
                      'holds train/<label>/ and test/<label>/')
-  train_images, _ = load_image_folder(data_dir, 'train')
+  train_images, _ = load_image_folder(data_dir, 'train', size)
   pixels = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64)
-  return Source(functools.partial(load_image_folder, data_dir),
+  return Source(functools.partial(load_image_folder, data_dir, size=size),
                 len(folder_classes(data_dir)),
                 tuple(pixels.mean(0).round(2)), tuple(pixels.std(0).round(2)))
 
 
 def create_source(name: str, data_dir: str | None = None,
-                  svhn_extra: bool = False) -> Source:
+                  svhn_extra: bool = False, image_size: int = 0) -> Source:
   """Returns the source called `name`; see SOURCES for the valid names.
 
   Args:
     name: a key of SOURCES.
     data_dir: tfds data directory (for `folder`: the image folder's root).
     svhn_extra: for svhn_cropped, train on train + extra.
+    image_size: for `folder`, > 0 resizes the images as they are read.
 
   Returns:
     A `Source`.
@@ -217,6 +233,8 @@ def create_source(name: str, data_dir: str | None = None,
                      f'got dataset {name!r}')
   if name == 'svhn_cropped':
     return svhn_source(data_dir, svhn_extra)
+  if name == 'folder':
+    return folder_source(data_dir, image_size)
   return SOURCES[name](data_dir)
 
 

@@ -82,7 +82,10 @@ def test_folder_source_errors(tmp_path):
     sources.create_source('folder', str(tmp_path))
   _write_folder(str(tmp_path), 'train', {'a': 1})
   _write_folder(str(tmp_path), 'train', {'b': 1}, size=(7, 7))
-  with pytest.raises(ValueError, match='one size'):
+  with pytest.raises(ValueError, match='one size, or set config.image_size'):
     sources.create_source('folder', str(tmp_path))
+  resized = sources.create_source('folder', str(tmp_path), image_size=4)
+  images, labels = resized.load('train')
+  assert images.shape == (2, 4, 4, 3) and list(labels) == [0, 1]
   with pytest.raises(ValueError, match='svhn_extra'):
     sources.create_source('cifar10', svhn_extra=True)
