@@ -269,13 +269,13 @@ def multistep_sam_gradient(
   eps = perturbation(_transformed(g1, first_grad_transform), params, rho,
                      **options)
 
-  def ascent_step(_, eps):
+  # A Python loop (k is static and small): XLA:CPU took 18 minutes to
+  # compile WRN-16-4 with k = 2 as a fori_loop, against about one for SAM.
+  for _ in range(num_steps - 1):
     _, grads = ascent(perturb(params, eps))
     step = perturbation(_transformed(grads, first_grad_transform), params,
                         rho, **options)
-    return project(jax.tree.map(jnp.add, eps, step), params, rho, **options)
-
-  eps = jax.lax.fori_loop(0, num_steps - 1, ascent_step, eps)
+    eps = project(jax.tree.map(jnp.add, eps, step), params, rho, **options)
   _, g2 = grad_fn(perturb(params, eps))
   return (loss, aux), g2, g1
 
