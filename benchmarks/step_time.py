@@ -14,7 +14,7 @@ size 1); --devices=N maps over N local devices.
       --steps=1 --repeats=3
 
 Variant names: sgd, sam, p_inf, p<float>, random, k<N> (N ascent steps),
-second_order, asam, m<N> (m-sharpness; m<N>_unroll: groups as a static loop),
+second_order, asam, m<N> (m-sharpness; m<N>_vmap: the groups vmapped),
 sync, bf16, accum<N> (accumulation).
 """
 
@@ -52,8 +52,7 @@ FIXED_VARIANTS = {
 PATTERNS = (
     (r'k(\d+)', lambda n: {'sam.ascent_steps': int(n)}),
     (r'm(\d+)', lambda n: {'sam.m': int(n)}),
-    (r'm(\d+)_unroll',
-     lambda n: {'sam.m': int(n), 'sam.m_groups': 'unroll'}),
+    (r'm(\d+)_vmap', lambda n: {'sam.m': int(n), 'sam.m_groups': 'vmap'}),
     (r'accum(\d+)', lambda n: {'accumulation_steps': int(n)}),
     (r'p([\d.]+)', lambda p: {'sam.p': float(p)}),
 )
