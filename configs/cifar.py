@@ -9,7 +9,8 @@ is Table 1's WRN-28-10, 200 epochs, basic augmentation, SAM row on CIFAR-10
   rho [Table 6's value for model and dataset], augment [basic],
   epochs [200], epochs_x [1; 2 gives the paper's doubled-epoch SGD baseline],
   validation [false; true holds out 10% of train for the rho search],
-  seed [0].
+  seed [0], m [0: SAM's m-sharpness m (sam.m) is the per-device batch; > 0
+  gives m examples per perturbation, Figure 3 middle].
 Learning rate and weight decay come from Table 6 for the model and epochs
 (batch 256, cosine decay per step, Nesterov momentum 0.9, L2 in the loss,
 gradient clipping at global norm 5). Any field can be overridden with
@@ -46,12 +47,13 @@ def get_config(arg: str | None = None):
   knobs = base.parse_knobs(arg, {
       'model': 'wrn28_10', 'dataset': 'cifar10', 'opt': 'sam', 'rho': '',
       'augment': 'basic', 'epochs': '200', 'epochs_x': '1',
-      'validation': 'false', 'seed': '0'})
+      'validation': 'false', 'seed': '0', 'm': '0'})
   c = base.base_config()
   c.model = knobs.pop('model')
   c.dataset = knobs.pop('dataset')
   c.augment = knobs.pop('augment')
   c.num_epochs = int(knobs.pop('epochs'))
+  c.sam.m = int(knobs.pop('m'))
   if c.dataset not in ('cifar10', 'cifar100'):
     raise ValueError(f'configs/cifar.py: dataset={c.dataset!r}; valid: '
                      "['cifar10', 'cifar100']")

@@ -9,7 +9,9 @@ train. A set expands every row into runs, following Section 3.1:
   * SGD on the test set at 1x and 2x the epochs of the SAM run (the paper's
     doubled-epoch baseline, `epochs_x=2`) for the from-scratch tables;
   * Table 4 adds mixup (alpha in {1, 8, 16, 32}) and the bootstrapped SAM and
-    mixup runs, which start once their teacher run has finished.
+    mixup runs, which start once their teacher run has finished;
+  * 'fig3' (Figure 3, middle) is SAM only, one row per m, on the test set at
+    every rho of the grid.
 Every run has its own workdir, `<dataset>/<row>/<method>/seed<k>`, shared by
 the tables that contain it (Table 10 reuses Table 1's SGD runs).
 
@@ -26,7 +28,12 @@ from typing import Callable, Optional, Sequence
 RHO_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 FIXED_RHO = 0.05  # Tables 10 and 11 (appendix C.3).
 MIXUP_ALPHAS = (1.0, 8.0, 16.0, 32.0)  # Section 3.3.
-TABLES = ('1', '2', '3', '4', '5', '10', '11')
+TABLES = ('1', '2', '3', '4', '5', '10', '11', 'fig3')
+# Figure 3 (middle): a small ResNet on CIFAR-10 trained with SAM for several
+# m (examples per perturbation) at every rho of the grid, on test. The paper
+# does not list its m values; these divide a per-device batch of 256.
+M_SHARPNESS_MODEL = 'resnet32'
+M_SHARPNESS_M = (4, 16, 64, 256)
 CIFAR_AUGMENTS = ('basic', 'cutout', 'autoaugment')
 
 
@@ -124,6 +131,12 @@ def _table5_rows() -> list[Row]:
   return rows
 
 
+def _m_sharpness_rows() -> list[Row]:
+  return [Row(f'cifar10/{M_SHARPNESS_MODEL}_m{m}',
+              f'configs/cifar.py:model={M_SHARPNESS_MODEL},m={m}', 'cifar10',
+              FIXED_RHO, sgd_epochs_x=()) for m in M_SHARPNESS_M]
+
+
 def table_rows(table: str, dataset: Optional[str] = None) -> list[Row]:
   """The rows of a paper table, optionally only those of one dataset."""
   if table not in TABLES:
@@ -137,6 +150,7 @@ def table_rows(table: str, dataset: Optional[str] = None) -> list[Row]:
       '10': lambda: _cifar_rows('cifar10') + _cifar_rows('cifar100'),
       '11': lambda: [r for r in _finetune_rows(('efficientnet_b7',))
                      if r.dataset != 'imagenet2012'],  # Not in Table 11.
+      'fig3': _m_sharpness_rows,
   }[table]()
   if dataset is not None:
     datasets = sorted({r.dataset for r in rows})
@@ -195,7 +209,8 @@ def _sam_runs(row: Row, method: str, rho: float, seeds: int, validation: bool,
 def expand_row(row: Row, seeds: int = 5,
                rho_grid: Optional[Sequence[float]] = None,
                chosen_rho: Optional[Callable[[str], Optional[float]]] = None,
-               fixed_rho: Optional[float] = None
+               fixed_rho: Optional[float] = None,
+               test_rho_grid: Optional[Sequence[float]] = None
                ) -> tuple[list[RunSpec], list[RunSpec]]:
   """The runs of one row.
 
@@ -207,14 +222,20 @@ def expand_row(row: Row, seeds: int = 5,
     chosen_rho: method ('sam' or 'bootstrap_sam') -> rho chosen on the
       finished validation runs, or None while they are not all finished.
     fixed_rho: SAM on test at this rho only (Tables 10, 11).
+    test_rho_grid: SAM on test at every rho of this grid (Figure 3, middle);
+      replaces rho_grid and fixed_rho.
 
   Returns:
     (runs that can be defined now, test runs waiting for the rho choice; the
     latter have rho=CHOSEN in their config and are never run).
   """
   runs, waiting = [], []
+  if test_rho_grid is not None:
+    for rho in test_rho_grid:
+      runs += _sam_runs(row, 'sam', rho, seeds, False)
+    rho_grid = fixed_rho = None
   sam_methods = ('sam', 'bootstrap_sam') if row.table4 else ('sam',)
-  for method in sam_methods:
+  for method in sam_methods if test_rho_grid is None else ():
     def teacher(rho, split):
       if method == 'sam':
         return None
@@ -262,10 +283,11 @@ def experiment_set(table: str, dataset: Optional[str] = None, seeds: int = 5,
   """All runs of a paper table (or of custom `rows`), without duplicates.
 
   Args:
-    table: '1'-'5', '10', '11' (ignored when `rows` is given).
+    table: '1'-'5', '10', '11', 'fig3' (ignored when `rows` is given).
     dataset: only this dataset's rows.
     seeds: replicas per condition.
-    rho_grid: see `expand_row`; ignored by Tables 10 and 11 (rho = 0.05).
+    rho_grid: see `expand_row`; ignored by Tables 10 and 11 (rho = 0.05);
+      for 'fig3' the test grid (default RHO_GRID).
     chosen_rho: (row, method) -> rho chosen on validation, or None.
     rows: custom rows instead of the table's.
 
@@ -278,10 +300,11 @@ def experiment_set(table: str, dataset: Optional[str] = None, seeds: int = 5,
     rows = table_rows(table, dataset)
   fixed = FIXED_RHO if table in ('10', '11') else None
   runs, waiting = [], []
+  test_grid = tuple(rho_grid or RHO_GRID) if table == 'fig3' else None
   for row in rows:
     r, w = expand_row(row, seeds, None if fixed else rho_grid,
                       (lambda m, row=row: chosen_rho(row, m))
-                      if chosen_rho else None, fixed)
+                      if chosen_rho else None, fixed, test_grid)
     runs += r
     waiting += w
   unique = list({r.workdir: r for r in runs}.values())

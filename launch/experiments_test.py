@@ -95,7 +95,7 @@ def test_rows_carry_the_papers_rho():
   assert finetune == set(experiments.FINETUNE_RHO) - {'imagenet2012'}
 
 
-@pytest.mark.parametrize('table', ['1', '2', '4', '5', '10'])
+@pytest.mark.parametrize('table', ['1', '2', '4', '5', '10', 'fig3'])
 def test_every_run_builds_its_config(table):
   runs, _ = experiments.experiment_set(table, seeds=2)
   for spec in runs:
@@ -108,6 +108,7 @@ def test_every_run_builds_its_config(table):
     if spec.method.endswith('sam'):
       assert c.sam.rho == pytest.approx(float(knobs['rho']))
     assert c.epochs_multiplier == float(knobs.get('epochs_x', 1))
+    assert c.sam.m == int(knobs.get('m', 0))
 
 
 def test_table4_methods_and_teachers():
@@ -159,3 +160,17 @@ def test_bad_input():
     experiments.table_rows('1', 'svhn_cropped')
   with pytest.raises(ValueError, match='seeds'):
     experiments.experiment_set('1', seeds=0)
+
+
+def test_figure3_m_sharpness_set_is_sam_on_test_per_m_and_rho():
+  runs, waiting = experiments.experiment_set('fig3', seeds=2)
+  assert not waiting
+  cells = {(r.row.name, float(r.config.split('rho=')[1].split(',')[0]))
+           for r in runs}
+  assert len(runs) == len(experiments.M_SHARPNESS_M) * len(
+      experiments.RHO_GRID) * 2 == len(cells) * 2
+  assert {r.method for r in runs} == {'sam'}
+  assert not any(r.validation for r in runs)
+  grid = (0.05, 0.1)
+  assert len(experiments.experiment_set('fig3', seeds=1,
+                                        rho_grid=grid)[0]) == 4 * 2

@@ -18,9 +18,14 @@ row have finished, at the rho with the lowest mean validation error. Each run
 logs to `<workdir>/launch.log`; `<workdir>/launch.json` holds its command
 and config, so `python -m results.tables` counts runs that have not started.
 
+`--table=fig3` is Figure 3 (middle): SAM on ResNet-32, CIFAR-10, for each m
+of experiments.M_SHARPNESS_M at every rho of the grid (--rho_values with
+--rho_grid, else experiments.RHO_GRID), on test; `python -m results.figures`
+then draws test error against rho per m.
+
 Note: with one GPU per run the per-device batch is the whole batch (256), so
 SAM's m-sharpness m is 256, not the paper's 32 (8 GPUs); pass
-`--train_args=--config.sam.m=32` where the training code has the m knob.
+`--train_args=--config.sam.m=32` for the paper's m.
 """
 
 import importlib.util
