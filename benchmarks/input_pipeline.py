@@ -30,9 +30,8 @@ import tensorflow as tf
 from data import augment
 from data import imagenet_transforms
 from data import pipeline
+from data import sources
 
-CIFAR_MEAN = (125.3, 123.0, 113.9)
-CIFAR_STD = (63.0, 62.1, 66.7)
 CIFAR_AUGMENTS = ('basic', 'cutout', 'autoaugment', 'autoaugment_cutout')
 
 
@@ -56,11 +55,12 @@ def _time(dataset, num_batches, batch_size, warmup_batches=5):
 def measure_cifar(name, num_images, batch_size=256):
   """Images/s of the in-memory pipeline with augment `name` on CIFAR shapes."""
   rng = np.random.default_rng(0)
+  cifar10 = sources.SOURCES['cifar10'](None)
   datasets = pipeline.Datasets(
       num_classes=10, image_shape=(32, 32, 3),
       train_images=rng.integers(0, 256, (50_000, 32, 32, 3), np.uint8),
       train_labels=rng.integers(0, 10, 50_000).astype(np.int32),
-      eval_splits={}, mean=CIFAR_MEAN, std=CIFAR_STD,
+      eval_splits={}, mean=cifar10.mean, std=cifar10.std,
       global_batch_size=batch_size, eval_batch_size=batch_size,
       transform=augment.make_train_transform(name), seed=0)
   num_batches = max(num_images // batch_size, 1)

@@ -33,6 +33,7 @@ prepared dataset without its builder.
 """
 
 from configs import base
+from data import streaming
 from models import efficientnet
 
 # Table 8: rho of the finetuning experiments (the paper's dataset names
@@ -69,9 +70,6 @@ TRAIN_EXAMPLES = {
     'imagenet2012': 1281167,
 }
 NUM_EVALS = 10
-# RGB, on the 0-255 pixel scale of config.input_mean / input_std.
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def get_config(arg: str | None = None):
@@ -94,8 +92,8 @@ def get_config(arg: str | None = None):
   c.freeze_batch_stats = True
   # The converted Keras EfficientNets take ImageNet-normalised RGB
   # (keras_convert.input_normalisation), not the target dataset's statistics.
-  c.input_mean = IMAGENET_MEAN
-  c.input_std = IMAGENET_STD
+  c.input_mean = streaming.IMAGENET_MEAN
+  c.input_std = streaming.IMAGENET_STD
   c.image_size = efficientnet.FINETUNE_RESOLUTION[c.model.split('_')[1]]
 
   c.batch_size, c.learning_rate, steps = SCHEDULES[c.model]

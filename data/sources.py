@@ -45,6 +45,15 @@ class DatasetNotPreparedError(RuntimeError):
   """A tfds dataset is not in data_dir and cannot be downloaded here."""
 
 
+def not_prepared_error(builder) -> DatasetNotPreparedError:
+  """The error for a tfds dataset missing from its data_dir, with the
+  command that prepares it."""
+  return DatasetNotPreparedError(
+      f'tfds dataset {builder.name!r} is not prepared in data_dir='
+      f'{builder.data_dir!r}; prepare it on a machine with internet with '
+      f'`tfds build {builder.name} --data_dir=DIR` and set config.data_dir=DIR')
+
+
 def load_tfds_split(name: str, split: str, data_dir: str | None):
   """Reads a whole tfds split into memory.
 
@@ -64,11 +73,7 @@ def load_tfds_split(name: str, split: str, data_dir: str | None):
     # download=False: offline, a download would retry for minutes first.
     ds = builder.as_dataset(split=split)
   except AssertionError as e:  # tfds's "dataset not found in data_dir".
-    raise DatasetNotPreparedError(
-        f'tfds dataset {name!r} is not prepared in data_dir='
-        f'{builder.data_dir!r}; prepare it on a machine with internet with '
-        f'`tfds build {name} --data_dir=DIR` and set config.data_dir=DIR'
-    ) from e
+    raise not_prepared_error(builder) from e
   images, labels = [], []
   for batch in tfds.as_numpy(ds.batch(4096)):
     images.append(batch['image'])

@@ -53,6 +53,12 @@ class StreamedSpec:
   std: tuple[float, ...] = IMAGENET_STD
 
 
+def _with_source_statistics(name: str) -> StreamedSpec:
+  """The spec of an in-memory dataset, with that source's statistics."""
+  source = sources.SOURCES[name](None)
+  return StreamedSpec(mean=source.mean, std=source.std)
+
+
 # The paper's streamed datasets (Tables 2 and 3). Another tfds name streams
 # with StreamedSpec() ('validation' stands in for a missing 'test').
 STREAMED = {
@@ -62,10 +68,8 @@ STREAMED = {
     'cars196': StreamedSpec(),
     'food101': StreamedSpec(test='validation'),
     # CIFAR upsampled to a finetuned model's resolution (config.streaming).
-    'cifar10': StreamedSpec(mean=(125.3, 123.0, 113.9),
-                            std=(63.0, 62.1, 66.7)),
-    'cifar100': StreamedSpec(mean=(129.3, 124.1, 112.4),
-                             std=(68.2, 65.4, 70.4)),
+    'cifar10': _with_source_statistics('cifar10'),
+    'cifar100': _with_source_statistics('cifar100'),
 }
 # config.augment for streamed data: each (except 'none', which takes the
 # evaluation crop) starts from the random-resized crop and flip.
@@ -111,7 +115,8 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _features(example):
-  return example['image'], tf.cast(example['label'], tf.int32)
+  return {'image': example['image'],
+          'label': tf.cast(example['label'], tf.int32)}
 
 
 def make_train_decoder(augment: str, size: int, policy: str,
@@ -129,11 +134,12 @@ def make_train_decoder(augment: str, size: int, policy: str,
   if augment == 'none':
     return lambda encoded, seed: imagenet_transforms.decode_and_eval_transform(
         encoded, size)
-  extra = {'basic': None,
-           'autoaugment': lambda: autoaugment.make_autoaugment(policy),
-           'randaugment': lambda: autoaugment.make_randaugment(
-               randaugment_layers, randaugment_magnitude)}[augment]
-  extra = extra and extra()
+  extra = None
+  if augment == 'autoaugment':
+    extra = autoaugment.make_autoaugment(policy)
+  elif augment == 'randaugment':
+    extra = autoaugment.make_randaugment(randaugment_layers,
+                                         randaugment_magnitude)
 
   def decode(encoded, seed):
     crop_seed, extra_seed = tf.unstack(
@@ -200,24 +206,23 @@ class StreamedDatasets:
     ds = ds.skip(skipped).take((end_step - first_step) * host_batch)
     base_seed = tf.constant(2 * self.seed + 1, tf.int64)
 
-    def decode(index, features):
-      encoded, label = features
+    def decode(index, example):
       # The position in the run's sequence of global batches, as the
       # in-memory pipeline numbers its examples.
       step = epoch * steps_per_epoch + index // host_batch
       position = step * global_batch + host_offset + index % host_batch
-      return self.decode_train(encoded, tf.stack([base_seed, position])), label
+      return {'image': self.decode_train(example['image'],
+                                         tf.stack([base_seed, position])),
+              'label': example['label']}
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     return self._batches(ds.batch(host_batch, drop_remainder=True))
 
   def _batches(self, ds: tf.data.Dataset) -> Iterator[pipeline.Batch]:
-    def normalise(*batch):
-      names = ('image', 'label', 'mask')[:len(batch)]
-      batch = dict(zip(names, batch))
-      batch['image'] = pipeline.normalize(batch['image'], self.mean, self.std)
-      return batch
+    def normalise(batch):
+      return {**batch, 'image': pipeline.normalize(batch['image'], self.mean,
+                                                   self.std)}
 
     ds = ds.map(normalise, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True).prefetch(2)
@@ -250,12 +255,13 @@ class StreamedDatasets:
     host_batch = self.eval_batch_size // self.process_count
     num_batches = math.ceil(self.eval_sizes[split] / self.eval_batch_size)
     ds = self._read(self.eval_splits[split], None).map(
-        lambda encoded, label: (
-            imagenet_transforms.decode_and_eval_transform(encoded, size),
-            label, tf.constant(1.0)),
+        lambda example: {
+            'image': imagenet_transforms.decode_and_eval_transform(
+                example['image'], size),
+            'label': example['label'], 'mask': tf.constant(1.0)},
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    padding = (tf.zeros(self.image_shape, tf.uint8),
-               tf.constant(0, tf.int32), tf.constant(0.0))
+    padding = {'image': tf.zeros(self.image_shape, tf.uint8),
+               'label': tf.constant(0, tf.int32), 'mask': tf.constant(0.0)}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
     yield from self._batches(ds.take(num_batches * host_batch).batch(
         host_batch))
@@ -287,11 +293,7 @@ def create_streamed_datasets(config: ml_collections.ConfigDict,
   """
   builder = tfds.builder(config.dataset, data_dir=config.data_dir)
   if not builder.is_prepared():
-    raise sources.DatasetNotPreparedError(
-        f'tfds dataset {config.dataset!r} is not prepared in data_dir='
-        f'{builder.data_dir!r}; prepare it on a machine with internet with '
-        f'`tfds build {config.dataset} --data_dir=DIR` and set '
-        f'config.data_dir=DIR')
+    raise sources.not_prepared_error(builder)
   spec = STREAMED.get(config.dataset, StreamedSpec())
   if spec.test not in builder.info.splits:
     spec = dataclasses.replace(spec, test='validation')
