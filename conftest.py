@@ -1,6 +1,11 @@
-"""Test setup: two fake CPU devices, so pmap, per-device SAM perturbations and
-device batching run for real in every test."""
+"""Test setup and the fixtures tests share.
 
+Two fake CPU devices, so pmap, per-device SAM perturbations and device
+batching run for real in every test.
+"""
+
+import functools
+import json
 import os
 import tempfile
 
@@ -12,3 +17,138 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'sam_test_jax_cache'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import models
+from configs import smoke
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope='session')
+def repo_dir():
+  """The repository root (train.py's directory)."""
+  return REPO
+
+
+@pytest.fixture(scope='module')
+def mock_cifar():
+  """tfds's mock CIFAR: 32 random examples per split."""
+  with tfds.testing.mock_data(num_examples=32):
+    yield
+
+
+def cifar_smoke_config(method='sam'):
+  """configs/smoke.py on mock CIFAR-10: 32 examples / batch 8 = 4 steps an
+  epoch, 2 epochs, logs every 2 steps, checkpoints every 3."""
+  c = smoke.get_config(f'opt={method}')
+  c.data.dataset = 'cifar10'
+  c.data.augment = 'basic'
+  c.data.crop_padding = 4
+  c.optim.batch_size = 8
+  c.eval.batch_size = 16
+  c.optim.num_epochs = 2
+  c.eval.every_epochs = 1
+  c.run.log_every_steps = 2
+  c.run.checkpoint_every_steps = 3
+  c.run.keep_checkpoints = 5
+  return c
+
+
+@pytest.fixture(scope='session')
+def cifar_config():
+  """A factory: method -> `cifar_smoke_config(method)`."""
+  return cifar_smoke_config
+
+
+def count_params(name, num_classes, image_size=32):
+  """'params' size of a named model, from shapes only (no initialisation)."""
+  model = models.create_model(name, num_classes)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
+      train=False))
+  return sum(x.size for x in jax.tree_util.tree_leaves(shapes['params']))
+
+
+def random_variables(model, images, seed=0):
+  """Variables of `model` filled with N(0, 0.1) (BN scales 1 + N(0, 0.1),
+  variances 1) without running its initialisers, whose random number
+  generation compiles slowly on CPU."""
+  shapes = jax.eval_shape(functools.partial(model.init, train=False),
+                          jax.random.key(0), images)
+  rng = np.random.default_rng(seed)
+
+  def fill(path, shape):
+    name = path[-1].key
+    if name == 'var':
+      return jnp.ones(shape.shape, shape.dtype)
+    noise = jnp.asarray(rng.normal(0, 0.1, shape.shape), shape.dtype)
+    return noise + 1 if name == 'scale' else noise
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.fixture(scope='session')
+def param_count():
+  """The `count_params` function."""
+  return count_params
+
+
+@pytest.fixture(scope='session')
+def fill_variables():
+  """The `random_variables` function."""
+  return random_variables
+
+
+def write_run(root, name, *, test_error=None, validation_error=None,
+              finished=True, summary=True, **overrides):
+  """Writes a run directory the way train.py does (config.json,
+  summary.json). Overrides: rho, method, and the identity fields by their
+  leaf name (dataset, model, augment, num_epochs, epochs_multiplier, seed,
+  validation_split, label_noise, mixup_alpha, m)."""
+  config = {'data': {'dataset': 'cifar10', 'augment': 'basic',
+                     'validation_split': False, 'label_noise': 0.0},
+            'model': {'name': 'wrn28_10'},
+            'optim': {'num_epochs': 200, 'epochs_multiplier': 1},
+            'sam': {'method': 'sam', 'rho': 0.05,
+                    'sync_perturbation': False},
+            'seed': 0}
+  sections = {'dataset': 'data', 'augment': 'data', 'validation_split': 'data',
+              'label_noise': 'data', 'mixup_alpha': 'data',
+              'bootstrap_teacher_workdir': 'data', 'num_epochs': 'optim',
+              'epochs_multiplier': 'optim', 'rho': 'sam', 'method': 'sam',
+              'm': 'sam'}
+  for key, value in overrides.items():
+    if key == 'model':
+      config['model']['name'] = value
+    elif key == 'seed':
+      config['seed'] = value
+    else:
+      config[sections[key]][key] = value
+  workdir = os.path.join(root, name)
+  os.makedirs(os.path.join(workdir, 'checkpoints'), exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(config, f)
+  if summary:
+    final = {}
+    if test_error is not None:
+      final.update(test_error=test_error, test_loss=1.0)
+    if validation_error is not None:
+      final.update(validation_error=validation_error, validation_loss=1.0)
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump({'config': config, 'finished': finished, 'num_steps': 10,
+                 'num_devices': 1, 'wall_time_s': 1.0, 'images_per_s': 1.0,
+                 'final': final, 'best': {}}, f)
+  return workdir
+
+
+@pytest.fixture(scope='session')
+def make_run():
+  """The `write_run` function."""
+  return write_run

@@ -1,26 +1,30 @@
 """Trains and evaluates one run.
 
   python train.py --config=configs/cifar.py:dataset=cifar100,opt=sam \
-    --workdir=/tmp/run [--config.field=value ...]
+    --workdir=/tmp/run [--config.section.field=value ...]
 
 Every knob lives in the config (configs/); this file only reads the config
-and the workdir.
+and the workdir. Bad input (an unknown knob or field, a value of the wrong
+type or out of range) is one line on stderr, before anything compiles or is
+written.
 """
 
+import re
 import sys
 
 import jax
-import tensorflow as tf
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from configs import knobs
 from data import sources
-from launch import tpu
-from sam import checkpointing
-from sam import config_checks
-from sam import training
+from sam.run import checkpoints
+from sam.run import checks
+from sam.run import distributed
+from sam.run import experiment
+from sam.run import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file and knobs, e.g. configs/cifar.py:opt=sgd.',
@@ -28,23 +32,58 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for this run.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
+# Errors that are the user's to fix, reported as one line.
+USER_ERRORS = (checks.ConfigError, sources.DatasetNotPreparedError,
+               loop.NonFiniteError, checkpoints.CheckpointWriteError,
+               ValueError, OSError)
+
+
+def _chain(error: BaseException):
+  while error is not None:
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def flag_error_line(error: Exception, argv: list[str]) -> str:
+  """One line for a config string or override that does not parse."""
+  # config_flags re-raises a config file's error with a traceback in its
+  # text; the innermost KnobError is the config file's own line.
+  ours = [c for c in _chain(error) if isinstance(c, knobs.KnobError)]
+  if ours:
+    return str(ours[-1])
+  if isinstance(error, (AttributeError, KeyError)):  # An unknown field.
+    text = str(error)
+    name = re.search(r"'(\w+)", text)
+    flag = next((a.split('=')[0] for a in argv if a.startswith('--config.')
+                 and name and a.split('=')[0].endswith('.' + name.group(1))),
+                '--config')
+    hint = re.search(r'Did you mean "(\w+)"', text)
+    return (f'{flag}: no such config field' +
+            (f'; did you mean {hint.group(1)!r}?' if hint else ''))
+  return str(error).splitlines()[0]
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad config or override as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    sys.exit(f'error: {flag_error_line(e, argv)}')
+
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  # Multi-host runs (Cloud TPU pods, launch/tpu.py) join jax.distributed
-  # before anything else touches the devices.
-  tpu.maybe_initialize_distributed()
+  config = _CONFIG.value
+  # Multi-host runs (launch/tpu.py) join jax.distributed before anything
+  # else touches the devices.
+  distributed.initialize(config.run.distributed)
   # Orbax logs every file it writes at INFO; keep the run's own log readable.
   logging.get_absl_handler().addFilter(
       lambda record: '/orbax/' not in record.pathname)
-  # tf.data only: keep TensorFlow off the accelerators JAX uses.
-  tf.config.set_visible_devices([], 'GPU')
   try:
-    summary = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_checks.ConfigError, sources.DatasetNotPreparedError,
-          training.NonFiniteError, checkpointing.CheckpointWriteError,
-          OSError) as e:
+    summary = experiment.train_and_evaluate(config, _WORKDIR.value)
+  except USER_ERRORS as e:
     sys.exit(f'error: {e}')
   if jax.process_index() == 0:
     final, best = summary['final'], summary['best']
@@ -56,4 +95,4 @@ def main(argv):
 
 if __name__ == '__main__':
   jax.config.config_with_absl()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -10,12 +10,13 @@ utilisation: XLA's FLOP count of one compiled step divided by step time and
 the device's peak (`--peak_tflops`, default by device kind).
 """
 
-import argparse
 import statistics
 import subprocess
 import sys
 import time
 
+from absl import app
+from absl import flags
 import jax
 
 from benchmarks import step_time
@@ -38,7 +39,8 @@ def peak_tflops(device, dtype: str) -> float | None:
 
 
 def measure(name, args, devices, repeats):
-  """(seconds per step, FLOPs per step, peak temp bytes) of one variant."""
+  """(seconds per step, FLOPs per step, peak temp bytes, dtype) of one
+  variant."""
   config = step_time.variant_config(name, args.model, args.batch,
                                     len(devices))
   step, state = step_time.build_step(config, args.image_size,
@@ -55,21 +57,19 @@ def measure(name, args, devices, repeats):
     state, per_step = step_time.time_steps(step, state, batch, args.steps)
     seconds.append(per_step)
   return (statistics.median(seconds), (cost or {}).get('flops'),
-          getattr(memory, 'temp_size_in_bytes', None), config.dtype)
+          getattr(memory, 'temp_size_in_bytes', None), config.model.dtype)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  step_time.add_step_arguments(parser)
-  parser.add_argument('--skip_input_pipeline', action='store_true')
-  args = parser.parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS
 
   devices = jax.local_devices()[:1]
   platform = devices[0].platform
   print(f'{args.model}, batch {args.batch}, {args.image_size}px, '
         f'{devices[0].device_kind} ({platform})', flush=True)
   rows = {}
-  for name in args.variants.split(','):
+  for name in args.variants:
     started = time.time()
     rows[name] = measure(name, args, devices, args.repeats)
     print(f'  measured {name} in {time.time() - started:.0f} s', flush=True)
@@ -91,4 +91,6 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  step_time.define_step_flags()
+  flags.DEFINE_bool('skip_input_pipeline', False, 'Only the step times.')
+  app.run(main)

@@ -6,15 +6,13 @@ corner, so flips, translations, rotations, colour and histogram operations are
 all visible. One row per augmentation (eight seeds each), then one row per
 AutoAugment operation at magnitude 9, then mixup pairs.
 
-  python benchmarks/augment_grid.py [--out=/tmp/aug_grid.png]
+  python -m benchmarks.augment_grid [--output_dir=/tmp]   # augment_grid.png
 """
 
-import argparse
-
+from absl import app
+from absl import flags
+from etils import epath
 import jax
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 from PIL import Image
 import tensorflow as tf
@@ -23,6 +21,9 @@ from data import augment
 from data import autoaugment
 from data import imagenet_transforms
 from data import mixup
+from results import plotting
+
+plt = plotting.plt
 
 COLUMNS = 8
 
@@ -102,15 +103,17 @@ def render(out_path: str):
     axes[r, 0].set_ylabel(labels[r], rotation=0, ha='right', va='center',
                           fontsize=7)
   fig.tight_layout(pad=0.2)
-  fig.savefig(out_path, dpi=80)
+  plotting.save_figure(fig, out_path, dpi=80)
   print(f'wrote {out_path}: {len(grid)} rows x {COLUMNS} images')
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--out', default='/tmp/aug_grid.png')
-  render(parser.parse_args().out)
+def main(argv):
+  del argv
+  output_dir = epath.Path(flags.FLAGS.output_dir)
+  output_dir.mkdir(parents=True, exist_ok=True)
+  render(output_dir / 'augment_grid.png')
 
 
 if __name__ == '__main__':
-  main()
+  flags.DEFINE_string('output_dir', '/tmp', 'Where augment_grid.png goes.')
+  app.run(main)

@@ -1,7 +1,7 @@
 """Input-pipeline throughput: images/s per CPU core for each train transform.
 
 CIFAR-shaped data goes through the training pipeline itself
-(`data.pipeline.Datasets.train_batches`: 50,000 random uint8 images held in
+(`data.in_memory.Datasets.train_batches`: 50,000 random uint8 images held in
 memory, the step's permutation, gather, batch transform, normalisation,
 prefetch; batch 256). ImageNet is measured on synthetic JPEGs through the
 streamed pipeline's per-image decode (crop window decode, random-resized
@@ -16,21 +16,23 @@ cores were); the second is the robust one.
   python -m benchmarks.input_pipeline [--images=20000]
 """
 
-import argparse
 import io
 import json
 import os
 import time
 from typing import NamedTuple
 
+from absl import app
+from absl import flags
 import numpy as np
 from PIL import Image
 import tensorflow as tf
 
 from data import augment
+from data import catalog
 from data import imagenet_transforms
-from data import pipeline
-from data import sources
+from data import in_memory
+
 
 CIFAR_AUGMENTS = ('basic', 'cutout', 'autoaugment', 'autoaugment_cutout')
 
@@ -55,8 +57,8 @@ def _time(dataset, num_batches, batch_size, warmup_batches=5):
 def measure_cifar(name, num_images, batch_size=256):
   """Images/s of the in-memory pipeline with augment `name` on CIFAR shapes."""
   rng = np.random.default_rng(0)
-  cifar10 = sources.SOURCES['cifar10'](None)
-  datasets = pipeline.Datasets(
+  cifar10 = catalog.IN_MEMORY['cifar10']
+  datasets = in_memory.Datasets(
       num_classes=10, image_shape=(32, 32, 3),
       train_images=rng.integers(0, 256, (50_000, 32, 32, 3), np.uint8),
       train_labels=rng.integers(0, 10, 50_000).astype(np.int32),
@@ -101,18 +103,13 @@ def measure_imagenet(num_images, batch_size=64):
                warmup_batches=2)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--images', type=int, default=20_000,
-                      help='images timed per CIFAR transform')
-  parser.add_argument('--imagenet_images', type=int, default=1_000)
-  args = parser.parse_args()
-
+def main(argv):
+  del argv
   load_before = os.getloadavg()
   rows = {}
   for name in CIFAR_AUGMENTS:
-    rows[f'cifar/{name}'] = measure_cifar(name, args.images)
-  rows['imagenet/train_224'] = measure_imagenet(args.imagenet_images)
+    rows[f'cifar/{name}'] = measure_cifar(name, flags.FLAGS.images)
+  rows['imagenet/train_224'] = measure_imagenet(flags.FLAGS.imagenet_images)
   load_after = os.getloadavg()
   cores = os.cpu_count()
 
@@ -129,4 +126,6 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  flags.DEFINE_integer('images', 20_000, 'Images timed per CIFAR transform.')
+  flags.DEFINE_integer('imagenet_images', 1_000, 'Images timed for ImageNet.')
+  app.run(main)

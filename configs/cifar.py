@@ -14,10 +14,11 @@ is Table 1's WRN-28-10, 200 epochs, basic augmentation, SAM row on CIFAR-10
 Learning rate and weight decay come from Table 6 for the model and epochs
 (batch 256, cosine decay per step, Nesterov momentum 0.9, L2 in the loss,
 gradient clipping at global norm 5). Any field can be overridden with
-`--config.field=value`.
+`--config.section.field=value`.
 """
 
 from configs import base
+from configs import knobs
 
 # Table 6: (model, epochs) -> (learning rate, weight decay, rho CIFAR-10,
 # rho CIFAR-100).
@@ -30,6 +31,15 @@ TABLE6 = {
 # PyramidNet + ShakeDrop's learning rate differs per dataset in Table 6.
 SHAKEDROP = {'cifar10': (0.02, 5e-4, 0.05, None),
              'cifar100': (0.05, 5e-4, None, 0.05)}
+
+KNOBS = {
+    **base.COMMON_KNOBS,
+    'model': knobs.Knob(str, 'wrn28_10'),
+    'dataset': knobs.Knob(str, 'cifar10', ('cifar10', 'cifar100')),
+    'augment': knobs.Knob(str, 'basic'),
+    'epochs': knobs.Knob(int, 200),
+    'm': knobs.Knob(int, 0),
+}
 
 
 def table6(model: str, dataset: str, epochs: int):
@@ -44,21 +54,13 @@ def table6(model: str, dataset: str, epochs: int):
 
 
 def get_config(arg: str | None = None):
-  knobs = base.parse_knobs(arg, {
-      'model': 'wrn28_10', 'dataset': 'cifar10', 'opt': 'sam', 'rho': '',
-      'augment': 'basic', 'epochs': '200', 'epochs_x': '1',
-      'validation': 'false', 'seed': '0', 'm': '0'})
+  k = knobs.parse(arg, KNOBS, 'configs/cifar.py')
   c = base.base_config()
-  c.model = knobs.pop('model')
-  c.dataset = knobs.pop('dataset')
-  c.augment = knobs.pop('augment')
-  c.num_epochs = int(knobs.pop('epochs'))
-  c.sam.m = int(knobs.pop('m'))
-  if c.dataset not in ('cifar10', 'cifar100'):
-    raise ValueError(f'configs/cifar.py: dataset={c.dataset!r}; valid: '
-                     "['cifar10', 'cifar100']")
-  c.learning_rate, c.weight_decay, c.sam.rho = table6(
-      c.model, c.dataset, c.num_epochs)
-  if not knobs['rho']:
-    del knobs['rho']
-  return base.apply_common_knobs(c, knobs)
+  c.model.name = k['model']
+  c.data.dataset = k['dataset']
+  c.data.augment = k['augment']
+  c.optim.num_epochs = k['epochs']
+  c.sam.m = k['m']
+  c.optim.learning_rate, c.optim.weight_decay, c.sam.rho = table6(
+      k['model'], k['dataset'], k['epochs'])
+  return base.apply_common_knobs(c, k)

@@ -16,30 +16,27 @@ decides how they enter the 32x32 CIFAR models.
 """
 
 from configs import base
+from configs import knobs
 
 # Table 7's rho per model.
 RHO = {'wrn28_10': 0.05, 'shake_shake_26_2x96d': 0.02}
-AUGMENTS = ('basic', 'cutout')
+
+KNOBS = {
+    **base.COMMON_KNOBS,
+    'model': knobs.Knob(str, 'wrn28_10', tuple(RHO)),
+    'augment': knobs.Knob(str, 'basic', ('basic', 'cutout')),
+    'epochs': knobs.Knob(int, 200),
+}
 
 
 def get_config(arg: str | None = None):
-  knobs = base.parse_knobs(arg, {
-      'model': 'wrn28_10', 'augment': 'basic', 'opt': 'sam', 'rho': '',
-      'epochs': '200', 'epochs_x': '1', 'validation': 'false', 'seed': '0'})
+  k = knobs.parse(arg, KNOBS, 'configs/fashion_mnist.py')
   c = base.base_config()
-  c.dataset = 'fashion_mnist'
-  c.model = knobs.pop('model')
-  c.augment = knobs.pop('augment')
-  if c.model not in RHO:
-    raise ValueError(f'configs/fashion_mnist.py: model={c.model!r}; valid: '
-                     f'{list(RHO)}')
-  if c.augment not in AUGMENTS:
-    raise ValueError(f'configs/fashion_mnist.py: augment={c.augment!r}; '
-                     f'valid: {list(AUGMENTS)}')
-  c.num_epochs = int(knobs.pop('epochs'))
-  c.learning_rate = 0.1
-  c.weight_decay = 5e-4
-  c.sam.rho = RHO[c.model]
-  if not knobs['rho']:
-    del knobs['rho']
-  return base.apply_common_knobs(c, knobs)
+  c.data.dataset = 'fashion_mnist'
+  c.model.name = k['model']
+  c.data.augment = k['augment']
+  c.optim.num_epochs = k['epochs']
+  c.optim.learning_rate = 0.1
+  c.optim.weight_decay = 5e-4
+  c.sam.rho = RHO[k['model']]
+  return base.apply_common_knobs(c, k)

@@ -1,7 +1,7 @@
 """Finetuning pretrained EfficientNets: Table 3 (hyperparameters: C.2, Table 8).
 
   python -m models.keras_convert --model=efficientnet_b7 --weights=imagenet \
-    --output=/ckpt/efficientnet_b7
+    --output_dir=/ckpt/efficientnet_b7
   python train.py --workdir=/tmp/b7_flowers \
     --config=configs/finetune.py:dataset=oxford_flowers102,opt=sam,\
 checkpoint=/ckpt/efficientnet_b7
@@ -25,16 +25,15 @@ CIFAR experiments; the other datasets use no augmentation, only the ImageNet
 preprocessing. The input is normalised with the ImageNet mean and std, as the
 converted Keras EfficientNets expect (models/keras_convert.py).
 
-Every dataset is streamed from its prepared tfds files (config.data_dir) and
-resized to the model's resolution. fgvc_aircraft and birdsnap are not in the
+Every dataset is streamed from its prepared tfds files
+(config.data.data_dir) and resized to the model's resolution. fgvc_aircraft and birdsnap are not in the
 tfds catalogue: prepare them as tfds datasets of those names (features
 'image' and 'label', splits 'train' and 'test') in data_dir; tfds reads a
 prepared dataset without its builder.
 """
 
 from configs import base
-from data import streaming
-from models import efficientnet
+from configs import knobs
 
 # Table 8: rho of the finetuning experiments (the paper's dataset names
 # mapped to tfds names).
@@ -49,13 +48,19 @@ TABLE8_RHO = {
     'food101': 0.02,
 }
 IMAGENET_RHO = 0.05
-# C.2: model -> (batch size, learning rate, steps).
+# C.2: model -> (batch size, learning rate, steps, resolution). The
+# resolutions are models.efficientnet.FINETUNE_RESOLUTION's (B7 at its own
+# 600, L2 at 475), repeated here so that loading a config imports no model.
 SCHEDULES = {
-    'efficientnet_b7': (1024, 0.016, 5000),
-    'efficientnet_l2': (512, 0.008, 10000),
+    'efficientnet_b7': (1024, 0.016, 5000, 600),
+    'efficientnet_l2': (512, 0.008, 10000, 475),
 }
 IMAGENET_EPOCHS = 10
 IMAGENET_LEARNING_RATE = 0.1
+# ImageNet's RGB statistics on the 0-255 scale, which the converted Keras
+# EfficientNets expect (data.streaming.IMAGENET_MEAN / IMAGENET_STD).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 # Training examples per dataset, to express the step budget in epochs for a
 # loop that counts epochs.
 TRAIN_EXAMPLES = {
@@ -71,53 +76,45 @@ TRAIN_EXAMPLES = {
 }
 NUM_EVALS = 10
 
+KNOBS = {
+    **base.COMMON_KNOBS,
+    'model': knobs.Knob(str, 'efficientnet_b7', tuple(SCHEDULES)),
+    'dataset': knobs.Knob(str, 'oxford_flowers102', tuple(TRAIN_EXAMPLES)),
+    'checkpoint': knobs.Knob(str, ''),
+}
+
 
 def get_config(arg: str | None = None):
-  knobs = base.parse_knobs(arg, {
-      'model': 'efficientnet_b7', 'dataset': 'oxford_flowers102',
-      'opt': 'sam', 'rho': '', 'checkpoint': '', 'seed': '0'})
+  k = knobs.parse(arg, KNOBS, 'configs/finetune.py')
   c = base.base_config()
-  c.model = knobs.pop('model')
-  c.dataset = knobs.pop('dataset')
-  if c.model not in SCHEDULES:
-    raise ValueError(f'configs/finetune.py: model={c.model!r}; valid: '
-                     f'{sorted(SCHEDULES)}')
-  if c.dataset not in TRAIN_EXAMPLES:
-    raise ValueError(f'configs/finetune.py: dataset={c.dataset!r}; valid: '
-                     f'{sorted(TRAIN_EXAMPLES)}')
-  c.init_checkpoint = knobs.pop('checkpoint')
+  c.model.name = k['model']
+  c.data.dataset = dataset = k['dataset']
+  c.model.init_checkpoint = k['checkpoint']
   # Read from the tfds files at the model's resolution (data/streaming.py):
   # even CIFAR at 600x600 would not fit in memory decoded.
-  c.streaming = True
-  c.freeze_batch_stats = True
-  # The converted Keras EfficientNets take ImageNet-normalised RGB
-  # (keras_convert.input_normalisation), not the target dataset's statistics.
-  c.input_mean = streaming.IMAGENET_MEAN
-  c.input_std = streaming.IMAGENET_STD
-  c.image_size = efficientnet.FINETUNE_RESOLUTION[c.model.split('_')[1]]
-
-  c.batch_size, c.learning_rate, steps = SCHEDULES[c.model]
-  if c.dataset == 'imagenet2012':
-    c.learning_rate = IMAGENET_LEARNING_RATE
-    c.num_epochs = IMAGENET_EPOCHS
-    c.num_steps = 0
+  c.data.streaming = True
+  c.model.freeze_batch_stats = True
+  c.data.input_mean = IMAGENET_MEAN
+  c.data.input_std = IMAGENET_STD
+  c.optim.batch_size, c.optim.learning_rate, steps, c.data.image_size = (
+      SCHEDULES[k['model']])
+  if dataset == 'imagenet2012':
+    c.optim.learning_rate = IMAGENET_LEARNING_RATE
+    c.optim.num_epochs = IMAGENET_EPOCHS
+    c.optim.num_steps = 0
     c.sam.rho = IMAGENET_RHO
   else:
     # A step budget; num_epochs says about the same (base's num_epochs is an
     # int) for a loop that counts epochs.
-    c.num_steps = steps
-    c.num_epochs = round(steps * c.batch_size / TRAIN_EXAMPLES[c.dataset])
-    c.sam.rho = TABLE8_RHO[c.dataset]
-  c.weight_decay = 1e-5
-  c.momentum = 0.9
-  c.warmup_epochs = 0.0
-  if c.dataset in ('cifar10', 'cifar100'):
-    c.augment = 'autoaugment'
-  else:
-    c.augment = 'none'
-  c.eval_batch_size = c.batch_size // 4
-  c.eval_every_epochs = c.num_epochs / NUM_EVALS
-  c.checkpoint_every_steps = 500
-  if not knobs['rho']:
-    del knobs['rho']
-  return base.apply_common_knobs(c, knobs)
+    c.optim.num_steps = steps
+    c.optim.num_epochs = round(steps * c.optim.batch_size /
+                               TRAIN_EXAMPLES[dataset])
+    c.sam.rho = TABLE8_RHO[dataset]
+  c.optim.weight_decay = 1e-5
+  c.optim.momentum = 0.9
+  c.optim.warmup_epochs = 0.0
+  c.data.augment = 'autoaugment' if dataset.startswith('cifar') else 'none'
+  c.eval.batch_size = c.optim.batch_size // 4
+  c.eval.every_epochs = c.optim.num_epochs / NUM_EVALS
+  c.run.checkpoint_every_steps = 500
+  return base.apply_common_knobs(c, k)

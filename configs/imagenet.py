@@ -2,7 +2,7 @@
 
   python train.py --workdir=/tmp/r50_sam \
     --config=configs/imagenet.py:model=resnet50,epochs=100,opt=sam \
-    --config.data_dir=gs://BUCKET/tensorflow_datasets
+    --config.data.data_dir=gs://BUCKET/tensorflow_datasets
 
 is Table 2's ResNet-50, 100 epochs, SAM cell (paper: 22.5% top-1 and 6.28%
 top-5 error); `opt=sgd` is the cell beside it (22.9% / 6.62%). Knobs (defaults
@@ -18,31 +18,34 @@ C.1: batch 4096 (the paper used a TPUv3 with 32 cores), initial learning rate
 """
 
 from configs import base
+from configs import knobs
 
-RESNETS = ('resnet50', 'resnet101', 'resnet152')
+KNOBS = {
+    **base.COMMON_KNOBS,
+    'model': knobs.Knob(str, 'resnet50', ('resnet50', 'resnet101',
+                                          'resnet152')),
+    'epochs': knobs.Knob(int, 100),
+    'rho': knobs.Knob(float, 0.05),
+    'augment': knobs.Knob(str, 'basic'),
+    'warmup': knobs.Knob(float, 0.0),
+}
 
 
 def get_config(arg: str | None = None):
-  knobs = base.parse_knobs(arg, {
-      'model': 'resnet50', 'epochs': '100', 'opt': 'sam', 'rho': '0.05',
-      'augment': 'basic', 'epochs_x': '1', 'validation': 'false', 'seed': '0',
-      'warmup': '0'})
+  k = knobs.parse(arg, KNOBS, 'configs/imagenet.py')
   c = base.base_config()
-  c.dataset = 'imagenet2012'
-  c.model = knobs.pop('model')
-  if c.model not in RESNETS:
-    raise ValueError(f'configs/imagenet.py: model={c.model!r}; valid: '
-                     f'{list(RESNETS)}')
-  c.augment = knobs.pop('augment')
-  c.num_epochs = int(knobs.pop('epochs'))
-  c.warmup_epochs = float(knobs.pop('warmup'))
-  c.image_size = 224
-  c.batch_size = 4096
-  c.learning_rate = 1.0
-  c.weight_decay = 1e-4
-  c.momentum = 0.9
-  c.eval_batch_size = 1024
-  c.eval_every_epochs = 5.0
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 1000
-  return base.apply_common_knobs(c, knobs)
+  c.data.dataset = 'imagenet2012'
+  c.model.name = k['model']
+  c.data.augment = k['augment']
+  c.data.image_size = 224
+  c.optim.num_epochs = k['epochs']
+  c.optim.warmup_epochs = k['warmup']
+  c.optim.batch_size = 4096
+  c.optim.learning_rate = 1.0
+  c.optim.weight_decay = 1e-4
+  c.optim.momentum = 0.9
+  c.eval.batch_size = 1024
+  c.eval.every_epochs = 5.0
+  c.run.log_every_steps = 100
+  c.run.checkpoint_every_steps = 1000
+  return base.apply_common_knobs(c, k)

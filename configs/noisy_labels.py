@@ -22,30 +22,36 @@ configs/base.py are used.
 """
 
 from configs import base
+from configs import knobs
 
 NOISE_RATES = (0.2, 0.4, 0.6, 0.8)
 
+KNOBS = {
+    **base.COMMON_KNOBS,
+    'noise': knobs.Knob(float, 0.2),
+    'mixup': knobs.Knob(float, 0.0),
+    'teacher': knobs.Knob(str, ''),
+    'epochs': knobs.Knob(int, 200),
+}
+
 
 def get_config(arg: str | None = None):
-  knobs = base.parse_knobs(arg, {
-      'noise': '0.2', 'opt': 'sam', 'rho': '', 'mixup': '0', 'teacher': '',
-      'epochs': '200', 'epochs_x': '1', 'validation': 'false', 'seed': '0'})
+  k = knobs.parse(arg, KNOBS, 'configs/noisy_labels.py')
+  if not 0.0 <= k['noise'] < 1.0:
+    raise knobs.KnobError(f'configs/noisy_labels.py: noise={k["noise"]}; '
+                          f'valid: [0, 1), the paper uses {list(NOISE_RATES)}')
+  if k['mixup'] < 0:
+    raise knobs.KnobError(f'configs/noisy_labels.py: mixup={k["mixup"]}; '
+                          'valid: 0 (off) or a Beta(alpha, alpha) parameter '
+                          '> 0')
   c = base.base_config()
-  c.dataset = 'cifar10'
-  c.model = 'resnet32'
-  c.augment = 'basic'
-  c.label_noise = float(knobs.pop('noise'))
-  if not 0.0 <= c.label_noise < 1.0:
-    raise ValueError(f'configs/noisy_labels.py: noise={c.label_noise}; valid: '
-                     f'[0, 1), the paper uses {list(NOISE_RATES)}')
-  c.num_epochs = int(knobs.pop('epochs'))
-  c.sam.rho = 0.05 if c.label_noise >= 0.8 else 0.1
-  c.mixup_alpha = float(knobs.pop('mixup'))
-  if c.mixup_alpha < 0:
-    raise ValueError(f'configs/noisy_labels.py: mixup={c.mixup_alpha}; valid: '
-                     '0 (off) or a Beta(alpha, alpha) parameter > 0')
+  c.data.dataset = 'cifar10'
+  c.model.name = 'resnet32'
+  c.data.augment = 'basic'
+  c.data.label_noise = k['noise']
+  c.optim.num_epochs = k['epochs']
+  c.sam.rho = 0.05 if k['noise'] >= 0.8 else 0.1
+  c.data.mixup_alpha = k['mixup']
   # Workdir of a finished run whose predictions relabel the training set.
-  c.bootstrap_teacher_workdir = knobs.pop('teacher')
-  if not knobs['rho']:
-    del knobs['rho']
-  return base.apply_common_knobs(c, knobs)
+  c.data.bootstrap_teacher_workdir = k['teacher']
+  return base.apply_common_knobs(c, k)

@@ -17,28 +17,26 @@ batch 256, cosine decay, Nesterov momentum 0.9, clipping at norm 5 (C.1).
 """
 
 from configs import base
+from configs import knobs
 
-MODELS = ('wrn28_10', 'shake_shake_26_2x96d')
-AUGMENTS = ('basic', 'autoaugment_cutout')
+KNOBS = {
+    **base.COMMON_KNOBS,
+    'model': knobs.Knob(str, 'wrn28_10', ('wrn28_10', 'shake_shake_26_2x96d')),
+    'augment': knobs.Knob(str, 'basic', ('basic', 'autoaugment_cutout')),
+    'rho': knobs.Knob(float, 0.01),
+    'epochs': knobs.Knob(int, 200),
+    'extra': knobs.Knob(bool, True),
+}
 
 
 def get_config(arg: str | None = None):
-  knobs = base.parse_knobs(arg, {
-      'model': 'wrn28_10', 'augment': 'basic', 'opt': 'sam', 'rho': '0.01',
-      'epochs': '200', 'epochs_x': '1', 'validation': 'false', 'seed': '0',
-      'extra': 'true'})
+  k = knobs.parse(arg, KNOBS, 'configs/svhn.py')
   c = base.base_config()
-  c.dataset = 'svhn_cropped'
-  c.model = knobs.pop('model')
-  c.augment = knobs.pop('augment')
-  if c.model not in MODELS:
-    raise ValueError(f'configs/svhn.py: model={c.model!r}; valid: '
-                     f'{list(MODELS)}')
-  if c.augment not in AUGMENTS:
-    raise ValueError(f'configs/svhn.py: augment={c.augment!r}; valid: '
-                     f'{list(AUGMENTS)}')
-  c.svhn_extra = knobs.pop('extra').lower() in ('1', 'true', 'yes')
-  c.num_epochs = int(knobs.pop('epochs'))
-  c.learning_rate = 0.01
-  c.weight_decay = 5e-4
-  return base.apply_common_knobs(c, knobs)
+  c.data.dataset = 'svhn_cropped'
+  c.model.name = k['model']
+  c.data.augment = k['augment']
+  c.data.svhn_extra = k['extra']
+  c.optim.num_epochs = k['epochs']
+  c.optim.learning_rate = 0.01
+  c.optim.weight_decay = 5e-4
+  return base.apply_common_knobs(c, k)

@@ -26,6 +26,7 @@ from typing import Callable
 import tensorflow as tf
 
 from data import autoaugment
+from data import catalog
 from data import cutout
 
 Transform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -102,8 +103,8 @@ def basic_then(policy: Transform, images: tf.Tensor, seed: tf.Tensor,
   return images
 
 
-TRAIN_TRANSFORMS = ('none', 'basic', 'crop', 'cutout', 'autoaugment',
-                    'autoaugment_cutout', 'randaugment')
+# The augmentations of catalog.AUGMENTATIONS that act on in-memory batches.
+TRAIN_TRANSFORMS = tuple(catalog.augmentations(streamed=False))
 
 
 def make_train_transform(name: str, crop_padding: int = 4,

@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from data import catalog
+
 
 @dataclasses.dataclass(frozen=True)
 class Source:
@@ -82,9 +84,10 @@ def load_tfds_split(name: str, split: str, data_dir: str | None):
           np.concatenate(labels).astype(np.int32))
 
 
-def tfds_source(name, num_classes, mean, std, data_dir=None) -> Source:
+def tfds_source(name: str, data_dir: str | None = None) -> Source:
+  """A tfds dataset of catalog.IN_MEMORY, loaded whole."""
   return Source(lambda split: load_tfds_split(name, split, data_dir),
-                num_classes, mean, std)
+                *catalog.IN_MEMORY[name])
 
 
 DIGITS_TEST_SIZE = 297
@@ -126,7 +129,7 @@ def svhn_source(data_dir: str | None = None, extra: bool = False) -> Source:
   def load(split):
     split = 'train+extra' if extra and split == 'train' else split
     return load_tfds_split('svhn_cropped', split, data_dir)
-  return Source(load, 10, (111.6, 113.2, 120.6), (50.5, 51.3, 50.2))
+  return Source(load, *catalog.IN_MEMORY['svhn_cropped'])
 
 
 FASHION_MNIST_PAD = 2  # 28 + 2 * 2 = 32.
@@ -233,6 +236,7 @@ def create_source(name: str, data_dir: str | None = None,
   """
   if name not in SOURCES:
     raise ValueError(f'unknown dataset {name!r}; valid: {sorted(SOURCES)}')
+
   if svhn_extra and name != 'svhn_cropped':
     raise ValueError(f'svhn_extra is only valid with dataset svhn_cropped, '
                      f'got dataset {name!r}')
@@ -243,18 +247,15 @@ def create_source(name: str, data_dir: str | None = None,
   return SOURCES[name](data_dir)
 
 
-# Per-channel statistics of the training sets, on the 0-255 scale.
+# The loaders of catalog.IN_MEMORY, by name.
 SOURCES: dict[str, Callable[[str | None], Source]] = {
-    'cifar10': lambda d: tfds_source(
-        'cifar10', 10, (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), d),
-    'cifar100': lambda d: tfds_source(
-        'cifar100', 100, (129.3, 124.1, 112.4), (68.2, 65.4, 70.4), d),
-    'digits': lambda d: Source(load_digits_split, 10, (73.13,), (90.16,)),
+    'cifar10': functools.partial(tfds_source, 'cifar10'),
+    'cifar100': functools.partial(tfds_source, 'cifar100'),
+    'digits': lambda d: Source(load_digits_split,
+                               *catalog.IN_MEMORY['digits']),
     'svhn_cropped': svhn_source,
-    # Fashion-MNIST's 72.9 / 90.0 (0.2860 / 0.3530 of 255) over 28x28,
-    # rescaled to the zero-padded 32x32 images.
     'fashion_mnist': lambda d: Source(
-        functools.partial(load_fashion_mnist_split, data_dir=d), 10,
-        (55.84,), (84.61,)),
+        functools.partial(load_fashion_mnist_split, data_dir=d),
+        *catalog.IN_MEMORY['fashion_mnist']),
     'folder': folder_source,
 }

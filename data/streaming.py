@@ -7,8 +7,8 @@ folder or a gs:// bucket) every epoch: the image bytes are kept encoded
 through the shuffle buffer (tfds `SkipDecoding`), and only the crop window of
 each JPEG is decoded, in a parallel map, then batched, normalised and
 prefetched. Any tfds image classification dataset can be streamed by name
-(features 'image' and 'label'); `STREAMED` names the paper's, with their
-splits.
+(features 'image' and 'label'); `catalog.STREAMED` names the paper's, with
+their splits.
 
 Determinism and resume, as in the in-memory pipeline: epoch e reads this
 host's share of the records in a file order and shuffle-buffer order drawn
@@ -24,7 +24,6 @@ share to whole batches and masks the padding.
 """
 
 import dataclasses
-import math
 from typing import Callable, Iterator
 
 import ml_collections
@@ -33,52 +32,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import autoaugment
+from data import catalog
 from data import imagenet_transforms
-from data import pipeline
+from data import in_memory
+from data import sharding
 from data import sources
 
-# RGB on the 0-255 scale; the statistics of ImageNet's training set, which
-# the paper's finetuned models were pretrained with.
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 DEFAULT_SHUFFLE_BUFFER = 20_000
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamedSpec:
-  """A streamed dataset's splits ('+' joins tfds splits) and statistics."""
-  train: str = 'train'
-  test: str = 'test'
-  mean: tuple[float, ...] = IMAGENET_MEAN
-  std: tuple[float, ...] = IMAGENET_STD
-
-
-def _with_source_statistics(name: str) -> StreamedSpec:
-  """The spec of an in-memory dataset, with that source's statistics."""
-  source = sources.SOURCES[name](None)
-  return StreamedSpec(mean=source.mean, std=source.std)
-
-
-# The paper's streamed datasets (Tables 2 and 3). Another tfds name streams
-# with StreamedSpec() ('validation' stands in for a missing 'test').
-STREAMED = {
-    'imagenet2012': StreamedSpec(test='validation'),
-    'oxford_flowers102': StreamedSpec(train='train+validation'),
-    'oxford_iiit_pet': StreamedSpec(),
-    'cars196': StreamedSpec(),
-    'food101': StreamedSpec(test='validation'),
-    # CIFAR upsampled to a finetuned model's resolution (config.streaming).
-    'cifar10': _with_source_statistics('cifar10'),
-    'cifar100': _with_source_statistics('cifar100'),
-}
-# config.augment for streamed data: each (except 'none', which takes the
-# evaluation crop) starts from the random-resized crop and flip.
-AUGMENTS = ('none', 'basic', 'autoaugment', 'randaugment')
-
-
-def uses_streaming(config: ml_collections.ConfigDict) -> bool:
-  """Whether the config's dataset is streamed rather than held in memory."""
-  return config.streaming or config.dataset not in sources.SOURCES
 
 
 def split_slice(parts: list[tuple[str, int]], begin: int, end: int) -> str:
@@ -103,13 +63,6 @@ def split_slice(parts: list[tuple[str, int]], begin: int, end: int) -> str:
   return '+'.join(pieces)
 
 
-def _host_range(begin: int, end: int, process_index: int,
-                process_count: int) -> tuple[int, int]:
-  size = end - begin
-  return (begin + process_index * size // process_count,
-          begin + (process_index + 1) * size // process_count)
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
@@ -125,7 +78,7 @@ def make_train_decoder(augment: str, size: int, policy: str,
   """fn(encoded image, seed int[2]) -> uint8 [size, size, 3] for training.
 
   Args:
-    augment: one of AUGMENTS.
+    augment: a name of catalog.AUGMENTATIONS that applies to streamed data.
     size: output side.
     policy: the AutoAugment policy for 'autoaugment'.
     randaugment_layers: N for 'randaugment'.
@@ -155,10 +108,9 @@ def make_train_decoder(augment: str, size: int, policy: str,
 class StreamedDatasets:
   """The splits of one run, read from tfds files as the run goes.
 
-  The same interface as `pipeline.Datasets` for training and evaluation;
-  `eval_splits` maps split names to tfds split strings, and there are no
-  in-memory training arrays (analyses and label noise need a dataset held
-  in memory).
+  A `data.datasets.Datasets`; `eval_splits` maps split names to tfds split
+  strings, and there are no in-memory training arrays (analyses and label
+  noise need a dataset held in memory).
   """
   builder: tfds.core.DatasetBuilder
   num_classes: int
@@ -186,6 +138,19 @@ class StreamedDatasets:
     host_batch = self.global_batch_size // self.process_count
     return self.num_train_examples // self.process_count // host_batch
 
+  @property
+  def eval_split_names(self) -> tuple[str, ...]:
+    return tuple(self.eval_splits)
+
+  def examples(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    raise ValueError(f'the analyses take a dataset held in memory, not the '
+                     f'streamed {self.builder.name!r} (split {split!r}); set '
+                     'config.data.streaming = False for a dataset of '
+                     'data.catalog.IN_MEMORY')
+
+  def label_noise_record(self) -> None:
+    return None
+
   def _read(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
     read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed)
     return self.builder.as_dataset(
@@ -197,8 +162,9 @@ class StreamedDatasets:
     """Batches of steps first_step .. end_step - 1, all in `epoch`."""
     steps_per_epoch = self.steps_per_epoch
     global_batch = self.global_batch_size
-    host_batch = global_batch // self.process_count
-    host_offset = self.process_index * host_batch
+    columns = sharding.host_slice(global_batch, self.process_index,
+                                  self.process_count)
+    host_batch = columns.stop - columns.start
     seed = _epoch_seed(self.seed, epoch)
     ds = self._read(self.train_split, seed).shuffle(self.shuffle_buffer, seed)
     ds = ds.take(steps_per_epoch * host_batch).enumerate()
@@ -210,7 +176,7 @@ class StreamedDatasets:
       # The position in the run's sequence of global batches, as the
       # in-memory pipeline numbers its examples.
       step = epoch * steps_per_epoch + index // host_batch
-      position = step * global_batch + host_offset + index % host_batch
+      position = step * global_batch + columns.start + index % host_batch
       return {'image': self.decode_train(example['image'],
                                          tf.stack([base_seed, position])),
               'label': example['label']}
@@ -219,18 +185,18 @@ class StreamedDatasets:
                 deterministic=True)
     return self._batches(ds.batch(host_batch, drop_remainder=True))
 
-  def _batches(self, ds: tf.data.Dataset) -> Iterator[pipeline.Batch]:
+  def _batches(self, ds: tf.data.Dataset) -> Iterator[sharding.Batch]:
     def normalise(batch):
-      return {**batch, 'image': pipeline.normalize(batch['image'], self.mean,
-                                                   self.std)}
+      return {**batch, 'image': in_memory.normalize(batch['image'], self.mean,
+                                                    self.std)}
 
     ds = ds.map(normalise, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True).prefetch(2)
     for batch in ds.as_numpy_iterator():
-      yield pipeline.to_device_shape(batch, self.local_device_count)
+      yield sharding.to_device_shape(batch, self.local_device_count)
 
   def train_batches(self, start_step: int,
-                    num_steps: int) -> Iterator[pipeline.Batch]:
+                    num_steps: int) -> Iterator[sharding.Batch]:
     """Yields the batches of steps start_step .. num_steps - 1.
 
     Yields:
@@ -244,7 +210,7 @@ class StreamedDatasets:
       yield from self._epoch(epoch, step, end)
       step = end
 
-  def eval_batches(self, split: str) -> Iterator[pipeline.Batch]:
+  def eval_batches(self, split: str) -> Iterator[sharding.Batch]:
     """Yields padded, masked batches covering `split` exactly once.
 
     Yields:
@@ -252,8 +218,8 @@ class StreamedDatasets:
       for real examples and 0.0 for padding.
     """
     size = self.image_shape[0]
-    host_batch = self.eval_batch_size // self.process_count
-    num_batches = math.ceil(self.eval_sizes[split] / self.eval_batch_size)
+    share = sharding.eval_share(self.eval_sizes[split], self.eval_batch_size,
+                                self.process_index, self.process_count)
     ds = self._read(self.eval_splits[split], None).map(
         lambda example: {
             'image': imagenet_transforms.decode_and_eval_transform(
@@ -263,8 +229,8 @@ class StreamedDatasets:
     padding = {'image': tf.zeros(self.image_shape, tf.uint8),
                'label': tf.constant(0, tf.int32), 'mask': tf.constant(0.0)}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
-    yield from self._batches(ds.take(num_batches * host_batch).batch(
-        host_batch))
+    yield from self._batches(ds.take(share.num_batches * share.host_batch)
+                             .batch(share.host_batch))
 
 
 def _split_parts(builder, split: str) -> list[tuple[str, int]]:
@@ -272,15 +238,32 @@ def _split_parts(builder, split: str) -> list[tuple[str, int]]:
           for name in split.split('+')]
 
 
-def create_streamed_datasets(config: ml_collections.ConfigDict,
-                             process_index: int, process_count: int,
-                             local_device_count: int) -> StreamedDatasets:
+def find_builder(name: str, data_dir: str | None):
+  """The tfds builder of `name`, or one line saying what is valid."""
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(  # pylint: disable=raise-missing-from
+        f'config.data.dataset = {name!r}: valid: in memory '
+        f'{sorted(catalog.IN_MEMORY)}, streamed {sorted(catalog.STREAMED)} '
+        'or another tfds dataset (tfds.list_builders()) prepared in '
+        'config.data.data_dir')
+
+
+def create_streamed_datasets(config: ml_collections.ConfigDict, *,
+                             batch_size: int, eval_batch_size: int,
+                             seed: int, process_index: int = 0,
+                             process_count: int = 1,
+                             local_device_count: int = 1) -> StreamedDatasets:
   """Opens the config's tfds dataset for streaming.
 
   Args:
-    config: the run config (dataset, data_dir, image_size, augment,
-      validation_split, validation_fraction, batch sizes, seed,
-      shuffle_buffer_examples, input_mean/std).
+    config: the data section (dataset, data_dir, image_size, augment,
+      validation_split, validation_fraction, shuffle_buffer_examples,
+      input_mean/std).
+    batch_size: the global training batch.
+    eval_batch_size: the global evaluation batch.
+    seed: the run seed.
     process_index: this host's index.
     process_count: number of hosts.
     local_device_count: devices on this host.
@@ -290,11 +273,12 @@ def create_streamed_datasets(config: ml_collections.ConfigDict,
 
   Raises:
     sources.DatasetNotPreparedError: the dataset is not in data_dir.
+    ValueError: no tfds dataset has that name.
   """
-  builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+  builder = find_builder(config.dataset, config.data_dir)
   if not builder.is_prepared():
     raise sources.not_prepared_error(builder)
-  spec = STREAMED.get(config.dataset, StreamedSpec())
+  spec = catalog.STREAMED.get(config.dataset, catalog.StreamedSpec())
   if spec.test not in builder.info.splits:
     spec = dataclasses.replace(spec, test='validation')
   train_parts = _split_parts(builder, spec.train)
@@ -307,8 +291,8 @@ def create_streamed_datasets(config: ml_collections.ConfigDict,
     num_train -= num_val
 
   def host_split(parts, begin, end):
-    return split_slice(parts, *_host_range(begin, end, process_index,
-                                           process_count))
+    return split_slice(parts, *sharding.host_range(begin, end, process_index,
+                                                   process_count))
 
   size = config.image_size
   policy = config.autoaugment_policy or (
@@ -323,12 +307,12 @@ def create_streamed_datasets(config: ml_collections.ConfigDict,
       eval_sizes={name: r[2] - r[1] for name, r in eval_ranges.items()},
       mean=tuple(config.input_mean) or spec.mean,
       std=tuple(config.input_std) or spec.std,
-      global_batch_size=config.batch_size,
-      eval_batch_size=config.eval_batch_size,
+      global_batch_size=batch_size,
+      eval_batch_size=eval_batch_size,
       decode_train=make_train_decoder(
           config.augment, size, policy, config.randaugment_layers,
           config.randaugment_magnitude),
-      seed=config.seed,
+      seed=seed,
       shuffle_buffer=config.shuffle_buffer_examples or min(
           num_train, DEFAULT_SHUFFLE_BUFFER),
       process_index=process_index,

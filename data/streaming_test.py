@@ -17,8 +17,8 @@ import tensorflow_datasets as tfds
 from configs import base
 from data import sources
 from data import streaming
-from sam import config_checks
-from sam import training
+from sam.run import checks
+from sam.run import experiment
 
 NUM_TRAIN, NUM_TEST, NUM_CLASSES = 40, 13, 3
 GREEN_STEP = 4  # Green = GREEN_STEP * index; indices 0..52 fit in 0..255.
@@ -59,23 +59,29 @@ def data_dir(tmp_path_factory):
 
 
 def make_config(data_dir, **fields):
+  """A run config on TinyPictures; `fields` are data fields or
+  'section.field' paths."""
   c = base.base_config()
-  c.dataset = 'tiny_pictures'
-  c.data_dir = data_dir
-  c.image_size = 12
-  c.batch_size = 8
-  c.eval_batch_size = 8
-  c.input_mean = (0.0, 0.0, 0.0)
-  c.input_std = (1.0, 1.0, 1.0)
+  c.data.dataset = 'tiny_pictures'
+  c.data.data_dir = data_dir
+  c.data.image_size = 12
+  c.optim.batch_size = 8
+  c.eval.batch_size = 8
+  c.data.input_mean = (0.0, 0.0, 0.0)
+  c.data.input_std = (1.0, 1.0, 1.0)
   for field, value in fields.items():
-    c[field] = value
+    section, _, leaf = field.rpartition('.')
+    c[section or 'data'][leaf] = value
   return c
 
 
 def open_streamed(config, process_index=0, process_count=1, devices=2):
-  config_checks.validate(config, devices * process_count)
-  return streaming.create_streamed_datasets(config, process_index,
-                                            process_count, devices)
+  checks.validate(config, devices * process_count)
+  return streaming.create_streamed_datasets(
+      config.data, batch_size=config.optim.batch_size,
+      eval_batch_size=config.eval.batch_size, seed=config.seed,
+      process_index=process_index, process_count=process_count,
+      local_device_count=devices)
 
 
 def indices(images):
@@ -206,25 +212,31 @@ def test_unprepared_dataset_fails_at_once_with_the_build_command(tmp_path):
 
 
 @pytest.mark.parametrize('fields, message', [
-    ({'image_size': 0}, 'config.image_size = 0: must be > 0 for the streamed'),
-    ({'augment': 'cutout'}, "config.augment = 'cutout': valid for a streamed "
-     "dataset: ['autoaugment', 'basic', 'none', 'randaugment']"),
-    ({'label_noise': 0.2}, 'config.label_noise = 0.2: needs a dataset held'),
+    ({'image_size': 0},
+     'config.data.image_size = 0: must be > 0 for the streamed'),
+    ({'augment': 'cutout'}, "config.data.augment = 'cutout': valid: "
+     "['autoaugment', 'basic', 'none', 'randaugment']"),
+    ({'label_noise': 0.2},
+     'config.data.label_noise = 0.2: needs a dataset held'),
     ({'dataset': 'digits', 'streaming': True},
-     "config.streaming = True: dataset 'digits' is held in memory only"),
+     "config.data.streaming = True: dataset 'digits' is held in memory only"),
     ({'dataset': 'no_such_set'},
-     "config.dataset = 'no_such_set': valid: in memory ["),
+     "config.data.dataset = 'no_such_set': valid: in memory ["),
 ])
-def test_bad_streamed_configs_fail_with_one_line(data_dir, fields, message):
-  with pytest.raises(config_checks.ConfigError) as error:
-    config_checks.validate(make_config(data_dir, **fields), 2)
+def test_bad_streamed_configs_fail_with_one_line(data_dir, tmp_path, fields,
+                                                 message):
+  with pytest.raises(checks.ConfigError) as error:
+    experiment.train_and_evaluate(make_config(data_dir, **fields),
+                                  str(tmp_path / 'run'))
   assert message in str(error.value) and '\n' not in str(error.value)
+  assert not (tmp_path / 'run').exists()
 
 
 def test_training_runs_end_to_end_on_a_streamed_dataset(data_dir, tmp_path):
-  config = make_config(data_dir, model='wrn_mini', num_epochs=1,
-                       eval_batch_size=16, log_every_steps=5)
-  summary = training.train_and_evaluate(config, str(tmp_path))
+  config = make_config(data_dir, **{
+      'model.name': 'wrn_mini', 'optim.num_epochs': 1, 'eval.batch_size': 16,
+      'run.log_every_steps': 5})
+  summary = experiment.train_and_evaluate(config, str(tmp_path))
   assert summary['finished'] and summary['num_steps'] == 5
   # Every one of the 13 test records is scored: errors are multiples of 1/13.
   wrong = summary['final']['test_error'] * NUM_TEST
@@ -235,9 +247,10 @@ def test_a_dataset_prepared_elsewhere_streams_without_its_builder(data_dir):
   # How fgvc_aircraft and birdsnap, not in the tfds catalogue, are read: in
   # a fresh process the TinyPictures builder class is unknown.
   code = ('from configs import base; from data import streaming; '
-          'c = base.base_config(); c.dataset = "tiny_pictures"; '
-          f'c.data_dir = {data_dir!r}; c.image_size = 8; c.batch_size = 8; '
-          'd = streaming.create_streamed_datasets(c, 0, 1, 1); '
+          'c = base.base_config().data; c.dataset = "tiny_pictures"; '
+          f'c.data_dir = {data_dir!r}; c.image_size = 8; '
+          'd = streaming.create_streamed_datasets(c, batch_size=8, '
+          'eval_batch_size=8, seed=0); '
           'print(d.num_classes, d.num_train_examples, d.eval_sizes)')
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run([sys.executable, '-c', code], capture_output=True,

@@ -102,12 +102,12 @@ def test_every_run_builds_its_config(table):
     c = build(spec)
     knobs = dict(kv.split('=', 1) for kv in spec.config.split(':', 1)[1]
                  .split(','))
-    assert c.optimizer == knobs['opt'] and c.seed == int(knobs['seed'])
-    assert c.validation_split == spec.validation
-    assert c.dataset == spec.row.dataset
+    assert c.sam.method == knobs['opt'] and c.seed == int(knobs['seed'])
+    assert c.data.validation_split == spec.validation
+    assert c.data.dataset == spec.row.dataset
     if spec.method.endswith('sam'):
       assert c.sam.rho == pytest.approx(float(knobs['rho']))
-    assert c.epochs_multiplier == float(knobs.get('epochs_x', 1))
+    assert c.optim.epochs_multiplier == float(knobs.get('epochs_x', 1))
     assert c.sam.m == int(knobs.get('m', 0))
 
 
@@ -122,11 +122,11 @@ def test_table4_methods_and_teachers():
     if spec.method.startswith('bootstrap'):
       teacher = by_workdir[spec.after]
       assert teacher.method == spec.method[len('bootstrap_'):]
-      assert build(spec).bootstrap_teacher_workdir == os.path.join(
+      assert build(spec).data.bootstrap_teacher_workdir == os.path.join(
           'runs', spec.after)
   noise80 = [r for r in runs if 'noise80' in r.workdir and r.method == 'sam']
   assert {build(r).sam.rho for r in noise80} == {0.05}
-  assert {build(r).label_noise for r in noise80} == {0.8}
+  assert {build(r).data.label_noise for r in noise80} == {0.8}
 
 
 def test_table4_grid_bootstrap_teachers_exist():

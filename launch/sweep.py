@@ -40,9 +40,11 @@ from typing import Optional, Sequence
 
 from absl import app
 from absl import flags
+from etils import epath
 
 from launch import experiments
-from results import tables
+from results import cells
+from results import runs
 
 flags.DEFINE_string('table', None, f'Paper table: {", ".join(experiments.TABLES)}.')
 flags.DEFINE_string('dataset', None, 'Only the rows of this dataset.')
@@ -60,20 +62,15 @@ flags.DEFINE_string('rows', '', "Custom set: ';'-separated knob strings, one "
                     "per row ('' is the config's defaults).")
 flags.DEFINE_list('epochs_x', ['1', '2'], 'Custom set: SGD epoch multipliers.')
 flags.DEFINE_string('train_args', '', 'Extra train.py arguments for every run, '
-                    'e.g. "--config.data_dir=/data".')
+                    'e.g. "--config.data.data_dir=/data".')
 flags.DEFINE_string('python', sys.executable, 'Python that runs train.py.')
 flags.DEFINE_float('poll_s', 5.0, 'Seconds between checks of running runs.')
 
 
-def is_finished(workdir: str) -> bool:
-  path = os.path.join(workdir, 'summary.json')
-  if not os.path.exists(path):
-    return False
-  try:
-    with open(path) as f:
-      return bool(json.load(f).get('finished', False))
-  except (OSError, ValueError):  # Being written by a writer that is not atomic.
-    return False
+def is_finished(workdir: epath.PathLike) -> bool:
+  """Whether `workdir` holds a finished run."""
+  run = runs.load_run(epath.Path(workdir))
+  return run is not None and run.finished
 
 
 def load_config(config: str):
@@ -90,15 +87,15 @@ def rho_chooser(runs_dir: str, rho_values: Sequence[float], seeds: int):
   """(row, method) -> rho with the lowest mean validation error, once every
   validation run of the row and method has finished; else None."""
   def choose(row: experiments.Row, method: str) -> Optional[float]:
-    runs = []
+    found = []
     for rho in rho_values:
       for seed in range(seeds):
         workdir = os.path.join(runs_dir, row.name,
                                f'{method}_rho{rho:g}_val', f'seed{seed}')
         if not is_finished(workdir):
           return None
-        runs += tables.load_runs(workdir)
-    return tables.select_rho(runs)
+        found += runs.load_runs(workdir)
+    return cells.select_rho(found)
   return choose
 
 
@@ -112,7 +109,7 @@ def build_set(runs_dir: str, table: Optional[str], dataset: Optional[str],
     if not os.path.exists(config_file):
       raise ValueError(f'--config_file={config_file!r} does not exist')
     knob_sets = rows.split(';') if rows else ['']
-    name = dataset or load_config(config_file + ':' + knob_sets[0]).dataset
+    name = dataset or load_config(config_file + ':' + knob_sets[0]).data.dataset
     custom = experiments.custom_rows(
         config_file, knob_sets,
         lambda k: load_config(f'{config_file}:{k}').sam.rho, name, epochs_x)
@@ -150,8 +147,11 @@ def _launch(spec, runs_dir, python, train_args, gpus):
     config = load_config(spec.command(runs_dir)[2][len('--config='):]).to_dict()
   except Exception:  # pylint: disable=broad-except
     config = {}  # The lead's config file may not exist yet; the run says so.
-  with open(os.path.join(workdir, 'launch.json'), 'w') as f:
-    json.dump({'command': command, 'config': config}, f, default=str)
+  # Atomic: a reader (results.tables) sees no half-written record.
+  record = epath.Path(workdir) / 'launch.json'
+  record.with_suffix('.tmp').write_text(json.dumps(
+      {'command': command, 'config': config}, default=str))
+  record.with_suffix('.tmp').replace(record)
   env = dict(os.environ)
   if gpus is not None:
     env['CUDA_VISIBLE_DEVICES'] = gpus
@@ -268,7 +268,7 @@ def main(argv):
   signal.signal(signal.SIGTERM, _raise_interrupt)
   counts = run_set(build, f.runs_dir, slots, python, train_args, f.poll_s)
   print(f'[sweep] {counts}; tables: python -m results.tables '
-        f'--runs={f.runs_dir}')
+        f'--runs_dir={f.runs_dir}')
   if counts['failed']:
     sys.exit(1)
 

@@ -24,12 +24,13 @@ if knobs.get('epochs') == '13':
   sys.exit(3)
 rho = float(knobs.get('rho', 0.05))
 validation = knobs.get('validation') == 'true'
-config = {'dataset': 'fashion_mnist', 'model': knobs.get('model', 'wrn28_10'),
-          'augment': 'basic', 'num_epochs': 200,
-          'epochs_multiplier': float(knobs.get('epochs_x', 1)),
-          'optimizer': knobs['opt'], 'sam': {'rho': rho},
-          'seed': int(knobs['seed']), 'validation_split': validation,
-          'label_noise': 0.0}
+config = {'data': {'dataset': 'fashion_mnist', 'augment': 'basic',
+                   'validation_split': validation, 'label_noise': 0.0},
+          'model': {'name': knobs.get('model', 'wrn28_10')},
+          'optim': {'num_epochs': 200,
+                    'epochs_multiplier': float(knobs.get('epochs_x', 1))},
+          'sam': {'method': knobs['opt'], 'rho': rho},
+          'seed': int(knobs['seed'])}
 # Validation error is lowest at rho = 0.05; test error is not.
 final = {'test_error': 0.04 + rho}
 if validation:
@@ -100,7 +101,7 @@ def test_runner_chooses_rho_skips_finished_and_resumes(tmp_path):
   with open(os.path.join(row, 'sam_rho0.05_test', 'seed1', 'launch.json')) as f:
     launch = json.load(f)
   assert launch['config']['sam']['rho'] == 0.05
-  assert launch['config']['dataset'] == 'fashion_mnist'
+  assert launch['config']['data']['dataset'] == 'fashion_mnist'
 
   # Rerun: nothing to do, nothing relaunched.
   assert sweep.run_set(build, runs_dir, [None], python, [], 0.01) == counts

@@ -8,10 +8,10 @@ r"""Runs train.py on a Cloud TPU VM or pod slice, on every worker.
 `--action=up` (default) creates the TPU VM unless it exists (`--spot` for a
 preemptible one), copies the project (`git archive HEAD`) to every worker,
 installs requirements.txt with the TPU build of jax, and starts the same
-train.py on every worker (`ssh --worker=all`) with SAM_DISTRIBUTED=1, so that
-train.py calls `maybe_initialize_distributed()` -> `jax.distributed.
-initialize()`, which finds the coordinator and process ids of a TPU pod by
-itself. The workdir and data_dir are GCS paths that every worker reads.
+train.py on every worker (`ssh --worker=all`) with
+`--config.run.distributed.enabled=True`, so that train.py joins
+`jax.distributed`, which finds the coordinator and process ids of a TPU pod
+by itself. The workdir and data_dir are GCS paths that every worker reads.
 `--action=train` only restarts training (after a spot preemption: the run
 resumes from its last checkpoint in the workdir), `--action=logs` follows
 worker 0's log, `--action=delete` deletes the VM. `--dry_run` prints the exact
@@ -19,9 +19,10 @@ commands.
 
 Quota-free check of the multi-host path: `--local_processes=N
 [--local_devices=D]` runs N train.py processes on this machine's CPU with D
-devices each, connected by jax.distributed on localhost through the same
-environment variables (logs in WORKDIR/process_logs/); its result should equal
-one process with N*D devices.
+devices each, connected by jax.distributed on localhost: each gets the
+coordinator and its process id as config overrides (logs in
+WORKDIR/process_logs/); its result should equal one process with N*D
+devices.
 """
 
 import os
@@ -34,34 +35,10 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
-ENV_DISTRIBUTED = 'SAM_DISTRIBUTED'  # '1': call jax.distributed.initialize().
-ENV_NUM_PROCESSES = 'SAM_NUM_PROCESSES'  # Only where jax cannot detect them.
-ENV_PROCESS_ID = 'SAM_PROCESS_ID'
 JAX_TPU_INDEX = 'https://storage.googleapis.com/jax-releases/libtpu_releases.html'
 REMOTE_DIR = '~/sam'
 REMOTE_LOG = '~/sam_train.log'
-
-
-def maybe_initialize_distributed() -> bool:
-  """Joins the multi-host run that the launcher started, if any.
-
-  Call first thing in train.py's main, before any other jax call. On a TPU
-  pod jax.distributed finds everything itself; local CPU processes pass the
-  coordinator (JAX_COORDINATOR_ADDRESS), the number of processes and their
-  id through the environment.
-
-  Returns:
-    Whether jax.distributed was initialised.
-  """
-  if os.environ.get(ENV_DISTRIBUTED, '') not in ('1', 'true'):
-    return False
-  import jax  # pylint: disable=g-import-not-at-top
-  num_processes = os.environ.get(ENV_NUM_PROCESSES)
-  process_id = os.environ.get(ENV_PROCESS_ID)
-  jax.distributed.initialize(
-      num_processes=int(num_processes) if num_processes else None,
-      process_id=int(process_id) if process_id else None)
-  return True
+DISTRIBUTED = '--config.run.distributed'
 
 
 def jax_version(requirements: str = 'requirements.txt') -> str:
@@ -77,13 +54,14 @@ def train_command(config: str, workdir: str, data_dir: str,
                   train_args: Sequence[str] = (), python: str = 'python3',
                   background: bool = True) -> str:
   """The shell command every worker runs."""
-  args = [python, 'train.py', f'--config={config}', f'--workdir={workdir}']
+  args = [python, 'train.py', f'--config={config}', f'--workdir={workdir}',
+          f'{DISTRIBUTED}.enabled=True']
   if data_dir:
-    args.append(f'--config.data_dir={data_dir}')
+    args.append(f'--config.data.data_dir={data_dir}')
   run = shlex.join([*args, *train_args])
   if background:  # ssh returns; the run survives the ssh session.
     run = f'nohup {run} > {REMOTE_LOG} 2>&1 &'
-  return f'cd {REMOTE_DIR} && {ENV_DISTRIBUTED}=1 {run}'
+  return f'cd {REMOTE_DIR} && {run}'
 
 
 def gcloud_commands(action: str, name: str, zone: str, project: str,
@@ -133,28 +111,35 @@ def gcloud_commands(action: str, name: str, zone: str, project: str,
   ]
 
 
-def local_process_envs(num_processes: int, port: int,
-                       devices_per_process: int = 1) -> list[dict[str, str]]:
-  """Environment of each local CPU process of a multi-process run."""
-  return [{ENV_DISTRIBUTED: '1', ENV_NUM_PROCESSES: str(num_processes),
-           ENV_PROCESS_ID: str(i), 'JAX_COORDINATOR_ADDRESS': f'localhost:{port}',
-           'JAX_PLATFORMS': 'cpu',
-           'XLA_FLAGS': ('--xla_force_host_platform_device_count='
-                         f'{devices_per_process}')}
-          for i in range(num_processes)]
+def local_process_args(num_processes: int, port: int) -> list[list[str]]:
+  """The config overrides that join each local process to one run."""
+  return [[f'{DISTRIBUTED}.enabled=True',
+           f'{DISTRIBUTED}.coordinator_address=localhost:{port}',
+           f'{DISTRIBUTED}.num_processes={num_processes}',
+           f'{DISTRIBUTED}.process_id={i}'] for i in range(num_processes)]
+
+
+def local_process_env(devices_per_process: int = 1) -> dict[str, str]:
+  """jax's own environment of each local process: D CPU devices."""
+  return {'JAX_PLATFORMS': 'cpu',
+          'XLA_FLAGS': ('--xla_force_host_platform_device_count='
+                        f'{devices_per_process}')}
 
 
 def run_local(command: Sequence[str], num_processes: int, port: int,
               log_dir: str, timeout_s: float = 3600,
               devices_per_process: int = 1) -> list[int]:
-  """Runs `command` as `num_processes` local processes; returns exit codes."""
+  """Runs `command` as `num_processes` local processes; returns exit codes.
+
+  Each process gets `local_process_args` appended to `command`.
+  """
   os.makedirs(log_dir, exist_ok=True)
   processes = []
-  for i, env in enumerate(local_process_envs(num_processes, port,
-                                             devices_per_process)):
+  env = {**os.environ, **local_process_env(devices_per_process)}
+  for i, extra in enumerate(local_process_args(num_processes, port)):
     log = open(os.path.join(log_dir, f'process{i}.log'), 'w')
     processes.append((subprocess.Popen(
-        list(command), env={**os.environ, **env}, stdout=log,
+        [*command, *extra], env=env, stdout=log,
         stderr=subprocess.STDOUT), log))
   codes = []
   for process, log in processes:
@@ -197,12 +182,14 @@ def main(argv):
   if f.local_processes:
     command = [sys.executable, 'train.py', f'--config={f.config}',
                f'--workdir={f.workdir}'] + (
-                   [f'--config.data_dir={f.data_dir}'] if f.data_dir else [])
+                   [f'--config.data.data_dir={f.data_dir}'] if f.data_dir
+                   else [])
     command += train_args
     if f.dry_run:
-      for env in local_process_envs(f.local_processes, f.port,
-                                    f.local_devices):
-        print(' '.join(f'{k}={v}' for k, v in env.items()), shlex.join(command))
+      env = ' '.join(f'{k}={v}' for k, v in
+                     local_process_env(f.local_devices).items())
+      for extra in local_process_args(f.local_processes, f.port):
+        print(env, shlex.join(command + extra))
       return
     codes = run_local(command, f.local_processes, f.port,
                       os.path.join(f.workdir, 'process_logs'),

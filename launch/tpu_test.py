@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
+from configs import base
 from launch import tpu
+from sam.run import distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = dict(name='sam-v3', zone='europe-west4-a', project='proj',
@@ -31,9 +33,11 @@ def test_up_commands():
   assert '--worker=all' in commands[4] and '--worker=all' in commands[5]
   assert '"jax[tpu]==0.10.2"' in install and 'requirements.txt' in install
   assert train == (
-      '--command=cd ~/sam && SAM_DISTRIBUTED=1 nohup python3 train.py '
+      '--command=cd ~/sam && nohup python3 train.py '
       '--config=configs/imagenet.py:model=resnet50,epochs=100,opt=sam '
-      '--workdir=gs://bucket/runs/r50 --config.data_dir=gs://bucket/tfds '
+      '--workdir=gs://bucket/runs/r50 '
+      '--config.run.distributed.enabled=True '
+      '--config.data.data_dir=gs://bucket/tfds '
       '> ~/sam_train.log 2>&1 &')
 
 
@@ -71,11 +75,20 @@ def test_dry_run_prints_gcloud_commands():
 
 
 def test_local_processes_join_one_distributed_run(tmp_path):
+  # The probe reads the config overrides train.py would get and joins the
+  # run as train.py does.
   probe = tmp_path / 'probe.py'
   probe.write_text(
       f'import sys\nsys.path.insert(0, {REPO!r})\n'
-      'from launch import tpu\n'
-      'assert tpu.maybe_initialize_distributed()\n'
+      'from configs import base\n'
+      'from sam.run import distributed\n'
+      'c = base.base_config().run.distributed\n'
+      'for arg in sys.argv[1:]:\n'
+      '  key, value = arg.split("=")\n'
+      '  field = key.split(".")[-1]\n'
+      '  c[field] = type(c[field])(value == "True" if field == "enabled"\n'
+      '                            else value)\n'
+      'assert distributed.initialize(c)\n'
       'import jax, jax.numpy as jnp\n'
       'from jax.experimental import multihost_utils\n'
       'x = multihost_utils.process_allgather(\n'
@@ -95,6 +108,17 @@ def test_local_processes_join_one_distributed_run(tmp_path):
     assert f'RESULT 2 {i} 4 [1.0, 2.0]' in log, log
 
 
-def test_not_distributed_without_env(monkeypatch):
-  monkeypatch.delenv(tpu.ENV_DISTRIBUTED, raising=False)
-  assert not tpu.maybe_initialize_distributed()
+def test_not_distributed_by_default():
+  assert not distributed.initialize(base.base_config().run.distributed)
+
+
+def test_local_dry_run_gives_each_process_its_id():
+  out = subprocess.run(
+      [sys.executable, '-m', 'launch.tpu', '--dry_run', '--local_processes=2',
+       '--config=configs/smoke.py', '--workdir=/tmp/w'], cwd=REPO,
+      capture_output=True, text=True, check=True).stdout.splitlines()
+  assert len(out) == 2
+  for i, line in enumerate(out):
+    assert line.startswith('JAX_PLATFORMS=cpu XLA_FLAGS=')
+    assert f'--config.run.distributed.process_id={i}' in line
+    assert '--config.run.distributed.num_processes=2' in line

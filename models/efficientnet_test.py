@@ -7,8 +7,6 @@ import pytest
 
 import models
 from models import efficientnet
-from models.wrn_test import count_params
-from models.wrn_test import random_variables
 
 
 @pytest.mark.parametrize('name,expected', [
@@ -18,9 +16,9 @@ from models.wrn_test import random_variables
     # match Keras too, left out to keep the suite fast).
     ('efficientnet_b1', 7_794_184),
 ])
-def test_parameter_counts(name, expected):
+def test_parameter_counts(name, expected, param_count):
   # The count does not depend on the resolution.
-  assert count_params(name, 1000, image_size=32) == expected
+  assert param_count(name, 1000, image_size=32) == expected
 
 
 def test_resolution_table():
@@ -46,12 +44,12 @@ def test_unknown_variant_is_a_clear_error():
                                       jnp.zeros((1, 32, 32, 3)), train=False))
 
 
-def test_mini_dropout_in_train_and_deterministic_eval():
+def test_mini_dropout_in_train_and_deterministic_eval(fill_variables):
   model = models.create_model('efficientnet_mini', 4)
   images = jnp.asarray(np.random.default_rng(0).normal(size=(3, 16, 16, 3)),
                        jnp.float32)
 
-  variables = random_variables(model, images)
+  variables = fill_variables(model, images)
 
   @jax.jit
   def logits(key):

@@ -22,7 +22,7 @@ caffe mean with std 1/255 for ResNets.
 Command line (saves an orbax checkpoint for `config.init_checkpoint`):
 
   python -m models.keras_convert --model=efficientnet_b7 --weights=imagenet \
-      --output=/data/ckpt/efficientnet_b7_imagenet
+      --output_dir=/data/ckpt/efficientnet_b7_imagenet
 """
 
 import re
@@ -207,7 +207,7 @@ def convert_and_save(keras_model, output: str) -> str:
 def main(argv):
   del argv
   keras_model = build_keras(flags.FLAGS.model, flags.FLAGS.weights or None)
-  path = convert_and_save(keras_model, flags.FLAGS.output)
+  path = convert_and_save(keras_model, flags.FLAGS.output_dir)
   mean, std = input_normalisation(keras_model)
   print(f'saved {path}; input = (pixels / 255 - {mean.round(5).tolist()}) / '
         f'{std.round(5).tolist()} (RGB)')
@@ -221,6 +221,6 @@ if __name__ == '__main__':
   flags.DEFINE_string('weights', 'imagenet',
                       "Keras `weights`: 'imagenet', a weights file, or '' "
                       '(random initialisation).')
-  flags.DEFINE_string('output', None, 'Checkpoint directory to write.')
-  flags.mark_flags_as_required(['model', 'output'])
+  flags.DEFINE_string('output_dir', None, 'Checkpoint directory to write.')
+  flags.mark_flags_as_required(['model', 'output_dir'])
   app.run(main)

@@ -10,7 +10,6 @@ import pytest
 
 from models import pretrained
 from models import resnet
-from models.wrn_test import random_variables
 
 IMAGES = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)),
                      jnp.float32)
@@ -25,69 +24,69 @@ def assert_trees_equal(a, b):
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, fill_variables):
   """(path, variables) of a saved 10-class mini ResNet."""
-  variables = random_variables(cifar_resnet(), IMAGES, seed=1)
+  variables = fill_variables(cifar_resnet(), IMAGES, seed=1)
   path = pretrained.save(variables, tmp_path_factory.mktemp('ckpt') / 'c')
   return path, variables
 
 
-def test_same_classes_loads_everything_including_the_head(checkpoint):
+def test_same_classes_loads_everything_including_the_head(checkpoint, fill_variables):
   path, saved = checkpoint
-  fresh = random_variables(cifar_resnet(), IMAGES, seed=2)
+  fresh = fill_variables(cifar_resnet(), IMAGES, seed=2)
   assert_trees_equal(pretrained.load_into(fresh, path), saved)
 
 
-def test_new_classes_reinitialise_only_the_head(checkpoint):
+def test_new_classes_reinitialise_only_the_head(checkpoint, fill_variables):
   path, saved = checkpoint
-  fresh = random_variables(cifar_resnet(num_classes=5), IMAGES, seed=2)
+  fresh = fill_variables(cifar_resnet(num_classes=5), IMAGES, seed=2)
   loaded = pretrained.load_into(fresh, path)
   assert_trees_equal(loaded['params']['head'], fresh['params']['head'])
   del loaded['params']['head'], saved['params']['head']
   assert_trees_equal(loaded, saved)
 
 
-def test_forced_head_reinitialisation(checkpoint):
+def test_forced_head_reinitialisation(checkpoint, fill_variables):
   path, saved = checkpoint
-  fresh = random_variables(cifar_resnet(), IMAGES, seed=2)
+  fresh = fill_variables(cifar_resnet(), IMAGES, seed=2)
   loaded = pretrained.load_into(fresh, path, reinit_head=True)
   assert_trees_equal(loaded['params']['head'], fresh['params']['head'])
   assert_trees_equal(loaded['batch_stats'], saved['batch_stats'])
 
 
-def test_kept_head_of_another_size_is_a_clear_error(checkpoint):
+def test_kept_head_of_another_size_is_a_clear_error(checkpoint, fill_variables):
   path, _ = checkpoint
-  fresh = random_variables(cifar_resnet(num_classes=5), IMAGES)
+  fresh = fill_variables(cifar_resnet(num_classes=5), IMAGES)
   # Paths are visited in sorted order: the bias comes before the kernel.
   with pytest.raises(ValueError, match=r'at params/head/bias: shape '
                      r'\(10,\) in the checkpoint, \(5,\) in the model'):
     pretrained.load_into(fresh, path, reinit_head=False)
 
 
-def test_other_width_names_the_first_differing_parameter(checkpoint):
+def test_other_width_names_the_first_differing_parameter(checkpoint, fill_variables):
   path, _ = checkpoint
-  fresh = random_variables(cifar_resnet(width=4), IMAGES)
+  fresh = fill_variables(cifar_resnet(width=4), IMAGES)
   # The head differs too and is re-initialised; the next path is reported.
   with pytest.raises(ValueError, match=r'at params/init_bn/bias: shape '
                      r'\(8,\) in the checkpoint, \(4,\) in the model'):
     pretrained.load_into(fresh, path)
 
 
-def test_other_depth_names_missing_and_extra_parameters(checkpoint):
+def test_other_depth_names_missing_and_extra_parameters(checkpoint, fill_variables):
   path, _ = checkpoint
-  deeper = random_variables(cifar_resnet(depth=14), IMAGES)
+  deeper = fill_variables(cifar_resnet(depth=14), IMAGES)
   with pytest.raises(ValueError, match=r'has no params/stage0_block1/'
                      r'bn_1/bias \(shape \(8,\) in the model\)'):
     pretrained.load_into(deeper, path)
   with pytest.raises(ValueError, match='has params/stage0_block0/bn_1/bias '
                      r'\(shape \(8,\)\), which the model lacks'):
-    pretrained.merge(random_variables(cifar_resnet(depth=2), IMAGES),
-                     random_variables(cifar_resnet(depth=14), IMAGES))
+    pretrained.merge(fill_variables(cifar_resnet(depth=2), IMAGES),
+                     fill_variables(cifar_resnet(depth=14), IMAGES))
 
 
-def test_frozen_batch_stats_normalise_with_running_averages():
+def test_frozen_batch_stats_normalise_with_running_averages(fill_variables):
   model = cifar_resnet(depth=2)  # conv-BN-ReLU, pooling, head.
-  variables = random_variables(model, IMAGES)
+  variables = fill_variables(model, IMAGES)
   labels = jnp.arange(4) % 10
 
   def loss_fn(params, frozen):

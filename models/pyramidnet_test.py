@@ -9,7 +9,6 @@ import pytest
 
 import models
 from models import pyramidnet
-from models.wrn_test import random_variables
 
 
 @functools.lru_cache
@@ -89,11 +88,11 @@ def test_expectation_closed_form():
   np.testing.assert_allclose(pyramidnet.shake_drop_expectation(x, 0.7), 1.4)
 
 
-def test_mini_train_is_random_and_eval_deterministic():
+def test_mini_train_is_random_and_eval_deterministic(fill_variables):
   model = models.create_model('pyramidnet_mini', 6)
   images = jnp.asarray(np.random.default_rng(0).normal(size=(4, 8, 8, 3)),
                        jnp.float32)
-  variables = random_variables(model, images)
+  variables = fill_variables(model, images)
 
   @jax.jit
   def logits(variables, key):

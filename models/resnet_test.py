@@ -9,8 +9,6 @@ import pytest
 
 import models
 from models import resnet
-from models.wrn_test import count_params
-from models.wrn_test import random_variables
 
 
 @pytest.mark.parametrize('name,expected', [
@@ -19,8 +17,8 @@ from models.wrn_test import random_variables
     ('resnet101', 44_549_160),
     ('resnet152', 60_192_808),
 ])
-def test_imagenet_parameter_counts(name, expected):
-  assert count_params(name, 1000, image_size=64) == expected
+def test_imagenet_parameter_counts(name, expected, param_count):
+  assert param_count(name, 1000, image_size=64) == expected
 
 
 def test_stride_placement_keeps_the_parameter_count():
@@ -32,19 +30,19 @@ def test_stride_placement_keeps_the_parameter_count():
   assert sum(sizes) == 25_557_032
 
 
-def test_resnet32_has_the_paper_size():
+def test_resnet32_has_the_paper_size(param_count):
   # He et al. (2016), Table 6: ResNet-32 has 0.46M parameters (option A).
-  assert count_params('resnet32', 10) == 464_154
+  assert param_count('resnet32', 10) == 464_154
 
 
 @pytest.mark.parametrize('name,image_size', [('resnet_mini', 16),
                                              ('resnet32_mini', 16)])
-def test_mini_logits_shape(name, image_size):
+def test_mini_logits_shape(name, image_size, fill_variables):
   model = models.create_model(name, 3)
   images = jnp.asarray(np.random.default_rng(0).normal(
       size=(2, image_size, image_size, 3)), jnp.float32)
 
-  variables = random_variables(model, images)
+  variables = fill_variables(model, images)
 
   @jax.jit
   def logits(variables):

@@ -7,8 +7,6 @@ import pytest
 
 import models
 from models import shake_shake
-from models.wrn_test import count_params
-from models.wrn_test import random_variables
 
 
 @pytest.mark.parametrize('name,num_classes,expected', [
@@ -18,8 +16,8 @@ from models.wrn_test import random_variables
     ('shake_shake_26_2x64d', 10, 11_653_978),
     ('shake_shake_26_2x112d', 10, 35_640_442),
 ])
-def test_parameter_counts(name, num_classes, expected):
-  assert count_params(name, num_classes) == expected
+def test_parameter_counts(name, num_classes, expected, param_count):
+  assert param_count(name, num_classes) == expected
 
 
 def mix_and_grads(true_gradient):
@@ -57,11 +55,11 @@ def test_ascent_gradient_goes_through_the_forward_coefficients():
   np.testing.assert_allclose(grad_b, 1.0 - mixed, atol=1e-6)
 
 
-def test_mini_train_is_random_and_eval_deterministic():
+def test_mini_train_is_random_and_eval_deterministic(fill_variables):
   model = models.create_model('shake_shake_mini', 5)
   images = jnp.asarray(np.random.default_rng(0).normal(size=(4, 8, 8, 3)),
                        jnp.float32)
-  variables = random_variables(model, images)
+  variables = fill_variables(model, images)
 
   @jax.jit
   def logits(variables, key):

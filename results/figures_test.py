@@ -7,8 +7,8 @@ import matplotlib.image
 import pytest
 
 from results import figures
-from results import tables
-from results.tables_test import make_run
+from results import plotting
+from results import runs as runs_lib
 
 
 def _write_metrics(workdir, final_error, epochs=4):
@@ -21,7 +21,7 @@ def _write_metrics(workdir, final_error, epochs=4):
                           'test_error': error}) + '\n')
 
 
-def make_figure_runs(root):
+def make_figure_runs(root, make_run):
   """A rho sweep, SAM/SGD runs with metrics and an m x rho grid."""
   for rho, err in ((0.02, 0.06), (0.05, 0.04), (0.1, 0.05)):
     for seed in range(2):
@@ -31,9 +31,9 @@ def make_figure_runs(root):
     _write_metrics(make_run(root, f'sam_{seed}', test_error=0.03, seed=seed),
                    0.03)
     _write_metrics(make_run(root, f'sgd_{seed}', test_error=0.04, seed=seed,
-                            optimizer='sgd'), 0.04)
+                            method='sgd'), 0.04)
     _write_metrics(make_run(root, f'sgd2_{seed}', test_error=0.035, seed=seed,
-                            optimizer='sgd', epochs_multiplier=2), 0.035)
+                            method='sgd', epochs_multiplier=2), 0.035)
   for m in (16, 64, 256):
     for rho in (0.05, 0.1):
       run = make_run(root, f'm{m}_{rho}', test_error=0.03 + m / 10000, rho=rho,
@@ -44,17 +44,17 @@ def make_figure_runs(root):
       summary['config']['sam']['m'] = m
       with open(path, 'w') as f:
         json.dump(summary, f)
-  return tables.load_runs(root)
+  return runs_lib.load_runs(root)
 
 
 @pytest.fixture(name='runs')
-def fixture_runs(tmp_path):
-  return make_figure_runs(str(tmp_path / 'runs'))
+def fixture_runs(tmp_path, make_run):
+  return make_figure_runs(str(tmp_path / 'runs'), make_run)
 
 
 def test_read_metrics(runs):
   sam = next(r for r in runs if r.workdir.endswith('sam_0'))
-  metrics = figures.read_metrics(sam.workdir)
+  metrics = runs_lib.read_metrics(sam.workdir)
   assert metrics['test_error'] == [(1, pytest.approx(0.33)),
                                    (2, pytest.approx(0.23)),
                                    (3, pytest.approx(0.13)),
@@ -74,5 +74,10 @@ def test_write_figures(runs, tmp_path):
 
 
 def test_no_data_no_figure(tmp_path):
-  runs = [r for r in tables.load_runs(str(tmp_path))]
+  runs = [r for r in runs_lib.load_runs(str(tmp_path))]
   assert figures.write_figures(runs, str(tmp_path / 'f')) == []
+
+
+def test_error_bars_are_clipped_at_zero():
+  assert plotting.lower_errors([0.5, 3.0], [2.0, 1.0]) == [[0.5, 1.0],
+                                                           [2.0, 1.0]]

@@ -1,13 +1,13 @@
 """Hessian eigenvalue densities as a figure (Figure 3, left).
 
-Reads the JSON records written by `python -m sam.hessian` and draws their
-densities on one log-scale axis (as Ghorbani et al., 2019), with lambda_max
-and lambda_max / lambda_5 in the legend:
+Reads the JSON records written by `python -m sam.analysis hessian` and
+draws their densities on one log-scale axis (as Ghorbani et al., 2019), with
+lambda_max and lambda_max / lambda_5 in the legend:
 
   python -m results.spectrum_plot \
-    --inputs=/tmp/qs_sam/analysis/hessian_train_train.json,\
-/tmp/qs_sgd/analysis/hessian_train_train.json \
-    --labels=SAM,SGD --output=/tmp/spectra.png
+    --inputs=runs/qs_sam/analysis/hessian_train_train.json,\
+runs/qs_sgd/analysis/hessian_train_train.json \
+    --labels=SAM,SGD --output_dir=figures
 """
 
 import json
@@ -15,13 +15,15 @@ from typing import Sequence
 
 from absl import app
 from absl import flags
-import matplotlib
+import numpy as np
+from etils import epath
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+from sam.analysis import hessian
+from results import plotting
 
-from sam import hessian  # pylint: disable=g-import-not-at-top
+plt = plotting.plt
+
+FILE_NAME = 'spectra.png'
 
 # Densities below this are drawn at this floor: the log axis would otherwise
 # spend most of its range on the Gaussian tails.
@@ -38,7 +40,8 @@ def plot_spectra(labelled_records: Sequence[tuple[str, dict]],
 
   Args:
     labelled_records: (label, record) pairs; a record is the JSON dict of
-      `sam.hessian.analyse` (its 'quadrature' and 'summary' are used).
+      `sam.analysis.hessian.analyse` (its 'quadrature' and 'summary' are
+      used).
     path: the output PNG.
   """
   if not labelled_records:
@@ -65,30 +68,30 @@ def plot_spectra(labelled_records: Sequence[tuple[str, dict]],
                f"{first['num_examples']} examples, BN {first['bn_mode']})")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plotting.save_figure(fig, path, dpi=120)
 
 
 def _define_flags():
-  flags.DEFINE_list('inputs', None, 'JSON files of sam.hessian.',
+  flags.DEFINE_list('inputs', None, 'JSON files of sam.analysis hessian.',
                     required=True)
-  flags.DEFINE_list('labels', None, 'One label per input; default: the '
-                    "run's optimizer.")
-  flags.DEFINE_string('output', None, 'Output PNG.', required=True)
+  flags.DEFINE_list('labels', None, "One label per input; default: the "
+                    "runs' methods.")
+  flags.DEFINE_string('output_dir', None, f'Where {FILE_NAME} goes.',
+                      required=True)
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
-  records = []
-  for path in f.inputs:
-    with open(path) as fp:
-      records.append(json.load(fp))
-  labels = f.labels or [r.get('optimizer', '?') for r in records]
+  records = [json.loads(epath.Path(path).read_text()) for path in f.inputs]
+  labels = f.labels or [r.get('method', '?') for r in records]
   if len(labels) != len(records):
-    raise ValueError(f'--labels needs {len(records)} entries, got '
-                     f'{len(labels)}')
-  plot_spectra(list(zip(labels, records)), f.output)
+    raise app.UsageError(f'--labels needs {len(records)} entries, got '
+                         f'{len(labels)}')
+  output_dir = epath.Path(f.output_dir)
+  output_dir.mkdir(parents=True, exist_ok=True)
+  plot_spectra(list(zip(labels, records)), output_dir / FILE_NAME)
+  print(output_dir / FILE_NAME)
 
 
 if __name__ == '__main__':

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from results import spectrum_plot
-from sam import hessian
+from sam.analysis import hessian
 
 
 def _record(nodes, weights):

@@ -1,67 +1,45 @@
-"""Tests for results/tables.py on synthetic run directories with known numbers."""
+"""Tests for results/runs.py, cells.py and tables.py on synthetic run
+directories with known numbers (conftest.write_run writes them)."""
 
 import csv
 import json
 import math
 import os
 
+import numpy as np
 import pytest
+from scipy import stats
 
+from results import cells as cells_lib
+from results import runs as runs_lib
 from results import tables
 
 T_975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 9: 2.2622, 29: 2.0452}
 
 
-def make_run(root, name, *, test_error=None, validation_error=None,
-             finished=True, summary=True, **overrides):
-  """Writes a run directory the way train.py does (config.json, summary.json)."""
-  config = {'dataset': 'cifar10', 'model': 'wrn28_10', 'augment': 'basic',
-            'num_epochs': 200, 'epochs_multiplier': 1, 'optimizer': 'sam',
-            'sam': {'rho': 0.05, 'sync_perturbation': False}, 'seed': 0,
-            'validation_split': False, 'label_noise': 0.0}
-  for key, value in overrides.items():
-    if key == 'rho':
-      config['sam'] = dict(config['sam'], rho=value)
-    else:
-      config[key] = value
-  workdir = os.path.join(root, name)
-  os.makedirs(os.path.join(workdir, 'checkpoints'), exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    json.dump(config, f)
-  if summary:
-    final = {}
-    if test_error is not None:
-      final.update(test_error=test_error, test_loss=1.0)
-    if validation_error is not None:
-      final.update(validation_error=validation_error, validation_loss=1.0)
-    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-      json.dump({'config': config, 'finished': finished, 'num_steps': 10,
-                 'num_devices': 1, 'wall_time_s': 1.0, 'images_per_s': 1.0,
-                 'final': final, 'best': {}}, f)
-  return workdir
-
-
 @pytest.mark.parametrize('dof,expected', sorted(T_975.items()))
-def test_t_quantile_matches_tables(dof, expected):
-  assert tables.student_t_quantile(0.975, dof) == pytest.approx(expected,
-                                                                abs=1e-4)
+def test_ci95_uses_the_t_quantile_of_the_tables(dof, expected):
+  values = np.arange(dof + 1.0)  # n = dof + 1 values.
+  _, half = runs_lib.mean_and_ci95(list(values))
+  sem = np.std(values, ddof=1) / np.sqrt(len(values))
+  assert half / sem == pytest.approx(expected, abs=1e-4)
 
 
 def test_t_quantile_symmetry_and_cdf():
-  assert tables.student_t_quantile(0.025, 4) == pytest.approx(-2.7764, abs=1e-4)
-  assert tables.student_t_cdf(0.0, 7) == 0.5
+  assert stats.t.ppf(0.025, 4) == pytest.approx(-2.7764, abs=1e-4)
+  assert stats.t.cdf(0.0, 7) == 0.5
   # dof = 1 is the Cauchy distribution: P(T <= 1) = 3/4.
-  assert tables.student_t_cdf(1.0, 1) == pytest.approx(0.75, abs=1e-12)
+  assert stats.t.cdf(1.0, 1) == pytest.approx(0.75, abs=1e-12)
 
 
 def test_mean_and_ci95():
-  mean, ci = tables.mean_and_ci95([1.0, 2.0, 3.0, 4.0, 5.0])
+  mean, ci = runs_lib.mean_and_ci95([1.0, 2.0, 3.0, 4.0, 5.0])
   assert mean == 3.0
   assert ci == pytest.approx(2.776445 * math.sqrt(2.5) / math.sqrt(5), rel=1e-5)
-  assert tables.mean_and_ci95([4.0]) == (4.0, None)
+  assert runs_lib.mean_and_ci95([4.0]) == (4.0, None)
 
 
-def make_runs_dir(root):
+def make_runs_dir(root, make_run):
   """A runs directory covering Tables 1, 4, 5 and 10; returns `root`."""
   # Table 1, CIFAR-10 WRN-28-10 200 epochs basic. Validation: rho 0.1 wins.
   for seed, err in enumerate([0.05, 0.06]):
@@ -81,16 +59,16 @@ def make_runs_dir(root):
   make_run(root, 'sam_test_r0.05_s0', test_error=0.01, rho=0.05)
   # SGD: the 2x-epoch runs are better and are reported.
   for seed, err in enumerate([0.040, 0.042]):
-    make_run(root, f'sgd_x1_s{seed}', test_error=err, optimizer='sgd', seed=seed)
+    make_run(root, f'sgd_x1_s{seed}', test_error=err, method='sgd', seed=seed)
   for seed, err in enumerate([0.036, 0.038]):
-    make_run(root, f'sgd_x2_s{seed}', test_error=err, optimizer='sgd',
+    make_run(root, f'sgd_x2_s{seed}', test_error=err, method='sgd',
              seed=seed, epochs_multiplier=2)
   # Table 4: 20% label noise, SGD and mixup with two alphas.
   noisy = dict(model='resnet32', label_noise=0.2)
-  make_run(root, 'noise_sgd', test_error=0.15, optimizer='sgd', **noisy)
-  make_run(root, 'noise_mixup1', test_error=0.08, optimizer='sgd',
+  make_run(root, 'noise_sgd', test_error=0.15, method='sgd', **noisy)
+  make_run(root, 'noise_mixup1', test_error=0.08, method='sgd',
            mixup_alpha=1.0, **noisy)
-  make_run(root, 'noise_mixup8', test_error=0.07, optimizer='sgd',
+  make_run(root, 'noise_mixup8', test_error=0.07, method='sgd',
            mixup_alpha=8.0, **noisy)
   # Table 5: Fashion-MNIST's "autoaugment" line is cutout only.
   make_run(root, 'fashion', test_error=0.0361, dataset='fashion_mnist',
@@ -99,18 +77,19 @@ def make_runs_dir(root):
 
 
 @pytest.fixture(name='runs_dir')
-def fixture_runs_dir(tmp_path):
-  return make_runs_dir(str(tmp_path / 'runs'))
+def fixture_runs_dir(tmp_path, make_run):
+  return make_runs_dir(str(tmp_path / 'runs'), make_run)
 
 
 def _cells(runs_dir):
-  cells = tables.build_cells(tables.load_runs(runs_dir), tables.load_paper())
+  cells = cells_lib.build_cells(runs_lib.load_runs(runs_dir),
+                                cells_lib.load_paper())
   return {(c.row.table, c.row.dataset, c.row.model, c.row.augment,
            c.row.epochs, c.row.label_noise, c.method): c for c in cells}
 
 
 def test_load_runs_counts_unfinished(runs_dir):
-  runs = tables.load_runs(runs_dir)
+  runs = runs_lib.load_runs(runs_dir)
   assert len(runs) == 18
   assert sorted(os.path.basename(r.workdir) for r in runs if not r.finished) == [
       'sam_test_r0.1_s3', 'sam_test_r0.1_s4']
@@ -169,7 +148,7 @@ def test_table5_augment_mapping(runs_dir):
 
 def test_write_tables_outputs(runs_dir, tmp_path):
   out = str(tmp_path / 'out')
-  text = tables.write_tables(tables.load_runs(runs_dir), out)
+  text = tables.write_tables(runs_lib.load_runs(runs_dir), out)
   assert '16 finished runs, 2 unfinished' in text
   assert '3.20 ± 0.50 (n=3, rho=0.1 on validation) [2 unfinished]' in text
   assert '## Table 10' in text and '## Table 4' in text
@@ -187,7 +166,7 @@ def test_write_tables_outputs(runs_dir, tmp_path):
     assert len(f.read().split()) == 2
 
 
-def test_explicit_m_is_its_own_method(tmp_path):
+def test_explicit_m_is_its_own_method(tmp_path, make_run):
   root = str(tmp_path)
   make_run(root, 'plain', test_error=0.03)
   run = make_run(root, 'm32', test_error=0.02)
@@ -203,11 +182,11 @@ def test_explicit_m_is_its_own_method(tmp_path):
   assert cells[key + ('sam_m32',)].paper is None
 
 
-def test_missing_metric_is_reported(tmp_path):
+def test_missing_metric_is_reported(tmp_path, make_run):
   make_run(str(tmp_path), 'r50', test_error=0.225, dataset='imagenet2012',
            model='resnet50', num_epochs=100)
-  cells = {c.metric: c for c in tables.build_cells(
-      tables.load_runs(str(tmp_path)), tables.load_paper())
+  cells = {c.metric: c for c in cells_lib.build_cells(
+      runs_lib.load_runs(str(tmp_path)), cells_lib.load_paper())
            if c.method == 'sam' and c.row.model == 'resnet50'
            and c.row.epochs == 100}
   assert cells['top1_error'].values == pytest.approx([22.5])
@@ -215,3 +194,21 @@ def test_missing_metric_is_reported(tmp_path):
   assert tables.format_ours(cells['top5_error']) == (
       'no result (no top5_error in the summaries)')
   assert cells['top5_error'].paper == 6.28
+
+
+def test_every_method_of_the_family_is_its_own_cell(tmp_path, make_run):
+  root = str(tmp_path)
+  make_run(root, 'sam', test_error=0.03)
+  make_run(root, 'random', test_error=0.04, method='random')
+  cells = _cells(root)
+  key = ('1', 'cifar10', 'wrn28_10', 'basic', 200, 0.0)
+  assert cells[key + ('random',)].values == pytest.approx([4.0])
+  assert cells[key + ('random',)].rho == 0.05  # A method with a rho.
+
+
+def test_a_damaged_record_reads_as_unfinished(tmp_path, make_run):
+  run = make_run(str(tmp_path), 'r', test_error=0.03)
+  with open(os.path.join(run, 'summary.json'), 'w') as f:
+    f.write('{"config": {"da')
+  (loaded,) = runs_lib.load_runs(str(tmp_path))
+  assert not loaded.finished

@@ -1,10 +1,19 @@
-"""The training objective and the metrics that summarise it."""
+"""The training objective: cross-entropy plus L2, and the one loss builder
+that the train step, the sharpness probe and the analyses all use."""
 
-import flax
+from typing import Any, Callable
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from clu import metrics
+
+from models import pretrained
+
+BN_MODES = ('train', 'eval')
+# (params, batch_stats, batch, key, ascent) -> (loss, (new batch_stats,
+# logits)).
+LossFn = Callable[..., tuple[jax.Array, tuple[Any, jax.Array]]]
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
@@ -57,14 +66,46 @@ def top1_error(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return (jnp.argmax(logits, -1) != labels).astype(jnp.float32)
 
 
-@flax.struct.dataclass
-class TrainMetrics(metrics.Collection):
-  train_loss: metrics.Average.from_output('loss')
-  train_error: metrics.Average.from_output('error')
-  grad_norm: metrics.Average.from_output('grad_norm')
+def make_loss_fn(model: nn.Module, *, weight_decay: float = 0.0,
+                 exclude_bn_bias: bool = False, label_smoothing: float = 0.0,
+                 bn_mode: str = 'train',
+                 freeze_batch_stats: bool = False) -> LossFn:
+  """The loss of `model` on a batch: cross-entropy + 0.5 * wd * ||w||^2.
 
+  Args:
+    model: the linen module.
+    weight_decay: the L2 coefficient (0: the data loss alone).
+    exclude_bn_bias: leave BatchNorm scales and biases out of the L2 term.
+    label_smoothing: as in `cross_entropy`.
+    bn_mode: 'train' normalises with each batch's statistics (the function
+      the optimiser sees) and returns the updated running statistics;
+      'eval' normalises with the stored ones (the function the test error
+      is measured with) and returns them unchanged.
+    freeze_batch_stats: in 'train' mode, normalise with the running
+      statistics and keep them (finetuning, paper C.2).
 
-@flax.struct.dataclass
-class EvalMetrics(metrics.Collection):
-  loss: metrics.Average.from_output('loss')
-  error: metrics.Average.from_output('error')
+  Returns:
+    loss_fn(params, batch_stats, batch, key, ascent=False) -> (loss,
+    (batch_stats, logits)) for batch {'image', 'label'}; `key` feeds the
+    random regularisers (the same key gives the same network) and `ascent`
+    marks SAM's ascent pass (models/__init__.py).
+  """
+  if bn_mode not in BN_MODES:
+    raise ValueError(f'bn_mode must be one of {BN_MODES}, got {bn_mode!r}')
+
+  def loss_fn(params, batch_stats, batch, key, ascent=False):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    if bn_mode == 'train':
+      with pretrained.frozen_batch_stats(freeze_batch_stats):
+        logits, new_state = model.apply(
+            variables, batch['image'], train=True, ascent=ascent,
+            rngs={'dropout': key}, mutable=['batch_stats'])
+      batch_stats = new_state.get('batch_stats', {})
+    else:
+      logits = model.apply(variables, batch['image'], train=False)
+    loss = jnp.mean(cross_entropy(logits, batch['label'], label_smoothing))
+    if weight_decay:
+      loss += l2_penalty(params, weight_decay, exclude_bn_bias)
+    return loss, (batch_stats, logits)
+
+  return loss_fn

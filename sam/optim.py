@@ -10,7 +10,8 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   """Cosine decay to 0 over the run, evaluated every step.
 
   Args:
-    config: learning_rate, warmup_epochs, num_epochs, epochs_multiplier.
+    config: the optim section (learning_rate, warmup_epochs, num_epochs,
+      num_steps, epochs_multiplier).
     steps_per_epoch: optimizer steps in one epoch.
 
   Returns:
@@ -27,7 +28,15 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
 
 def total_train_steps(config: ml_collections.ConfigDict,
                       steps_per_epoch: int) -> int:
-  """num_epochs * epochs_multiplier epochs in steps, or num_steps if set."""
+  """num_epochs * epochs_multiplier epochs in steps, or num_steps if set.
+
+  Args:
+    config: the optim section.
+    steps_per_epoch: optimizer steps in one epoch.
+
+  Returns:
+    The number of optimizer steps of the run.
+  """
   if config.num_steps:
     return int(round(config.num_steps * config.epochs_multiplier))
   return int(round(config.num_epochs * config.epochs_multiplier *
@@ -42,7 +51,7 @@ def create_optimizer(config: ml_collections.ConfigDict,
   so SAM's perturbed pass sees it too.
 
   Args:
-    config: grad_clip_norm, momentum, nesterov.
+    config: the optim section (grad_clip_norm, momentum, nesterov).
     schedule: the learning rate schedule.
 
   Returns:

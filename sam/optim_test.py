@@ -9,7 +9,7 @@ from sam import optim
 
 
 def test_cosine_decay_per_step_over_the_whole_run():
-  c = base.base_config()
+  c = base.base_config().optim
   c.learning_rate, c.num_epochs, c.epochs_multiplier = 0.1, 4, 2.0
   schedule = optim.learning_rate_schedule(c, steps_per_epoch=10)
   assert optim.total_train_steps(c, 10) == 80
@@ -20,7 +20,7 @@ def test_cosine_decay_per_step_over_the_whole_run():
 
 
 def test_linear_warmup_then_cosine():
-  c = base.base_config()
+  c = base.base_config().optim
   c.learning_rate, c.num_epochs, c.warmup_epochs = 1.0, 10, 1.0
   schedule = optim.learning_rate_schedule(c, steps_per_epoch=10)
   np.testing.assert_allclose(schedule(5), 0.5, rtol=1e-6)
@@ -28,7 +28,7 @@ def test_linear_warmup_then_cosine():
 
 
 def test_clipped_nesterov_sgd():
-  c = base.base_config()
+  c = base.base_config().optim
   c.grad_clip_norm, c.momentum = 5.0, 0.9
   tx = optim.create_optimizer(c, optax.constant_schedule(0.1))
   params = {'w': jnp.zeros(2)}

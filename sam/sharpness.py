@@ -9,23 +9,19 @@ its value never decreases with k.
 m-sharpness (Section 4.1) splits a set of examples into disjoint subsets of m
 and averages the sharpness of each subset's loss, each with its own eps.
 
-Run on a checkpoint:
-  python -m sam.sharpness --workdir=RUN --split=train --rho=0.05
+The pure estimators live here, beside the method whose objective they
+measure; `python -m sam.analysis sharpness` runs them on a checkpoint
+(sam/analysis/sharpness.py).
 """
 
-import json
-import os
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
-from absl import app
-from absl import flags
 import jax
 from jax import flatten_util
 import jax.numpy as jnp
-import numpy as np
-import optax
 
-from sam import analysis_inputs
+from sam import groups
+from sam import perturbation as ball
 
 PyTree = Any
 
@@ -43,27 +39,12 @@ class Sharpness(NamedTuple):
   eps: PyTree
 
 
-def _scale(tree: PyTree, factor: jax.Array) -> PyTree:
-  return jax.tree.map(lambda x: (x * factor).astype(x.dtype), tree)
-
-
-def _safe_inverse(x: jax.Array) -> jax.Array:
-  """1 / x, and 0 where x = 0 (a zero gradient gives no ascent step)."""
-  return jnp.where(x > 0, 1.0 / jnp.where(x > 0, x, 1.0), 0.0)
-
-
-def project_to_ball(eps: PyTree, rho: float) -> PyTree:
-  """The closest point to eps in {||eps||_2 <= rho} (global norm)."""
-  norm = optax.tree.norm(eps)
-  return _scale(eps, jnp.minimum(1.0, rho * _safe_inverse(norm)))
-
-
 def random_on_sphere(key: jax.Array, params: PyTree, rho: float) -> PyTree:
   """A uniformly random eps with ||eps||_2 = rho, shaped like params."""
   flat, unravel = flatten_util.ravel_pytree(params)
   # One draw for all leaves: a draw per leaf shape compiles slowly on CPU.
   noise = jax.random.normal(key, flat.shape, flat.dtype)
-  return unravel(noise * rho * _safe_inverse(jnp.linalg.norm(noise)))
+  return unravel(ball.l2_perturbation(noise, rho))
 
 
 def sharpness(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
@@ -108,9 +89,9 @@ def sharpness(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     best_value = jnp.where(better, value, best_value)
     best_eps = jax.tree.map(lambda new, old: jnp.where(better, new, old), eps,
                             best_eps)
-    direction = _scale(grads, step_size * _safe_inverse(
-        optax.tree.norm(grads)))
-    eps = project_to_ball(jax.tree.map(jnp.add, eps, direction), rho)
+    # A zero gradient gives no ascent step.
+    direction = ball.l2_perturbation(grads, step_size)
+    eps = ball.project(jax.tree.map(jnp.add, eps, direction), params, rho)
     return eps, best_value, best_eps
 
   # The start point counts as an iterate: eps = 0 scores 0, a random start
@@ -131,7 +112,7 @@ def split_into_subsets(batch: PyTree, m: int) -> PyTree:
   size = jax.tree_util.tree_leaves(batch)[0].shape[0]
   if m < 1 or size % m:
     raise ValueError(f'm must be >= 1 and divide the {size} examples, got {m}')
-  return jax.tree.map(lambda x: x.reshape((size // m, m) + x.shape[1:]), batch)
+  return groups.split(batch, size // m)
 
 
 def m_sharpness(loss_fn: Callable[[PyTree, PyTree], jax.Array], params: PyTree,
@@ -169,91 +150,3 @@ def m_sharpness(loss_fn: Callable[[PyTree, PyTree], jax.Array], params: PyTree,
   values = jax.lax.map(one_subset, (subsets, keys),
                        batch_size=subsets_per_call)
   return jnp.mean(values)
-
-
-def analyse(run: tuple[Any, Any, Any, Any], output_dir: str, *,
-            rho: float = 0.05, num_steps: Sequence[int] = (1, 2, 5),
-            m_values: Sequence[int] = (), split: str = 'train',
-            num_examples: int = 1024, batch_size: int = 128,
-            bn_mode: str = 'train', seed: int = 0) -> dict:
-  """Sharpness and m-sharpness of a trained model; writes JSON.
-
-  Args:
-    run: (config, model, variables, datasets), as `sam.training.load_run`.
-    output_dir: where `sharpness_<split>_rho<rho>.json` goes.
-    rho: radius of the ball.
-    num_steps: ascent step counts k to report.
-    m_values: subset sizes of the m-sharpness to report (each must divide
-      batch_size); m-sharpness uses the largest k of num_steps.
-    split, num_examples, batch_size, bn_mode: the batches (see
-      sam/analysis_inputs.py); the probe runs per batch and is averaged.
-    seed: seed of the example subset.
-
-  Returns:
-    The JSON record.
-  """
-  config, model, variables, datasets = run
-  batch_loss = analysis_inputs.make_batch_loss(
-      model, variables['batch_stats'], bn_mode,
-      label_smoothing=config.label_smoothing)
-  batches = analysis_inputs.unstack_batches(analysis_inputs.stack_batches(
-      *analysis_inputs.split_examples(datasets, split, num_examples, seed),
-      batch_size))
-  params = variables['params']
-
-  def batch_mean(fn, *args):
-    values = [fn(params, batch, *args) for batch in batches]
-    return jax.tree.map(lambda *v: float(np.mean(v)), *values)
-
-  # k is traced, so every k shares one compilation.
-  probe = jax.jit(lambda p, b, k: sharpness(lambda q: batch_loss(q, b), p,
-                                            rho, k)[:2])
-  results = {k: batch_mean(probe, k) for k in num_steps}
-  record = {
-      'optimizer': config.optimizer, 'split': split, 'bn_mode': bn_mode,
-      'rho': rho, 'batch_size': batch_size,
-      'num_examples': len(batches) * batch_size,
-      'loss': results[num_steps[0]][1],
-      'sharpness': {str(k): value for k, (value, _) in results.items()},
-      'm_sharpness': {},
-  }
-  for m in m_values:
-    record['m_sharpness'][str(m)] = batch_mean(jax.jit(
-        lambda p, b, m=m: m_sharpness(batch_loss, p, b, m, rho,
-                                      max(num_steps))))
-  os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, f'sharpness_{split}_rho{rho:g}.json'),
-            'w') as f:
-    json.dump(record, f, indent=1)
-  return record
-
-
-def _define_flags():
-  flags.DEFINE_string('workdir', None, 'Training workdir to analyse.',
-                      required=True)
-  flags.DEFINE_float('rho', 0.05, 'Radius of the ball.')
-  flags.DEFINE_list('num_steps', ['1', '2', '5'], 'Ascent steps k.')
-  flags.DEFINE_list('m', [], 'm-sharpness subset sizes (divide batch_size).')
-  analysis_inputs.define_example_flags(num_examples=1024, bn_mode='train')
-
-
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  # Imported here: loading a run needs the training stack, and sam.training
-  # may itself import this module to log sharpness during training.
-  from sam import training  # pylint: disable=g-import-not-at-top
-  record = analyse(
-      training.load_run(f.workdir),
-      f.output_dir or os.path.join(f.workdir, 'analysis'), rho=f.rho,
-      num_steps=[int(k) for k in f.num_steps],
-      m_values=[int(m) for m in f.m], split=f.split,
-      num_examples=f.num_examples, batch_size=f.batch_size,
-      bn_mode=f.bn_mode, seed=f.seed)
-  print(json.dumps({k: record[k] for k in ('loss', 'sharpness',
-                                           'm_sharpness')}, indent=1))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

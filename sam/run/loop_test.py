@@ -7,43 +7,21 @@ import shutil
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-from configs import base
-from sam import checkpointing
-from sam import config_checks
-from sam import training
-from sam import writers
-
-
-def tiny_config(optimizer='sam'):
-  c = base.base_config()
-  c.dataset = 'cifar10'
-  c.model = 'wrn_mini'
-  c.optimizer = optimizer
-  c.batch_size = 8
-  c.eval_batch_size = 16
-  c.num_epochs = 2  # 32 examples / 8 = 4 steps an epoch, 8 in all.
-  c.log_every_steps = 2
-  c.checkpoint_every_steps = 3
-  c.keep_checkpoints = 5
-  return c
+from sam.run import checkpoints
+from sam.run import checks
+from sam.run import experiment
+from sam.run import writers
 
 
 @pytest.fixture(scope='module')
-def mock_cifar():
-  with tfds.testing.mock_data(num_examples=32):
-    yield
-
-
-@pytest.fixture(scope='module')
-def sam_run(mock_cifar, tmp_path_factory):
+def sam_run(mock_cifar, cifar_config, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('sam_run'))
-  return workdir, training.train_and_evaluate(tiny_config(), workdir)
+  return workdir, experiment.train_and_evaluate(cifar_config(), workdir)
 
 
 def final_params(workdir):
-  *_, variables, _ = training.load_run(workdir)
+  *_, variables, _ = experiment.load_run(workdir)
   return np.concatenate([np.ravel(x) for x in jax.tree.leaves(variables)])
 
 
@@ -61,12 +39,14 @@ def test_sam_run_writes_summary_metrics_and_checkpoints(sam_run):
   assert all(np.isfinite(r['grad_norm']) and r['learning_rate'] >= 0
              for r in train)
   assert [r['step'] for r in records if 'test_error' in r] == [4, 8]
-  manager = checkpointing.create_manager(workdir, 5)
+  # Eval records carry the epoch, for figures against epochs.
+  assert [r['epoch'] for r in records if 'test_error' in r] == [1.0, 2.0]
+  manager = checkpoints.create_manager(workdir, 5)
   assert manager.all_steps() == [3, 6, 8]
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
 
 
-def test_resume_equals_uninterrupted_run_bit_for_bit(sam_run,
+def test_resume_equals_uninterrupted_run_bit_for_bit(sam_run, cifar_config,
                                                      tmp_path_factory):
   workdir, summary = sam_run
   resumed = str(tmp_path_factory.mktemp('resumed'))
@@ -75,41 +55,47 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(sam_run,
   for step in ('6', '8'):
     shutil.rmtree(os.path.join(resumed, 'checkpoints', step))
   os.remove(os.path.join(resumed, 'summary.json'))
-  resumed_summary = training.train_and_evaluate(tiny_config(), resumed)
+  resumed_summary = experiment.train_and_evaluate(cifar_config(), resumed)
   np.testing.assert_array_equal(final_params(resumed), final_params(workdir))
   assert resumed_summary['final'] == summary['final']
   assert writers.read_metrics(resumed)[-1]['step'] == 8
 
 
-def test_rerun_of_a_finished_run_changes_nothing(sam_run):
+def test_rerun_of_a_finished_run_changes_nothing(sam_run, cifar_config):
   workdir, summary = sam_run
   before = {f: os.path.getmtime(os.path.join(workdir, f))
             for f in ('summary.json', 'metrics.jsonl', 'config.json')}
-  assert training.train_and_evaluate(tiny_config(), workdir) == summary
+  assert experiment.train_and_evaluate(cifar_config(), workdir) == summary
   assert before == {f: os.path.getmtime(os.path.join(workdir, f))
                     for f in before}
 
 
-def test_workdir_of_another_config_is_refused(sam_run):
+def test_workdir_of_another_config_is_refused(sam_run, cifar_config):
   workdir, _ = sam_run
-  other = tiny_config()
+  other = cifar_config()
   other.sam.rho = 0.1
-  with pytest.raises(config_checks.ConfigError, match=r"\['sam'\] differ"):
-    training.train_and_evaluate(other, workdir)
+  with pytest.raises(checks.ConfigError, match=r"\['sam.rho'\] differ"):
+    experiment.train_and_evaluate(other, workdir)
 
 
-def test_sgd_runs_end_to_end(mock_cifar, tmp_path):
-  summary = training.train_and_evaluate(tiny_config('sgd'), str(tmp_path))
-  assert summary['finished'] and summary['config']['optimizer'] == 'sgd'
+def test_placement_fields_may_differ_on_resume(sam_run, cifar_config):
+  workdir, summary = sam_run
+  moved = cifar_config()
+  moved.run.distributed.process_id = 3
+  assert experiment.train_and_evaluate(moved, workdir) == summary
+
+
+def test_sgd_runs_end_to_end(mock_cifar, cifar_config, tmp_path):
+  summary = experiment.train_and_evaluate(cifar_config('sgd'), str(tmp_path))
+  assert summary['finished'] and summary['config']['sam']['method'] == 'sgd'
   assert 0 <= summary['final']['test_error'] <= 1
 
 
-def test_bootstrap_trains_on_the_teacher_predictions(sam_run):
+def test_bootstrap_trains_on_the_teacher_predictions(sam_run, cifar_config):
   workdir, _ = sam_run
-  student = tiny_config()
-  student.bootstrap_teacher_workdir = workdir
-  datasets, *_ = training.build(student)
-  _, model, variables, teacher_data = training.load_run(workdir)
+  datasets = experiment.build(
+      cifar_config(), experiment.teacher_labels(workdir)).datasets
+  _, model, variables, teacher_data = experiment.load_run(workdir)
   images = (teacher_data.train_images.astype(np.float32) -
             np.array(teacher_data.mean)) / np.array(teacher_data.std)
   predicted = np.argmax(model.apply(variables, images, train=False), -1)
@@ -117,13 +103,15 @@ def test_bootstrap_trains_on_the_teacher_predictions(sam_run):
   assert np.any(predicted != teacher_data.train_labels)
 
 
-def test_label_noise_is_recorded_and_spares_validation(mock_cifar, tmp_path):
-  config = tiny_config()
-  config.label_noise, config.validation_split = 0.4, True
-  datasets, *_ = training.build(config)
-  clean = tiny_config()
-  clean.validation_split = True
-  clean_data, *_ = training.build(clean)
+def test_label_noise_is_recorded_and_spares_validation(mock_cifar,
+                                                       cifar_config,
+                                                       tmp_path):
+  config = cifar_config()
+  config.data.label_noise, config.data.validation_split = 0.4, True
+  datasets = experiment.build(config).datasets
+  clean = cifar_config()
+  clean.data.validation_split = True
+  clean_data = experiment.build(clean).datasets
   changed = np.flatnonzero(datasets.train_labels != clean_data.train_labels)
   assert len(changed) == round(0.4 * len(clean_data.train_labels))
   np.testing.assert_array_equal(datasets.clean_train_labels,
@@ -131,18 +119,20 @@ def test_label_noise_is_recorded_and_spares_validation(mock_cifar, tmp_path):
   for split in ('validation', 'test'):
     np.testing.assert_array_equal(datasets.eval_splits[split][1],
                                   clean_data.eval_splits[split][1])
-  training.record_label_noise(str(tmp_path), datasets)
+  config.optim.num_epochs = 1
+  experiment.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / 'label_noise.json') as f:
     record = json.load(f)
   assert record['changed_indices'] == changed.tolist()
   assert record['num_train'] == len(datasets.train_labels)
 
 
-def test_sharpness_probe_is_logged_during_training(mock_cifar, tmp_path):
-  config = tiny_config('sgd')
-  config.num_epochs = 1
-  config.sharpness_every_steps = 2
-  training.train_and_evaluate(config, str(tmp_path))
+def test_sharpness_probe_is_logged_during_training(mock_cifar, cifar_config,
+                                                   tmp_path):
+  config = cifar_config('sgd')
+  config.optim.num_epochs = 1
+  config.eval.sharpness_every_steps = 2
+  experiment.train_and_evaluate(config, str(tmp_path))
   probes = [r for r in writers.read_metrics(str(tmp_path))
             if 'sharpness' in r]
   assert [r['step'] for r in probes] == [2, 4]

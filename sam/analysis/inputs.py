@@ -1,9 +1,9 @@
-"""What the analysis tools evaluate: a trained run's loss on fixed examples.
+"""What the analyses evaluate: a trained run's loss on fixed examples.
 
-The Hessian spectrum (sam/hessian.py), the sharpness probes
-(sam/sharpness.py) and the loss landscape (results/landscape.py) all need the
-same thing from a checkpoint: a deterministic `loss(params, batch)` and a
-fixed, un-augmented set of examples cut into equal batches.
+The Hessian spectrum (hessian.py), the sharpness probes (sharpness.py) and
+the loss landscape (landscape.py) all need the same thing from a checkpoint:
+a deterministic `loss(params, batch)` and a fixed, un-augmented set of
+examples cut into equal batches.
 
 BatchNorm has two readings, chosen by `bn_mode`:
   'train': normalise with the statistics of each batch (the function the
@@ -17,14 +17,13 @@ the loss is the same function of the parameters on every call.
 from typing import Any, Callable
 
 import flax.linen as nn
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sam import losses
 
-BN_MODES = ('train', 'eval')
+BN_MODES = losses.BN_MODES
 Batch = dict[str, Any]
 
 
@@ -34,6 +33,9 @@ def make_batch_loss(model: nn.Module, batch_stats: Any, bn_mode: str, *,
                     label_smoothing: float = 0.0,
                     dropout_seed: int = 0) -> Callable[[Any, Batch], jax.Array]:
   """(params, batch) -> mean cross-entropy (+ optional L2) over the batch.
+
+  The training loss of `losses.make_loss_fn` with the run's statistics and
+  one fixed random key bound.
 
   Args:
     model: the linen module of the run.
@@ -48,25 +50,11 @@ def make_batch_loss(model: nn.Module, batch_stats: Any, bn_mode: str, *,
   Returns:
     loss_fn(params, {'image': float32 [b, H, W, C], 'label': int32 [b]}).
   """
-  if bn_mode not in BN_MODES:
-    raise ValueError(f'bn_mode must be one of {BN_MODES}, got {bn_mode!r}')
-  dropout_key = jax.random.key(dropout_seed)
-
-  def loss_fn(params, batch):
-    variables = {'params': params, 'batch_stats': batch_stats}
-    if bn_mode == 'train':
-      logits, _ = model.apply(variables, batch['image'], train=True,
-                              rngs={'dropout': dropout_key},
-                              mutable=['batch_stats'])
-    else:
-      logits = model.apply(variables, batch['image'], train=False)
-    loss = jnp.mean(losses.cross_entropy(logits, batch['label'],
-                                         label_smoothing))
-    if weight_decay:
-      loss += losses.l2_penalty(params, weight_decay, exclude_bn_bias)
-    return loss
-
-  return loss_fn
+  loss = losses.make_loss_fn(model, weight_decay=weight_decay,
+                             exclude_bn_bias=exclude_bn_bias,
+                             label_smoothing=label_smoothing, bn_mode=bn_mode)
+  key = jax.random.key(dropout_seed)
+  return lambda params, batch: loss(params, batch_stats, batch, key)[0]
 
 
 def split_examples(datasets: Any, split: str, num_examples: int,
@@ -74,24 +62,15 @@ def split_examples(datasets: Any, split: str, num_examples: int,
   """A fixed random subset of a split, normalised, without augmentation.
 
   Args:
-    datasets: a `data.pipeline.Datasets`.
-    split: 'train' or a key of `datasets.eval_splits` ('test', ...).
+    datasets: a `data.datasets.Datasets` held in memory.
+    split: 'train' or one of `datasets.eval_split_names` ('test', ...).
     num_examples: how many examples; 0 or more than the split: all of it.
     seed: the subset's random order.
 
   Returns:
     (images float32 [n, H, W, C], labels int32 [n]).
   """
-  if not hasattr(datasets, 'train_images'):
-    raise ValueError('the analyses take a dataset held in memory (config.'
-                     'streaming = False and a dataset of data.sources.SOURCES)')
-  if split == 'train':
-    images, labels = datasets.train_images, datasets.train_labels
-  elif split in datasets.eval_splits:
-    images, labels = datasets.eval_splits[split]
-  else:
-    raise ValueError(f'split must be one of '
-                     f'{["train", *datasets.eval_splits]}, got {split!r}')
+  images, labels = datasets.examples(split)
   rows = np.random.default_rng(seed).permutation(len(labels))
   if 0 < num_examples < len(labels):
     rows = np.sort(rows[:num_examples])
@@ -136,18 +115,3 @@ def mean_loss(batch_loss: Callable[[Any, Batch], jax.Array],
     return jnp.mean(jax.lax.map(lambda b: batch_loss(params, b), stacked))
 
   return loss_fn
-
-
-def define_example_flags(num_examples: int, bn_mode: str) -> None:
-  """The command-line flags every analysis tool shares: which examples of
-  which split, in which batches, with which BatchNorm statistics, the seed,
-  and where outputs go."""
-  flags.DEFINE_string('split', 'train', 'train, test or validation.')
-  flags.DEFINE_integer('num_examples', num_examples,
-                       'Examples in the loss; 0: all.')
-  flags.DEFINE_integer('batch_size', 128, 'Examples per batch.')
-  flags.DEFINE_enum('bn_mode', bn_mode, list(BN_MODES),
-                    'BatchNorm statistics: train (batch) or eval (running).')
-  flags.DEFINE_integer('seed', 0, 'Seed of the examples and of any random '
-                       'directions or start vectors.')
-  flags.DEFINE_string('output_dir', None, 'Default: WORKDIR/analysis.')

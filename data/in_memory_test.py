@@ -7,17 +7,19 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import base
-from data import pipeline
+from data import catalog
+from data import datasets as datasets_lib
+from data import in_memory
+from data import sharding
 from data import sources
 
 NUM_EXAMPLES = 50
 
 
 def make_config(**overrides):
-  c = base.base_config()
+  """A data section of mock CIFAR-10 (batches 8 and 12, set in `create`)."""
+  c = base.base_config().data
   c.dataset = 'cifar10'
-  c.batch_size = 8
-  c.eval_batch_size = 12
   c.augment = 'none'
   c.update(overrides)
   return c
@@ -37,9 +39,11 @@ def mock_cifar():
     yield
 
 
-def create(config, process_index=0, process_count=1, devices=2):
-  return pipeline.create_datasets(config, process_index, process_count,
-                                  devices)
+def create(config, process_index=0, process_count=1, devices=2, seed=0):
+  return datasets_lib.create_datasets(
+      config, batch_size=8, eval_batch_size=12, seed=seed,
+      process_index=process_index, process_count=process_count,
+      local_device_count=devices)
 
 
 def denormalize(datasets, images):
@@ -84,7 +88,7 @@ def test_a_resumed_stream_continues_the_exact_sequence(mock_cifar):
     np.testing.assert_array_equal(a, b)
   # Epochs are shuffled differently (steps 0 and 6 start epochs 0 and 1).
   assert not np.array_equal(full[0], full[6])
-  other_seed = create(make_config(augment='basic', seed=1))
+  other_seed = create(make_config(augment='basic'), seed=1)
   assert not np.array_equal(full[0],
                             next(other_seed.train_batches(0, 1))['image'])
 
@@ -104,7 +108,7 @@ def test_validation_holdout_is_ten_percent_and_disjoint(mock_cifar):
   val_images, _ = datasets.eval_splits['validation']
   assert len(val_images) == NUM_EXAMPLES // 10
   assert len(datasets.train_labels) == NUM_EXAMPLES - NUM_EXAMPLES // 10
-  train_rows, val_rows = pipeline.holdout_split(1000, 0.1)
+  train_rows, val_rows = in_memory.holdout_split(1000, 0.1)
   assert len(val_rows) == 100 and len(train_rows) == 900
   assert not set(train_rows) & set(val_rows)
   assert set(train_rows) | set(val_rows) == set(range(1000))
@@ -121,7 +125,7 @@ def test_eval_sees_every_example_exactly_once(mock_cifar, process_count):
       mask = batch['mask'].reshape(-1).astype(bool)
       seen_images.append(batch['image'].reshape(-1, 32, 32, 3)[mask])
       seen_labels.append(batch['label'].reshape(-1)[mask])
-  images, labels = datasets.eval_splits['test']
+  images, labels = datasets.examples('test')
   # 50 examples in batches of 12: 5 batches, the last padded with 10.
   assert sum(len(x) for x in seen_labels) == NUM_EXAMPLES
   assert as_keys(denormalize(datasets, np.concatenate(seen_images))) == (
@@ -145,3 +149,23 @@ def test_digits_fixed_split():
 def test_unknown_dataset_lists_the_valid_ones():
   with pytest.raises(ValueError, match="unknown dataset 'cifar11'.*cifar10"):
     sources.create_source('cifar11')
+
+
+def test_catalog_names_every_in_memory_source():
+  assert set(catalog.IN_MEMORY) == set(sources.SOURCES)
+  for name, stats in catalog.IN_MEMORY.items():
+    if stats is not None:
+      assert len(stats.mean) == len(stats.std)
+
+
+@pytest.mark.parametrize('n,batch,hosts', [(50, 12, 1), (50, 12, 2),
+                                           (7, 4, 2), (10, 3, 3), (1, 4, 2)])
+def test_eval_shares_cover_every_example_once(n, batch, hosts):
+  shares = [sharding.eval_share(n, batch, i, hosts) for i in range(hosts)]
+  assert len({s.num_batches for s in shares}) == 1  # Same steps per host.
+  seen = []
+  for share in shares:
+    rows, mask = share.positions()
+    assert rows.shape == (share.num_batches, batch // hosts)
+    seen += rows[mask.astype(bool)].tolist()
+  assert sorted(seen) == list(range(n))

@@ -1,4 +1,4 @@
-"""Splitting a device's batch: m-sharpness groups and accumulation steps.
+"""Wrappers around any method: m-sharpness groups and accumulation steps.
 
 Both split the leading (example) axis into equal parts and recombine the
 per-part results the same way: gradients, losses and BatchNorm statistics are
@@ -15,12 +15,15 @@ outputs are concatenated back in order.
   see `scan_mean`).
 
 A part function maps (part, index) -> (averaged, concatenated) pytrees.
+`grouped_gradient` composes the two around a method's gradient function.
 """
 
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from sam import methods
 
 PyTree = Any
 PartFn = Callable[[PyTree, jax.Array], tuple[PyTree, PyTree]]
@@ -109,13 +112,13 @@ def scan_mean(fn: PartFn, batch: PyTree, num_parts: int):
           _merge_leading(concatenated))
 
 
-def accumulated_grad_fn(make_grad_fn: Callable[[PyTree, jax.Array], Any],
-                        batch: PyTree, num_parts: int):
+def accumulated_value_and_grad(loss_fn: Callable[..., Any], batch: PyTree,
+                               num_parts: int):
   """The gradient of the mean loss over a batch, accumulated over micro-batches.
 
   Args:
-    make_grad_fn: (micro_batch, index) -> grad_fn, where grad_fn maps
-      params -> ((loss, (averaged_aux, per_example_aux)), grads).
+    loss_fn: (params, micro_batch, index) -> (loss, (averaged_aux,
+      per_example_aux)) on micro-batch `index`.
     batch: the batch, split into `num_parts` micro-batches.
     num_parts: the number of micro-batches k (1: no split).
 
@@ -123,13 +126,14 @@ def accumulated_grad_fn(make_grad_fn: Callable[[PyTree, jax.Array], Any],
     params -> ((loss, (averaged_aux, per_example_aux)), grads) on the whole
     batch: loss, grads and averaged_aux averaged over the micro-batches.
   """
+  value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
   if num_parts == 1:
-    return make_grad_fn(batch, jnp.int32(0))
+    return lambda params: value_and_grad(params, batch, jnp.int32(0))
 
   def grad_fn(params):
     def micro_step(micro_batch, index):
-      (loss, (averaged_aux, per_example_aux)), grads = make_grad_fn(
-          micro_batch, index)(params)
+      (loss, (averaged_aux, per_example_aux)), grads = value_and_grad(
+          params, micro_batch, index)
       return (loss, averaged_aux, grads), per_example_aux
 
     (loss, averaged_aux, grads), per_example_aux = scan_mean(
@@ -137,3 +141,56 @@ def accumulated_grad_fn(make_grad_fn: Callable[[PyTree, jax.Array], Any],
     return (loss, (averaged_aux, per_example_aux)), grads
 
   return grad_fn
+
+
+# (examples, group index, number of groups, micro-batches) -> Gradient.
+GroupFn = Callable[[PyTree, Any, int, int], methods.Gradient]
+
+
+def grouped_gradient(group_fn: GroupFn, batch: PyTree, group_size: int,
+                     num_micro: int, mode: str = 'unroll') -> methods.Gradient:
+  """A method's gradient over groups of `group_size` examples of `batch`.
+
+  Each group is a virtual device: the method runs on it alone (its own
+  perturbation and BatchNorm batch). Gradients, losses, BatchNorm statistics,
+  states and extras are averaged over the groups; per-example outputs are
+  concatenated in order. With one group, the group's objective itself
+  accumulates over the micro-batches; with several, the micro-batches run
+  one after another (`scan_mean`) and each holds whole groups.
+
+  Args:
+    group_fn: (examples, group index, number of groups, micro-batches to
+      accumulate over) -> the method's Gradient on those examples.
+    batch: pytree of [n, ...] arrays; group_size divides n and, with several
+      groups, n // num_micro.
+    group_size: examples per group.
+    num_micro: micro-batches (accumulation steps).
+    mode: 'unroll' (a static loop over the groups) or 'vmap'.
+
+  Returns:
+    The averaged Gradient; aux is (averaged outputs, per-example outputs).
+  """
+  num_groups = jax.tree.leaves(batch)[0].shape[0] // group_size
+  if num_groups == 1:
+    return group_fn(batch, 0, 1, num_micro)
+  over_groups = unrolled_mean if mode == 'unroll' else vmap_mean
+  groups_per_micro = num_groups // num_micro
+
+  def one_group(examples, index):
+    gradient = group_fn(examples, index, num_groups, 1)
+    averaged, per_example = gradient.aux
+    return (gradient.grads, gradient.loss, averaged, gradient.state,
+            gradient.extras), per_example
+
+  def micro_batch(examples, micro_index):
+    return over_groups(
+        lambda part, index: one_group(
+            part, micro_index * groups_per_micro + index), examples,
+        group_size)
+
+  if num_micro == 1:
+    averaged, per_example = micro_batch(batch, 0)
+  else:
+    averaged, per_example = scan_mean(micro_batch, batch, num_micro)
+  grads, loss, outputs, state, extras = averaged
+  return methods.Gradient(grads, loss, (outputs, per_example), state, extras)

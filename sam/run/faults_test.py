@@ -1,11 +1,12 @@
-"""Runs that survive: kill -9 at random moments, SIGTERM, damaged
-checkpoints and non-finite steps, on the digits quickstart with a mini WRN.
+"""Runs that survive: kill -9 mid-run, SIGTERM, damaged checkpoints and
+non-finite steps, on configs/smoke.py (a mini WRN on the digits).
 
 A killed or preempted run, rerun with the same command, must end with the
 parameters and metrics of an uninterrupted run, bit for bit (CPU).
 """
 
 import glob
+import json
 import os
 import random
 import shutil
@@ -18,43 +19,47 @@ import jax
 import numpy as np
 import pytest
 
-from configs import quickstart
-from sam import checkpointing
-from sam import training
+from configs import smoke
+from sam.run import checkpoints
+from sam.run import experiment
+from sam.run import loop
+from sam.run import writers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KNOBS = 'model=wrn_mini,epochs=1'
-OVERRIDES = ['--config.checkpoint_every_steps=4', '--config.log_every_steps=5']
-
-
-def mini_config():
-  config = quickstart.get_config(KNOBS)
-  config.checkpoint_every_steps = 4
-  config.log_every_steps = 5
-  return config
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 def start_run(workdir):
   return subprocess.Popen(
-      [sys.executable, 'train.py', f'--config=configs/quickstart.py:{KNOBS}',
-       f'--workdir={workdir}'] + OVERRIDES,
+      [sys.executable, 'train.py', '--config=configs/smoke.py',
+       f'--workdir={workdir}'],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def final_state(workdir):
-  *_, variables, _ = training.load_run(workdir)
+  *_, variables, _ = experiment.load_run(workdir)
   return np.concatenate([np.ravel(x) for x in jax.tree.leaves(variables)])
 
 
 def final_metrics(workdir):
-  return training._read_json(os.path.join(workdir, 'summary.json'))['final']
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    return json.load(f)['final']
+
+
+def wait_for(path_pattern, process, timeout_s=300):
+  """Waits until a file matching `path_pattern` exists while `process`
+  runs."""
+  deadline = time.time() + timeout_s
+  while not glob.glob(path_pattern):
+    assert time.time() < deadline and process.poll() is None
+    time.sleep(0.05)
 
 
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
   """An uninterrupted run (23 steps)."""
   workdir = str(tmp_path_factory.mktemp('reference'))
-  training.train_and_evaluate(mini_config(), workdir)
+  experiment.train_and_evaluate(smoke.get_config(), workdir)
   return workdir
 
 
@@ -65,18 +70,20 @@ def assert_same_run(workdir, reference_workdir):
 
 
 @pytest.mark.parametrize('seed', [0, 1])
-def test_kill_9_at_a_random_moment_then_rerun(reference, tmp_path, seed):
+def test_kill_9_mid_run_then_rerun(reference, tmp_path, seed):
   workdir = str(tmp_path / 'run')
-  # Anywhere from start-up to the last steps (a run takes ~15-30 s here).
-  delay = random.Random(seed).uniform(4.0, 20.0)
   process = start_run(workdir)
-  try:
-    process.wait(timeout=delay)
-  except subprocess.TimeoutExpired:
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+  # Training is under way once the first checkpoint is written (step 4 of
+  # 23); then a random moment within the next steps.
+  wait_for(os.path.join(workdir, 'checkpoints', '4'), process)
+  time.sleep(random.Random(seed).uniform(0.0, 0.5))
+  assert process.poll() is None, 'the run ended before it was killed'
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL
+  assert not os.path.exists(os.path.join(workdir, 'summary.json'))
   # The same run again (in this process, to save a start-up).
-  training.train_and_evaluate(mini_config(), workdir)
+  experiment.train_and_evaluate(smoke.get_config(), workdir)
   assert_same_run(workdir, reference)
 
 
@@ -85,19 +92,16 @@ def test_sigterm_checkpoints_the_current_step_then_resumes(reference,
   workdir = str(tmp_path / 'run')
   process = start_run(workdir)
   # Wait until training is under way (the first checkpoint, step 4).
-  deadline = time.time() + 300
-  while not glob.glob(os.path.join(workdir, 'checkpoints', '4')):
-    assert time.time() < deadline and process.poll() is None
-    time.sleep(0.2)
+  wait_for(os.path.join(workdir, 'checkpoints', '4'), process)
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=60)
   assert process.returncode != 0
   assert 'preempted: checkpointed step' in stderr
   step = int(stderr.split('preempted: checkpointed step ')[1].split()[0])
-  manager = checkpointing.create_manager(workdir, 2)
+  manager = checkpoints.create_manager(workdir, 2)
   assert manager.latest_step() == step
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))
-  training.train_and_evaluate(mini_config(), workdir)
+  experiment.train_and_evaluate(smoke.get_config(), workdir)
   assert_same_run(workdir, reference)
 
 
@@ -112,25 +116,25 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(reference,
     if os.path.isfile(path) and os.path.getsize(path) > 1:
       with open(path, 'r+b') as f:
         f.truncate(os.path.getsize(path) // 2)
-  training.train_and_evaluate(mini_config(), workdir)
+  experiment.train_and_evaluate(smoke.get_config(), workdir)
   assert os.listdir(os.path.join(workdir, 'checkpoints_damaged'))
   assert_same_run(workdir, reference)
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_good_checkpoint(
     tmp_path):
-  config = mini_config()
-  config.learning_rate = 1e30
-  config.grad_clip_norm = 0.0
-  config.checkpoint_every_steps = 1
-  with pytest.raises(training.NonFiniteError,
+  config = smoke.get_config()
+  config.optim.learning_rate = 1e30
+  config.optim.grad_clip_norm = 0.0
+  config.run.checkpoint_every_steps = 1
+  with pytest.raises(loop.NonFiniteError,
                      match=r'non-finite loss or gradient at step (\d+)') as e:
-    training.train_and_evaluate(config, str(tmp_path))
+    experiment.train_and_evaluate(config, str(tmp_path))
   bad_step = int(str(e.value).split('at step ')[1].split(';')[0])
-  manager = checkpointing.create_manager(str(tmp_path), 2)
+  manager = checkpoints.create_manager(str(tmp_path), 2)
   assert manager.latest_step() == bad_step - 1
-  _, state, _ = checkpointing.restore_latest(
-      manager, training.build(config)[3])
+  _, state, _ = checkpoints.restore_latest(
+      manager, experiment.build(config).abstract_state)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
   assert not os.path.exists(tmp_path / 'summary.json')
 
@@ -150,27 +154,28 @@ def tiny_disk(tmp_path):
 
 
 def test_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tiny_disk):
-  config = mini_config()
+  config = smoke.get_config()
   workdir = os.path.join(tiny_disk, 'run')
-  with pytest.raises((checkpointing.CheckpointWriteError, OSError)) as e:
-    training.train_and_evaluate(config, workdir)
+  with pytest.raises((checkpoints.CheckpointWriteError, OSError)) as e:
+    experiment.train_and_evaluate(config, workdir)
   assert 'No space left on device' in str(e.value) or (
       'No space left on device' in str(e.value.__cause__))
-  restored = checkpointing.restore_latest(
-      checkpointing.create_manager(workdir, 2), training.build(config)[3])
+  restored = checkpoints.restore_latest(
+      checkpoints.create_manager(workdir, 2),
+      experiment.build(config).abstract_state)
   assert restored is not None and restored[0] >= 4
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored[1]))
 
 
 def test_skip_option_skips_non_finite_steps_and_counts_them(tmp_path):
-  config = mini_config()
-  config.learning_rate = 1e30
-  config.grad_clip_norm = 0.0
-  config.skip_nonfinite_steps = True
-  summary = training.train_and_evaluate(config, str(tmp_path))
+  config = smoke.get_config()
+  config.optim.learning_rate = 1e30
+  config.optim.grad_clip_norm = 0.0
+  config.optim.skip_nonfinite_steps = True
+  summary = experiment.train_and_evaluate(config, str(tmp_path))
   assert summary['finished']
-  records = [r for r in training.writers.read_metrics(str(tmp_path))
+  records = [r for r in writers.read_metrics(str(tmp_path))
              if 'skipped_steps' in r]
   assert records[-1]['skipped_steps'] > 0
-  *_, variables, _ = training.load_run(str(tmp_path))
+  *_, variables, _ = experiment.load_run(str(tmp_path))
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(variables))

@@ -1,11 +1,11 @@
-"""Tests for sam/hessian.py on quadratics with a known spectrum."""
+"""Tests for sam/analysis/hessian.py on quadratics with a known spectrum."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sam import hessian
+from sam.analysis import hessian
 
 DIM = 300
 # Five separated outliers above a bulk in [-0.2, 1], like a trained network's

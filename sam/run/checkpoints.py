@@ -5,19 +5,33 @@ complete, so a run killed mid-save leaves the previous checkpoint as the
 latest one.
 """
 
-import os
 import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
+
+from sam.run import files
+
+CHECKPOINTS = 'checkpoints'
+DAMAGED = 'checkpoints_damaged'
 
 
-def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  """A manager for `workdir/checkpoints`, keeping the newest `keep` steps."""
+def create_manager(workdir: epath.PathLike,
+                   keep: int) -> ocp.CheckpointManager:
+  """A manager for `workdir/checkpoints`, keeping the newest `keep` steps.
+
+  Args:
+    workdir: the run's workdir.
+    keep: how many of the newest checkpoints to keep.
+
+  Returns:
+    The orbax CheckpointManager.
+  """
   return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, 'checkpoints')),
+      files.resolve(workdir) / CHECKPOINTS,
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
       item_names=('state', 'progress'))
 
@@ -105,9 +119,8 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any):
 
 def set_aside(manager: ocp.CheckpointManager, step: int) -> None:
   """Moves checkpoint `step` to a sibling `checkpoints_damaged/` folder."""
-  directory = str(manager.directory)
-  damaged = os.path.join(os.path.dirname(directory), 'checkpoints_damaged')
-  os.makedirs(damaged, exist_ok=True)
-  os.replace(os.path.join(directory, str(step)),
-             os.path.join(damaged, f'{step}_{int(time.time())}'))
+  directory = epath.Path(manager.directory)
+  damaged = directory.parent / DAMAGED
+  damaged.mkdir(parents=True, exist_ok=True)
+  (directory / str(step)).rename(damaged / f'{step}_{int(time.time())}')
   manager.reload()

@@ -15,9 +15,11 @@ from flax import jax_utils
 import models
 from configs import base
 from sam import losses
+from sam import methods
 from sam import optim
-from sam import sam as sam_lib
-from sam import steps
+from sam import perturbation as ball
+from sam.run import state as state_lib
+from sam.run import step as step_lib
 
 NUM_DEVICES = 2
 
@@ -34,13 +36,13 @@ class TinyMLP(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
-def make_config(optimizer='sam', rho=0.5, sync=False):
+def make_config(method='sam', rho=0.5, sync=False):
   c = base.base_config()
-  c.optimizer = optimizer
+  c.sam.method = method
   c.sam.rho = rho
   c.sam.sync_perturbation = sync
-  c.weight_decay = 1e-3
-  c.learning_rate = 0.1
+  c.optim.weight_decay = 1e-3
+  c.optim.learning_rate = 0.1
   return c
 
 
@@ -55,9 +57,9 @@ def run_pmapped_step(model, config, state, batch):
 
 
 def init_state(model, config, image_shape):
-  tx = optim.create_optimizer(config, optax.constant_schedule(
-      config.learning_rate))
-  return steps.create_train_state(model, image_shape, tx, seed=0), tx
+  tx = optim.create_optimizer(config.optim, optax.constant_schedule(
+      config.optim.learning_rate))
+  return state_lib.create_train_state(model, image_shape, tx, seed=0), tx
 
 
 def mlp_grad(model, config, params, batch):
@@ -68,7 +70,7 @@ def mlp_grad(model, config, params, batch):
     onehot = jax.nn.one_hot(batch['label'], logits.shape[-1])
     ce = -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), -1))
     l2 = sum(jnp.sum(w ** 2) for w in jax.tree.leaves(p))
-    return ce + 0.5 * config.weight_decay * l2
+    return ce + 0.5 * config.optim.weight_decay * l2
 
   return jax.grad(loss)(params)
 
@@ -172,7 +174,7 @@ def test_batchnorm_statistics_come_from_the_unperturbed_pass():
                               half['image'], train=True,
                               mutable=['batch_stats'])
       return jnp.mean(losses.cross_entropy(logits, half['label'])) + (
-          losses.l2_penalty(p, config.weight_decay))
+          losses.l2_penalty(p, config.optim.weight_decay))
     return jax.grad(loss)(state.params)
 
   g = ravel(half_grad(halves[0]))
@@ -191,7 +193,7 @@ def compiled_step(model, config, num_devices=NUM_DEVICES):
   key = (model, config.to_json(), num_devices)
   if key not in _COMPILED:
     _COMPILED[key] = jax.pmap(
-        functools.partial(steps.train_step, model=model, config=config),
+        step_lib.make_train_step(config, model, model.num_classes),
         axis_name='batch', devices=jax.local_devices()[:num_devices])
   return _COMPILED[key]
 
@@ -199,17 +201,18 @@ def compiled_step(model, config, num_devices=NUM_DEVICES):
 def run_steps(model, config, state, batches, num_devices=NUM_DEVICES):
   """Runs one step per batch; returns the final state and last metrics."""
   p_step = compiled_step(model, config, num_devices)
-  replicated = jax_utils.replicate(state, jax.local_devices()[:num_devices])
+  mesh = state_lib.device_mesh(jax.local_devices()[:num_devices])
+  replicated = state_lib.replicate(state, mesh)
   for batch in batches:
-    replicated, metrics = p_step(replicated, jax.tree.map(
-        lambda x: x.reshape((num_devices, -1) + x.shape[1:]), batch))
-  return jax_utils.unreplicate(replicated), jax_utils.unreplicate(metrics)
+    replicated, metrics = p_step(replicated, state_lib.shard(jax.tree.map(
+        lambda x: x.reshape((num_devices, -1) + x.shape[1:]), batch), mesh))
+  return state_lib.unreplicate(replicated), state_lib.unreplicate(metrics)
 
 
 def variant_config(**fields):
   config = make_config()
   for name, value in fields.items():
-    target = config if name == 'accumulation_steps' else config.sam
+    target = config.optim if name == 'accumulation_steps' else config.sam
     target[name] = value
   return config
 
@@ -226,19 +229,25 @@ def mlp_grad_fn(model, config, data):
     onehot = jax.nn.one_hot(data['label'], logits.shape[-1])
     ce = -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), -1))
     l2 = sum(jnp.sum(w ** 2) for w in jax.tree.leaves(p))
-    return ce + 0.5 * config.weight_decay * l2, None
+    return ce + 0.5 * config.optim.weight_decay * l2, None
 
   return jax.value_and_grad(loss, has_aux=True)
 
 
+def sam_variant(**options):
+  """(grad_fn, params) -> the grads of methods.sam_gradient."""
+  return lambda grad_fn, params: methods.sam_gradient(
+      methods.objective(grad_fn), params, 0.5, **options).grads
+
+
 def manual_group_update(model, config, state, tx, batch, group_size,
-                        variant=sam_lib.sam_gradient):
+                        variant=sam_variant()):
   """Each group of `group_size` examples: its own eps and descent gradient
   (by the pure `variant`); the update uses the mean over groups."""
   num_groups = len(batch['label']) // group_size
   descent = [ravel(variant(mlp_grad_fn(model, config,
                                        part(batch, i, group_size)),
-                           state.params)[1]) for i in range(num_groups)]
+                           state.params)) for i in range(num_groups)]
   grads = unravel_like(np.mean(descent, axis=0), state.params)
   updates, _ = tx.update(grads, state.opt_state, state.params)
   return optax.apply_updates(state.params, updates)
@@ -250,8 +259,7 @@ def test_m_sharpness_groups_each_perturb_with_their_own_examples(m_groups):
   model, batch = TinyMLP(), make_batch(5)
   config = variant_config(m=2, m_groups=m_groups)
   state, tx = init_state(model, config, (4, 4, 1))
-  variant = lambda grad_fn, params: sam_lib.sam_gradient(grad_fn, params,
-                                                         config.sam.rho)
+  variant = sam_variant()
   expected = manual_group_update(model, config, state, tx, batch, 2, variant)
   got, _ = run_steps(model, config, state, [batch])
   np.testing.assert_allclose(ravel(got.params), ravel(expected), rtol=1e-5,
@@ -315,16 +323,17 @@ def test_accumulation_with_m_groups_equals_the_groups_without_it():
                              rtol=1e-6, atol=1e-7)
 
 
+def second_order_variant(grad_fn, params):
+  return methods.second_order_sam_gradient(methods.objective(grad_fn),
+                                           params, 0.5).grads
+
+
 @pytest.mark.parametrize('fields,variant', [
-    ({'p': math.inf},
-     lambda g, w: sam_lib.sam_gradient(g, w, 0.5, p=math.inf)),
+    ({'p': math.inf}, sam_variant(p=math.inf)),
     ({'adaptive': True, 'adaptive_eta': 0.1},
-     lambda g, w: sam_lib.sam_gradient(g, w, 0.5, adaptive=True,
-                                       adaptive_eta=0.1)),
-    ({'ascent_steps': 2},
-     lambda g, w: sam_lib.multistep_sam_gradient(g, w, 0.5, num_steps=2)),
-    ({'second_order': True},
-     lambda g, w: sam_lib.second_order_sam_gradient(g, w, 0.5)),
+     sam_variant(adaptive=True, adaptive_eta=0.1)),
+    ({'ascent_steps': 2}, sam_variant(ascent_steps=2)),
+    ({'method': 'second_order'}, second_order_variant),
 ])
 def test_variant_step_is_the_pure_variant_on_each_device(fields, variant):
   model, batch = TinyMLP(), make_batch(11)
@@ -334,12 +343,12 @@ def test_variant_step_is_the_pure_variant_on_each_device(fields, variant):
   got, metrics = run_steps(model, config, state, [batch])
   np.testing.assert_allclose(ravel(got.params), ravel(expected), rtol=1e-5,
                              atol=1e-6)
-  if fields.get('second_order'):
-    first_order = np.mean([ravel(sam_lib.sam_gradient(
-        mlp_grad_fn(model, config, part(batch, i, 4)), state.params,
-        0.5)[1]) for i in range(NUM_DEVICES)], axis=0)
+  if fields.get('method') == 'second_order':
+    first_order = np.mean([ravel(sam_variant()(
+        mlp_grad_fn(model, config, part(batch, i, 4)), state.params))
+                           for i in range(NUM_DEVICES)], axis=0)
     second_order = np.mean([ravel(variant(
-        mlp_grad_fn(model, config, part(batch, i, 4)), state.params)[1])
+        mlp_grad_fn(model, config, part(batch, i, 4)), state.params))
                             for i in range(NUM_DEVICES)], axis=0)
     cosine = first_order @ second_order / (
         np.linalg.norm(first_order) * np.linalg.norm(second_order))
@@ -350,20 +359,20 @@ def test_variant_step_is_the_pure_variant_on_each_device(fields, variant):
 
 def test_random_perturbation_step_uses_a_random_eps_per_device():
   model, batch = TinyMLP(), make_batch(12)
-  config = variant_config(perturbation='random')
+  config = variant_config(method='random')
   state, tx = init_state(model, config, (4, 4, 1))
   got, _ = run_steps(model, config, state, [batch])
-  # The step's noise stream: (seed, step), then the device index.
+  # The step's method stream: (seed, step), then the device index.
   noise_key = jax.random.fold_in(jax.random.fold_in(
-      jax.random.key(config.seed), 0), steps._NOISE_STREAM)
+      jax.random.key(config.seed), 0), step_lib._METHOD_STREAM)
   descent = []
   for device in range(NUM_DEVICES):
-    eps = sam_lib.random_perturbation(jax.random.fold_in(noise_key, device),
-                                      state.params, config.sam.rho)
-    np.testing.assert_allclose(sam_lib.global_norm(eps), config.sam.rho,
+    eps = ball.random_perturbation(jax.random.fold_in(noise_key, device),
+                                   state.params, config.sam.rho)
+    np.testing.assert_allclose(ball.global_norm(eps), config.sam.rho,
                                rtol=1e-6)
     descent.append(ravel(mlp_grad_fn(model, config, part(batch, device, 4))(
-        sam_lib.perturb(state.params, eps))[1]))
+        ball.perturb(state.params, eps))[1]))
   grads = unravel_like(np.mean(descent, axis=0), state.params)
   updates, _ = tx.update(grads, state.opt_state, state.params)
   np.testing.assert_allclose(
@@ -422,7 +431,7 @@ def test_sam_step_matches_optax_contrib_sam_opaque_mode():
 def test_frozen_batch_stats_are_unchanged_by_a_step():
   model = models.create_model('wrn_mini', num_classes=3)
   config = make_config(rho=0.5)
-  config.freeze_batch_stats = True
+  config.model.freeze_batch_stats = True
   batch = make_batch(5, shape=(8, 8, 1))
   state, _ = init_state(model, config, (8, 8, 1))
   state = state.replace(batch_stats=jax.tree.map(
@@ -436,7 +445,7 @@ def test_frozen_batch_stats_are_unchanged_by_a_step():
 def test_mixup_step_trains_on_mixed_soft_targets():
   model, batch = TinyMLP(), make_batch(6)
   config = make_config('sgd')
-  config.mixup_alpha = 1.0
+  config.data.mixup_alpha = 1.0
   state, _ = init_state(model, config, (4, 4, 1))
   mixed = run_pmapped_step(model, config, state, batch).params
   plain = run_pmapped_step(model, make_config('sgd'), state, batch).params

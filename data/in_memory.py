@@ -8,13 +8,12 @@ at step s therefore sees exactly the batches an uninterrupted run sees, with
 nothing repeated or skipped. Each host takes its own slice of every global
 batch; each local device gets an equal share of the host's slice.
 
-Evaluation covers every example exactly once: the split is padded to whole
-global batches and the padding is masked out.
+Evaluation covers every example exactly once: each host's share of the split
+is padded to whole batches and the padding is masked out (data/sharding.py).
 """
 
 import dataclasses
-import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import ml_collections
 import numpy as np
@@ -23,9 +22,12 @@ import tensorflow as tf
 from data import augment
 from data import autoaugment
 from data import label_noise
+from data import sharding
 from data import sources
 
-Batch = dict[str, np.ndarray]
+Batch = sharding.Batch
+# tf.data only: keep TensorFlow off the accelerators JAX uses.
+tf.config.set_visible_devices([], 'GPU')
 
 
 def holdout_split(num_examples: int, fraction: float):
@@ -59,12 +61,6 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
 def normalize(images: tf.Tensor, mean, std) -> tf.Tensor:
   """uint8 0..255 -> float32 with zero mean and unit std per channel."""
   return (tf.cast(images, tf.float32) - mean) / std
-
-
-def to_device_shape(batch: Batch, num_devices: int) -> Batch:
-  """Splits the leading (host batch) axis into [devices, per-device]."""
-  return {k: v.reshape((num_devices, -1) + v.shape[1:])
-          for k, v in batch.items()}
 
 
 @dataclasses.dataclass
@@ -107,6 +103,29 @@ class Datasets:
   def steps_per_epoch(self) -> int:
     return len(self.train_labels) // self.global_batch_size
 
+  @property
+  def eval_split_names(self) -> tuple[str, ...]:
+    return tuple(self.eval_splits)
+
+  def examples(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images, int32 labels) of 'train' or an eval split."""
+    if split == 'train':
+      return self.train_images, self.train_labels
+    if split not in self.eval_splits:
+      raise ValueError(f'split must be one of '
+                       f'{["train", *self.eval_splits]}, got {split!r}')
+    return self.eval_splits[split]
+
+  def label_noise_record(self) -> dict | None:
+    """The corrupted training examples (indices into the training split
+    after any validation holdout), or None without label noise."""
+    if self.clean_train_labels is None:
+      return None
+    changed = np.flatnonzero(self.clean_train_labels != self.train_labels)
+    return {'num_train': len(self.train_labels),
+            'num_changed': len(changed),
+            'changed_indices': changed.tolist()}
+
   def train_batches(self, start_step: int, num_steps: int) -> Iterator[Batch]:
     """Yields the batches of steps start_step .. num_steps - 1.
 
@@ -119,8 +138,8 @@ class Datasets:
     """
     n = len(self.train_labels)
     global_batch = self.global_batch_size
-    host_batch = global_batch // self.process_count
-    host_offset = self.process_index * host_batch
+    columns = sharding.host_slice(global_batch, self.process_index,
+                                  self.process_count)
     steps_per_epoch = self.steps_per_epoch
     images = tf.constant(self.train_images)
     labels = tf.constant(self.train_labels)
@@ -137,7 +156,7 @@ class Datasets:
       steps = epoch * steps_per_epoch + tf.range(steps_per_epoch,
                                                  dtype=tf.int64)
       return tf.data.Dataset.from_tensor_slices(
-          (steps, rows[:, host_offset:host_offset + host_batch]))
+          (steps, rows[:, columns.start:columns.stop]))
 
     def batch_of_step(step, rows):
       augment_seed = tf.stack([tf.constant(2 * seed + 1, tf.int64),
@@ -154,7 +173,7 @@ class Datasets:
     ds = ds.map(batch_of_step, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     for batch in ds.prefetch(2).as_numpy_iterator():
-      yield to_device_shape(batch, self.local_device_count)
+      yield sharding.to_device_shape(batch, self.local_device_count)
 
   def eval_batches(self, split: str) -> Iterator[Batch]:
     """Yields padded, masked batches covering `split` exactly once.
@@ -167,31 +186,43 @@ class Datasets:
       for real examples and 0.0 for padding.
     """
     images, labels = self.eval_splits[split]
-    n = len(labels)
-    global_batch = self.eval_batch_size
-    num_batches = math.ceil(n / global_batch)
-    position = np.arange(num_batches * global_batch).reshape(num_batches, -1)
-    host_batch = global_batch // self.process_count
-    position = position[:, self.process_index * host_batch:][:, :host_batch]
-    mask = (position < n).astype(np.float32)
-    index = np.minimum(position, n - 1)
+    index, mask = sharding.eval_share(
+        len(labels), self.eval_batch_size, self.process_index,
+        self.process_count).positions()
     for rows, row_mask in zip(index, mask):
       batch = {'image': normalize(images[rows], self.mean, self.std).numpy(),
                'label': labels[rows], 'mask': row_mask}
-      yield to_device_shape(batch, self.local_device_count)
+      yield sharding.to_device_shape(batch, self.local_device_count)
 
 
-def create_datasets(config: ml_collections.ConfigDict, process_index: int,
-                    process_count: int, local_device_count: int) -> Datasets:
+def _relabelled(images: np.ndarray, mean, std,
+                relabel: Callable[[np.ndarray], np.ndarray],
+                batch_size: int = 256) -> np.ndarray:
+  """relabel() of the normalised images, in batches."""
+  return np.concatenate([
+      np.asarray(relabel(normalize(images[i:i + batch_size], mean,
+                                   std).numpy()))
+      for i in range(0, len(images), batch_size)]).astype(np.int32)
+
+
+def create_datasets(config: ml_collections.ConfigDict, *, batch_size: int,
+                    eval_batch_size: int, seed: int, process_index: int = 0,
+                    process_count: int = 1, local_device_count: int = 1,
+                    relabel: Callable[[np.ndarray], np.ndarray] | None = None
+                    ) -> Datasets:
   """Loads the config's dataset and builds its splits.
 
   Args:
-    config: the run config (dataset, data_dir, augment, crop_padding,
-      validation_split, validation_fraction, batch_size, eval_batch_size,
-      seed).
+    config: the data section (dataset, data_dir, augment, crop_padding,
+      validation_split, validation_fraction, label_noise, ...).
+    batch_size: the global training batch.
+    eval_batch_size: the global evaluation batch.
+    seed: the run seed (order, augmentation, label noise).
     process_index: this host's index.
     process_count: number of hosts.
     local_device_count: devices on this host.
+    relabel: if given, (normalised images) -> labels replaces the training
+      labels after any label noise (bootstrap, Table 4).
 
   Returns:
     A `Datasets`.
@@ -216,18 +247,22 @@ def create_datasets(config: ml_collections.ConfigDict, process_index: int,
     # rho search stays clean, as in the paper.
     clean_train_labels = train_labels
     train_labels, _ = label_noise.corrupt_labels(
-        train_labels, source.num_classes, config.label_noise, config.seed,
+        train_labels, source.num_classes, config.label_noise, seed,
         config.label_noise_mode)
+  mean = tuple(config.input_mean) or source.mean
+  std = tuple(config.input_std) or source.std
+  if relabel is not None:
+    train_labels = _relabelled(train_images, mean, std, relabel)
   return Datasets(
       num_classes=source.num_classes,
       image_shape=train_images.shape[1:],
       train_images=train_images,
       train_labels=train_labels,
       eval_splits=eval_splits,
-      mean=tuple(config.input_mean) or source.mean,
-      std=tuple(config.input_std) or source.std,
-      global_batch_size=config.batch_size,
-      eval_batch_size=config.eval_batch_size,
+      mean=mean,
+      std=std,
+      global_batch_size=batch_size,
+      eval_batch_size=eval_batch_size,
       transform=augment.make_train_transform(
           config.augment, config.crop_padding,
           autoaugment_policy=config.autoaugment_policy or
@@ -235,7 +270,7 @@ def create_datasets(config: ml_collections.ConfigDict, process_index: int,
                                          train_images.shape[1]),
           randaugment_layers=config.randaugment_layers,
           randaugment_magnitude=config.randaugment_magnitude),
-      seed=config.seed,
+      seed=seed,
       clean_train_labels=clean_train_labels,
       process_index=process_index,
       process_count=process_count,

@@ -18,22 +18,20 @@ Lanczos here keeps every Lanczos vector (memory order x num_params floats) and
 reorthogonalises against all of them twice, which keeps the Ritz values free of
 ghost copies in float32.
 
-Run on a checkpoint:
-  python -m sam.hessian --workdir=RUN --split=train
+Run on a checkpoint (writes JSON; `python -m results.spectrum_plot` draws it):
+  python -m sam.analysis hessian --workdir=RUN --split=train
 """
 
 import json
-import os
 from typing import Any, Callable, Iterable, NamedTuple
 
-from absl import app
-from absl import flags
 import jax
 from jax import flatten_util
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
-from sam import analysis_inputs
+from sam.analysis import inputs
 
 Array = Any
 MatVec = Callable[[Array], Array]
@@ -284,21 +282,22 @@ def estimate_from_json(record: dict) -> SpectrumEstimate:
 
 
 
-def analyse(run: tuple[Any, Any, Any, Any], output_dir: str, *,
+def analyse(run: tuple[Any, Any, Any, Any], output_dir: epath.PathLike, *,
             split: str = 'train', num_examples: int = 1024,
             batch_size: int = 128, bn_mode: str = 'train',
             weight_decay: bool = False, order: int = 90, num_draws: int = 3,
             seed: int = 0) -> dict:
-  """Hessian spectrum of a trained model; writes JSON and a plot.
+  """Hessian spectrum of a trained model; writes JSON.
 
   Args:
-    run: (config, model, variables, datasets), as `sam.training.load_run`.
-    output_dir: where `hessian_<split>_<bn_mode>.{json,png}` go.
+    run: (config, model, variables, datasets), as
+      `sam.run.experiment.load_run`.
+    output_dir: where `hessian_<split>_<bn_mode>.json` goes.
     split: 'train', 'test' or 'validation'.
     num_examples: examples whose mean loss is differentiated (0: the split).
     batch_size: examples per Hessian-vector product (and per BatchNorm batch
       in 'train' mode); the remainder of num_examples is dropped.
-    bn_mode: 'train' or 'eval' (sam/analysis_inputs.py).
+    bn_mode: 'train' or 'eval' (sam/analysis/inputs.py).
     weight_decay: include the run's 0.5 * wd * ||w||^2 (adds wd to every
       eigenvalue); default: the data loss alone.
     order, num_draws, seed: Lanczos steps, start vectors and their seed.
@@ -306,25 +305,21 @@ def analyse(run: tuple[Any, Any, Any, Any], output_dir: str, *,
   Returns:
     The JSON record.
   """
-  # Imported here: results/ draws figures from sam/ outputs, not vice versa.
-  from results import spectrum_plot  # pylint: disable=g-import-not-at-top
-
   config, model, variables, datasets = run
-  batch_loss = analysis_inputs.make_batch_loss(
+  batch_loss = inputs.make_batch_loss(
       model, variables['batch_stats'], bn_mode,
-      weight_decay=config.weight_decay if weight_decay else 0.0,
-      exclude_bn_bias=config.weight_decay_exclude_bn_bias,
-      label_smoothing=config.label_smoothing)
-  images, labels = analysis_inputs.split_examples(datasets, split,
-                                                  num_examples, seed)
-  batches = analysis_inputs.unstack_batches(
-      analysis_inputs.stack_batches(images, labels, batch_size))
+      weight_decay=config.optim.weight_decay if weight_decay else 0.0,
+      exclude_bn_bias=config.optim.weight_decay_exclude_bn_bias,
+      label_smoothing=config.optim.label_smoothing)
+  images, labels = inputs.split_examples(datasets, split, num_examples, seed)
+  batches = inputs.unstack_batches(
+      inputs.stack_batches(images, labels, batch_size))
   matvec, dim = dataset_hvp(batch_loss, variables['params'], batches)
   estimate = stochastic_lanczos_quadrature(
       matvec, dim, jax.random.key(seed), min(order, dim), num_draws)
   grid, sigma = density_grid(estimate)
   record = {
-      'optimizer': config.optimizer, 'split': split, 'bn_mode': bn_mode,
+      'method': config.sam.method, 'split': split, 'bn_mode': bn_mode,
       'weight_decay': weight_decay,
       'num_examples': len(batches) * batch_size, 'num_params': dim,
       'order': order, 'num_draws': num_draws,
@@ -333,38 +328,8 @@ def analyse(run: tuple[Any, Any, Any, Any], output_dir: str, *,
                   'values': spectral_density(estimate, grid, sigma).tolist()},
       'quadrature': estimate_to_json(estimate),
   }
-  os.makedirs(output_dir, exist_ok=True)
-  stem = os.path.join(output_dir, f'hessian_{split}_{bn_mode}')
-  with open(stem + '.json', 'w') as f:
-    json.dump(record, f, indent=1)
-  spectrum_plot.plot_spectra([(config.optimizer, record)], stem + '.png')
+  output_dir = epath.Path(output_dir)
+  output_dir.mkdir(parents=True, exist_ok=True)
+  (output_dir / f'hessian_{split}_{bn_mode}.json').write_text(
+      json.dumps(record, indent=1))
   return record
-
-
-def _define_flags():
-  flags.DEFINE_string('workdir', None, 'Training workdir to analyse.',
-                      required=True)
-  analysis_inputs.define_example_flags(num_examples=1024, bn_mode='train')
-  flags.DEFINE_bool('weight_decay', False, 'Include the L2 term in the loss.')
-  flags.DEFINE_integer('order', 90, 'Lanczos steps per start vector.')
-  flags.DEFINE_integer('num_draws', 3, 'Random start vectors.')
-
-
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  # Imported here: loading a run needs the training stack (tensorflow, data);
-  # the functions above do not.
-  from sam import training  # pylint: disable=g-import-not-at-top
-  record = analyse(
-      training.load_run(f.workdir),
-      f.output_dir or os.path.join(f.workdir, 'analysis'), split=f.split,
-      num_examples=f.num_examples, batch_size=f.batch_size,
-      bn_mode=f.bn_mode, weight_decay=f.weight_decay, order=f.order,
-      num_draws=f.num_draws, seed=f.seed)
-  print(json.dumps(record['summary'], indent=1))
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

@@ -5,12 +5,12 @@ object per write) is what the results aggregator and figures read.
 """
 
 import json
-import os
 from typing import Any, Mapping
 
 import numpy as np
 from clu import metric_writers
 from clu.metric_writers import interface
+from etils import epath
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -18,13 +18,13 @@ METRICS_FILE = 'metrics.jsonl'
 class JsonLinesWriter(interface.MetricWriter):
   """Appends scalars to a JSON-lines file; other kinds are not recorded."""
 
-  def __init__(self, path: str):
-    self._path = path
+  def __init__(self, path: epath.PathLike):
+    self._path = epath.Path(path)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     record = {'step': int(step)}
     record.update({k: float(np.asarray(v)) for k, v in scalars.items()})
-    with open(self._path, 'a') as f:
+    with self._path.open('a') as f:
       f.write(json.dumps(record) + '\n')
 
   def write_summaries(self, step, values, metadata=None):
@@ -55,27 +55,36 @@ class JsonLinesWriter(interface.MetricWriter):
     pass
 
 
-def read_metrics(workdir: str) -> list[dict[str, float]]:
+def read_metrics(workdir: epath.PathLike) -> list[dict[str, float]]:
   """The records of `workdir/metrics.jsonl`, in order ([] if none)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / METRICS_FILE
+  if not path.exists():
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text().splitlines()
+          if line.strip()]
 
 
-def truncate_metrics(workdir: str, last_step: int) -> None:
+def truncate_metrics(workdir: epath.PathLike, last_step: int) -> None:
   """Drops records after `last_step`, which a resumed run will write again."""
   records = [r for r in read_metrics(workdir) if r['step'] <= last_step]
-  with open(os.path.join(workdir, METRICS_FILE), 'w') as f:
-    f.writelines(json.dumps(r) + '\n' for r in records)
+  (epath.Path(workdir) / METRICS_FILE).write_text(
+      ''.join(json.dumps(r) + '\n' for r in records))
 
 
-def create_writer(workdir: str, is_primary: bool) -> metric_writers.MetricWriter:
-  """TensorBoard + logging (+ JSON lines on the primary host)."""
+def create_writer(workdir: epath.PathLike,
+                  is_primary: bool) -> metric_writers.MetricWriter:
+  """TensorBoard + logging (+ JSON lines on the primary host).
+
+  Args:
+    workdir: the run's workdir.
+    is_primary: whether this process writes files (process 0).
+
+  Returns:
+    A clu MetricWriter.
+  """
   default = metric_writers.create_default_writer(
-      workdir, just_logging=not is_primary, asynchronous=False)
+      str(workdir), just_logging=not is_primary, asynchronous=False)
   if not is_primary:
     return default
   return metric_writers.MultiWriter(
-      [default, JsonLinesWriter(os.path.join(workdir, METRICS_FILE))])
+      [default, JsonLinesWriter(epath.Path(workdir) / METRICS_FILE)])

@@ -1,0 +1,248 @@
+"""The training loop: a built run -> pmapped steps -> metrics, checkpoints
+and a summary.
+
+The host never waits for the devices on a step that neither logs, evaluates
+nor checkpoints: step metrics stay on the devices until the next log, and
+finiteness is decided on device (sam/run/step.py) and read at those points
+only. A non-finite state is never checkpointed: the run stops naming the
+step where it happened, with the last good checkpoint kept.
+"""
+
+import json
+import signal
+import time
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+from clu import periodic_actions
+from etils import epath
+
+from sam.run import checkpoints
+from sam.run import state as state_lib
+from sam.run import step as step_lib
+from sam.run import writers
+
+
+class NonFiniteError(RuntimeError):
+  """The loss or gradient stopped being finite."""
+
+
+class PreemptionSignal:
+  """Turns SIGTERM (TPU / spot preemption) into a flag the loop polls, so
+  the run checkpoints its current step before exiting."""
+
+  def __init__(self):
+    self.received = False
+    self._previous = signal.getsignal(signal.SIGTERM)
+
+  def __enter__(self):
+    signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM: checkpointing the current step, then exiting.')
+    self.received = True
+
+  def __exit__(self, *exc):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def evaluate(p_eval_step, state, datasets) -> dict[str, float]:
+  """Loss and error on every eval split, every example counted once."""
+  results = {}
+  for split in datasets.eval_split_names:
+    merged = None
+    for batch in datasets.eval_batches(split):
+      batch_metrics = state_lib.unreplicate(p_eval_step(state, batch))
+      merged = batch_metrics if merged is None else merged.merge(
+          batch_metrics)
+    results.update({f'{split}_{k}': float(v)
+                    for k, v in merged.compute().items()})
+  return results
+
+
+def merge_all(collections: list[Any]):
+  """One metrics collection from a list of per-step ones (None if empty)."""
+  merged = None
+  for collection in collections:
+    merged = collection if merged is None else merged.merge(collection)
+  return merged
+
+
+class Loop:
+  """The steps of one process of a run, from a start state to the end.
+
+  Attributes:
+    state: the replicated TrainState after the last step taken.
+    skipped_steps: non-finite steps skipped (optim.skip_nonfinite_steps).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               workdir: epath.Path, run, manager, state, start_step: int,
+               progress: dict[str, Any], writer, probe=None):
+    """Places the state on the devices and compiles nothing yet.
+
+    Args:
+      config: the run config.
+      workdir: the run's workdir.
+      run: the built run (sam.run.experiment.Built).
+      manager: the run's checkpoint manager.
+      state: the TrainState to start from, on the host.
+      start_step: the steps it has taken.
+      progress: the record saved with each checkpoint ('wall_time_s').
+      writer: the metric writer.
+      probe: (params, batch_stats, batch) -> sharpness, for
+        eval.sharpness_every_steps.
+    """
+    self.config, self.workdir, self.run = config, workdir, run
+    self.manager, self.progress = manager, progress
+    self.start_step = start_step
+    self.writer, self.probe = writer, probe
+    self.mesh = state_lib.device_mesh()
+    self.p_train, self.p_eval = step_lib.pmap_steps(
+        config, run.model, run.datasets.num_classes)
+    self.state = state_lib.replicate(state, self.mesh)
+    self.pending_metrics = []
+    self.eval_every = max(1, round(config.eval.every_epochs *
+                                   run.datasets.steps_per_epoch))
+    self.segment_started = time.time()
+    self.first_step_done = None
+
+  def _finite_so_far(self) -> int:
+    """Reads the on-device record of non-finite steps (a host sync).
+
+    Returns:
+      The number of skipped steps.
+
+    Raises:
+      NonFiniteError: a step was not finite and the run does not skip.
+    """
+    count, first = jax.device_get((self.state.nonfinite_steps[0],
+                                   self.state.first_nonfinite_step[0]))
+    if count and not self.config.optim.skip_nonfinite_steps:
+      checkpoints.wait_until_saved(self.manager)
+      raise NonFiniteError(
+          f'non-finite loss or gradient at step {first}; the last good '
+          f'checkpoint (step {self.manager.latest_step()}) is kept in '
+          f'{self.workdir}')
+    return int(count)
+
+  def _log(self, step: int) -> None:
+    skipped = self._finite_so_far()
+    merged = merge_all(state_lib.unreplicate(self.pending_metrics))
+    self.pending_metrics = []
+    scalars = {}
+    if merged is not None and float(merged.train_loss.count) > 0:
+      scalars = {k: float(v) for k, v in merged.compute().items()}
+    if self.config.optim.skip_nonfinite_steps:
+      scalars['skipped_steps'] = skipped
+      if skipped:
+        logging.warning('%d non-finite steps skipped so far.', skipped)
+    scalars['learning_rate'] = float(self.run.schedule(step - 1))
+    scalars['epoch'] = self._epoch(step)
+    self.writer.write_scalars(step, scalars)
+
+  def _epoch(self, step: int) -> float:
+    return step / self.run.datasets.steps_per_epoch
+
+  def _evaluate(self, step: int) -> None:
+    self._finite_so_far()
+    scalars = evaluate(self.p_eval, self.state, self.run.datasets)
+    self.writer.write_scalars(step, {**scalars, 'epoch': self._epoch(step)})
+
+  def _probe(self, step: int, batch) -> None:
+    self._finite_so_far()
+    first_device = jax.tree.map(lambda x: x[0], (
+        self.state.params, self.state.batch_stats, batch))
+    self.writer.write_scalars(step, {'sharpness': float(
+        self.probe(*first_device))})
+
+  def _checkpoint(self, step: int) -> None:
+    self._finite_so_far()
+    self.progress['wall_time_s'] += time.time() - self.segment_started
+    checkpoints.save(self.manager, step,
+                     state_lib.unreplicate(self.state), self.progress)
+    self.segment_started = time.time()
+
+  def _after_step(self, step: int, batch, preempted: bool) -> None:
+    """Logs, probes, evaluates and checkpoints as the config asks."""
+    config, total = self.config, self.run.total_steps
+    is_last = step == total
+    if step % config.run.log_every_steps == 0 or is_last:
+      self._log(step)
+    every = config.eval.sharpness_every_steps
+    if self.probe is not None and every and step % every == 0:
+      self._probe(step, batch)
+    if step % self.eval_every == 0 or is_last:
+      self._evaluate(step)
+    if step % config.run.checkpoint_every_steps == 0 or is_last or preempted:
+      self._checkpoint(step)
+    if preempted and not is_last:
+      checkpoints.wait_until_saved(self.manager)
+      self.writer.flush()
+      raise SystemExit(f'preempted: checkpointed step {step} of {total} in '
+                       f'{self.workdir}; rerun to resume')
+
+  def run_steps(self) -> None:
+    """Takes every step from start_step + 1 to the run's last."""
+    total = self.run.total_steps
+    report_progress = periodic_actions.ReportProgress(
+        num_train_steps=total, writer=self.writer,
+        every_steps=self.config.run.log_every_steps)
+    batches = state_lib.prefetch(
+        self.run.datasets.train_batches(self.start_step, total), self.mesh)
+    logging.info('Training %s steps from step %d on %d devices.', total,
+                 self.start_step, jax.device_count())
+    self.segment_started = time.time()
+    with PreemptionSignal() as preemption:
+      for step in range(self.start_step + 1, total + 1):
+        batch = next(batches)
+        self.state, step_metrics = self.p_train(self.state, batch)
+        self.pending_metrics.append(step_metrics)
+        if self.first_step_done is None:
+          # Once: the throughput is timed from the end of the first
+          # (compiling) step.
+          jax.block_until_ready(self.state.step)
+          self.first_step_done = (step, time.time())
+        report_progress(step)
+        self._after_step(step, batch, preemption.received)
+    checkpoints.wait_until_saved(self.manager)
+    self.writer.flush()
+
+  def images_per_second(self) -> float | None:
+    """Training throughput of this process after its first step."""
+    total = self.run.total_steps
+    if self.first_step_done is None or self.first_step_done[0] >= total:
+      return None
+    first_step, first_time = self.first_step_done
+    return ((total - first_step) * self.run.datasets.global_batch_size /
+            max(time.time() - first_time, 1e-9))
+
+
+def summarize(config, workdir, total_steps, wall_time_s,
+              images_per_s) -> dict[str, Any]:
+  """The summary.json record of a finished run."""
+  records = writers.read_metrics(workdir)
+  evals = [r for r in records if 'test_error' in r]
+  final = {k: v for k, v in evals[-1].items()
+           if k.startswith(('test_', 'validation_'))}
+  best = {}
+  for key in ('test_error', 'validation_error'):
+    scored = [r for r in evals if key in r]
+    if scored:
+      best_record = min(scored, key=lambda r: r[key])
+      best[key] = best_record[key]
+      best[f'{key}_step'] = best_record['step']
+  return {
+      'config': json.loads(config.to_json()),
+      'finished': True,
+      'num_steps': total_steps,
+      'num_devices': jax.device_count(),
+      'wall_time_s': wall_time_s,
+      'images_per_s': images_per_s,
+      'final': final,
+      'best': best,
+  }

@@ -1,0 +1,101 @@
+"""The train state and its layout on the devices."""
+
+import collections
+import functools
+from typing import Any, Iterable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+
+# The pmapped step's one axis: the data-parallel devices of this host.
+AXIS = 'batch'
+
+
+class TrainState(train_state.TrainState):
+  """Parameters, optimizer state, BatchNorm running statistics, the SAM
+  method's own state, and the step's finiteness record.
+
+  Attributes:
+    batch_stats: BatchNorm running statistics.
+    method_state: what the method carries between steps (sam/methods.py).
+    nonfinite_steps: steps whose loss or gradient was not finite (skipped
+      with optim.skip_nonfinite_steps, else fatal).
+    first_nonfinite_step: the first of them (0: none).
+  """
+
+  batch_stats: Any
+  method_state: Any = ()
+  nonfinite_steps: jax.Array = 0
+  first_nonfinite_step: jax.Array = 0
+
+
+def create_train_state(model: nn.Module, image_shape, tx: optax.GradientTransformation,
+                       seed: int, method_init=lambda params: ()) -> TrainState:
+  """Initialises the model on a dummy batch.
+
+  Args:
+    model: the linen module.
+    image_shape: (H, W, C) of one example.
+    tx: the optax optimizer.
+    seed: initialisation seed.
+    method_init: params -> the SAM method's initial state.
+
+  Returns:
+    A TrainState at step 0.
+  """
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(seed), jnp.zeros((1,) + tuple(image_shape)))
+  zero = jnp.zeros((), jnp.int32)
+  # Strongly typed counters: flax's weakly typed 0 would make the second
+  # call of the jitted step compile it again.
+  return TrainState.create(
+      apply_fn=model.apply, params=variables['params'],
+      batch_stats=variables.get('batch_stats', {}), tx=tx,
+      method_state=method_init(variables['params']), nonfinite_steps=zero,
+      first_nonfinite_step=zero).replace(step=zero)
+
+
+def device_mesh(devices=None) -> Mesh:
+  """This host's devices on the step's axis."""
+  return Mesh(np.asarray(devices or jax.local_devices()), (AXIS,))
+
+
+def replicate(tree, mesh: Mesh):
+  """One copy of `tree` per device, laid out as the pmapped step's outputs
+  are (so its second call does not compile it again)."""
+  sharding = NamedSharding(mesh, PartitionSpec(AXIS))
+  count = mesh.devices.size
+  return jax.tree.map(
+      lambda x: jax.device_put(
+          np.broadcast_to(np.asarray(x), (count,) + np.shape(x)), sharding),
+      tree)
+
+
+def shard(batch, mesh: Mesh):
+  """Places a host batch of [devices, ...] arrays, one slice per device."""
+  sharding = NamedSharding(mesh, PartitionSpec(AXIS))
+  return jax.tree.map(lambda x: jax.device_put(x, sharding), batch)
+
+
+def prefetch(host_batches: Iterable[Any], mesh: Mesh,
+             size: int = 2) -> Iterator[Any]:
+  """Yields the batches placed on the devices, `size` transfers ahead."""
+  queue = collections.deque()
+  for batch in host_batches:
+    queue.append(shard(batch, mesh))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
+
+
+def unreplicate(tree):
+  """The first device's copy, on the host's default device."""
+  return jax.tree.map(lambda x: x[0], tree)
