@@ -13,8 +13,10 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # A persistent compilation cache shared by the tests and the train.py
 # subprocesses they start: identical steps compile once per session.
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
-                      os.path.join(tempfile.gettempdir(), 'sam_test_jax_cache'))
+os.environ.setdefault(
+    'JAX_COMPILATION_CACHE_DIR',
+    os.path.join(tempfile.gettempdir(), 'sam_test_jax_cache'),
+)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
@@ -25,8 +27,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import models
 from configs import smoke
+import models
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -70,9 +72,13 @@ def cifar_config():
 def count_params(name, num_classes, image_size=32):
   """'params' size of a named model, from shapes only (no initialisation)."""
   model = models.create_model(name, num_classes)
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
-      train=False))
+  shapes = jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0),
+          jnp.zeros((1, image_size, image_size, 3)),
+          train=False,
+      )
+  )
   return sum(x.size for x in jax.tree_util.tree_leaves(shapes['params']))
 
 
@@ -80,8 +86,9 @@ def random_variables(model, images, seed=0):
   """Variables of `model` filled with N(0, 0.1) (BN scales 1 + N(0, 0.1),
   variances 1) without running its initialisers, whose random number
   generation compiles slowly on CPU."""
-  shapes = jax.eval_shape(functools.partial(model.init, train=False),
-                          jax.random.key(0), images)
+  shapes = jax.eval_shape(
+      functools.partial(model.init, train=False), jax.random.key(0), images
+  )
   rng = np.random.default_rng(seed)
 
   def fill(path, shape):
@@ -106,24 +113,45 @@ def fill_variables():
   return random_variables
 
 
-def write_run(root, name, *, test_error=None, validation_error=None,
-              finished=True, summary=True, **overrides):
+def write_run(
+    root,
+    name,
+    *,
+    test_error=None,
+    validation_error=None,
+    finished=True,
+    summary=True,
+    **overrides,
+):
   """Writes a run directory the way train.py does (config.json,
   summary.json). Overrides: rho, method, and the identity fields by their
   leaf name (dataset, model, augment, num_epochs, epochs_multiplier, seed,
   validation_split, label_noise, mixup_alpha, m)."""
-  config = {'data': {'dataset': 'cifar10', 'augment': 'basic',
-                     'validation_split': False, 'label_noise': 0.0},
-            'model': {'name': 'wrn28_10'},
-            'optim': {'num_epochs': 200, 'epochs_multiplier': 1},
-            'sam': {'method': 'sam', 'rho': 0.05,
-                    'sync_perturbation': False},
-            'seed': 0}
-  sections = {'dataset': 'data', 'augment': 'data', 'validation_split': 'data',
-              'label_noise': 'data', 'mixup_alpha': 'data',
-              'bootstrap_teacher_workdir': 'data', 'num_epochs': 'optim',
-              'epochs_multiplier': 'optim', 'rho': 'sam', 'method': 'sam',
-              'm': 'sam'}
+  config = {
+      'data': {
+          'dataset': 'cifar10',
+          'augment': 'basic',
+          'validation_split': False,
+          'label_noise': 0.0,
+      },
+      'model': {'name': 'wrn28_10'},
+      'optim': {'num_epochs': 200, 'epochs_multiplier': 1},
+      'sam': {'method': 'sam', 'rho': 0.05, 'sync_perturbation': False},
+      'seed': 0,
+  }
+  sections = {
+      'dataset': 'data',
+      'augment': 'data',
+      'validation_split': 'data',
+      'label_noise': 'data',
+      'mixup_alpha': 'data',
+      'bootstrap_teacher_workdir': 'data',
+      'num_epochs': 'optim',
+      'epochs_multiplier': 'optim',
+      'rho': 'sam',
+      'method': 'sam',
+      'm': 'sam',
+  }
   for key, value in overrides.items():
     if key == 'model':
       config['model']['name'] = value
@@ -142,9 +170,19 @@ def write_run(root, name, *, test_error=None, validation_error=None,
     if validation_error is not None:
       final.update(validation_error=validation_error, validation_loss=1.0)
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-      json.dump({'config': config, 'finished': finished, 'num_steps': 10,
-                 'num_devices': 1, 'wall_time_s': 1.0, 'images_per_s': 1.0,
-                 'final': final, 'best': {}}, f)
+      json.dump(
+          {
+              'config': config,
+              'finished': finished,
+              'num_steps': 10,
+              'num_devices': 1,
+              'wall_time_s': 1.0,
+              'images_per_s': 1.0,
+              'final': final,
+              'best': {},
+          },
+          f,
+      )
   return workdir
 
 

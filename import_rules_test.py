@@ -15,12 +15,19 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-PACKAGES = ('configs', 'sam', 'models', 'data', 'launch', 'results',
-            'benchmarks')
+PACKAGES = (
+    'configs',
+    'sam',
+    'models',
+    'data',
+    'launch',
+    'results',
+    'benchmarks',
+)
 
 
 def _module_name(path: str) -> str:
-  relative = os.path.relpath(path, ROOT)[:-len('.py')].split(os.sep)
+  relative = os.path.relpath(path, ROOT)[: -len('.py')].split(os.sep)
   if relative[-1] == '__init__':
     relative = relative[:-1]
   return '.'.join(relative)
@@ -89,12 +96,34 @@ def layer(module: str) -> str:
 
 # layer -> the layers it must not import.
 FORBIDDEN = {
-    'models': {'sam', 'sam.run', 'sam.analysis', 'data', 'launch', 'results',
-               'train', 'benchmarks'},
-    'data': {'sam', 'sam.run', 'sam.analysis', 'models', 'launch', 'results',
-             'train', 'benchmarks'},
-    'sam': {'sam.run', 'sam.analysis', 'launch', 'results', 'train',
-            'benchmarks'},
+    'models': {
+        'sam',
+        'sam.run',
+        'sam.analysis',
+        'data',
+        'launch',
+        'results',
+        'train',
+        'benchmarks',
+    },
+    'data': {
+        'sam',
+        'sam.run',
+        'sam.analysis',
+        'models',
+        'launch',
+        'results',
+        'train',
+        'benchmarks',
+    },
+    'sam': {
+        'sam.run',
+        'sam.analysis',
+        'launch',
+        'results',
+        'train',
+        'benchmarks',
+    },
     'sam.run': {'sam.analysis', 'launch', 'results', 'train', 'benchmarks'},
     'sam.analysis': {'launch', 'results', 'train', 'benchmarks'},
     'results': {'sam.run', 'launch', 'train', 'benchmarks'},
@@ -104,9 +133,12 @@ FORBIDDEN = {
 
 
 def test_no_forbidden_arrows():
-  bad = sorted(f'{module} -> {target}'
-               for module, targets in graph().items() for target in targets
-               if layer(target) in FORBIDDEN.get(layer(module), ()))
+  bad = sorted(
+      f'{module} -> {target}'
+      for module, targets in graph().items()
+      for target in targets
+      if layer(target) in FORBIDDEN.get(layer(module), ())
+  )
   assert not bad
 
 
@@ -131,7 +163,7 @@ def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
     stack.append(node)
     for target in sorted(edges.get(node, ())):
       if state.get(target) == 'open':
-        return stack[stack.index(target):] + [target]
+        return stack[stack.index(target) :] + [target]
       if target not in state:
         found = visit(target)
         if found:
@@ -158,26 +190,37 @@ def test_no_cycles_between_modules_or_layers():
 
 
 def test_no_project_import_hidden_inside_a_function():
-  hidden = sorted(f'{module} imports {name}'
-                  for module, path in MODULES.items()
-                  for name, top_level in _imports(path)
-                  if not top_level and _target(name))
+  hidden = sorted(
+      f'{module} imports {name}'
+      for module, path in MODULES.items()
+      for name, top_level in _imports(path)
+      if not top_level and _target(name)
+  )
   assert not hidden
 
 
 def test_no_test_imports_another_test_module():
-  bad = sorted(f'{module} imports {_target(name)}'
-               for module, path in MODULES.items() if is_test(module)
-               for name, _ in _imports(path)
-               if _target(name) and is_test(_target(name)))
+  bad = sorted(
+      f'{module} imports {_target(name)}'
+      for module, path in MODULES.items()
+      if is_test(module)
+      for name, _ in _imports(path)
+      if _target(name) and is_test(_target(name))
+  )
   assert not bad
 
 
-@pytest.mark.parametrize('source,target,expected', [
-    ('models.wrn', 'sam.losses', True), ('sam.methods', 'sam.run.step', True),
-    ('sam.run.loop', 'sam.losses', False), ('train', 'launch.tpu', True),
-    ('results.tables', 'sam.run.files', True),
-    ('results.spectrum_plot', 'sam.analysis.hessian', False)])
+@pytest.mark.parametrize(
+    'source,target,expected',
+    [
+        ('models.wrn', 'sam.losses', True),
+        ('sam.methods', 'sam.run.step', True),
+        ('sam.run.loop', 'sam.losses', False),
+        ('train', 'launch.tpu', True),
+        ('results.tables', 'sam.run.files', True),
+        ('results.spectrum_plot', 'sam.analysis.hessian', False),
+    ],
+)
 def test_the_contract_has_teeth(source, target, expected):
   assert (layer(target) in FORBIDDEN.get(layer(source), ())) == expected
   assert _cycle({'a': {'b'}, 'b': {'a'}}) == ['a', 'b', 'a']

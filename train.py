@@ -12,10 +12,10 @@ written.
 import re
 import sys
 
-import jax
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from configs import knobs
@@ -27,15 +27,23 @@ from sam.run import experiment
 from sam.run import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file and knobs, e.g. configs/cifar.py:opt=sgd.',
-    lock_config=True)
+    'config',
+    None,
+    'Config file and knobs, e.g. configs/cifar.py:opt=sgd.',
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for this run.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 # Errors that are the user's to fix, reported as one line.
-USER_ERRORS = (checks.ConfigError, sources.DatasetNotPreparedError,
-               loop.NonFiniteError, checkpoints.CheckpointWriteError,
-               ValueError, OSError)
+USER_ERRORS = (
+    checks.ConfigError,
+    sources.DatasetNotPreparedError,
+    loop.NonFiniteError,
+    checkpoints.CheckpointWriteError,
+    ValueError,
+    OSError,
+)
 
 
 def _chain(error: BaseException):
@@ -54,12 +62,20 @@ def flag_error_line(error: Exception, argv: list[str]) -> str:
   if isinstance(error, (AttributeError, KeyError)):  # An unknown field.
     text = str(error)
     name = re.search(r"'(\w+)", text)
-    flag = next((a.split('=')[0] for a in argv if a.startswith('--config.')
-                 and name and a.split('=')[0].endswith('.' + name.group(1))),
-                '--config')
+    flag = next(
+        (
+            a.split('=')[0]
+            for a in argv
+            if a.startswith('--config.')
+            and name
+            and a.split('=')[0].endswith('.' + name.group(1))
+        ),
+        '--config',
+    )
     hint = re.search(r'Did you mean "(\w+)"', text)
-    return (f'{flag}: no such config field' +
-            (f'; did you mean {hint.group(1)!r}?' if hint else ''))
+    return f'{flag}: no such config field' + (
+        f'; did you mean {hint.group(1)!r}?' if hint else ''
+    )
   return str(error).splitlines()[0]
 
 
@@ -80,17 +96,20 @@ def main(argv):
   distributed.initialize(config.run.distributed)
   # Orbax logs every file it writes at INFO; keep the run's own log readable.
   logging.get_absl_handler().addFilter(
-      lambda record: '/orbax/' not in record.pathname)
+      lambda record: '/orbax/' not in record.pathname
+  )
   try:
     summary = experiment.train_and_evaluate(config, _WORKDIR.value)
   except USER_ERRORS as e:
     sys.exit(f'error: {e}')
   if jax.process_index() == 0:
     final, best = summary['final'], summary['best']
-    print(f"{_WORKDIR.value}: test error {100 * final['test_error']:.2f}% "
-          f"(best {100 * best['test_error']:.2f}% at step "
-          f"{best['test_error_step']}), {summary['num_steps']} steps, "
-          f"{summary['wall_time_s']:.0f} s of training")
+    print(
+        f"{_WORKDIR.value}: test error {100 * final['test_error']:.2f}% "
+        f"(best {100 * best['test_error']:.2f}% at step "
+        f"{best['test_error_step']}), {summary['num_steps']} steps, "
+        f"{summary['wall_time_s']:.0f} s of training"
+    )
 
 
 if __name__ == '__main__':

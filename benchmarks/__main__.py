@@ -41,12 +41,13 @@ def peak_tflops(device, dtype: str) -> float | None:
 def measure(name, args, devices, repeats):
   """(seconds per step, FLOPs per step, peak temp bytes, dtype) of one
   variant."""
-  config = step_time.variant_config(name, args.model, args.batch,
-                                    len(devices))
-  step, state = step_time.build_step(config, args.image_size,
-                                     args.num_classes, devices)
-  batch = step_time.make_batch(args.batch, args.image_size, args.num_classes,
-                               devices)
+  config = step_time.variant_config(name, args.model, args.batch, len(devices))
+  step, state = step_time.build_step(
+      config, args.image_size, args.num_classes, devices
+  )
+  batch = step_time.make_batch(
+      args.batch, args.image_size, args.num_classes, devices
+  )
   compiled = step.lower(state, batch).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -56,8 +57,12 @@ def measure(name, args, devices, repeats):
   for _ in range(repeats):
     state, per_step = step_time.time_steps(step, state, batch, args.steps)
     seconds.append(per_step)
-  return (statistics.median(seconds), (cost or {}).get('flops'),
-          getattr(memory, 'temp_size_in_bytes', None), config.model.dtype)
+  return (
+      statistics.median(seconds),
+      (cost or {}).get('flops'),
+      getattr(memory, 'temp_size_in_bytes', None),
+      config.model.dtype,
+  )
 
 
 def main(argv):
@@ -66,28 +71,40 @@ def main(argv):
 
   devices = jax.local_devices()[:1]
   platform = devices[0].platform
-  print(f'{args.model}, batch {args.batch}, {args.image_size}px, '
-        f'{devices[0].device_kind} ({platform})', flush=True)
+  print(
+      f'{args.model}, batch {args.batch}, {args.image_size}px, '
+      f'{devices[0].device_kind} ({platform})',
+      flush=True,
+  )
   rows = {}
   for name in args.variants:
     started = time.time()
     rows[name] = measure(name, args, devices, args.repeats)
     print(f'  measured {name} in {time.time() - started:.0f} s', flush=True)
   sgd = rows.get('sgd', (None,))[0]
-  print(f'\n{"variant":<14}{"ms/step":>9}{"img/s":>9}{"x SGD":>7}'
-        f'{"GFLOP":>9}{"temp MiB":>10}{"MFU":>7}')
+  print(
+      f'\n{"variant":<14}{"ms/step":>9}{"img/s":>9}{"x SGD":>7}'
+      f'{"GFLOP":>9}{"temp MiB":>10}{"MFU":>7}'
+  )
   for name, (seconds, flops, temp, dtype) in rows.items():
     peak = peak_tflops(devices[0], dtype) if platform != 'cpu' else None
-    mfu = (f'{flops / seconds / (peak * 1e12):7.1%}'
-           if peak and flops else f'{"-":>7}')
+    mfu = (
+        f'{flops / seconds / (peak * 1e12):7.1%}'
+        if peak and flops
+        else f'{"-":>7}'
+    )
     ratio = f'{seconds / sgd:7.2f}' if sgd else f'{"-":>7}'
-    print(f'{name:<14}{1e3 * seconds:9.0f}{args.batch / seconds:9.1f}'
-          f'{ratio}{(flops or 0) / 1e9:9.1f}'
-          f'{(temp or 0) / 2**20:10.1f}{mfu}', flush=True)
+    print(
+        f'{name:<14}{1e3 * seconds:9.0f}{args.batch / seconds:9.1f}'
+        f'{ratio}{(flops or 0) / 1e9:9.1f}'
+        f'{(temp or 0) / 2**20:10.1f}{mfu}',
+        flush=True,
+    )
   if not args.skip_input_pipeline:
     print('\ninput pipeline:', flush=True)
-    subprocess.run([sys.executable, '-m', 'benchmarks.input_pipeline'],
-                   check=True)
+    subprocess.run(
+        [sys.executable, '-m', 'benchmarks.input_pipeline'], check=True
+    )
 
 
 if __name__ == '__main__':

@@ -31,14 +31,20 @@ COLUMNS = 8
 def coloured_digits(count: int = COLUMNS) -> np.ndarray:
   """uint8 [count, 32, 32, 3] structured test images."""
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
+
   digits = datasets.load_digits()
   y, x = np.mgrid[:32, :32] / 31.0
   background = np.stack([40 + 40 * x, 60 + 120 * y, 200 - 80 * x], -1)
   images = []
   for i in range(count):
-    strokes = np.asarray(Image.fromarray(
-        (digits.images[i] * 15).astype(np.uint8)).resize(
-            (24, 24), Image.BILINEAR)) / 255.0
+    strokes = (
+        np.asarray(
+            Image.fromarray((digits.images[i] * 15).astype(np.uint8)).resize(
+                (24, 24), Image.BILINEAR
+            )
+        )
+        / 255.0
+    )
     ink = np.zeros((32, 32, 1))
     ink[4:28, 4:28, 0] = strokes
     image = background * (1 - ink) + np.array([250, 150, 30]) * ink
@@ -49,6 +55,7 @@ def coloured_digits(count: int = COLUMNS) -> np.ndarray:
 
 def augmentation_rows():
   """(label, fn(images [B, H, W, C], seed)) for the train transforms."""
+
   def transform(name, **options):
     return augment.make_train_transform(name, **options)
 
@@ -60,21 +67,34 @@ def augmentation_rows():
       ('basic', transform('basic')),
       ('cutout (basic+16px)', transform('cutout')),
       ('AA cifar10', transform('autoaugment')),
-      ('AA svhn+cutout', transform('autoaugment_cutout',
-                                   autoaugment_policy='svhn')),
+      (
+          'AA svhn+cutout',
+          transform('autoaugment_cutout', autoaugment_policy='svhn'),
+      ),
       ('AA imagenet', policy('imagenet')),
-      ('RandAugment 2,9', augment.per_image(autoaugment.make_randaugment(2,
-                                                                         9))),
-      ('Inception crop', augment.per_image(
-          imagenet_transforms.make_train_transform(32))),
+      (
+          'RandAugment 2,9',
+          augment.per_image(autoaugment.make_randaugment(2, 9)),
+      ),
+      (
+          'Inception crop',
+          augment.per_image(imagenet_transforms.make_train_transform(32)),
+      ),
   ]
 
 
 def op_rows(level: float = 9.0):
-  return [(f'{name} m={level:g}', augment.per_image(
-      lambda image, seed, name=name: autoaugment.apply_op(name, image, level,
-                                                          seed)))
-          for name in autoaugment.OPS]
+  return [
+      (
+          f'{name} m={level:g}',
+          augment.per_image(
+              lambda image, seed, name=name: autoaugment.apply_op(
+                  name, image, level, seed
+              )
+          ),
+      )
+      for name in autoaugment.OPS
+  ]
 
 
 def render(out_path: str):
@@ -83,8 +103,9 @@ def render(out_path: str):
   rows = augmentation_rows() + op_rows()
   grid = []
   for row, (_, fn) in enumerate(rows):
-    grid.append(list(fn(tf.constant(images),
-                        tf.constant([row, 17], tf.int64)).numpy()))
+    grid.append(
+        list(fn(tf.constant(images), tf.constant([row, 17], tf.int64)).numpy())
+    )
   # Key 4 draws lam = 0.63 with alpha = 1, so both partners stay visible.
   key = jax.random.PRNGKey(4)
   mixed, _ = mixup.mixup(key, images / 255.0, np.eye(COLUMNS), alpha=1.0)
@@ -92,16 +113,18 @@ def render(out_path: str):
   grid.append(list((np.asarray(mixed) * 255).round().astype(np.uint8)))
   labels = [label for label, _ in rows] + [f'mixup lam={lam:.2f}']
 
-  fig, axes = plt.subplots(len(grid), COLUMNS,
-                           figsize=(COLUMNS * 0.9 + 1.6, len(grid) * 0.9))
+  fig, axes = plt.subplots(
+      len(grid), COLUMNS, figsize=(COLUMNS * 0.9 + 1.6, len(grid) * 0.9)
+  )
   for r, row in enumerate(grid):
     for c, image in enumerate(row):
       axis = axes[r, c]
       axis.imshow(image, interpolation='nearest')
       axis.set_xticks([])
       axis.set_yticks([])
-    axes[r, 0].set_ylabel(labels[r], rotation=0, ha='right', va='center',
-                          fontsize=7)
+    axes[r, 0].set_ylabel(
+        labels[r], rotation=0, ha='right', va='center', fontsize=7
+    )
   fig.tight_layout(pad=0.2)
   plotting.save_figure(fig, out_path, dpi=80)
   print(f'wrote {out_path}: {len(grid)} rows x {COLUMNS} images')

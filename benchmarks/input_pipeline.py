@@ -33,7 +33,6 @@ from data import catalog
 from data import imagenet_transforms
 from data import in_memory
 
-
 CIFAR_AUGMENTS = ('basic', 'cutout', 'autoaugment', 'autoaugment_cutout')
 
 
@@ -50,8 +49,10 @@ def _time(dataset, num_batches, batch_size, warmup_batches=5):
   for _ in range(num_batches):
     next(iterator)
   images = num_batches * batch_size
-  return Rate(images / (time.perf_counter() - start),
-              images / (time.process_time() - cpu_start))
+  return Rate(
+      images / (time.perf_counter() - start),
+      images / (time.process_time() - cpu_start),
+  )
 
 
 def measure_cifar(name, num_images, batch_size=256):
@@ -59,15 +60,22 @@ def measure_cifar(name, num_images, batch_size=256):
   rng = np.random.default_rng(0)
   cifar10 = catalog.IN_MEMORY['cifar10']
   datasets = in_memory.Datasets(
-      num_classes=10, image_shape=(32, 32, 3),
+      num_classes=10,
+      image_shape=(32, 32, 3),
       train_images=rng.integers(0, 256, (50_000, 32, 32, 3), np.uint8),
       train_labels=rng.integers(0, 10, 50_000).astype(np.int32),
-      eval_splits={}, mean=cifar10.mean, std=cifar10.std,
-      global_batch_size=batch_size, eval_batch_size=batch_size,
-      transform=augment.make_train_transform(name), seed=0)
+      eval_splits={},
+      mean=cifar10.mean,
+      std=cifar10.std,
+      global_batch_size=batch_size,
+      eval_batch_size=batch_size,
+      transform=augment.make_train_transform(name),
+      seed=0,
+  )
   num_batches = max(num_images // batch_size, 1)
-  return _time(datasets.train_batches(0, num_batches + 5), num_batches,
-               batch_size)
+  return _time(
+      datasets.train_batches(0, num_batches + 5), num_batches, batch_size
+  )
 
 
 def _synthetic_jpegs(count, rng):
@@ -90,17 +98,24 @@ def measure_imagenet(num_images, batch_size=64):
 
   def augment_one(index, jpeg):
     return imagenet_transforms.decode_and_train_transform(
-        jpeg, tf.stack([seed, index]))
+        jpeg, tf.stack([seed, index])
+    )
 
   def normalise(batch):
     return tf.cast(batch, tf.float32) / 127.5 - 1.0
 
-  dataset = (tf.data.Dataset.from_tensor_slices(jpegs).enumerate().repeat()
-             .map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
-             .batch(batch_size, drop_remainder=True)
-             .map(normalise).prefetch(2))
-  return _time(dataset, max(num_images // batch_size, 1), batch_size,
-               warmup_batches=2)
+  dataset = (
+      tf.data.Dataset.from_tensor_slices(jpegs)
+      .enumerate()
+      .repeat()
+      .map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
+      .batch(batch_size, drop_remainder=True)
+      .map(normalise)
+      .prefetch(2)
+  )
+  return _time(
+      dataset, max(num_images // batch_size, 1), batch_size, warmup_batches=2
+  )
 
 
 def main(argv):
@@ -113,16 +128,29 @@ def main(argv):
   load_after = os.getloadavg()
   cores = os.cpu_count()
 
-  print(f'{cores} cores; load average (1 min) before {load_before[0]:.2f}, '
-        f'after {load_after[0]:.2f}')
-  print(f'{"transform":<24}{"images/s":>10}{"/ cores":>10}'
-        f'{"per CPU-second":>16}')
+  print(
+      f'{cores} cores; load average (1 min) before {load_before[0]:.2f}, '
+      f'after {load_after[0]:.2f}'
+  )
+  print(
+      f'{"transform":<24}{"images/s":>10}{"/ cores":>10}'
+      f'{"per CPU-second":>16}'
+  )
   for name, rate in rows.items():
-    print(f'{name:<24}{rate.wall:>10,.0f}{rate.wall / cores:>10,.0f}'
-          f'{rate.cpu:>16,.0f}')
-  print(json.dumps({'cores': cores, 'load_before': load_before,
-                    'load_after': load_after,
-                    'rates': {k: v._asdict() for k, v in rows.items()}}))
+    print(
+        f'{name:<24}{rate.wall:>10,.0f}{rate.wall / cores:>10,.0f}'
+        f'{rate.cpu:>16,.0f}'
+    )
+  print(
+      json.dumps(
+          {
+              'cores': cores,
+              'load_before': load_before,
+              'load_after': load_after,
+              'rates': {k: v._asdict() for k, v in rows.items()},
+          }
+      )
+  )
 
 
 if __name__ == '__main__':

@@ -32,8 +32,8 @@ import jax
 import numpy as np
 import optax
 
-import models
 from configs import smoke
+import models
 from sam import methods
 from sam import optim
 from sam.run import checks
@@ -65,9 +65,11 @@ def variant_overrides(name: str) -> dict:
     match = re.fullmatch(pattern, name)
     if match:
       return overrides(match.group(1))
-  raise ValueError(f'unknown variant {name!r}; valid: '
-                   f'{sorted(methods.METHODS) + sorted(FIXED_VARIANTS)} or '
-                   'k<N>, m<N>, accum<N>, p<float>')
+  raise ValueError(
+      f'unknown variant {name!r}; valid: '
+      f'{sorted(methods.METHODS) + sorted(FIXED_VARIANTS)} or '
+      'k<N>, m<N>, accum<N>, p<float>'
+  )
 
 
 def variant_config(name: str, model: str, batch: int, num_devices: int):
@@ -84,15 +86,23 @@ def variant_config(name: str, model: str, batch: int, num_devices: int):
 
 def build_step(config, image_size: int, num_classes: int, devices):
   """(pmapped step, replicated initial state) for a config."""
-  model = models.create_model(config.model.name, num_classes,
-                              config.model.dtype)
+  model = models.create_model(
+      config.model.name, num_classes, config.model.dtype
+  )
   tx = optim.create_optimizer(config.optim, optax.constant_schedule(0.1))
   state = state_lib.create_train_state(
-      model, (image_size, image_size, 3), tx, config.seed,
-      methods.create(config.sam).init)
-  step = jax.pmap(step_lib.make_train_step(config, model, num_classes),
-                  axis_name=step_lib.AXIS, devices=devices,
-                  donate_argnums=(0,))
+      model,
+      (image_size, image_size, 3),
+      tx,
+      config.seed,
+      methods.create(config.sam).init,
+  )
+  step = jax.pmap(
+      step_lib.make_train_step(config, model, num_classes),
+      axis_name=step_lib.AXIS,
+      devices=devices,
+      donate_argnums=(0,),
+  )
   return step, state_lib.replicate(state, state_lib.device_mesh(devices))
 
 
@@ -101,9 +111,11 @@ def make_batch(batch: int, image_size: int, num_classes: int, devices):
   rng = np.random.default_rng(0)
   n = len(devices)
   host = {
-      'image': rng.normal(size=(n, batch // n, image_size, image_size, 3)
-                          ).astype(np.float32),
-      'label': rng.integers(0, num_classes, (n, batch // n)).astype(np.int32)}
+      'image': rng.normal(
+          size=(n, batch // n, image_size, image_size, 3)
+      ).astype(np.float32),
+      'label': rng.integers(0, num_classes, (n, batch // n)).astype(np.int32),
+  }
   return state_lib.shard(host, state_lib.device_mesh(devices))
 
 
@@ -123,9 +135,21 @@ def define_step_flags() -> None:
   flags.DEFINE_integer('batch', 128, 'Global batch.')
   flags.DEFINE_integer('image_size', 32, 'Image side.')
   flags.DEFINE_integer('num_classes', 10, 'Classes of the head.')
-  flags.DEFINE_list('variants', ['sgd', 'sam', 'p_inf', 'k2', 'second_order',
-                                 'asam', 'm32', 'bf16', 'accum2'],
-                    'Variant names (module doc).')
+  flags.DEFINE_list(
+      'variants',
+      [
+          'sgd',
+          'sam',
+          'p_inf',
+          'k2',
+          'second_order',
+          'asam',
+          'm32',
+          'bf16',
+          'accum2',
+      ],
+      'Variant names (module doc).',
+  )
   flags.DEFINE_integer('steps', 1, 'Timed steps per repeat.')
   flags.DEFINE_integer('repeats', 3, 'Timed rounds.')
 
@@ -138,19 +162,25 @@ def warm_up(name: str, devices):
   batch = make_batch(f.batch, f.image_size, f.num_classes, devices)
   started = time.perf_counter()
   state, _ = time_steps(step, state, batch, 1)  # Compiles.
-  print(f'  {name}: compile + first step {time.perf_counter() - started:.1f}'
-        f' s', flush=True)
+  print(
+      f'  {name}: compile + first step {time.perf_counter() - started:.1f}'
+      f' s',
+      flush=True,
+  )
   return [step, state, batch]
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
-  devices = jax.local_devices()[:f.devices]
+  devices = jax.local_devices()[: f.devices]
   names = f.variants
-  print(f'{f.model}, batch {f.batch}, {f.image_size}x{f.image_size}, '
-        f'{len(devices)} {devices[0].platform} device(s), {os.cpu_count()} '
-        f'cores, load {os.getloadavg()[0]:.1f}', flush=True)
+  print(
+      f'{f.model}, batch {f.batch}, {f.image_size}x{f.image_size}, '
+      f'{len(devices)} {devices[0].platform} device(s), {os.cpu_count()} '
+      f'cores, load {os.getloadavg()[0]:.1f}',
+      flush=True,
+  )
   # XLA compiles outside the GIL: a few variants compile side by side.
   with futures.ThreadPoolExecutor(f.compile_threads) as pool:
     built = dict(zip(names, pool.map(lambda n: warm_up(n, devices), names)))
@@ -167,15 +197,23 @@ def print_table(batch, steps, names, seconds, repeats_done):
   """The median over the repeats so far, with ratios to SGD and SAM."""
   median = {name: statistics.median(seconds[name]) for name in names}
   sgd, sam = median.get('sgd'), median.get('sam')
-  print(f'\nmedian of {repeats_done} x {steps} step(s); load '
-        f'{os.getloadavg()[0]:.1f}', flush=True)
-  print(f'{"variant":<14}{"ms/step":>10}{"images/s":>10}{"x SGD":>8}'
-        f'{"x SAM":>8}')
+  print(
+      f'\nmedian of {repeats_done} x {steps} step(s); load '
+      f'{os.getloadavg()[0]:.1f}',
+      flush=True,
+  )
+  print(
+      f'{"variant":<14}{"ms/step":>10}{"images/s":>10}{"x SGD":>8}'
+      f'{"x SAM":>8}'
+  )
   for name in names:
     ratio_sgd = f'{median[name] / sgd:8.2f}' if sgd else f'{"-":>8}'
     ratio_sam = f'{median[name] / sam:8.2f}' if sam else f'{"-":>8}'
-    print(f'{name:<14}{1e3 * median[name]:10.0f}'
-          f'{batch / median[name]:10.1f}{ratio_sgd}{ratio_sam}', flush=True)
+    print(
+        f'{name:<14}{1e3 * median[name]:10.0f}'
+        f'{batch / median[name]:10.1f}{ratio_sgd}{ratio_sam}',
+        flush=True,
+    )
 
 
 if __name__ == '__main__':

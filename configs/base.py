@@ -18,140 +18,154 @@ from configs import knobs
 
 
 def data_section() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      'dataset': 'cifar10',
-      # tfds data directory (local or gs://); for 'folder', the image root.
-      'data_dir': ml_collections.FieldReference(None, field_type=str),
-      # Read the tfds files as training goes (data/streaming.py) instead of
-      # holding the dataset in memory; datasets outside data.sources.SOURCES
-      # (ImageNet, the finetuning sets) always stream.
-      'streaming': False,
-      'shuffle_buffer_examples': 0,  # Streamed: 0 = up to 20,000 records.
-      'image_size': 0,  # Training/eval resolution; 0 keeps the dataset's.
-      'augment': 'basic',  # A name of data.augment.AUGMENTATIONS.
-      'crop_padding': 4,
-      'autoaugment_policy': '',  # '' picks the dataset's published policy.
-      'randaugment_layers': 2,
-      'randaugment_magnitude': 9.0,
-      # Per-channel normalisation on the 0-255 scale; empty = the dataset's
-      # own statistics (pretrained weights bring the ones they were trained
-      # with).
-      'input_mean': (),
-      'input_std': (),
-      'validation_split': False,  # Hold out part of train (the rho search).
-      'validation_fraction': 0.1,
-      'svhn_extra': False,  # SVHN: train on train + extra (604,388 images).
-      # Table 4: corrupt this fraction of training labels (never validation
-      # or test); 'different' draws a different class, 'uniform' any class.
-      'label_noise': 0.0,
-      'label_noise_mode': 'different',
-      'mixup_alpha': 0.0,  # > 0: mixup with Beta(alpha, alpha) on device.
-      # Bootstrap (Table 4): train on the labels that the finished run in
-      # this workdir predicts for the training set.
-      'bootstrap_teacher_workdir': '',
-  })
+  return ml_collections.ConfigDict(
+      {
+          'dataset': 'cifar10',
+          # tfds data directory (local or gs://); for 'folder', the image root.
+          'data_dir': ml_collections.FieldReference(None, field_type=str),
+          # Read the tfds files as training goes (data/streaming.py) instead of
+          # holding the dataset in memory; datasets outside data.sources.SOURCES
+          # (ImageNet, the finetuning sets) always stream.
+          'streaming': False,
+          'shuffle_buffer_examples': 0,  # Streamed: 0 = up to 20,000 records.
+          'image_size': 0,  # Training/eval resolution; 0 keeps the dataset's.
+          'augment': 'basic',  # A name of data.augment.AUGMENTATIONS.
+          'crop_padding': 4,
+          'autoaugment_policy': '',  # '' picks the dataset's published policy.
+          'randaugment_layers': 2,
+          'randaugment_magnitude': 9.0,
+          # Per-channel normalisation on the 0-255 scale; empty = the dataset's
+          # own statistics (pretrained weights bring the ones they were trained
+          # with).
+          'input_mean': (),
+          'input_std': (),
+          'validation_split': False,  # Hold out part of train (the rho search).
+          'validation_fraction': 0.1,
+          'svhn_extra': False,  # SVHN: train on train + extra (604,388 images).
+          # Table 4: corrupt this fraction of training labels (never validation
+          # or test); 'different' draws a different class, 'uniform' any class.
+          'label_noise': 0.0,
+          'label_noise_mode': 'different',
+          'mixup_alpha': 0.0,  # > 0: mixup with Beta(alpha, alpha) on device.
+          # Bootstrap (Table 4): train on the labels that the finished run in
+          # this workdir predicts for the training set.
+          'bootstrap_teacher_workdir': '',
+      }
+  )
 
 
 def model_section() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      'name': 'wrn28_10',  # A key of models.MODELS.
-      'dtype': 'float32',  # Computation dtype; parameters stay float32.
-      # Finetuning (paper C.2): start from this orbax checkpoint of converted
-      # weights; the head is re-initialised when the number of classes
-      # differs.
-      'init_checkpoint': '',
-      'freeze_batch_stats': False,  # BatchNorm uses its running averages.
-  })
+  return ml_collections.ConfigDict(
+      {
+          'name': 'wrn28_10',  # A key of models.MODELS.
+          'dtype': 'float32',  # Computation dtype; parameters stay float32.
+          # Finetuning (paper C.2): start from this orbax checkpoint of converted
+          # weights; the head is re-initialised when the number of classes
+          # differs.
+          'init_checkpoint': '',
+          'freeze_batch_stats': False,  # BatchNorm uses its running averages.
+      }
+  )
 
 
 def optim_section() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      'batch_size': 256,  # Global, over all devices and hosts.
-      # Micro-batches per device batch, run one after another (the same
-      # update, less memory); must divide the per-device batch.
-      'accumulation_steps': 1,
-      'num_epochs': 200,
-      'num_steps': 0,  # > 0: a step budget that replaces num_epochs.
-      # The paper trains SGD for 1x and 2x the epochs of the SAM run.
-      'epochs_multiplier': 1.0,
-      'learning_rate': 0.1,  # Peak of the per-step cosine decay.
-      'warmup_epochs': 0.0,
-      'momentum': 0.9,
-      'nesterov': True,
-      'weight_decay': 5e-4,  # L2 in the loss: 0.5 * wd * ||w||^2.
-      'weight_decay_exclude_bn_bias': False,
-      'label_smoothing': 0.0,
-      'grad_clip_norm': 5.0,  # Global-norm clipping; 0 turns it off.
-      # A non-finite loss or gradient stops the run (False) or skips that
-      # step's update, counted in the metrics as skipped_steps (True).
-      'skip_nonfinite_steps': False,
-  })
+  return ml_collections.ConfigDict(
+      {
+          'batch_size': 256,  # Global, over all devices and hosts.
+          # Micro-batches per device batch, run one after another (the same
+          # update, less memory); must divide the per-device batch.
+          'accumulation_steps': 1,
+          'num_epochs': 200,
+          'num_steps': 0,  # > 0: a step budget that replaces num_epochs.
+          # The paper trains SGD for 1x and 2x the epochs of the SAM run.
+          'epochs_multiplier': 1.0,
+          'learning_rate': 0.1,  # Peak of the per-step cosine decay.
+          'warmup_epochs': 0.0,
+          'momentum': 0.9,
+          'nesterov': True,
+          'weight_decay': 5e-4,  # L2 in the loss: 0.5 * wd * ||w||^2.
+          'weight_decay_exclude_bn_bias': False,
+          'label_smoothing': 0.0,
+          'grad_clip_norm': 5.0,  # Global-norm clipping; 0 turns it off.
+          # A non-finite loss or gradient stops the run (False) or skips that
+          # step's update, counted in the metrics as skipped_steps (True).
+          'skip_nonfinite_steps': False,
+      }
+  )
 
 
 def sam_section() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      # A name of sam.methods.METHODS: 'sgd' (no ascent), 'sam',
-      # 'random' (eps = rho z / ||z||, z ~ N(0, I), Appendix C.5),
-      # 'second_order' (keeps the d eps / dw term, C.4; logs
-      # second_order_cosine).
-      'method': 'sam',
-      'rho': 0.05,
-      # False: each device perturbs with its own sub-batch gradient
-      # (m-sharpness with m = per-device batch, the paper's setting). True:
-      # one perturbation from the gradient of the global batch.
-      'sync_perturbation': False,
-      # m-sharpness (Section 4.1): examples per independent perturbation,
-      # each group of m a virtual device (its own eps and BatchNorm batch);
-      # must divide the per-device batch. 0 = the per-device batch.
-      'm': 0,
-      # How the groups run: 'unroll' (a static loop: compile time grows with
-      # the number of groups) or 'vmap' (one batched program, which turns
-      # the groups' own weights into grouped convolutions: WRN-16-4, batch
-      # 128, m = 32 on XLA:CPU took 97.7 s a step with vmap, 21.4 s
-      # unrolled).
-      'm_groups': 'unroll',
-      # The norm of the neighbourhood, in [1, inf]; 2 is the paper's SAM,
-      # inf gives eps = rho * sign(g) (Appendix C.5), others equation (2).
-      'p': 2.0,
-      # Steps of projected gradient ascent for eps (C.6); 1 is SAM. p = 2 or
-      # inf.
-      'ascent_steps': 1,
-      # ASAM (Kwon et al., 2021): the ball scaled elementwise by |w| + eta.
-      # Its rho is larger than SAM's: the ASAM paper uses rho = 0.5
-      # (CIFAR-10) and 1.0 (CIFAR-100) with eta = 0.01.
-      'adaptive': False,
-      'adaptive_eta': 0.01,
-  })
+  return ml_collections.ConfigDict(
+      {
+          # A name of sam.methods.METHODS: 'sgd' (no ascent), 'sam',
+          # 'random' (eps = rho z / ||z||, z ~ N(0, I), Appendix C.5),
+          # 'second_order' (keeps the d eps / dw term, C.4; logs
+          # second_order_cosine).
+          'method': 'sam',
+          'rho': 0.05,
+          # False: each device perturbs with its own sub-batch gradient
+          # (m-sharpness with m = per-device batch, the paper's setting). True:
+          # one perturbation from the gradient of the global batch.
+          'sync_perturbation': False,
+          # m-sharpness (Section 4.1): examples per independent perturbation,
+          # each group of m a virtual device (its own eps and BatchNorm batch);
+          # must divide the per-device batch. 0 = the per-device batch.
+          'm': 0,
+          # How the groups run: 'unroll' (a static loop: compile time grows with
+          # the number of groups) or 'vmap' (one batched program, which turns
+          # the groups' own weights into grouped convolutions: WRN-16-4, batch
+          # 128, m = 32 on XLA:CPU took 97.7 s a step with vmap, 21.4 s
+          # unrolled).
+          'm_groups': 'unroll',
+          # The norm of the neighbourhood, in [1, inf]; 2 is the paper's SAM,
+          # inf gives eps = rho * sign(g) (Appendix C.5), others equation (2).
+          'p': 2.0,
+          # Steps of projected gradient ascent for eps (C.6); 1 is SAM. p = 2 or
+          # inf.
+          'ascent_steps': 1,
+          # ASAM (Kwon et al., 2021): the ball scaled elementwise by |w| + eta.
+          # Its rho is larger than SAM's: the ASAM paper uses rho = 0.5
+          # (CIFAR-10) and 1.0 (CIFAR-100) with eta = 0.01.
+          'adaptive': False,
+          'adaptive_eta': 0.01,
+      }
+  )
 
 
 def eval_section() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      'batch_size': 512,  # Global; the last batch is padded and masked.
-      'every_epochs': 1.0,
-      # Sharpness probe logged during training (Table 12, Figure 7): every
-      # this many steps (0 = never), max_{||eps|| <= rho} L(w + eps) - L(w)
-      # by k-step projected ascent on the step's first device batch.
-      'sharpness_every_steps': 0,
-      'sharpness_rho': 0.05,
-      'sharpness_ascent_steps': 1,
-  })
+  return ml_collections.ConfigDict(
+      {
+          'batch_size': 512,  # Global; the last batch is padded and masked.
+          'every_epochs': 1.0,
+          # Sharpness probe logged during training (Table 12, Figure 7): every
+          # this many steps (0 = never), max_{||eps|| <= rho} L(w + eps) - L(w)
+          # by k-step projected ascent on the step's first device batch.
+          'sharpness_every_steps': 0,
+          'sharpness_rho': 0.05,
+          'sharpness_ascent_steps': 1,
+      }
+  )
 
 
 def run_section() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      'log_every_steps': 100,
-      'checkpoint_every_steps': 1000,
-      'keep_checkpoints': 2,
-      # Multi-host runs (launch/tpu.py sets these): join jax.distributed
-      # before touching the devices. On a TPU pod jax finds the coordinator
-      # and the process ids itself; local CPU processes name them.
-      'distributed': ml_collections.ConfigDict({
-          'enabled': False,
-          'coordinator_address': '',
-          'num_processes': 0,
-          'process_id': -1,
-      }),
-  })
+  return ml_collections.ConfigDict(
+      {
+          'log_every_steps': 100,
+          'checkpoint_every_steps': 1000,
+          'keep_checkpoints': 2,
+          # Multi-host runs (launch/tpu.py sets these): join jax.distributed
+          # before touching the devices. On a TPU pod jax finds the coordinator
+          # and the process ids itself; local CPU processes name them.
+          'distributed': ml_collections.ConfigDict(
+              {
+                  'enabled': False,
+                  'coordinator_address': '',
+                  'num_processes': 0,
+                  'process_id': -1,
+              }
+          ),
+      }
+  )
 
 
 # Fields that say where a run executes, not what it computes: a workdir's
@@ -161,15 +175,17 @@ PLACEMENT_FIELDS = ('run.distributed',)
 
 def base_config() -> ml_collections.ConfigDict:
   """Returns the defaults: the paper's CIFAR WRN-28-10 recipe (Table 6)."""
-  return ml_collections.ConfigDict({
-      'seed': 0,
-      'data': data_section(),
-      'model': model_section(),
-      'optim': optim_section(),
-      'sam': sam_section(),
-      'eval': eval_section(),
-      'run': run_section(),
-  })
+  return ml_collections.ConfigDict(
+      {
+          'seed': 0,
+          'data': data_section(),
+          'model': model_section(),
+          'optim': optim_section(),
+          'sam': sam_section(),
+          'eval': eval_section(),
+          'run': run_section(),
+      }
+  )
 
 
 # The knobs every setting shares: the optimizer (a sam.methods name), rho,
@@ -183,8 +199,9 @@ COMMON_KNOBS = {
 }
 
 
-def apply_common_knobs(c: ml_collections.ConfigDict,
-                       values: dict) -> ml_collections.ConfigDict:
+def apply_common_knobs(
+    c: ml_collections.ConfigDict, values: dict
+) -> ml_collections.ConfigDict:
   """Sets the COMMON_KNOBS fields from parsed knob values (a None rho keeps
   the setting's own).
 
@@ -208,7 +225,8 @@ def _update(config: ml_collections.ConfigDict, record: dict) -> None:
   for key, value in record.items():
     current = config.get(key)
     if isinstance(current, ml_collections.ConfigDict) and isinstance(
-        value, dict):
+        value, dict
+    ):
       _update(current, value)
     elif isinstance(current, tuple) and isinstance(value, list):
       config[key] = tuple(value)

@@ -29,8 +29,10 @@ TABLE6 = {
     ('pyramidnet_272_200', None): (0.05, 5e-4, 0.05, 0.2),
 }
 # PyramidNet + ShakeDrop's learning rate differs per dataset in Table 6.
-SHAKEDROP = {'cifar10': (0.02, 5e-4, 0.05, None),
-             'cifar100': (0.05, 5e-4, None, 0.05)}
+SHAKEDROP = {
+    'cifar10': (0.02, 5e-4, 0.05, None),
+    'cifar100': (0.05, 5e-4, None, 0.05),
+}
 
 KNOBS = {
     **base.COMMON_KNOBS,
@@ -49,7 +51,8 @@ def table6(model: str, dataset: str, epochs: int):
     lr, wd, rho10, rho100 = SHAKEDROP[dataset]
   else:
     lr, wd, rho10, rho100 = TABLE6.get(
-        (model, epochs), TABLE6.get((model, None), TABLE6[('wrn28_10', 200)]))
+        (model, epochs), TABLE6.get((model, None), TABLE6[('wrn28_10', 200)])
+    )
   return lr, wd, rho10 if dataset == 'cifar10' else rho100
 
 
@@ -62,5 +65,6 @@ def get_config(arg: str | None = None):
   c.optim.num_epochs = k['epochs']
   c.sam.m = k['m']
   c.optim.learning_rate, c.optim.weight_decay, c.sam.rho = table6(
-      k['model'], k['dataset'], k['epochs'])
+      k['model'], k['dataset'], k['epochs']
+  )
   return base.apply_common_knobs(c, k)

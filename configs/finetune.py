@@ -97,7 +97,8 @@ def get_config(arg: str | None = None):
   c.data.input_mean = IMAGENET_MEAN
   c.data.input_std = IMAGENET_STD
   c.optim.batch_size, c.optim.learning_rate, steps, c.data.image_size = (
-      SCHEDULES[k['model']])
+      SCHEDULES[k['model']]
+  )
   if dataset == 'imagenet2012':
     c.optim.learning_rate = IMAGENET_LEARNING_RATE
     c.optim.num_epochs = IMAGENET_EPOCHS
@@ -107,8 +108,9 @@ def get_config(arg: str | None = None):
     # A step budget; num_epochs says about the same (base's num_epochs is an
     # int) for a loop that counts epochs.
     c.optim.num_steps = steps
-    c.optim.num_epochs = round(steps * c.optim.batch_size /
-                               TRAIN_EXAMPLES[dataset])
+    c.optim.num_epochs = round(
+        steps * c.optim.batch_size / TRAIN_EXAMPLES[dataset]
+    )
     c.sam.rho = TABLE8_RHO[dataset]
   c.optim.weight_decay = 1e-5
   c.optim.momentum = 0.9

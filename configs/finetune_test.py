@@ -8,26 +8,44 @@ from models import efficientnet
 from sam.run import checks
 
 
-@pytest.mark.parametrize('dataset,rho', [
-    ('fgvc_aircraft', 0.1), ('oxford_flowers102', 0.2),
-    ('oxford_iiit_pet', 0.1), ('cars196', 0.2), ('cifar10', 0.05),
-    ('cifar100', 0.02), ('birdsnap', 0.05), ('food101', 0.02)])
+@pytest.mark.parametrize(
+    'dataset,rho',
+    [
+        ('fgvc_aircraft', 0.1),
+        ('oxford_flowers102', 0.2),
+        ('oxford_iiit_pet', 0.1),
+        ('cars196', 0.2),
+        ('cifar10', 0.05),
+        ('cifar100', 0.02),
+        ('birdsnap', 0.05),
+        ('food101', 0.02),
+    ],
+)
 def test_b7_recipe_and_table8_rho(dataset, rho):
   c = finetune.get_config(f'dataset={dataset},checkpoint=/ckpt/b7')
   assert c.sam.rho == rho
-  assert (c.model.name, c.optim.batch_size, c.optim.learning_rate,
-          c.optim.num_steps) == ('efficientnet_b7', 1024, 0.016, 5000)
+  assert (
+      c.model.name,
+      c.optim.batch_size,
+      c.optim.learning_rate,
+      c.optim.num_steps,
+  ) == ('efficientnet_b7', 1024, 0.016, 5000)
   assert c.optim.num_epochs * finetune.TRAIN_EXAMPLES[dataset] == (
-      pytest.approx(5000 * 1024, rel=0.01))
+      pytest.approx(5000 * 1024, rel=0.01)
+  )
   assert (c.optim.weight_decay, c.optim.momentum, c.data.image_size) == (
-      1e-5, 0.9, 600)
+      1e-5,
+      0.9,
+      600,
+  )
   assert c.model.freeze_batch_stats
   assert c.model.init_checkpoint == '/ckpt/b7'
   # ImageNet statistics on the 0-255 scale: 255 * (0.485, 0.456, 0.406).
   assert c.data.input_mean == pytest.approx((123.675, 116.28, 103.53))
   assert c.data.input_std == pytest.approx((58.395, 57.12, 57.375))
-  assert c.data.augment == ('autoaugment' if dataset.startswith('cifar')
-                            else 'none')
+  assert c.data.augment == (
+      'autoaugment' if dataset.startswith('cifar') else 'none'
+  )
 
 
 def test_facts_repeated_in_the_config_match_their_sources():
@@ -41,14 +59,22 @@ def test_facts_repeated_in_the_config_match_their_sources():
 
 def test_l2_recipe():
   c = finetune.get_config('model=efficientnet_l2,dataset=cifar100')
-  assert (c.optim.batch_size, c.optim.learning_rate, c.optim.num_steps,
-          c.data.image_size) == (512, 0.008, 10000, 475)
+  assert (
+      c.optim.batch_size,
+      c.optim.learning_rate,
+      c.optim.num_steps,
+      c.data.image_size,
+  ) == (512, 0.008, 10000, 475)
 
 
 def test_imagenet_recipe_and_knob_overrides():
   c = finetune.get_config('dataset=imagenet2012,opt=sgd')
-  assert (c.optim.num_epochs, c.optim.num_steps, c.optim.learning_rate,
-          c.sam.rho) == (10, 0, 0.1, 0.05)
+  assert (
+      c.optim.num_epochs,
+      c.optim.num_steps,
+      c.optim.learning_rate,
+      c.sam.rho,
+  ) == (10, 0, 0.1, 0.05)
   assert c.sam.method == 'sgd'
   assert finetune.get_config('rho=0.07').sam.rho == 0.07
 
@@ -60,9 +86,17 @@ def test_bad_knobs_are_clear_errors():
     finetune.get_config('model=resnet50')
 
 
-@pytest.mark.parametrize('dataset', ['oxford_flowers102', 'oxford_iiit_pet',
-                                     'cars196', 'food101', 'cifar10',
-                                     'imagenet2012'])
+@pytest.mark.parametrize(
+    'dataset',
+    [
+        'oxford_flowers102',
+        'oxford_iiit_pet',
+        'cars196',
+        'food101',
+        'cifar10',
+        'imagenet2012',
+    ],
+)
 def test_configs_of_tfds_datasets_validate_and_stream(dataset):
   c = finetune.get_config(f'dataset={dataset}')
   checks.validate(c, 8)

@@ -22,8 +22,9 @@ from configs import knobs
 
 KNOBS = {
     **base.COMMON_KNOBS,
-    'model': knobs.Knob(str, 'resnet50', ('resnet50', 'resnet101',
-                                          'resnet152')),
+    'model': knobs.Knob(
+        str, 'resnet50', ('resnet50', 'resnet101', 'resnet152')
+    ),
     'epochs': knobs.Knob(int, 100),
     'rho': knobs.Knob(float, 0.05),
     'augment': knobs.Knob(str, 'basic'),

@@ -35,18 +35,23 @@ def _convert(name: str, knob: Knob, text: str, source: str) -> Any:
   try:
     value = knob.type(text)
   except ValueError:
-    example = knob.default if knob.default is not None else EXAMPLES.get(
-        knob.type, '')
-    raise KnobError(  # pylint: disable=raise-missing-from
+    example = (
+        knob.default
+        if knob.default is not None
+        else EXAMPLES.get(knob.type, '')
+    )
+    raise KnobError(
         f'{source}: {name}={text!r}: takes {knob.type.__name__} values, '
-        f'e.g. {name}={example}')
+        f'e.g. {name}={example}'
+    ) from None
   if knob.type is float and value != value:  # NaN.
     raise KnobError(f'{source}: {name}={text!r}: takes a number, not nan')
   return value
 
 
-def parse(arg: str | None, knobs: dict[str, Knob],
-          source: str) -> dict[str, Any]:
+def parse(
+    arg: str | None, knobs: dict[str, Knob], source: str
+) -> dict[str, Any]:
   """Parses 'k=v,k=v' over the declared knobs.
 
   Args:
@@ -65,8 +70,10 @@ def parse(arg: str | None, knobs: dict[str, Knob],
   for item in filter(None, (arg or '').split(',')):
     name, sep, text = item.partition('=')
     if not sep or name not in knobs:
-      raise KnobError(f'{source}: bad knob {item!r}; valid knobs: '
-                      f'{", ".join(f"{k}=" for k in knobs)}')
+      raise KnobError(
+          f'{source}: bad knob {item!r}; valid knobs: '
+          f'{", ".join(f"{k}=" for k in knobs)}'
+      )
     values[name] = _convert(name, knobs[name], text, source)
   for name, value in values.items():
     choices = knobs[name].choices

@@ -16,27 +16,51 @@ from configs import noisy_labels
 from configs import quickstart
 from configs import smoke
 
-CONFIG_FILES = ('cifar', 'svhn', 'fashion_mnist', 'imagenet', 'finetune',
-                'noisy_labels', 'quickstart', 'smoke')
+CONFIG_FILES = (
+    'cifar',
+    'svhn',
+    'fashion_mnist',
+    'imagenet',
+    'finetune',
+    'noisy_labels',
+    'quickstart',
+    'smoke',
+)
 
 
 def test_knobs_are_typed_and_default():
-  values = knobs.parse('rho=0.2,validation=true,epochs=3', {
-      'rho': knobs.Knob(float, None), 'validation': knobs.Knob(bool, False),
-      'epochs': knobs.Knob(int, 200), 'model': knobs.Knob(str, 'wrn28_10')},
-                       'configs/x.py')
-  assert values == {'rho': 0.2, 'validation': True, 'epochs': 3,
-                    'model': 'wrn28_10'}
+  values = knobs.parse(
+      'rho=0.2,validation=true,epochs=3',
+      {
+          'rho': knobs.Knob(float, None),
+          'validation': knobs.Knob(bool, False),
+          'epochs': knobs.Knob(int, 200),
+          'model': knobs.Knob(str, 'wrn28_10'),
+      },
+      'configs/x.py',
+  )
+  assert values == {
+      'rho': 0.2,
+      'validation': True,
+      'epochs': 3,
+      'model': 'wrn28_10',
+  }
 
 
-@pytest.mark.parametrize('arg,message', [
-    ('rho=abc', "configs/cifar.py: rho='abc': takes float values"),
-    ('epoch=1', "configs/cifar.py: bad knob 'epoch=1'; valid knobs: opt=, "),
-    ('epochs=many', "configs/cifar.py: epochs='many': takes int values"),
-    ('validation=maybe', "validation='maybe': takes true or false"),
-    ('rho=nan', "rho='nan': takes a number, not nan"),
-    ('dataset=svhn', "dataset='svhn'; valid: ['cifar10', 'cifar100']"),
-])
+@pytest.mark.parametrize(
+    'arg,message',
+    [
+        ('rho=abc', "configs/cifar.py: rho='abc': takes float values"),
+        (
+            'epoch=1',
+            "configs/cifar.py: bad knob 'epoch=1'; valid knobs: opt=, ",
+        ),
+        ('epochs=many', "configs/cifar.py: epochs='many': takes int values"),
+        ('validation=maybe', "validation='maybe': takes true or false"),
+        ('rho=nan', "rho='nan': takes a number, not nan"),
+        ('dataset=svhn', "dataset='svhn'; valid: ['cifar10', 'cifar100']"),
+    ],
+)
 def test_bad_knobs_are_one_line(arg, message):
   with pytest.raises(knobs.KnobError) as error:
     cifar.get_config(arg)
@@ -49,7 +73,11 @@ def test_noisy_labels_ranges():
     noisy_labels.get_config('noise=1.5')
   c = noisy_labels.get_config('noise=0.8,opt=sgd,mixup=8')
   assert (c.data.label_noise, c.sam.rho, c.sam.method, c.data.mixup_alpha) == (
-      0.8, 0.05, 'sgd', 8.0)
+      0.8,
+      0.05,
+      'sgd',
+      8.0,
+  )
 
 
 @pytest.mark.parametrize('name', CONFIG_FILES)
@@ -64,8 +92,12 @@ def test_every_config_file_builds_with_defaults_and_common_knobs(name):
 
 def test_smoke_is_the_tiny_digits_run():
   c = smoke.get_config()
-  assert (c.data.dataset, c.model.name, c.optim.num_epochs,
-          c.optim.batch_size) == ('digits', 'wrn_mini', 1, 64)
+  assert (
+      c.data.dataset,
+      c.model.name,
+      c.optim.num_epochs,
+      c.optim.batch_size,
+  ) == ('digits', 'wrn_mini', 1, 64)
   assert (c.run.checkpoint_every_steps, c.run.log_every_steps) == (4, 5)
   assert smoke.get_config('opt=sgd').sam.method == 'sgd'
 
@@ -83,14 +115,21 @@ def test_from_record_fills_fields_a_record_lacks():
 
 
 def test_loading_a_config_imports_no_tensorflow_or_jax(repo_dir):
-  code = ('import sys\n'
-          'from configs import ' + ', '.join(CONFIG_FILES) + '\n'
-          'for m in (' + ', '.join(CONFIG_FILES) + '):\n'
-          '  m.get_config()\n'
-          "heavy = [m for m in ('tensorflow', 'jax', 'flax', 'data', 'models',"
-          " 'sam') if m in sys.modules]\n"
-          'print(heavy)\n')
-  out = subprocess.run([sys.executable, '-c', code], cwd=repo_dir,
-                       capture_output=True, text=True, check=True,
-                       env={**os.environ, 'PYTHONPATH': repo_dir}).stdout
+  code = (
+      'import sys\n'
+      'from configs import ' + ', '.join(CONFIG_FILES) + '\n'
+      'for m in (' + ', '.join(CONFIG_FILES) + '):\n'
+      '  m.get_config()\n'
+      "heavy = [m for m in ('tensorflow', 'jax', 'flax', 'data', 'models',"
+      " 'sam') if m in sys.modules]\n"
+      'print(heavy)\n'
+  )
+  out = subprocess.run(
+      [sys.executable, '-c', code],
+      cwd=repo_dir,
+      capture_output=True,
+      text=True,
+      check=True,
+      env={**os.environ, 'PYTHONPATH': repo_dir},
+  ).stdout
   assert out.strip() == '[]'

@@ -38,12 +38,16 @@ KNOBS = {
 def get_config(arg: str | None = None):
   k = knobs.parse(arg, KNOBS, 'configs/noisy_labels.py')
   if not 0.0 <= k['noise'] < 1.0:
-    raise knobs.KnobError(f'configs/noisy_labels.py: noise={k["noise"]}; '
-                          f'valid: [0, 1), the paper uses {list(NOISE_RATES)}')
+    raise knobs.KnobError(
+        f'configs/noisy_labels.py: noise={k["noise"]}; '
+        f'valid: [0, 1), the paper uses {list(NOISE_RATES)}'
+    )
   if k['mixup'] < 0:
-    raise knobs.KnobError(f'configs/noisy_labels.py: mixup={k["mixup"]}; '
-                          'valid: 0 (off) or a Beta(alpha, alpha) parameter '
-                          '> 0')
+    raise knobs.KnobError(
+        f'configs/noisy_labels.py: mixup={k["mixup"]}; '
+        'valid: 0 (off) or a Beta(alpha, alpha) parameter '
+        '> 0'
+    )
   c = base.base_config()
   c.data.dataset = 'cifar10'
   c.model.name = 'resnet32'

@@ -15,7 +15,7 @@ image, run per image (`per_image`) on per-image seeds.
 Beyond the paper's basic augmentation: `cutout` (basic, then one 16x16
 patch), `autoaugment` (basic, then an AutoAugment policy: CIFAR-10's by
 default, the pipeline picks the dataset's with
-`autoaugment.policy_for_dataset`), `autoaugment_cutout` (basic, policy, then
+`policies.policy_for_dataset`), `autoaugment_cutout` (basic, policy, then
 cutout: the paper's SVHN setting) and `randaugment` (basic, then N random
 operations at magnitude M). Each stage draws from its own sub-seed.
 """
@@ -28,6 +28,7 @@ import tensorflow as tf
 from data import autoaugment
 from data import catalog
 from data import cutout
+from data import policies
 
 Transform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
@@ -37,8 +38,9 @@ def identity(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   return images
 
 
-def flip_and_crop(images: tf.Tensor, seed: tf.Tensor, padding: int = 4,
-                  flip: bool = True) -> tf.Tensor:
+def flip_and_crop(
+    images: tf.Tensor, seed: tf.Tensor, padding: int = 4, flip: bool = True
+) -> tf.Tensor:
   """Per image: zero-pad `padding` pixels, crop back at a uniform offset and
   (if `flip`) mirror left-right with probability 1/2.
 
@@ -53,16 +55,18 @@ def flip_and_crop(images: tf.Tensor, seed: tf.Tensor, padding: int = 4,
   """
   shape = tf.shape(images)
   height, width = shape[1], shape[2]
-  draws = tf.random.stateless_uniform([shape[0], 3], seed, 0, tf.int32.max,
-                                      tf.int32)
+  draws = tf.random.stateless_uniform(
+      [shape[0], 3], seed, 0, tf.int32.max, tf.int32
+  )
   top = draws[:, :1] % (2 * padding + 1)
   left = draws[:, 1:2] % (2 * padding + 1)
   flipped = tf.logical_and(flip, draws[:, 2:] % 2 == 1)
   columns = tf.range(width)[None]
   columns = left + tf.where(flipped, width - 1 - columns, columns)
   rows = top + tf.range(height)[None]
-  padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding],
-                           [0, 0]])
+  padded = tf.pad(
+      images, [[0, 0], [padding, padding], [padding, padding], [0, 0]]
+  )
   images = tf.gather(padded, rows, axis=1, batch_dims=1)
   return tf.gather(images, columns, axis=2, batch_dims=1)
 
@@ -71,10 +75,14 @@ def per_image(fn: Transform) -> Transform:
   """Lifts fn(image [H, W, C], seed [2]) to batches, one seed per image."""
 
   def apply(images, seed):
-    seeds = tf.random.stateless_uniform([tf.shape(images)[0], 2], seed,
-                                        None, None, tf.int64)
-    out = tf.map_fn(lambda args: fn(*args), (images, seeds),
-                    fn_output_signature=images.dtype)
+    seeds = tf.random.stateless_uniform(
+        [tf.shape(images)[0], 2], seed, None, None, tf.int64
+    )
+    out = tf.map_fn(
+        lambda args: fn(*args),
+        (images, seeds),
+        fn_output_signature=images.dtype,
+    )
     return tf.ensure_shape(out, images.shape)
 
   return apply
@@ -84,20 +92,31 @@ def _sub_seeds(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
   return tf.unstack(tf.random.experimental.stateless_split(seed, count))
 
 
-def basic_cutout(images: tf.Tensor, seed: tf.Tensor, padding: int = 4,
-                 cutout_size: int = cutout.DEFAULT_SIZE) -> tf.Tensor:
+def basic_cutout(
+    images: tf.Tensor,
+    seed: tf.Tensor,
+    padding: int = 4,
+    cutout_size: int = cutout.DEFAULT_SIZE,
+) -> tf.Tensor:
   """Basic, then one cutout patch per image (DeVries & Taylor, 2017)."""
   basic_seed, cutout_seed = _sub_seeds(seed, 2)
-  return cutout.random_cutout(flip_and_crop(images, basic_seed, padding),
-                              cutout_seed, cutout_size)
+  return cutout.random_cutout(
+      flip_and_crop(images, basic_seed, padding), cutout_seed, cutout_size
+  )
 
 
-def basic_then(policy: Transform, images: tf.Tensor, seed: tf.Tensor,
-               padding: int = 4, cutout_size: int = 0) -> tf.Tensor:
+def basic_then(
+    policy: Transform,
+    images: tf.Tensor,
+    seed: tf.Tensor,
+    padding: int = 4,
+    cutout_size: int = 0,
+) -> tf.Tensor:
   """Basic, then a per-image policy, then cutout if cutout_size."""
   basic_seed, policy_seed, cutout_seed = _sub_seeds(seed, 3)
-  images = per_image(policy)(flip_and_crop(images, basic_seed, padding),
-                             policy_seed)
+  images = per_image(policy)(
+      flip_and_crop(images, basic_seed, padding), policy_seed
+  )
   if cutout_size:
     images = cutout.random_cutout(images, cutout_seed, cutout_size)
   return images
@@ -107,10 +126,13 @@ def basic_then(policy: Transform, images: tf.Tensor, seed: tf.Tensor,
 TRAIN_TRANSFORMS = tuple(catalog.augmentations(streamed=False))
 
 
-def make_train_transform(name: str, crop_padding: int = 4,
-                         autoaugment_policy: str = 'cifar10',
-                         randaugment_layers: int = 2,
-                         randaugment_magnitude: float = 9.0) -> Transform:
+def make_train_transform(
+    name: str,
+    crop_padding: int = 4,
+    autoaugment_policy: str = 'cifar10',
+    randaugment_layers: int = 2,
+    randaugment_magnitude: float = 9.0,
+) -> Transform:
   """Returns the batch transform called `name`.
 
   Args:
@@ -119,7 +141,7 @@ def make_train_transform(name: str, crop_padding: int = 4,
       'autoaugment', 'autoaugment_cutout', 'randaugment'.
     crop_padding: pixels of zero padding before the random crop.
     autoaugment_policy: for the autoaugment entries, a key of
-      `autoaugment.POLICIES` ('cifar10', 'svhn', 'imagenet').
+      `policies.POLICIES` ('cifar10', 'svhn', 'imagenet').
     randaugment_layers: for 'randaugment', the number N of operations.
     randaugment_magnitude: for 'randaugment', the magnitude M in [0, 10].
 
@@ -128,22 +150,28 @@ def make_train_transform(name: str, crop_padding: int = 4,
   """
   if name not in TRAIN_TRANSFORMS:
     raise ValueError(
-        f'unknown augment {name!r}; valid: {sorted(TRAIN_TRANSFORMS)}')
+        f'unknown augment {name!r}; valid: {sorted(TRAIN_TRANSFORMS)}'
+    )
   padding = crop_padding
   if name.startswith('autoaugment'):
-    if autoaugment_policy not in autoaugment.POLICIES:
-      raise ValueError(f'autoaugment_policy must be one of '
-                       f'{sorted(autoaugment.POLICIES)}, got '
-                       f'{autoaugment_policy!r}')
+    if autoaugment_policy not in policies.POLICIES:
+      raise ValueError(
+          f'autoaugment_policy must be one of '
+          f'{sorted(policies.POLICIES)}, got '
+          f'{autoaugment_policy!r}'
+      )
     return functools.partial(
-        basic_then, autoaugment.make_autoaugment(autoaugment_policy),
+        basic_then,
+        autoaugment.make_autoaugment(autoaugment_policy),
         padding=padding,
-        cutout_size=cutout.DEFAULT_SIZE if name.endswith('cutout') else 0)
+        cutout_size=cutout.DEFAULT_SIZE if name.endswith('cutout') else 0,
+    )
   if name == 'randaugment':
     return functools.partial(
-        basic_then, autoaugment.make_randaugment(randaugment_layers,
-                                                 randaugment_magnitude),
-        padding=padding)
+        basic_then,
+        autoaugment.make_randaugment(randaugment_layers, randaugment_magnitude),
+        padding=padding,
+    )
   return {
       'none': identity,
       'basic': functools.partial(flip_and_crop, padding=padding),

@@ -14,8 +14,7 @@ def _images(count=BATCH):
   """Distinct gradient images (no grey pixels), one per batch row."""
   y, x = np.mgrid[:32, :32]
   base = np.stack([x * 7, y * 7, (x + y) * 3 + 20], -1)
-  return np.stack([(base + i) % 120 + 1 for i in range(count)]).astype(
-      np.uint8)
+  return np.stack([(base + i) % 120 + 1 for i in range(count)]).astype(np.uint8)
 
 
 def _run(transform, seed=(3, 2), images=None):
@@ -29,7 +28,7 @@ def _crops(image, padding):
   side = image.shape[0]
   for top in range(2 * padding + 1):
     for left in range(2 * padding + 1):
-      crop = padded[top:top + side, left:left + side]
+      crop = padded[top : top + side, left : left + side]
       yield (top, left, False), crop
       yield (top, left, True), crop[:, ::-1]
 
@@ -42,8 +41,9 @@ def test_flip_and_crop_is_a_padded_crop_per_image(flip):
     out = _run(lambda x, s: augment.flip_and_crop(x, s, 4, flip), (seed, 0))
     assert out.shape == images.shape and out.dtype == np.uint8
     for image, result in zip(images, out):
-      matches = [key for key, crop in _crops(image, 4)
-                 if np.array_equal(crop, result)]
+      matches = [
+          key for key, crop in _crops(image, 4) if np.array_equal(crop, result)
+      ]
       assert matches, 'output is no crop of the padded image'
       found.append(matches[0])
   tops, lefts, flips = zip(*found)
@@ -67,11 +67,13 @@ def test_entry_shape_dtype_determinism(name):
 
 
 def test_transforms_in_tf_data_match_eager():
-  transform = augment.make_train_transform('autoaugment_cutout',
-                                           autoaugment_policy='svhn')
+  transform = augment.make_train_transform(
+      'autoaugment_cutout', autoaugment_policy='svhn'
+  )
   seeds = np.array([[0, 1], [0, 2]], np.int64)
   dataset = tf.data.Dataset.from_tensor_slices(seeds).map(
-      lambda s: transform(tf.constant(_images()), s))
+      lambda s: transform(tf.constant(_images()), s)
+  )
   for seed, out in zip(seeds, dataset.as_numpy_iterator()):
     np.testing.assert_array_equal(out, _run(transform, seed))
 
@@ -85,8 +87,11 @@ def test_cutout_entry_is_basic_plus_one_grey_patch():
 
 
 def test_autoaugment_cutout_uses_the_named_policy():
-  svhn = _run(augment.make_train_transform('autoaugment_cutout',
-                                           autoaugment_policy='svhn'))
+  svhn = _run(
+      augment.make_train_transform(
+          'autoaugment_cutout', autoaugment_policy='svhn'
+      )
+  )
   cifar = _run(augment.make_train_transform('autoaugment_cutout'))
   assert not np.array_equal(svhn, cifar)
   for out in svhn:
@@ -94,8 +99,11 @@ def test_autoaugment_cutout_uses_the_named_policy():
 
 
 def test_per_image_gives_each_image_its_own_seed():
-  seeds = augment.per_image(lambda image, seed: tf.fill(
-      tf.shape(image), tf.cast(seed[0] % 251, tf.uint8)))
+  seeds = augment.per_image(
+      lambda image, seed: tf.fill(
+          tf.shape(image), tf.cast(seed[0] % 251, tf.uint8)
+      )
+  )
   out = _run(seeds)
   assert len({int(o[0, 0, 0]) for o in out}) == BATCH
 

@@ -28,122 +28,13 @@ from typing import Callable
 import tensorflow as tf
 
 from data import cutout
+from data import policies
 
 MAX_LEVEL = 10.0
 FILL = 128  # Grey for pixels that geometric operations move in.
 CIFAR_TRANSLATE_FRACTION = 10 / 32
 IMAGENET_TRANSLATE_FRACTION = 150 / 331
 CUTOUT_FRACTION = 20 / 32  # The released code's 20-pixel cutout on 32.
-
-# (operation, probability, magnitude) pairs; Table 7-9 of Cubuk et al. 2018.
-CIFAR10_POLICY = (
-    (('Invert', 0.1, 7), ('Contrast', 0.2, 6)),
-    (('Rotate', 0.7, 2), ('TranslateX', 0.3, 9)),
-    (('Sharpness', 0.8, 1), ('Sharpness', 0.9, 3)),
-    (('ShearY', 0.5, 8), ('TranslateY', 0.7, 9)),
-    (('AutoContrast', 0.5, 8), ('Equalize', 0.9, 2)),
-    (('ShearY', 0.2, 7), ('Posterize', 0.3, 7)),
-    (('Color', 0.4, 3), ('Brightness', 0.6, 7)),
-    (('Sharpness', 0.3, 9), ('Brightness', 0.7, 9)),
-    (('Equalize', 0.6, 5), ('Equalize', 0.5, 1)),
-    (('Contrast', 0.6, 7), ('Sharpness', 0.6, 5)),
-    (('Color', 0.7, 7), ('TranslateX', 0.5, 8)),
-    (('Equalize', 0.3, 7), ('AutoContrast', 0.4, 8)),
-    (('TranslateY', 0.4, 3), ('Sharpness', 0.2, 6)),
-    (('Brightness', 0.9, 6), ('Color', 0.2, 8)),
-    (('Solarize', 0.5, 2), ('Invert', 0.0, 3)),
-    (('Equalize', 0.2, 0), ('AutoContrast', 0.6, 0)),
-    (('Equalize', 0.2, 8), ('Equalize', 0.6, 4)),
-    (('Color', 0.9, 9), ('Equalize', 0.6, 6)),
-    (('AutoContrast', 0.8, 4), ('Solarize', 0.2, 8)),
-    (('Brightness', 0.1, 3), ('Color', 0.7, 0)),
-    (('Solarize', 0.4, 5), ('AutoContrast', 0.9, 3)),
-    (('TranslateY', 0.9, 9), ('TranslateY', 0.7, 9)),
-    (('AutoContrast', 0.9, 2), ('Solarize', 0.8, 3)),
-    (('Equalize', 0.8, 8), ('Invert', 0.1, 3)),
-    (('TranslateY', 0.7, 9), ('AutoContrast', 0.9, 1)),
-)
-
-SVHN_POLICY = (
-    (('ShearX', 0.9, 4), ('Invert', 0.2, 3)),
-    (('ShearY', 0.9, 8), ('Invert', 0.7, 5)),
-    (('Equalize', 0.6, 5), ('Solarize', 0.6, 6)),
-    (('Invert', 0.9, 3), ('Equalize', 0.6, 3)),
-    (('Equalize', 0.6, 1), ('Rotate', 0.9, 3)),
-    (('ShearX', 0.9, 4), ('AutoContrast', 0.8, 3)),
-    (('ShearY', 0.9, 8), ('Invert', 0.4, 5)),
-    (('ShearY', 0.9, 5), ('Solarize', 0.2, 6)),
-    (('Invert', 0.9, 6), ('AutoContrast', 0.8, 1)),
-    (('Equalize', 0.6, 3), ('Rotate', 0.9, 3)),
-    (('ShearX', 0.9, 4), ('Solarize', 0.3, 3)),
-    (('ShearY', 0.8, 8), ('Invert', 0.7, 4)),
-    (('Equalize', 0.9, 5), ('TranslateY', 0.6, 6)),
-    (('Invert', 0.9, 4), ('Equalize', 0.6, 7)),
-    (('Contrast', 0.3, 3), ('Rotate', 0.8, 4)),
-    (('Invert', 0.8, 5), ('TranslateY', 0.0, 2)),
-    (('ShearY', 0.7, 6), ('Solarize', 0.4, 8)),
-    (('Invert', 0.6, 4), ('Rotate', 0.8, 4)),
-    (('ShearY', 0.3, 7), ('TranslateX', 0.9, 3)),
-    (('ShearX', 0.1, 6), ('Invert', 0.6, 5)),
-    (('Solarize', 0.7, 2), ('TranslateY', 0.6, 7)),
-    (('ShearY', 0.8, 4), ('Invert', 0.8, 8)),
-    (('ShearX', 0.7, 9), ('TranslateY', 0.8, 3)),
-    (('ShearY', 0.8, 5), ('AutoContrast', 0.7, 3)),
-    (('ShearX', 0.7, 2), ('Invert', 0.1, 5)),
-)
-
-IMAGENET_POLICY = (
-    (('Posterize', 0.4, 8), ('Rotate', 0.6, 9)),
-    (('Solarize', 0.6, 5), ('AutoContrast', 0.6, 5)),
-    (('Equalize', 0.8, 8), ('Equalize', 0.6, 3)),
-    (('Posterize', 0.6, 7), ('Posterize', 0.6, 6)),
-    (('Equalize', 0.4, 7), ('Solarize', 0.2, 4)),
-    (('Equalize', 0.4, 4), ('Rotate', 0.8, 8)),
-    (('Solarize', 0.6, 3), ('Equalize', 0.6, 7)),
-    (('Posterize', 0.8, 5), ('Equalize', 1.0, 2)),
-    (('Rotate', 0.2, 3), ('Solarize', 0.6, 8)),
-    (('Equalize', 0.6, 8), ('Posterize', 0.4, 6)),
-    (('Rotate', 0.8, 8), ('Color', 0.4, 0)),
-    (('Rotate', 0.4, 9), ('Equalize', 0.6, 2)),
-    (('Equalize', 0.0, 7), ('Equalize', 0.8, 8)),
-    (('Invert', 0.6, 4), ('Equalize', 1.0, 8)),
-    (('Color', 0.6, 4), ('Contrast', 1.0, 8)),
-    (('Rotate', 0.8, 8), ('Color', 1.0, 2)),
-    (('Color', 0.8, 8), ('Solarize', 0.8, 7)),
-    (('Sharpness', 0.4, 7), ('Invert', 0.6, 8)),
-    (('ShearX', 0.6, 5), ('Equalize', 1.0, 9)),
-    (('Color', 0.4, 0), ('Equalize', 0.6, 3)),
-    (('Equalize', 0.4, 7), ('Solarize', 0.2, 4)),
-    (('Solarize', 0.6, 5), ('AutoContrast', 0.6, 5)),
-    (('Invert', 0.6, 4), ('Equalize', 1.0, 8)),
-    (('Color', 0.6, 4), ('Contrast', 1.0, 8)),
-    (('Equalize', 0.8, 8), ('Equalize', 0.6, 3)),
-)
-
-POLICIES = {'cifar10': CIFAR10_POLICY, 'svhn': SVHN_POLICY,
-            'imagenet': IMAGENET_POLICY}
-
-# The policy searched on each dataset; any other dataset of small images
-# takes the CIFAR-10 policy, any dataset of large images the ImageNet one.
-DATASET_POLICIES = {'cifar10': 'cifar10', 'cifar100': 'cifar10',
-                    'svhn_cropped': 'svhn', 'imagenet2012': 'imagenet'}
-LARGE_IMAGE_SIDE = 64
-
-
-def policy_for_dataset(dataset: str, image_side: int | None = None) -> str:
-  """The POLICIES key for `dataset` (config.dataset); `image_side` decides
-  for datasets AutoAugment was not searched on (> 64 pixels: ImageNet)."""
-  if dataset in DATASET_POLICIES:
-    return DATASET_POLICIES[dataset]
-  large = image_side is not None and image_side > LARGE_IMAGE_SIDE
-  return 'imagenet' if large else 'cifar10'
-
-
-# The RandAugment paper's 14 operations.
-RANDAUGMENT_OPS = (
-    'Identity', 'AutoContrast', 'Equalize', 'Rotate', 'Solarize', 'Color',
-    'Posterize', 'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY',
-    'TranslateX', 'TranslateY')
 
 
 def _random_sign(seed) -> tf.Tensor:
@@ -165,8 +56,9 @@ def _grayscale(image) -> tf.Tensor:
   if channels == 1:
     return x
   weights = tf.tile(tf.constant([[0.299], [0.587], [0.114]]), [1, channels])
-  return tf.reshape(tf.matmul(tf.reshape(x, [-1, channels]), weights),
-                    tf.shape(x))
+  return tf.reshape(
+      tf.matmul(tf.reshape(x, [-1, channels]), weights), tf.shape(x)
+  )
 
 
 def _affine(image, row) -> tf.Tensor:
@@ -175,9 +67,13 @@ def _affine(image, row) -> tf.Tensor:
   the released code, FILL outside the image."""
   transform = tf.concat([tf.cast(tf.stack(row), tf.float32), [0.0, 0.0]], 0)
   return tf.raw_ops.ImageProjectiveTransformV3(
-      images=image[None], transforms=transform[None],
-      output_shape=tf.shape(image)[:2], fill_value=float(FILL),
-      interpolation='NEAREST', fill_mode='CONSTANT')[0]
+      images=image[None],
+      transforms=transform[None],
+      output_shape=tf.shape(image)[:2],
+      fill_value=float(FILL),
+      interpolation='NEAREST',
+      fill_mode='CONSTANT',
+  )[0]
 
 
 # Every operation is op(image, level, seed, translate_fraction) -> image, with
@@ -198,8 +94,9 @@ def auto_contrast(image, level, seed, translate_fraction):
   high = tf.reduce_max(x, axis=[0, 1])
   scale = tf.where(high > low, 255.0 / tf.maximum(high - low, 1.0), 1.0)
   offset = tf.where(high > low, low, 0.0)
-  return tf.cast(tf.clip_by_value(tf.round((x - offset) * scale), 0, 255),
-                 tf.uint8)
+  return tf.cast(
+      tf.clip_by_value(tf.round((x - offset) * scale), 0, 255), tf.uint8
+  )
 
 
 def equalize(image, level, seed, translate_fraction):
@@ -209,11 +106,15 @@ def equalize(image, level, seed, translate_fraction):
   values = tf.reshape(tf.cast(image, tf.int32), [-1, channels])
   # One bincount for all channels: channel c counts into bins [256c, 256c+256).
   index = values + tf.range(channels) * 256
-  hist = tf.reshape(tf.math.bincount(index, minlength=256 * channels,
-                                     maxlength=256 * channels),
-                    [channels, 256])
-  last_nonzero = 255 - tf.argmax(tf.reverse(hist, [1]) > 0, axis=1,
-                                 output_type=tf.int32)
+  hist = tf.reshape(
+      tf.math.bincount(
+          index, minlength=256 * channels, maxlength=256 * channels
+      ),
+      [channels, 256],
+  )
+  last_nonzero = 255 - tf.argmax(
+      tf.reverse(hist, [1]) > 0, axis=1, output_type=tf.int32
+  )
   last_count = tf.gather(hist, last_nonzero, batch_dims=1)
   step = (tf.reduce_sum(hist, axis=1) - last_count) // 255
   safe_step = tf.maximum(step, 1)[:, None]
@@ -236,8 +137,10 @@ def rotate(image, level, seed, translate_fraction):
   width = tf.cast(tf.shape(image)[1], tf.float32)
   cy, cx = (height - 1.0) / 2.0, (width - 1.0) / 2.0
   cos, sin = tf.cos(angle), tf.sin(angle)
-  return _affine(image, [cos, -sin, cx - cos * cx + sin * cy,
-                         sin, cos, cy - sin * cx - cos * cy])
+  return _affine(
+      image,
+      [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy],
+  )
 
 
 def solarize(image, level, seed, translate_fraction):
@@ -286,12 +189,14 @@ def sharpness(image, level, seed, translate_fraction):
   # slices: three times faster than a depthwise convolution at 32x32.
   x = tf.cast(image, tf.float32)
   ends = (-2, -1, None)
-  neighbours = [x[dy:ends[dy], dx:ends[dx]] for dy in range(3)
-                for dx in range(3)]
+  neighbours = [
+      x[dy : ends[dy], dx : ends[dx]] for dy in range(3) for dx in range(3)
+  ]
   smooth = (tf.add_n(neighbours) + 4.0 * x[1:-1, 1:-1]) / 13.0
   # Replace the interior by the smoothed values; the border keeps x.
-  degenerate = x + tf.pad(tf.round(smooth) - x[1:-1, 1:-1],
-                          [[1, 1], [1, 1], [0, 0]])
+  degenerate = x + tf.pad(
+      tf.round(smooth) - x[1:-1, 1:-1], [[1, 1], [1, 1], [0, 0]]
+  )
   return _blend(degenerate, image, _enhance_factor(level))
 
 
@@ -299,8 +204,13 @@ def _shear(horizontal: bool):
   def shear(image, level, seed, translate_fraction):
     del translate_fraction
     amount = _random_sign(seed) * level / MAX_LEVEL * 0.3
-    return _affine(image, [1.0, amount, 0.0, 0.0, 1.0, 0.0] if horizontal
-                   else [1.0, 0.0, 0.0, amount, 1.0, 0.0])
+    return _affine(
+        image,
+        [1.0, amount, 0.0, 0.0, 1.0, 0.0]
+        if horizontal
+        else [1.0, 0.0, 0.0, amount, 1.0, 0.0],
+    )
+
   return shear
 
 
@@ -317,14 +227,17 @@ def _translate(horizontal: bool):
 
   def translate(image, level, seed, translate_fraction):
     shape = tf.shape(image)
-    shift = tf.cast(_translate_pixels(level, shape[axis], translate_fraction,
-                                      seed), tf.int32)
+    shift = tf.cast(
+        _translate_pixels(level, shape[axis], translate_fraction, seed),
+        tf.int32,
+    )
     shift = tf.clip_by_value(shift, -shape[axis], shape[axis])
     paddings = [[0, 0], [0, 0], [0, 0]]
     paddings[axis] = [shape[axis], shape[axis]]
     padded = tf.pad(image, paddings, constant_values=FILL)
     begin = tf.one_hot(axis, 3, dtype=tf.int32) * (shape[axis] + shift)
     return tf.slice(padded, begin, shape)
+
   return translate
 
 
@@ -333,42 +246,63 @@ def cutout_op(image, level, seed, translate_fraction):
   del translate_fraction
   side = tf.cast(tf.reduce_min(tf.shape(image)[:2]), tf.float32)
   size = tf.cast(level / MAX_LEVEL * CUTOUT_FRACTION * side, tf.int32)
-  center = tf.random.stateless_uniform(
-      [2], seed, 0, tf.int32.max, tf.int32) % tf.shape(image)[:2]
+  center = (
+      tf.random.stateless_uniform([2], seed, 0, tf.int32.max, tf.int32)
+      % tf.shape(image)[:2]
+  )
   return cutout.cutout_at(image, center[0], center[1], size, FILL)
 
 
 OPS: dict[str, Callable[..., tf.Tensor]] = {
-    'Identity': identity, 'AutoContrast': auto_contrast,
-    'Equalize': equalize, 'Invert': invert, 'Rotate': rotate,
-    'Solarize': solarize, 'Posterize': posterize, 'Color': color,
-    'Contrast': contrast, 'Brightness': brightness, 'Sharpness': sharpness,
-    'ShearX': _shear(True), 'ShearY': _shear(False),
-    'TranslateX': _translate(True), 'TranslateY': _translate(False),
+    'Identity': identity,
+    'AutoContrast': auto_contrast,
+    'Equalize': equalize,
+    'Invert': invert,
+    'Rotate': rotate,
+    'Solarize': solarize,
+    'Posterize': posterize,
+    'Color': color,
+    'Contrast': contrast,
+    'Brightness': brightness,
+    'Sharpness': sharpness,
+    'ShearX': _shear(True),
+    'ShearY': _shear(False),
+    'TranslateX': _translate(True),
+    'TranslateY': _translate(False),
     'Cutout': cutout_op,
 }
 
 
-def apply_op(name: str, image, level: float, seed,
-             translate_fraction: float = CIFAR_TRANSLATE_FRACTION):
+def apply_op(
+    name: str,
+    image,
+    level: float,
+    seed,
+    translate_fraction: float = CIFAR_TRANSLATE_FRACTION,
+):
   """Applies operation `name` at magnitude `level` (for tests and figures)."""
   if name not in OPS:
-    raise ValueError(f'autoaugment op must be one of {sorted(OPS)}, got '
-                     f'{name!r}')
-  return OPS[name](image, tf.constant(level, tf.float32), seed,
-                   translate_fraction)
+    raise ValueError(
+        f'autoaugment op must be one of {sorted(OPS)}, got ' f'{name!r}'
+    )
+  return OPS[name](
+      image, tf.constant(level, tf.float32), seed, translate_fraction
+  )
 
 
 def _switch_op(names, index, image, level, seed, translate_fraction):
   """Runs OPS[names[index]]. One branch per distinct operation (not per
   sub-policy) keeps tracing and tf.data iterator start-up cheap."""
-  branches = [functools.partial(OPS[name], image, level, seed,
-                                translate_fraction) for name in names]
+  branches = [
+      functools.partial(OPS[name], image, level, seed, translate_fraction)
+      for name in names
+  ]
   return tf.switch_case(index, branches)
 
 
-def make_autoaugment(policy: str = 'cifar10',
-                     translate_fraction: float | None = None):
+def make_autoaugment(
+    policy: str = 'cifar10', translate_fraction: float | None = None
+):
   """Returns fn(image, seed) applying one random sub-policy of `policy`.
 
   Each call picks one of the 25 sub-policies uniformly, then applies its two
@@ -382,43 +316,61 @@ def make_autoaugment(policy: str = 'cifar10',
   Returns:
     fn(image uint8 [H, W, C], seed int [2]) -> uint8 [H, W, C].
   """
-  if policy not in POLICIES:
-    raise ValueError(f'autoaugment policy must be one of {sorted(POLICIES)}, '
-                     f'got {policy!r}')
+  if policy not in policies.POLICIES:
+    raise ValueError(
+        f'autoaugment policy must be one of {sorted(policies.POLICIES)}, '
+        f'got {policy!r}'
+    )
   if translate_fraction is None:
-    translate_fraction = (IMAGENET_TRANSLATE_FRACTION if policy == 'imagenet'
-                          else CIFAR_TRANSLATE_FRACTION)
-  sub_policies = POLICIES[policy]
+    translate_fraction = (
+        IMAGENET_TRANSLATE_FRACTION
+        if policy == 'imagenet'
+        else CIFAR_TRANSLATE_FRACTION
+    )
+  sub_policies = policies.POLICIES[policy]
   names = ['Identity'] + sorted(
-      {op for sub in sub_policies for op, _, _ in sub} - {'Identity'})
+      {op for sub in sub_policies for op, _, _ in sub} - {'Identity'}
+  )
   op_table = tf.constant(
-      [[names.index(op) for op, _, _ in sub] for sub in sub_policies],
-      tf.int32)
-  prob_table = tf.constant([[p for _, p, _ in sub] for sub in sub_policies],
-                           tf.float32)
-  level_table = tf.constant([[m for _, _, m in sub] for sub in sub_policies],
-                            tf.float32)
+      [[names.index(op) for op, _, _ in sub] for sub in sub_policies], tf.int32
+  )
+  prob_table = tf.constant(
+      [[p for _, p, _ in sub] for sub in sub_policies], tf.float32
+  )
+  level_table = tf.constant(
+      [[m for _, _, m in sub] for sub in sub_policies], tf.float32
+  )
   slots = len(sub_policies[0])
 
   @tf.autograph.experimental.do_not_convert
   def autoaugment(image, seed):
     draws = tf.random.stateless_uniform([1 + slots], seed)
-    index = tf.minimum(tf.cast(draws[0] * len(sub_policies), tf.int32),
-                       len(sub_policies) - 1)
+    index = tf.minimum(
+        tf.cast(draws[0] * len(sub_policies), tf.int32), len(sub_policies) - 1
+    )
     for slot in range(slots):
       # A skipped operation becomes branch 0, the identity.
-      op = tf.where(draws[1 + slot] < prob_table[index, slot],
-                    op_table[index, slot], 0)
-      image = _switch_op(names, op, image, level_table[index, slot],
-                         tf.random.experimental.stateless_fold_in(
-                             seed, slot + 1), translate_fraction)
+      op = tf.where(
+          draws[1 + slot] < prob_table[index, slot], op_table[index, slot], 0
+      )
+      image = _switch_op(
+          names,
+          op,
+          image,
+          level_table[index, slot],
+          tf.random.experimental.stateless_fold_in(seed, slot + 1),
+          translate_fraction,
+      )
     return image
 
   return autoaugment
 
 
-def make_randaugment(num_layers: int = 2, magnitude: float = 9.0,
-                     translate_fraction: float = IMAGENET_TRANSLATE_FRACTION):
+def make_randaugment(
+    num_layers: int = 2,
+    magnitude: float = 9.0,
+    translate_fraction: float = IMAGENET_TRANSLATE_FRACTION,
+):
   """Returns fn(image, seed) applying `num_layers` random ops at `magnitude`.
 
   Args:
@@ -432,18 +384,26 @@ def make_randaugment(num_layers: int = 2, magnitude: float = 9.0,
   if num_layers < 0:
     raise ValueError(f'randaugment num_layers must be >= 0, got {num_layers}')
   if not 0.0 <= magnitude <= MAX_LEVEL:
-    raise ValueError(f'randaugment magnitude must be in [0, {MAX_LEVEL:g}], '
-                     f'got {magnitude}')
+    raise ValueError(
+        f'randaugment magnitude must be in [0, {MAX_LEVEL:g}], '
+        f'got {magnitude}'
+    )
 
   @tf.autograph.experimental.do_not_convert
   def randaugment(image, seed):
     level = tf.constant(magnitude, tf.float32)
     choices = tf.random.stateless_uniform(
-        [num_layers], seed, 0, len(RANDAUGMENT_OPS), tf.int32)
+        [num_layers], seed, 0, len(policies.RANDAUGMENT_OPS), tf.int32
+    )
     for layer in range(num_layers):
-      image = _switch_op(RANDAUGMENT_OPS, choices[layer], image, level,
-                         tf.random.experimental.stateless_fold_in(
-                             seed, layer + 1), translate_fraction)
+      image = _switch_op(
+          policies.RANDAUGMENT_OPS,
+          choices[layer],
+          image,
+          level,
+          tf.random.experimental.stateless_fold_in(seed, layer + 1),
+          translate_fraction,
+      )
     return image
 
   return randaugment

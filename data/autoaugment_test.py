@@ -1,11 +1,14 @@
 """Tests for data/autoaugment.py, with PIL as the independent reference."""
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
+from PIL import ImageEnhance
+from PIL import ImageOps
 import pytest
 import tensorflow as tf
 
 from data import autoaugment
+from data import policies
 
 SEED = tf.constant([3, 4], tf.int64)
 
@@ -15,14 +18,19 @@ def _image(channels=3, size=32, seed=0):
   rng = np.random.default_rng(seed)
   y, x = np.mgrid[:size, :size]
   base = np.stack([x * 5, y * 6, (x + y) * 3], -1)[..., :channels]
-  return (base + 20 + rng.integers(0, 30, base.shape)).clip(0, 230).astype(
-      np.uint8)
+  return (
+      (base + 20 + rng.integers(0, 30, base.shape))
+      .clip(0, 230)
+      .astype(np.uint8)
+  )
 
 
-def _apply(name, image, level, seed=SEED,
-           fraction=autoaugment.CIFAR_TRANSLATE_FRACTION):
-  return autoaugment.apply_op(name, tf.constant(image), level, seed,
-                              fraction).numpy()
+def _apply(
+    name, image, level, seed=SEED, fraction=autoaugment.CIFAR_TRANSLATE_FRACTION
+):
+  return autoaugment.apply_op(
+      name, tf.constant(image), level, seed, fraction
+  ).numpy()
 
 
 def _pil(image):
@@ -44,8 +52,9 @@ def test_every_op_shape_dtype_range(name, channels, level):
   assert out.shape == image.shape
 
 
-@pytest.mark.parametrize('op', ['Brightness', 'Contrast', 'Sharpness',
-                                'Color', 'AutoContrast'])
+@pytest.mark.parametrize(
+    'op', ['Brightness', 'Contrast', 'Sharpness', 'Color', 'AutoContrast']
+)
 def test_value_range_saturates_instead_of_wrapping(op):
   # Bright pixels pushed past 255 must clip to 255, not wrap to dark values.
   image = np.full((8, 8, 3), 250, np.uint8)
@@ -57,16 +66,18 @@ def test_value_range_saturates_instead_of_wrapping(op):
 
 
 @pytest.mark.parametrize('channels', [1, 3])
-@pytest.mark.parametrize('op, pil_fn', [
-    ('Equalize', ImageOps.equalize),
-    ('AutoContrast', ImageOps.autocontrast),
-    ('Invert', ImageOps.invert),
-])
+@pytest.mark.parametrize(
+    'op, pil_fn',
+    [
+        ('Equalize', ImageOps.equalize),
+        ('AutoContrast', ImageOps.autocontrast),
+        ('Invert', ImageOps.invert),
+    ],
+)
 def test_histogram_ops_match_pil(op, pil_fn, channels):
   image = _image(channels)
   expected = _from_pil(pil_fn(_pil(image)), channels)
-  np.testing.assert_allclose(_apply(op, image, 5).astype(int), expected,
-                             atol=1)
+  np.testing.assert_allclose(_apply(op, image, 5).astype(int), expected, atol=1)
 
 
 @pytest.mark.parametrize('level', [0, 3, 7, 10])
@@ -74,16 +85,23 @@ def test_solarize_and_posterize_match_pil(level):
   image = _image()
   np.testing.assert_array_equal(
       _apply('Solarize', image, level),
-      np.asarray(ImageOps.solarize(_pil(image), 256 - int(level * 25.6))))
+      np.asarray(ImageOps.solarize(_pil(image), 256 - int(level * 25.6))),
+  )
   np.testing.assert_array_equal(
       _apply('Posterize', image, level),
-      np.asarray(ImageOps.posterize(_pil(image), 8 - int(level * 0.4))))
+      np.asarray(ImageOps.posterize(_pil(image), 8 - int(level * 0.4))),
+  )
 
 
-@pytest.mark.parametrize('op, enhancer', [
-    ('Color', ImageEnhance.Color), ('Contrast', ImageEnhance.Contrast),
-    ('Brightness', ImageEnhance.Brightness),
-    ('Sharpness', ImageEnhance.Sharpness)])
+@pytest.mark.parametrize(
+    'op, enhancer',
+    [
+        ('Color', ImageEnhance.Color),
+        ('Contrast', ImageEnhance.Contrast),
+        ('Brightness', ImageEnhance.Brightness),
+        ('Sharpness', ImageEnhance.Sharpness),
+    ],
+)
 @pytest.mark.parametrize('level', [0, 2, 5, 9])
 def test_enhance_ops_match_pil(op, enhancer, level):
   image = _image()
@@ -108,8 +126,9 @@ def test_translate_moves_whole_pixels_and_never_blanks(op, seed):
   out = _apply(op, image, 10, tf.constant([seed, 9]))
   axis = 1 if op == 'TranslateX' else 0
   # The largest shift on a 32-pixel side is 10 pixels; it is one of +-10.
-  matches = [s for s in range(-10, 11)
-             if np.array_equal(out, _shifted(image, s, axis))]
+  matches = [
+      s for s in range(-10, 11) if np.array_equal(out, _shifted(image, s, axis))
+  ]
   assert len(matches) == 1 and abs(matches[0]) == 10
   assert (out != autoaugment.FILL).any(axis=-1).mean() >= 22 / 32
 
@@ -164,7 +183,7 @@ def test_cutout_op_size_scales_with_level():
 
 
 def test_policies_are_well_formed():
-  for name, policy in autoaugment.POLICIES.items():
+  for name, policy in policies.POLICIES.items():
     assert len(policy) == 25, name
     for sub_policy in policy:
       assert len(sub_policy) == 2
@@ -172,20 +191,25 @@ def test_policies_are_well_formed():
         assert op in autoaugment.OPS
         assert 0.0 <= probability <= 1.0
         assert level in range(11)
-  assert set(autoaugment.RANDAUGMENT_OPS) <= set(autoaugment.OPS)
+  assert set(policies.RANDAUGMENT_OPS) <= set(autoaugment.OPS)
 
 
-@pytest.mark.parametrize('transform', [
-    autoaugment.make_autoaugment('cifar10'),
-    autoaugment.make_autoaugment('svhn'),
-    autoaugment.make_autoaugment('imagenet'),
-    autoaugment.make_randaugment(2, 9),
-], ids=['cifar10', 'svhn', 'imagenet', 'randaugment'])
+@pytest.mark.parametrize(
+    'transform',
+    [
+        autoaugment.make_autoaugment('cifar10'),
+        autoaugment.make_autoaugment('svhn'),
+        autoaugment.make_autoaugment('imagenet'),
+        autoaugment.make_randaugment(2, 9),
+    ],
+    ids=['cifar10', 'svhn', 'imagenet', 'randaugment'],
+)
 def test_policies_deterministic_and_varied_in_a_graph(transform):
   image = _image()
   seeds = np.stack([np.arange(40), np.full(40, 5)], 1).astype(np.int64)
   dataset = tf.data.Dataset.from_tensor_slices(seeds).map(
-      lambda s: transform(tf.constant(image), s))
+      lambda s: transform(tf.constant(image), s)
+  )
   outputs = np.stack(list(dataset.as_numpy_iterator()))
   assert outputs.dtype == np.uint8 and outputs.shape == (40, 32, 32, 3)
   assert len({out.tobytes() for out in outputs}) >= 15
@@ -199,13 +223,13 @@ def test_autoaugment_draws_every_sub_policy():
   # Sub-policy k solarizes at level k + 1 with probability 1, so the
   # output reveals which sub-policy was drawn.
   name = 'test_signature'
-  autoaugment.POLICIES[name] = tuple(
-      (('Solarize', 1.0, k + 1), ('Identity', 1.0, 0))
-      for k in range(10))
+  policies.POLICIES[name] = tuple(
+      (('Solarize', 1.0, k + 1), ('Identity', 1.0, 0)) for k in range(10)
+  )
   try:
     transform = autoaugment.make_autoaugment(name)
   finally:
-    del autoaugment.POLICIES[name]
+    del policies.POLICIES[name]
   image = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
   seen = set()
   for i in range(60):
@@ -222,11 +246,11 @@ def test_randaugment_with_zero_layers_is_identity():
 
 
 def test_policy_for_dataset():
-  assert autoaugment.policy_for_dataset('cifar100') == 'cifar10'
-  assert autoaugment.policy_for_dataset('svhn_cropped') == 'svhn'
-  assert autoaugment.policy_for_dataset('imagenet2012') == 'imagenet'
-  assert autoaugment.policy_for_dataset('oxford_flowers102', 224) == 'imagenet'
-  assert autoaugment.policy_for_dataset('fashion_mnist', 32) == 'cifar10'
+  assert policies.policy_for_dataset('cifar100') == 'cifar10'
+  assert policies.policy_for_dataset('svhn_cropped') == 'svhn'
+  assert policies.policy_for_dataset('imagenet2012') == 'imagenet'
+  assert policies.policy_for_dataset('oxford_flowers102', 224) == 'imagenet'
+  assert policies.policy_for_dataset('fashion_mnist', 32) == 'cifar10'
 
 
 def test_bad_arguments():

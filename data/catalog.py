@@ -53,10 +53,12 @@ STREAMED = {
     'cars196': StreamedSpec(),
     'food101': StreamedSpec(test='validation'),
     # CIFAR upsampled to a finetuned model's resolution (data.streaming).
-    'cifar10': StreamedSpec(mean=IN_MEMORY['cifar10'].mean,
-                            std=IN_MEMORY['cifar10'].std),
-    'cifar100': StreamedSpec(mean=IN_MEMORY['cifar100'].mean,
-                             std=IN_MEMORY['cifar100'].std),
+    'cifar10': StreamedSpec(
+        mean=IN_MEMORY['cifar10'].mean, std=IN_MEMORY['cifar10'].std
+    ),
+    'cifar100': StreamedSpec(
+        mean=IN_MEMORY['cifar100'].mean, std=IN_MEMORY['cifar100'].std
+    ),
 }
 
 
@@ -75,20 +77,26 @@ class Augmentation(NamedTuple):
 
 # The one table of augmentation names (config.data.augment).
 AUGMENTATIONS = {
-    'none': Augmentation('the images as they are',
-                         'the evaluation crop (centre 0.875, resized)'),
-    'basic': Augmentation('flip, pad and random crop (the paper\'s basic)',
-                          'random-resized (Inception) crop and flip'),
+    'none': Augmentation(
+        'the images as they are', 'the evaluation crop (centre 0.875, resized)'
+    ),
+    'basic': Augmentation(
+        "flip, pad and random crop (the paper's basic)",
+        'random-resized (Inception) crop and flip',
+    ),
     'crop': Augmentation('pad and random crop, no flip (digits)', ''),
     'cutout': Augmentation('basic, then one 16x16 cutout patch', ''),
-    'autoaugment': Augmentation('basic, then the dataset\'s AutoAugment '
-                                'policy', 'the Inception crop, then the '
-                                'AutoAugment policy'),
-    'autoaugment_cutout': Augmentation('basic, AutoAugment, then cutout '
-                                       '(the paper\'s SVHN setting)', ''),
-    'randaugment': Augmentation('basic, then RandAugment (N ops at '
-                                'magnitude M)', 'the Inception crop, then '
-                                'RandAugment'),
+    'autoaugment': Augmentation(
+        "basic, then the dataset's AutoAugment " 'policy',
+        'the Inception crop, then the ' 'AutoAugment policy',
+    ),
+    'autoaugment_cutout': Augmentation(
+        'basic, AutoAugment, then cutout ' "(the paper's SVHN setting)", ''
+    ),
+    'randaugment': Augmentation(
+        'basic, then RandAugment (N ops at ' 'magnitude M)',
+        'the Inception crop, then ' 'RandAugment',
+    ),
 }
 
 
@@ -99,5 +107,8 @@ def uses_streaming(dataset: str, streaming: bool) -> bool:
 
 def augmentations(streamed: bool) -> list[str]:
   """The augmentation names valid for a streamed or in-memory dataset."""
-  return sorted(name for name, a in AUGMENTATIONS.items()
-                if (a.streamed if streamed else a.in_memory))
+  return sorted(
+      name
+      for name, a in AUGMENTATIONS.items()
+      if (a.streamed if streamed else a.in_memory)
+  )

@@ -16,8 +16,13 @@ DEFAULT_SIZE = 16
 DEFAULT_FILL = 128
 
 
-def cutout_at(image: tf.Tensor, center_y: tf.Tensor, center_x: tf.Tensor,
-              size: tf.Tensor | int, fill: int = DEFAULT_FILL) -> tf.Tensor:
+def cutout_at(
+    image: tf.Tensor,
+    center_y: tf.Tensor,
+    center_x: tf.Tensor,
+    size: tf.Tensor | int,
+    fill: int = DEFAULT_FILL,
+) -> tf.Tensor:
   """Paints a `size` x `size` square centred at (center_y, center_x).
 
   Args:
@@ -39,14 +44,19 @@ def cutout_at(image: tf.Tensor, center_y: tf.Tensor, center_x: tf.Tensor,
   # A full-shape 0/1 mask and uint8 arithmetic (image + mask * (fill -
   # image), exact modulo 256) avoid tf.where and broadcasting, both slow on
   # small images.
-  mask = tf.pad(tf.ones([bottom - top, right - left, shape[2]], image.dtype),
-                [[top, shape[0] - bottom], [left, shape[1] - right], [0, 0]])
+  mask = tf.pad(
+      tf.ones([bottom - top, right - left, shape[2]], image.dtype),
+      [[top, shape[0] - bottom], [left, shape[1] - right], [0, 0]],
+  )
   return image + mask * (tf.cast(fill, image.dtype) - image)
 
 
-def random_cutout(images: tf.Tensor, seed: tf.Tensor,
-                  size: int = DEFAULT_SIZE,
-                  fill: int = DEFAULT_FILL) -> tf.Tensor:
+def random_cutout(
+    images: tf.Tensor,
+    seed: tf.Tensor,
+    size: int = DEFAULT_SIZE,
+    fill: int = DEFAULT_FILL,
+) -> tf.Tensor:
   """One patch per image, each at its own uniformly drawn centre.
 
   Args:
@@ -61,13 +71,19 @@ def random_cutout(images: tf.Tensor, seed: tf.Tensor,
   if size < 0:
     raise ValueError(f'cutout size must be >= 0, got {size}')
   shape = tf.shape(images)
-  centre = tf.random.stateless_uniform(
-      [shape[0], 2], seed, 0, tf.int32.max, tf.int32) % shape[1:3]
+  centre = (
+      tf.random.stateless_uniform(
+          [shape[0], 2], seed, 0, tf.int32.max, tf.int32
+      )
+      % shape[1:3]
+  )
   start = centre - size // 2  # [B, 2]: top, left.
   inside = []
   for axis in (0, 1):
     pixel = tf.range(shape[1 + axis])[None]
-    inside.append((pixel >= start[:, axis:axis + 1]) &
-                  (pixel < start[:, axis:axis + 1] + size))
+    inside.append(
+        (pixel >= start[:, axis : axis + 1])
+        & (pixel < start[:, axis : axis + 1] + size)
+    )
   patch = inside[0][:, :, None, None] & inside[1][:, None, :, None]
   return tf.where(patch, tf.cast(fill, images.dtype), images)

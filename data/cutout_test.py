@@ -8,8 +8,13 @@ from data import cutout
 
 
 def _image(size=32):
-  return np.arange(size * size * 3, dtype=np.int64).reshape(
-      size, size, 3).astype(np.uint8) % 100 + 150
+  return (
+      np.arange(size * size * 3, dtype=np.int64)
+      .reshape(size, size, 3)
+      .astype(np.uint8)
+      % 100
+      + 150
+  )
 
 
 def test_cutout_at_paints_exact_square_and_clips_at_border():
@@ -35,15 +40,18 @@ def test_random_cutout_shape_dtype_area_and_fill(channels):
     assert 64 <= painted.sum() <= 256
     assert (result[painted] == cutout.DEFAULT_FILL).all()
     rows, cols = np.nonzero(painted)
-    assert painted[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+    assert painted[
+        rows.min() : rows.max() + 1, cols.min() : cols.max() + 1
+    ].all()
 
 
 def test_positions_independent_per_image_and_deterministic():
   image = _image()
   batch = tf.constant(np.repeat(image[None], 64, 0))
   outs = cutout.random_cutout(batch, tf.constant([0, 0])).numpy()
-  centres = {tuple(np.argwhere((o != image).any(-1)).mean(0).round())
-             for o in outs}
+  centres = {
+      tuple(np.argwhere((o != image).any(-1)).mean(0).round()) for o in outs
+  }
   assert len(centres) > 40
   again = cutout.random_cutout(batch, tf.constant([0, 0])).numpy()
   np.testing.assert_array_equal(again, outs)
@@ -56,5 +64,6 @@ def test_positions_independent_per_image_and_deterministic():
 
 def test_bad_size():
   with pytest.raises(ValueError, match='cutout size'):
-    cutout.random_cutout(tf.constant(_image()[None]), tf.constant([0, 0]),
-                         size=-1)
+    cutout.random_cutout(
+        tf.constant(_image()[None]), tf.constant([0, 0]), size=-1
+    )

@@ -52,8 +52,9 @@ class Datasets(Protocol):
     """Whole global batches in one epoch."""
     ...
 
-  def train_batches(self, start_step: int,
-                    num_steps: int) -> Iterator[sharding.Batch]:
+  def train_batches(
+      self, start_step: int, num_steps: int
+  ) -> Iterator[sharding.Batch]:
     """The batches of steps start_step .. num_steps - 1: {'image': float32
     [devices, b, H, W, C], 'label': int32 [devices, b]}."""
     ...
@@ -85,10 +86,17 @@ def check_dataset(config: ml_collections.ConfigDict) -> None:
     streaming.find_builder(config.dataset, config.data_dir)
 
 
-def create_datasets(config: ml_collections.ConfigDict, *, batch_size: int,
-                    eval_batch_size: int, seed: int, process_index: int = 0,
-                    process_count: int = 1, local_device_count: int = 1,
-                    relabel: Relabel | None = None) -> Datasets:
+def create_datasets(
+    config: ml_collections.ConfigDict,
+    *,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    local_device_count: int = 1,
+    relabel: Relabel | None = None
+) -> Datasets:
   """Builds the datasets that `config` (the data section) names.
 
   Args:
@@ -108,10 +116,14 @@ def create_datasets(config: ml_collections.ConfigDict, *, batch_size: int,
     sources.DatasetNotPreparedError: a tfds dataset is not in data_dir.
     ValueError: the dataset is unknown.
   """
-  placement = dict(batch_size=batch_size, eval_batch_size=eval_batch_size,
-                   seed=seed, process_index=process_index,
-                   process_count=process_count,
-                   local_device_count=local_device_count)
+  placement = dict(
+      batch_size=batch_size,
+      eval_batch_size=eval_batch_size,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count,
+      local_device_count=local_device_count,
+  )
   if catalog.uses_streaming(config.dataset, config.streaming):
     if relabel is not None:
       raise ValueError('relabelling (bootstrap) needs a dataset held in memory')

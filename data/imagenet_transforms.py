@@ -23,19 +23,27 @@ MAX_ATTEMPTS = 10
 def _center_crop_window(shape) -> tf.Tensor:
   """[top, left, side, side] of the central square of 0.875 x shorter side."""
   height, width = shape[0], shape[1]
-  side = tf.cast(EVAL_CROP_FRACTION *
-                 tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
-  return tf.stack([(height - side + 1) // 2, (width - side + 1) // 2,
-                   side, side])
+  side = tf.cast(
+      EVAL_CROP_FRACTION * tf.cast(tf.minimum(height, width), tf.float32),
+      tf.int32,
+  )
+  return tf.stack(
+      [(height - side + 1) // 2, (width - side + 1) // 2, side, side]
+  )
 
 
 def _random_crop_window(shape, seed) -> tf.Tensor:
   """[top, left, height, width] of an Inception crop, or the centre crop."""
   begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-      min_object_covered=0.1, aspect_ratio_range=ASPECT_RATIO_RANGE,
-      area_range=AREA_RANGE, max_attempts=MAX_ATTEMPTS,
-      use_image_if_no_bounding_boxes=True)
+      shape,
+      bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+      seed=seed,
+      min_object_covered=0.1,
+      aspect_ratio_range=ASPECT_RATIO_RANGE,
+      area_range=AREA_RANGE,
+      max_attempts=MAX_ATTEMPTS,
+      use_image_if_no_bounding_boxes=True,
+  )
   window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
   # When every attempt fails the op returns the whole image; use the
   # evaluation crop then, as the reference Inception preprocessing does.
@@ -49,8 +57,9 @@ def _resize(image, size: int) -> tf.Tensor:
 
 
 def _crop(image, window):
-  return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2],
-                                       window[3])
+  return tf.image.crop_to_bounding_box(
+      image, window[0], window[1], window[2], window[3]
+  )
 
 
 def train_transform(image, seed, size: int = 224) -> tf.Tensor:
@@ -65,7 +74,8 @@ def train_transform(image, seed, size: int = 224) -> tf.Tensor:
     uint8 [size, size, C]; the same seed gives the same output.
   """
   crop_seed, flip_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 2))
+      tf.random.experimental.stateless_split(seed, 2)
+  )
   window = _random_crop_window(tf.shape(image), crop_seed)
   image = _resize(_crop(image, window), size)
   return tf.image.stateless_random_flip_left_right(image, flip_seed)
@@ -96,17 +106,23 @@ def decode_and_train_transform(encoded, seed, size: int = 224):
   Returns:
     uint8 [size, size, 3].
   """
+
   def from_jpeg():
     crop_seed, flip_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 2))
+        tf.random.experimental.stateless_split(seed, 2)
+    )
     shape = tf.image.extract_jpeg_shape(encoded)
     window = _random_crop_window(shape, crop_seed)
-    image = _resize(tf.image.decode_and_crop_jpeg(encoded, window,
-                                                  channels=3), size)
+    image = _resize(
+        tf.image.decode_and_crop_jpeg(encoded, window, channels=3), size
+    )
     return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
-  return tf.cond(tf.io.is_jpeg(encoded), from_jpeg,
-                 lambda: train_transform(_decode(encoded), seed, size))
+  return tf.cond(
+      tf.io.is_jpeg(encoded),
+      from_jpeg,
+      lambda: train_transform(_decode(encoded), seed, size),
+  )
 
 
 def decode_and_eval_transform(encoded, size: int = 224):
@@ -120,13 +136,18 @@ def decode_and_eval_transform(encoded, size: int = 224):
   Returns:
     uint8 [size, size, 3].
   """
+
   def from_jpeg():
     window = _center_crop_window(tf.image.extract_jpeg_shape(encoded))
-    return _resize(tf.image.decode_and_crop_jpeg(encoded, window, channels=3),
-                   size)
+    return _resize(
+        tf.image.decode_and_crop_jpeg(encoded, window, channels=3), size
+    )
 
-  return tf.cond(tf.io.is_jpeg(encoded), from_jpeg,
-                 lambda: eval_transform(_decode(encoded), size))
+  return tf.cond(
+      tf.io.is_jpeg(encoded),
+      from_jpeg,
+      lambda: eval_transform(_decode(encoded), size),
+  )
 
 
 def _decode(encoded) -> tf.Tensor:

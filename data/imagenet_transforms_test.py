@@ -13,10 +13,10 @@ from data import imagenet_transforms
 def _picture(height=60, width=80):
   """Quadrant colours make crops, flips and centring visible."""
   image = np.zeros((height, width, 3), np.uint8)
-  image[:height // 2, :width // 2] = (255, 0, 0)
-  image[:height // 2, width // 2:] = (0, 255, 0)
-  image[height // 2:, :width // 2] = (0, 0, 255)
-  image[height // 2:, width // 2:] = (255, 255, 0)
+  image[: height // 2, : width // 2] = (255, 0, 0)
+  image[: height // 2, width // 2 :] = (0, 255, 0)
+  image[height // 2 :, : width // 2] = (0, 0, 255)
+  image[height // 2 :, width // 2 :] = (255, 255, 0)
   return image
 
 
@@ -28,8 +28,12 @@ def _encode(image, image_format='JPEG'):
 
 def test_train_transform_shape_dtype_and_determinism():
   image = tf.constant(_picture())
-  outs = [imagenet_transforms.train_transform(image, tf.constant([i, 3]), 24)
-          .numpy() for i in range(12)]
+  outs = [
+      imagenet_transforms.train_transform(
+          image, tf.constant([i, 3]), 24
+      ).numpy()
+      for i in range(12)
+  ]
   for out in outs:
     assert out.shape == (24, 24, 3) and out.dtype == np.uint8
   again = imagenet_transforms.train_transform(image, tf.constant([5, 3]), 24)
@@ -89,19 +93,21 @@ def test_encoded_paths_match_decoded_paths(image_format):
     np.testing.assert_array_equal(decoded.numpy(), image)
   seed = tf.constant([4, 2])
   np.testing.assert_array_equal(
-      imagenet_transforms.decode_and_train_transform(encoded, seed,
-                                                     32).numpy(),
-      imagenet_transforms.train_transform(decoded, seed, 32).numpy())
+      imagenet_transforms.decode_and_train_transform(encoded, seed, 32).numpy(),
+      imagenet_transforms.train_transform(decoded, seed, 32).numpy(),
+  )
   np.testing.assert_array_equal(
       imagenet_transforms.decode_and_eval_transform(encoded, 32).numpy(),
-      imagenet_transforms.eval_transform(decoded, 32).numpy())
+      imagenet_transforms.eval_transform(decoded, 32).numpy(),
+  )
 
 
 def test_make_train_transform_in_tf_data_and_bad_size():
   fn = imagenet_transforms.make_train_transform(16)
   seeds = np.stack([np.arange(4), np.zeros(4)], 1).astype(np.int64)
   dataset = tf.data.Dataset.from_tensor_slices(seeds).map(
-      lambda s: fn(tf.constant(_picture()), s))
+      lambda s: fn(tf.constant(_picture()), s)
+  )
   outs = np.stack(list(dataset.as_numpy_iterator()))
   assert outs.shape == (4, 16, 16, 3)
   with pytest.raises(ValueError, match='image size'):

@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from data import augment
-from data import autoaugment
 from data import label_noise
+from data import policies
 from data import sharding
 from data import sources
 
@@ -52,10 +52,18 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
   """Bilinear resize of uint8 images to size x size, done once at load."""
   if not size or images.shape[1:3] == (size, size):
     return images
-  return np.concatenate([
-      np.clip(np.rint(tf.image.resize(images[i:i + 1024], (size, size))
-                      .numpy()), 0, 255).astype(np.uint8)
-      for i in range(0, len(images), 1024)])
+  return np.concatenate(
+      [
+          np.clip(
+              np.rint(
+                  tf.image.resize(images[i : i + 1024], (size, size)).numpy()
+              ),
+              0,
+              255,
+          ).astype(np.uint8)
+          for i in range(0, len(images), 1024)
+      ]
+  )
 
 
 def normalize(images: tf.Tensor, mean, std) -> tf.Tensor:
@@ -79,6 +87,7 @@ class Datasets:
     steps_per_epoch: whole global batches in one epoch (the remainder of
       each epoch's permutation is dropped).
   """
+
   num_classes: int
   image_shape: tuple[int, ...]
   train_images: np.ndarray
@@ -112,8 +121,10 @@ class Datasets:
     if split == 'train':
       return self.train_images, self.train_labels
     if split not in self.eval_splits:
-      raise ValueError(f'split must be one of '
-                       f'{["train", *self.eval_splits]}, got {split!r}')
+      raise ValueError(
+          f'split must be one of '
+          f'{["train", *self.eval_splits]}, got {split!r}'
+      )
     return self.eval_splits[split]
 
   def label_noise_record(self) -> dict | None:
@@ -122,9 +133,11 @@ class Datasets:
     if self.clean_train_labels is None:
       return None
     changed = np.flatnonzero(self.clean_train_labels != self.train_labels)
-    return {'num_train': len(self.train_labels),
-            'num_changed': len(changed),
-            'changed_indices': changed.tolist()}
+    return {
+        'num_train': len(self.train_labels),
+        'num_changed': len(changed),
+        'changed_indices': changed.tolist(),
+    }
 
   def train_batches(self, start_step: int, num_steps: int) -> Iterator[Batch]:
     """Yields the batches of steps start_step .. num_steps - 1.
@@ -138,8 +151,9 @@ class Datasets:
     """
     n = len(self.train_labels)
     global_batch = self.global_batch_size
-    columns = sharding.host_slice(global_batch, self.process_index,
-                                  self.process_count)
+    columns = sharding.host_slice(
+        global_batch, self.process_index, self.process_count
+    )
     steps_per_epoch = self.steps_per_epoch
     images = tf.constant(self.train_images)
     labels = tf.constant(self.train_labels)
@@ -149,29 +163,42 @@ class Datasets:
       # Seeds (2 * seed, epoch) for the order and (2 * seed + 1, step, host)
       # for augmentation keep the two random streams apart.
       order = tf.random.experimental.stateless_shuffle(
-          tf.range(n), seed=tf.stack([tf.constant(2 * seed, tf.int64),
-                                      epoch]))
-      rows = tf.reshape(order[:steps_per_epoch * global_batch],
-                        [steps_per_epoch, global_batch])
-      steps = epoch * steps_per_epoch + tf.range(steps_per_epoch,
-                                                 dtype=tf.int64)
+          tf.range(n), seed=tf.stack([tf.constant(2 * seed, tf.int64), epoch])
+      )
+      rows = tf.reshape(
+          order[: steps_per_epoch * global_batch],
+          [steps_per_epoch, global_batch],
+      )
+      steps = epoch * steps_per_epoch + tf.range(
+          steps_per_epoch, dtype=tf.int64
+      )
       return tf.data.Dataset.from_tensor_slices(
-          (steps, rows[:, columns.start:columns.stop]))
+          (steps, rows[:, columns.start : columns.stop])
+      )
 
     def batch_of_step(step, rows):
-      augment_seed = tf.stack([tf.constant(2 * seed + 1, tf.int64),
-                               step * self.process_count + self.process_index])
+      augment_seed = tf.stack(
+          [
+              tf.constant(2 * seed + 1, tf.int64),
+              step * self.process_count + self.process_index,
+          ]
+      )
       batch_images = self.transform(tf.gather(images, rows), augment_seed)
-      return {'image': normalize(batch_images, self.mean, self.std),
-              'label': tf.gather(labels, rows)}
+      return {
+          'image': normalize(batch_images, self.mean, self.std),
+          'label': tf.gather(labels, rows),
+      }
 
     first_epoch = start_step // steps_per_epoch
     ds = tf.data.Dataset.range(first_epoch, -(-num_steps // steps_per_epoch))
-    ds = ds.flat_map(rows_of_epoch).skip(
-        start_step - first_epoch * steps_per_epoch).take(
-            num_steps - start_step)
-    ds = ds.map(batch_of_step, num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+    ds = (
+        ds.flat_map(rows_of_epoch)
+        .skip(start_step - first_epoch * steps_per_epoch)
+        .take(num_steps - start_step)
+    )
+    ds = ds.map(
+        batch_of_step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     for batch in ds.prefetch(2).as_numpy_iterator():
       yield sharding.to_device_shape(batch, self.local_device_count)
 
@@ -187,29 +214,81 @@ class Datasets:
     """
     images, labels = self.eval_splits[split]
     index, mask = sharding.eval_share(
-        len(labels), self.eval_batch_size, self.process_index,
-        self.process_count).positions()
+        len(labels),
+        self.eval_batch_size,
+        self.process_index,
+        self.process_count,
+    ).positions()
     for rows, row_mask in zip(index, mask):
-      batch = {'image': normalize(images[rows], self.mean, self.std).numpy(),
-               'label': labels[rows], 'mask': row_mask}
+      batch = {
+          'image': normalize(images[rows], self.mean, self.std).numpy(),
+          'label': labels[rows],
+          'mask': row_mask,
+      }
       yield sharding.to_device_shape(batch, self.local_device_count)
 
 
-def _relabelled(images: np.ndarray, mean, std,
-                relabel: Callable[[np.ndarray], np.ndarray],
-                batch_size: int = 256) -> np.ndarray:
+def _relabelled(
+    images: np.ndarray,
+    mean,
+    std,
+    relabel: Callable[[np.ndarray], np.ndarray],
+    batch_size: int = 256,
+) -> np.ndarray:
   """relabel() of the normalised images, in batches."""
-  return np.concatenate([
-      np.asarray(relabel(normalize(images[i:i + batch_size], mean,
-                                   std).numpy()))
-      for i in range(0, len(images), batch_size)]).astype(np.int32)
+  return np.concatenate(
+      [
+          np.asarray(
+              relabel(normalize(images[i : i + batch_size], mean, std).numpy())
+          )
+          for i in range(0, len(images), batch_size)
+      ]
+  ).astype(np.int32)
 
 
-def create_datasets(config: ml_collections.ConfigDict, *, batch_size: int,
-                    eval_batch_size: int, seed: int, process_index: int = 0,
-                    process_count: int = 1, local_device_count: int = 1,
-                    relabel: Callable[[np.ndarray], np.ndarray] | None = None
-                    ) -> Datasets:
+def _splits(config: ml_collections.ConfigDict, source: sources.Source):
+  """(train images, train labels, eval splits) at config.image_size, with
+  the validation holdout taken out of train if the config asks for it."""
+  train_images, train_labels = source.load('train')
+  test_images, test_labels = source.load('test')
+  train_images = resize(train_images, config.image_size)
+  eval_splits = {'test': (resize(test_images, config.image_size), test_labels)}
+  if config.validation_split:
+    train_rows, val_rows = holdout_split(
+        len(train_labels), config.validation_fraction
+    )
+    eval_splits['validation'] = (train_images[val_rows], train_labels[val_rows])
+    train_images = train_images[train_rows]
+    train_labels = train_labels[train_rows]
+  return train_images, train_labels, eval_splits
+
+
+def _train_transform(
+    config: ml_collections.ConfigDict, image_side: int
+) -> augment.Transform:
+  policy = config.autoaugment_policy or policies.policy_for_dataset(
+      config.dataset, image_side
+  )
+  return augment.make_train_transform(
+      config.augment,
+      config.crop_padding,
+      autoaugment_policy=policy,
+      randaugment_layers=config.randaugment_layers,
+      randaugment_magnitude=config.randaugment_magnitude,
+  )
+
+
+def create_datasets(
+    config: ml_collections.ConfigDict,
+    *,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    local_device_count: int = 1,
+    relabel: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Datasets:
   """Loads the config's dataset and builds its splits.
 
   Args:
@@ -227,28 +306,22 @@ def create_datasets(config: ml_collections.ConfigDict, *, batch_size: int,
   Returns:
     A `Datasets`.
   """
-  source = sources.create_source(config.dataset, config.data_dir,
-                                 config.svhn_extra, config.image_size)
-  train_images, train_labels = source.load('train')
-  test_images, test_labels = source.load('test')
-  train_images = resize(train_images, config.image_size)
-  eval_splits = {'test': (resize(test_images, config.image_size),
-                          test_labels)}
-  if config.validation_split:
-    train_rows, val_rows = holdout_split(len(train_labels),
-                                         config.validation_fraction)
-    eval_splits['validation'] = (train_images[val_rows],
-                                 train_labels[val_rows])
-    train_images, train_labels = train_images[train_rows], train_labels[
-        train_rows]
+  source = sources.create_source(
+      config.dataset, config.data_dir, config.svhn_extra, config.image_size
+  )
+  train_images, train_labels, eval_splits = _splits(config, source)
   clean_train_labels = None
   if config.label_noise:
     # Only the training part is corrupted: the validation split used for the
     # rho search stays clean, as in the paper.
     clean_train_labels = train_labels
     train_labels, _ = label_noise.corrupt_labels(
-        train_labels, source.num_classes, config.label_noise, seed,
-        config.label_noise_mode)
+        train_labels,
+        source.num_classes,
+        config.label_noise,
+        seed,
+        config.label_noise_mode,
+    )
   mean = tuple(config.input_mean) or source.mean
   std = tuple(config.input_std) or source.std
   if relabel is not None:
@@ -263,15 +336,10 @@ def create_datasets(config: ml_collections.ConfigDict, *, batch_size: int,
       std=std,
       global_batch_size=batch_size,
       eval_batch_size=eval_batch_size,
-      transform=augment.make_train_transform(
-          config.augment, config.crop_padding,
-          autoaugment_policy=config.autoaugment_policy or
-          autoaugment.policy_for_dataset(config.dataset,
-                                         train_images.shape[1]),
-          randaugment_layers=config.randaugment_layers,
-          randaugment_magnitude=config.randaugment_magnitude),
+      transform=_train_transform(config, train_images.shape[1]),
       seed=seed,
       clean_train_labels=clean_train_labels,
       process_index=process_index,
       process_count=process_count,
-      local_device_count=local_device_count)
+      local_device_count=local_device_count,
+  )

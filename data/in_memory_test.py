@@ -28,8 +28,9 @@ def make_config(**overrides):
 # Runs before the module-scoped mock below is set up (it stays active until
 # the module ends).
 def test_missing_tfds_dataset_says_how_to_prepare_it(tmp_path):
-  with pytest.raises(sources.DatasetNotPreparedError,
-                     match='tfds build cifar10 --data_dir'):
+  with pytest.raises(
+      sources.DatasetNotPreparedError, match='tfds build cifar10 --data_dir'
+  ):
     sources.load_tfds_split('cifar10', 'train', str(tmp_path))
 
 
@@ -41,9 +42,14 @@ def mock_cifar():
 
 def create(config, process_index=0, process_count=1, devices=2, seed=0):
   return datasets_lib.create_datasets(
-      config, batch_size=8, eval_batch_size=12, seed=seed,
-      process_index=process_index, process_count=process_count,
-      local_device_count=devices)
+      config,
+      batch_size=8,
+      eval_batch_size=12,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count,
+      local_device_count=devices,
+  )
 
 
 def denormalize(datasets, images):
@@ -63,7 +69,9 @@ def test_train_batches_are_device_shaped_and_normalised(mock_cifar):
   raw = denormalize(datasets, batch['image'].reshape(8, 32, 32, 3))
   np.testing.assert_allclose(
       (raw - np.array(datasets.mean)) / np.array(datasets.std),
-      batch['image'].reshape(8, 32, 32, 3), atol=1e-5)
+      batch['image'].reshape(8, 32, 32, 3),
+      atol=1e-5,
+  )
   assert raw.min() >= 0 and raw.max() <= 255
 
 
@@ -71,9 +79,12 @@ def test_one_epoch_visits_each_training_example_at_most_once(mock_cifar):
   datasets = create(make_config())
   steps = datasets.steps_per_epoch
   assert steps == NUM_EXAMPLES // 8
-  images = np.concatenate([
-      b['image'].reshape(-1, 32, 32, 3)
-      for b in datasets.train_batches(0, steps)])
+  images = np.concatenate(
+      [
+          b['image'].reshape(-1, 32, 32, 3)
+          for b in datasets.train_batches(0, steps)
+      ]
+  )
   seen = as_keys(denormalize(datasets, images))
   available = as_keys(datasets.train_images)
   assert sum(seen.values()) == steps * 8
@@ -89,17 +100,19 @@ def test_a_resumed_stream_continues_the_exact_sequence(mock_cifar):
   # Epochs are shuffled differently (steps 0 and 6 start epochs 0 and 1).
   assert not np.array_equal(full[0], full[6])
   other_seed = create(make_config(augment='basic'), seed=1)
-  assert not np.array_equal(full[0],
-                            next(other_seed.train_batches(0, 1))['image'])
+  assert not np.array_equal(
+      full[0], next(other_seed.train_batches(0, 1))['image']
+  )
 
 
 def test_hosts_take_disjoint_slices_of_each_global_batch(mock_cifar):
   one_host = create(make_config(), devices=2)
-  hosts = [create(make_config(), process_index=i, process_count=2, devices=1)
-           for i in range(2)]
+  hosts = [
+      create(make_config(), process_index=i, process_count=2, devices=1)
+      for i in range(2)
+  ]
   whole = next(one_host.train_batches(3, 4))['image'].reshape(8, -1)
-  parts = [next(h.train_batches(3, 4))['image'].reshape(4, -1)
-           for h in hosts]
+  parts = [next(h.train_batches(3, 4))['image'].reshape(4, -1) for h in hosts]
   np.testing.assert_array_equal(whole, np.concatenate(parts))
 
 
@@ -129,7 +142,8 @@ def test_eval_sees_every_example_exactly_once(mock_cifar, process_count):
   # 50 examples in batches of 12: 5 batches, the last padded with 10.
   assert sum(len(x) for x in seen_labels) == NUM_EXAMPLES
   assert as_keys(denormalize(datasets, np.concatenate(seen_images))) == (
-      as_keys(images))
+      as_keys(images)
+  )
   assert sorted(np.concatenate(seen_labels)) == sorted(labels)
 
 
@@ -153,13 +167,15 @@ def test_unknown_dataset_lists_the_valid_ones():
 
 def test_catalog_names_every_in_memory_source():
   assert set(catalog.IN_MEMORY) == set(sources.SOURCES)
-  for name, stats in catalog.IN_MEMORY.items():
+  for stats in catalog.IN_MEMORY.values():
     if stats is not None:
       assert len(stats.mean) == len(stats.std)
 
 
-@pytest.mark.parametrize('n,batch,hosts', [(50, 12, 1), (50, 12, 2),
-                                           (7, 4, 2), (10, 3, 3), (1, 4, 2)])
+@pytest.mark.parametrize(
+    'n,batch,hosts',
+    [(50, 12, 1), (50, 12, 2), (7, 4, 2), (10, 3, 3), (1, 4, 2)],
+)
 def test_eval_shares_cover_every_example_once(n, batch, hosts):
   shares = [sharding.eval_share(n, batch, i, hosts) for i in range(hosts)]
   assert len({s.num_batches for s in shares}) == 1  # Same steps per host.

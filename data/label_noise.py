@@ -16,8 +16,13 @@ import numpy as np
 MODES = ('different', 'uniform')
 
 
-def corrupt_labels(labels, num_classes: int, fraction: float, seed: int,
-                   mode: str = 'different'):
+def corrupt_labels(
+    labels,
+    num_classes: int,
+    fraction: float,
+    seed: int,
+    mode: str = 'different',
+):
   """Corrupts round(fraction * N) labels, deterministically for a seed.
 
   Args:
@@ -40,11 +45,14 @@ def corrupt_labels(labels, num_classes: int, fraction: float, seed: int,
   if mode not in MODES:
     raise ValueError(f'label noise mode must be one of {MODES}, got {mode!r}')
   if num_classes < 2:
-    raise ValueError(f'num_classes must be >= 2 for label noise, got '
-                     f'{num_classes}')
+    raise ValueError(
+        f'num_classes must be >= 2 for label noise, got ' f'{num_classes}'
+    )
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f'labels must lie in [0, {num_classes}), got range '
-                     f'[{labels.min()}, {labels.max()}]')
+    raise ValueError(
+        f'labels must lie in [0, {num_classes}), got range '
+        f'[{labels.min()}, {labels.max()}]'
+    )
 
   rng = np.random.default_rng(seed)
   num_corrupted = int(round(fraction * labels.size))
@@ -83,7 +91,8 @@ def noise_statistics(labels, noisy_labels, num_classes: int) -> dict:
   return {
       'flipped_fraction': float(changed.mean()) if labels.size else 0.0,
       'per_class_flipped_fraction': (
-          per_class_changed / np.maximum(per_class_total, 1)).tolist(),
+          per_class_changed / np.maximum(per_class_total, 1)
+      ).tolist(),
       'per_class_noisy_share': (landed / max(changed.sum(), 1)).tolist(),
   }
 
@@ -94,17 +103,23 @@ def main():
   labels = np.random.default_rng(0).integers(0, 10, 50_000)
   # 'changed of drawn': a corrupted label that kept its class would make
   # the first number smaller than the second.
-  print(f'{"noise":>6} {"flipped":>8} {"per class min-max":>18} '
-        f'{"landed min-max":>15} {"changed of drawn":>17}')
+  print(
+      f'{"noise":>6} {"flipped":>8} {"per class min-max":>18} '
+      f'{"landed min-max":>15} {"changed of drawn":>17}'
+  )
   for fraction in (0.2, 0.4, 0.6, 0.8):
     noisy, changed = corrupt_labels(labels, 10, fraction, seed=0)
     stats = noise_statistics(labels, noisy, 10)
-    per_class, landed = (stats['per_class_flipped_fraction'],
-                         stats['per_class_noisy_share'])
-    print(f'{fraction:>6.1f} {stats["flipped_fraction"]:>8.4f} '
-          f'{min(per_class):>8.4f}-{max(per_class):.4f} '
-          f'{min(landed):>7.4f}-{max(landed):.4f} '
-          f'{f"{changed.sum()} of {round(fraction * labels.size)}":>17}')
+    per_class, landed = (
+        stats['per_class_flipped_fraction'],
+        stats['per_class_noisy_share'],
+    )
+    print(
+        f'{fraction:>6.1f} {stats["flipped_fraction"]:>8.4f} '
+        f'{min(per_class):>8.4f}-{max(per_class):.4f} '
+        f'{min(landed):>7.4f}-{max(landed):.4f} '
+        f'{f"{changed.sum()} of {round(fraction * labels.size)}":>17}'
+    )
 
 
 if __name__ == '__main__':

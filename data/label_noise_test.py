@@ -25,8 +25,9 @@ def test_different_mode_per_class_roughly_uniform():
   noisy, changed = label_noise.corrupt_labels(labels, 10, 0.4, seed=3)
   stats = label_noise.noise_statistics(labels, noisy, 10)
   # Each class keeps ~40% corrupted (binomial std ~1.1% for ~2000 examples).
-  np.testing.assert_allclose(stats['per_class_flipped_fraction'], 0.4,
-                             atol=0.05)
+  np.testing.assert_allclose(
+      stats['per_class_flipped_fraction'], 0.4, atol=0.05
+  )
   np.testing.assert_allclose(stats['per_class_noisy_share'], 0.1, atol=0.02)
   # The new label of class c is uniform over the 9 other classes.
   from_zero = noisy[changed & (labels == 0)]
@@ -37,8 +38,9 @@ def test_different_mode_per_class_roughly_uniform():
 
 def test_uniform_mode_keeps_about_one_in_k():
   labels = _labels(n=20_000)
-  noisy, changed = label_noise.corrupt_labels(labels, 10, 0.5, seed=0,
-                                              mode='uniform')
+  noisy, changed = label_noise.corrupt_labels(
+      labels, 10, 0.5, seed=0, mode='uniform'
+  )
   # 10,000 labels redrawn; 1/10 of them land on their own class.
   assert abs(changed.sum() - 9_000) < 300
   np.testing.assert_array_equal(changed, noisy != labels)
@@ -69,13 +71,16 @@ def test_does_not_modify_input():
   np.testing.assert_array_equal(labels, original)
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(fraction=1.0), 'fraction'),
-    (dict(fraction=-0.1), 'fraction'),
-    (dict(mode='flip'), 'mode'),
-    (dict(num_classes=1), 'num_classes'),
-    (dict(num_classes=3), 'labels must lie'),
-])
+@pytest.mark.parametrize(
+    'kwargs, match',
+    [
+        (dict(fraction=1.0), 'fraction'),
+        (dict(fraction=-0.1), 'fraction'),
+        (dict(mode='flip'), 'mode'),
+        (dict(num_classes=1), 'num_classes'),
+        (dict(num_classes=3), 'labels must lie'),
+    ],
+)
 def test_bad_input(kwargs, match):
   args = dict(labels=_labels(n=50), num_classes=10, fraction=0.2, seed=0)
   args.update(kwargs)

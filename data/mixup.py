@@ -44,8 +44,10 @@ def mixup(key, images, labels, alpha: float):
     raise ValueError(f'mixup alpha must be >= 0, got {alpha}')
   images, labels = jnp.asarray(images), jnp.asarray(labels)
   if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
-    raise ValueError(f'mixup labels must be [batch, classes] matching images '
-                     f'{images.shape}, got {labels.shape}')
+    raise ValueError(
+        f'mixup labels must be [batch, classes] matching images '
+        f'{images.shape}, got {labels.shape}'
+    )
   if alpha == 0:
     return images, labels
   lam, perm = mixup_params(key, images.shape[0], alpha)

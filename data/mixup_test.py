@@ -10,8 +10,10 @@ from data import mixup
 @jax.jit
 def _mixup_and_params(key, images, labels):
   """One compilation (Beta sampling compiles slowly) for the tests below."""
-  return (mixup.mixup(key, images, labels, 0.2),
-          mixup.mixup_params(key, images.shape[0], 0.2))
+  return (
+      mixup.mixup(key, images, labels, 0.2),
+      mixup.mixup_params(key, images.shape[0], 0.2),
+  )
 
 
 def _batch(batch=8, classes=5):
@@ -27,12 +29,12 @@ def test_matches_independent_numpy_mixing():
   (out_images, out_labels), params = _mixup_and_params(key, images, labels)
   lam, perm = map(np.asarray, params)
   assert 0.0 <= lam <= 1.0 and sorted(perm) == list(range(8))
-  np.testing.assert_allclose(out_images,
-                             lam * images + (1 - lam) * images[perm],
-                             rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(out_labels,
-                             lam * labels + (1 - lam) * labels[perm],
-                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+      out_images, lam * images + (1 - lam) * images[perm], rtol=1e-6, atol=1e-6
+  )
+  np.testing.assert_allclose(
+      out_labels, lam * labels + (1 - lam) * labels[perm], rtol=1e-6, atol=1e-6
+  )
   np.testing.assert_allclose(np.asarray(out_labels).sum(1), 1.0, rtol=1e-6)
   assert out_images.dtype == np.float32 and out_images.shape == images.shape
 
@@ -50,8 +52,9 @@ def test_deterministic_per_key():
 def test_lambda_follows_beta_moments():
   # Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1)) = 0.1786 for a = 0.2.
   keys = jax.random.split(jax.random.PRNGKey(0), 4000)
-  lams = np.asarray(jax.jit(jax.vmap(
-      lambda k: mixup.mixup_params(k, 4, 0.2)[0]))(keys))
+  lams = np.asarray(
+      jax.jit(jax.vmap(lambda k: mixup.mixup_params(k, 4, 0.2)[0]))(keys)
+  )
   assert abs(lams.mean() - 0.5) < 0.02
   assert abs(lams.var() - 1 / (4 * 1.4)) < 0.01
 

@@ -16,25 +16,30 @@ import numpy as np
 Batch = dict[str, np.ndarray]
 
 
-def host_slice(global_batch: int, process_index: int,
-               process_count: int) -> slice:
+def host_slice(
+    global_batch: int, process_index: int, process_count: int
+) -> slice:
   """This host's columns of a global batch."""
   host_batch = global_batch // process_count
   return slice(process_index * host_batch, (process_index + 1) * host_batch)
 
 
-def host_range(begin: int, end: int, process_index: int,
-               process_count: int) -> tuple[int, int]:
+def host_range(
+    begin: int, end: int, process_index: int, process_count: int
+) -> tuple[int, int]:
   """This host's contiguous share of records [begin, end)."""
   size = end - begin
-  return (begin + process_index * size // process_count,
-          begin + (process_index + 1) * size // process_count)
+  return (
+      begin + process_index * size // process_count,
+      begin + (process_index + 1) * size // process_count,
+  )
 
 
 def to_device_shape(batch: Batch, num_devices: int) -> Batch:
   """Splits the leading (host batch) axis into [devices, per-device]."""
-  return {k: v.reshape((num_devices, -1) + v.shape[1:])
-          for k, v in batch.items()}
+  return {
+      k: v.reshape((num_devices, -1) + v.shape[1:]) for k, v in batch.items()
+  }
 
 
 class EvalShare(NamedTuple):
@@ -62,11 +67,13 @@ class EvalShare(NamedTuple):
     return np.minimum(position, max(self.end - 1, 0)), mask
 
 
-def eval_share(num_examples: int, global_batch: int, process_index: int,
-               process_count: int) -> EvalShare:
+def eval_share(
+    num_examples: int, global_batch: int, process_index: int, process_count: int
+) -> EvalShare:
   """This host's EvalShare of a split of `num_examples`."""
   begin, end = host_range(0, num_examples, process_index, process_count)
   host_batch = global_batch // process_count
   largest_share = math.ceil(num_examples / process_count)
-  return EvalShare(begin, end, max(1, math.ceil(largest_share / host_batch)),
-                   host_batch)
+  return EvalShare(
+      begin, end, max(1, math.ceil(largest_share / host_batch)), host_batch
+  )

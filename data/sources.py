@@ -37,6 +37,7 @@ class Source:
     mean: per-channel mean of the training images, on the 0-255 scale.
     std: per-channel standard deviation, on the 0-255 scale.
   """
+
   load: Callable[[str], tuple[np.ndarray, np.ndarray]]
   num_classes: int
   mean: tuple[float, ...]
@@ -53,7 +54,8 @@ def not_prepared_error(builder) -> DatasetNotPreparedError:
   return DatasetNotPreparedError(
       f'tfds dataset {builder.name!r} is not prepared in data_dir='
       f'{builder.data_dir!r}; prepare it on a machine with internet with '
-      f'`tfds build {builder.name} --data_dir=DIR` and set config.data_dir=DIR')
+      f'`tfds build {builder.name} --data_dir=DIR` and set config.data_dir=DIR'
+  )
 
 
 def load_tfds_split(name: str, split: str, data_dir: str | None):
@@ -80,14 +82,18 @@ def load_tfds_split(name: str, split: str, data_dir: str | None):
   for batch in tfds.as_numpy(ds.batch(4096)):
     images.append(batch['image'])
     labels.append(batch['label'])
-  return (np.concatenate(images).astype(np.uint8),
-          np.concatenate(labels).astype(np.int32))
+  return (
+      np.concatenate(images).astype(np.uint8),
+      np.concatenate(labels).astype(np.int32),
+  )
 
 
 def tfds_source(name: str, data_dir: str | None = None) -> Source:
   """A tfds dataset of catalog.IN_MEMORY, loaded whole."""
-  return Source(lambda split: load_tfds_split(name, split, data_dir),
-                *catalog.IN_MEMORY[name])
+  return Source(
+      lambda split: load_tfds_split(name, split, data_dir),
+      *catalog.IN_MEMORY[name],
+  )
 
 
 DIGITS_TEST_SIZE = 297
@@ -107,10 +113,12 @@ def load_digits_split(split: str):
     (images uint8 [N, 8, 8, 1], labels int32 [N]).
   """
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
+
   digits = datasets.load_digits()
   order = np.random.default_rng(0).permutation(len(digits.target))
-  rows = {'test': order[:DIGITS_TEST_SIZE],
-          'train': order[DIGITS_TEST_SIZE:]}[split]
+  rows = {'test': order[:DIGITS_TEST_SIZE], 'train': order[DIGITS_TEST_SIZE:]}[
+      split
+  ]
   images = (digits.images[rows] * 15).astype(np.uint8)[..., None]
   return images, digits.target[rows].astype(np.int32)
 
@@ -126,9 +134,11 @@ def svhn_source(data_dir: str | None = None, extra: bool = False) -> Source:
   Returns:
     A `Source`.
   """
+
   def load(split):
     split = 'train+extra' if extra and split == 'train' else split
     return load_tfds_split('svhn_cropped', split, data_dir)
+
   return Source(load, *catalog.IN_MEMORY['svhn_cropped'])
 
 
@@ -157,10 +167,15 @@ def folder_classes(root: str) -> list[str]:
   """Class names: the sorted subfolders of root/train."""
   train_dir = os.path.join(root, 'train')
   if not os.path.isdir(train_dir):
-    raise ValueError(f'data_dir={root!r} for dataset folder must hold '
-                     f'train/<label>/*.png|jpg (and test/<label>/...)')
-  return sorted(entry for entry in os.listdir(train_dir)
-                if os.path.isdir(os.path.join(train_dir, entry)))
+    raise ValueError(
+        f'data_dir={root!r} for dataset folder must hold '
+        f'train/<label>/*.png|jpg (and test/<label>/...)'
+    )
+  return sorted(
+      entry
+      for entry in os.listdir(train_dir)
+      if os.path.isdir(os.path.join(train_dir, entry))
+  )
 
 
 @functools.lru_cache(maxsize=4)
@@ -195,9 +210,11 @@ def load_image_folder(root: str, split: str, size: int = 0):
     raise ValueError(f'no .png/.jpg images under {os.path.join(root, split)}')
   shapes = {image.shape for image in images}
   if len(shapes) > 1:
-    raise ValueError(f'images under {os.path.join(root, split)} must share '
-                     f'one size, or set config.image_size to resize them; '
-                     f'found {sorted(shapes)[:4]}')
+    raise ValueError(
+        f'images under {os.path.join(root, split)} must share '
+        f'one size, or set config.image_size to resize them; '
+        f'found {sorted(shapes)[:4]}'
+    )
   return np.stack(images).astype(np.uint8), np.asarray(labels, np.int32)
 
 
@@ -212,17 +229,26 @@ def folder_source(data_dir: str | None, size: int = 0) -> Source:
     A `Source`.
   """
   if not data_dir:
-    raise ValueError('dataset folder needs config.data_dir, the folder that '
-                     'holds train/<label>/ and test/<label>/')
+    raise ValueError(
+        'dataset folder needs config.data_dir, the folder that '
+        'holds train/<label>/ and test/<label>/'
+    )
   train_images, _ = load_image_folder(data_dir, 'train', size)
   pixels = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64)
-  return Source(functools.partial(load_image_folder, data_dir, size=size),
-                len(folder_classes(data_dir)),
-                tuple(pixels.mean(0).round(2)), tuple(pixels.std(0).round(2)))
+  return Source(
+      functools.partial(load_image_folder, data_dir, size=size),
+      len(folder_classes(data_dir)),
+      tuple(pixels.mean(0).round(2)),
+      tuple(pixels.std(0).round(2)),
+  )
 
 
-def create_source(name: str, data_dir: str | None = None,
-                  svhn_extra: bool = False, image_size: int = 0) -> Source:
+def create_source(
+    name: str,
+    data_dir: str | None = None,
+    svhn_extra: bool = False,
+    image_size: int = 0,
+) -> Source:
   """Returns the source called `name`; see SOURCES for the valid names.
 
   Args:
@@ -238,8 +264,10 @@ def create_source(name: str, data_dir: str | None = None,
     raise ValueError(f'unknown dataset {name!r}; valid: {sorted(SOURCES)}')
 
   if svhn_extra and name != 'svhn_cropped':
-    raise ValueError(f'svhn_extra is only valid with dataset svhn_cropped, '
-                     f'got dataset {name!r}')
+    raise ValueError(
+        f'svhn_extra is only valid with dataset svhn_cropped, '
+        f'got dataset {name!r}'
+    )
   if name == 'svhn_cropped':
     return svhn_source(data_dir, svhn_extra)
   if name == 'folder':
@@ -251,11 +279,11 @@ def create_source(name: str, data_dir: str | None = None,
 SOURCES: dict[str, Callable[[str | None], Source]] = {
     'cifar10': functools.partial(tfds_source, 'cifar10'),
     'cifar100': functools.partial(tfds_source, 'cifar100'),
-    'digits': lambda d: Source(load_digits_split,
-                               *catalog.IN_MEMORY['digits']),
+    'digits': lambda d: Source(load_digits_split, *catalog.IN_MEMORY['digits']),
     'svhn_cropped': svhn_source,
     'fashion_mnist': lambda d: Source(
         functools.partial(load_fashion_mnist_split, data_dir=d),
-        *catalog.IN_MEMORY['fashion_mnist']),
+        *catalog.IN_MEMORY['fashion_mnist'],
+    ),
     'folder': folder_source,
 }

@@ -22,29 +22,40 @@ def test_svhn_source_loads_mock_data():
 def test_svhn_extra_reads_train_plus_extra(monkeypatch):
   # mock_data ignores split arithmetic, so record the split names instead.
   requested = []
-  monkeypatch.setattr(sources, 'load_tfds_split',
-                      lambda name, split, data_dir: requested.append(
-                          (name, split)))
+  monkeypatch.setattr(
+      sources,
+      'load_tfds_split',
+      lambda name, split, data_dir: requested.append((name, split)),
+  )
   sources.create_source('svhn_cropped', svhn_extra=True).load('train')
   sources.create_source('svhn_cropped', svhn_extra=True).load('test')
   sources.create_source('svhn_cropped').load('train')
-  assert requested == [('svhn_cropped', 'train+extra'),
-                       ('svhn_cropped', 'test'), ('svhn_cropped', 'train')]
+  assert requested == [
+      ('svhn_cropped', 'train+extra'),
+      ('svhn_cropped', 'test'),
+      ('svhn_cropped', 'train'),
+  ]
 
 
 def test_fashion_mnist_is_zero_padded_to_32():
   with tfds.testing.mock_data(num_examples=5):
     source = sources.create_source('fashion_mnist')
     images, labels = source.load('train')
-    raw = next(iter(tfds.as_numpy(tfds.load('fashion_mnist', split='train',
-                                            batch_size=5))))['image']
+    raw = next(
+        iter(
+            tfds.as_numpy(
+                tfds.load('fashion_mnist', split='train', batch_size=5)
+            )
+        )
+    )['image']
   assert images.shape == (5, 32, 32, 1) and images.dtype == np.uint8
   assert labels.shape == (5,)
   np.testing.assert_array_equal(images[:, 2:30, 2:30], raw)
   assert not images[:, :2].any() and not images[:, :, 30:].any()
   # 55.84 = 72.93 * 784 / 1024: the 28x28 mean diluted by the zero border.
-  np.testing.assert_allclose(source.mean[0], 0.2860 * 255 * 784 / 1024,
-                             atol=0.05)
+  np.testing.assert_allclose(
+      source.mean[0], 0.2860 * 255 * 784 / 1024, atol=0.05
+  )
 
 
 def _write_folder(root, split, counts, size=(6, 5), fmt='png'):
@@ -54,7 +65,8 @@ def _write_folder(root, split, counts, size=(6, 5), fmt='png'):
     for i in range(count):
       pixels = rng.integers(0, 256, size[::-1] + (3,), dtype=np.uint8)
       Image.fromarray(pixels).save(
-          os.path.join(root, split, label, f'{i}.{fmt}'))
+          os.path.join(root, split, label, f'{i}.{fmt}')
+      )
 
 
 def test_folder_source_reads_labels_from_train_folders(tmp_path):

@@ -68,13 +68,19 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _features(example):
-  return {'image': example['image'],
-          'label': tf.cast(example['label'], tf.int32)}
+  return {
+      'image': example['image'],
+      'label': tf.cast(example['label'], tf.int32),
+  }
 
 
-def make_train_decoder(augment: str, size: int, policy: str,
-                       randaugment_layers: int, randaugment_magnitude: float
-                       ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+def make_train_decoder(
+    augment: str,
+    size: int,
+    policy: str,
+    randaugment_layers: int,
+    randaugment_magnitude: float,
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
   """fn(encoded image, seed int[2]) -> uint8 [size, size, 3] for training.
 
   Args:
@@ -86,19 +92,23 @@ def make_train_decoder(augment: str, size: int, policy: str,
   """
   if augment == 'none':
     return lambda encoded, seed: imagenet_transforms.decode_and_eval_transform(
-        encoded, size)
+        encoded, size
+    )
   extra = None
   if augment == 'autoaugment':
     extra = autoaugment.make_autoaugment(policy)
   elif augment == 'randaugment':
-    extra = autoaugment.make_randaugment(randaugment_layers,
-                                         randaugment_magnitude)
+    extra = autoaugment.make_randaugment(
+        randaugment_layers, randaugment_magnitude
+    )
 
   def decode(encoded, seed):
     crop_seed, extra_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 2))
-    image = imagenet_transforms.decode_and_train_transform(encoded, crop_seed,
-                                                           size)
+        tf.random.experimental.stateless_split(seed, 2)
+    )
+    image = imagenet_transforms.decode_and_train_transform(
+        encoded, crop_seed, size
+    )
     return extra(image, extra_seed) if extra else image
 
   return decode
@@ -112,6 +122,7 @@ class StreamedDatasets:
   strings, and there are no in-memory training arrays (analyses and label
   noise need a dataset held in memory).
   """
+
   builder: tfds.core.DatasetBuilder
   num_classes: int
   image_shape: tuple[int, int, int]
@@ -143,10 +154,12 @@ class StreamedDatasets:
     return tuple(self.eval_splits)
 
   def examples(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-    raise ValueError(f'the analyses take a dataset held in memory, not the '
-                     f'streamed {self.builder.name!r} (split {split!r}); set '
-                     'config.data.streaming = False for a dataset of '
-                     'data.catalog.IN_MEMORY')
+    raise ValueError(
+        f'the analyses take a dataset held in memory, not the '
+        f'streamed {self.builder.name!r} (split {split!r}); set '
+        'config.data.streaming = False for a dataset of '
+        'data.catalog.IN_MEMORY'
+    )
 
   def label_noise_record(self) -> None:
     return None
@@ -154,16 +167,19 @@ class StreamedDatasets:
   def _read(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
     read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed)
     return self.builder.as_dataset(
-        split=split, shuffle_files=shuffle_seed is not None,
+        split=split,
+        shuffle_files=shuffle_seed is not None,
         read_config=read_config,
-        decoders={'image': tfds.decode.SkipDecoding()}).map(_features)
+        decoders={'image': tfds.decode.SkipDecoding()},
+    ).map(_features)
 
   def _epoch(self, epoch: int, first_step: int, end_step: int):
     """Batches of steps first_step .. end_step - 1, all in `epoch`."""
     steps_per_epoch = self.steps_per_epoch
     global_batch = self.global_batch_size
-    columns = sharding.host_slice(global_batch, self.process_index,
-                                  self.process_count)
+    columns = sharding.host_slice(
+        global_batch, self.process_index, self.process_count
+    )
     host_batch = columns.stop - columns.start
     seed = _epoch_seed(self.seed, epoch)
     ds = self._read(self.train_split, seed).shuffle(self.shuffle_buffer, seed)
@@ -177,26 +193,32 @@ class StreamedDatasets:
       # in-memory pipeline numbers its examples.
       step = epoch * steps_per_epoch + index // host_batch
       position = step * global_batch + columns.start + index % host_batch
-      return {'image': self.decode_train(example['image'],
-                                         tf.stack([base_seed, position])),
-              'label': example['label']}
+      return {
+          'image': self.decode_train(
+              example['image'], tf.stack([base_seed, position])
+          ),
+          'label': example['label'],
+      }
 
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return self._batches(ds.batch(host_batch, drop_remainder=True))
 
   def _batches(self, ds: tf.data.Dataset) -> Iterator[sharding.Batch]:
     def normalise(batch):
-      return {**batch, 'image': in_memory.normalize(batch['image'], self.mean,
-                                                    self.std)}
+      return {
+          **batch,
+          'image': in_memory.normalize(batch['image'], self.mean, self.std),
+      }
 
-    ds = ds.map(normalise, num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True).prefetch(2)
+    ds = ds.map(
+        normalise, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).prefetch(2)
     for batch in ds.as_numpy_iterator():
       yield sharding.to_device_shape(batch, self.local_device_count)
 
-  def train_batches(self, start_step: int,
-                    num_steps: int) -> Iterator[sharding.Batch]:
+  def train_batches(
+      self, start_step: int, num_steps: int
+  ) -> Iterator[sharding.Batch]:
     """Yields the batches of steps start_step .. num_steps - 1.
 
     Yields:
@@ -218,24 +240,39 @@ class StreamedDatasets:
       for real examples and 0.0 for padding.
     """
     size = self.image_shape[0]
-    share = sharding.eval_share(self.eval_sizes[split], self.eval_batch_size,
-                                self.process_index, self.process_count)
+    share = sharding.eval_share(
+        self.eval_sizes[split],
+        self.eval_batch_size,
+        self.process_index,
+        self.process_count,
+    )
     ds = self._read(self.eval_splits[split], None).map(
         lambda example: {
             'image': imagenet_transforms.decode_and_eval_transform(
-                example['image'], size),
-            'label': example['label'], 'mask': tf.constant(1.0)},
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    padding = {'image': tf.zeros(self.image_shape, tf.uint8),
-               'label': tf.constant(0, tf.int32), 'mask': tf.constant(0.0)}
+                example['image'], size
+            ),
+            'label': example['label'],
+            'mask': tf.constant(1.0),
+        },
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    padding = {
+        'image': tf.zeros(self.image_shape, tf.uint8),
+        'label': tf.constant(0, tf.int32),
+        'mask': tf.constant(0.0),
+    }
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
-    yield from self._batches(ds.take(share.num_batches * share.host_batch)
-                             .batch(share.host_batch))
+    yield from self._batches(
+        ds.take(share.num_batches * share.host_batch).batch(share.host_batch)
+    )
 
 
 def _split_parts(builder, split: str) -> list[tuple[str, int]]:
-  return [(name, builder.info.splits[name].num_examples)
-          for name in split.split('+')]
+  return [
+      (name, builder.info.splits[name].num_examples)
+      for name in split.split('+')
+  ]
 
 
 def find_builder(name: str, data_dir: str | None):
@@ -243,18 +280,53 @@ def find_builder(name: str, data_dir: str | None):
   try:
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(  # pylint: disable=raise-missing-from
+    raise ValueError(
         f'config.data.dataset = {name!r}: valid: in memory '
         f'{sorted(catalog.IN_MEMORY)}, streamed {sorted(catalog.STREAMED)} '
         'or another tfds dataset (tfds.list_builders()) prepared in '
-        'config.data.data_dir')
+        'config.data.data_dir'
+    ) from None
 
 
-def create_streamed_datasets(config: ml_collections.ConfigDict, *,
-                             batch_size: int, eval_batch_size: int,
-                             seed: int, process_index: int = 0,
-                             process_count: int = 1,
-                             local_device_count: int = 1) -> StreamedDatasets:
+def _record_ranges(
+    builder, spec: catalog.StreamedSpec, config: ml_collections.ConfigDict
+):
+  """(train parts, training records, eval split -> (parts, begin, end)):
+  the validation holdout is the last records of the training split."""
+  train_parts = _split_parts(builder, spec.train)
+  num_train = sum(count for _, count in train_parts)
+  test_size = builder.info.splits[spec.test].num_examples
+  eval_ranges = {'test': ([(spec.test, test_size)], 0, test_size)}
+  if config.validation_split:
+    num_val = int(round(num_train * config.validation_fraction))
+    eval_ranges['validation'] = (train_parts, num_train - num_val, num_train)
+    num_train -= num_val
+  return train_parts, num_train, eval_ranges
+
+
+def _train_decoder(config: ml_collections.ConfigDict):
+  policy = config.autoaugment_policy or (
+      'cifar10' if config.dataset.startswith('cifar') else 'imagenet'
+  )
+  return make_train_decoder(
+      config.augment,
+      config.image_size,
+      policy,
+      config.randaugment_layers,
+      config.randaugment_magnitude,
+  )
+
+
+def create_streamed_datasets(
+    config: ml_collections.ConfigDict,
+    *,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    local_device_count: int = 1,
+) -> StreamedDatasets:
   """Opens the config's tfds dataset for streaming.
 
   Args:
@@ -281,22 +353,13 @@ def create_streamed_datasets(config: ml_collections.ConfigDict, *,
   spec = catalog.STREAMED.get(config.dataset, catalog.StreamedSpec())
   if spec.test not in builder.info.splits:
     spec = dataclasses.replace(spec, test='validation')
-  train_parts = _split_parts(builder, spec.train)
-  num_train = sum(count for _, count in train_parts)
-  test_size = builder.info.splits[spec.test].num_examples
-  eval_ranges = {'test': ([(spec.test, test_size)], 0, test_size)}
-  if config.validation_split:
-    num_val = int(round(num_train * config.validation_fraction))
-    eval_ranges['validation'] = (train_parts, num_train - num_val, num_train)
-    num_train -= num_val
+  train_parts, num_train, eval_ranges = _record_ranges(builder, spec, config)
 
   def host_split(parts, begin, end):
-    return split_slice(parts, *sharding.host_range(begin, end, process_index,
-                                                   process_count))
+    share = sharding.host_range(begin, end, process_index, process_count)
+    return split_slice(parts, *share)
 
   size = config.image_size
-  policy = config.autoaugment_policy or (
-      'cifar10' if config.dataset.startswith('cifar') else 'imagenet')
   return StreamedDatasets(
       builder=builder,
       num_classes=builder.info.features['label'].num_classes,
@@ -309,12 +372,11 @@ def create_streamed_datasets(config: ml_collections.ConfigDict, *,
       std=tuple(config.input_std) or spec.std,
       global_batch_size=batch_size,
       eval_batch_size=eval_batch_size,
-      decode_train=make_train_decoder(
-          config.augment, size, policy, config.randaugment_layers,
-          config.randaugment_magnitude),
+      decode_train=_train_decoder(config),
       seed=seed,
-      shuffle_buffer=config.shuffle_buffer_examples or min(
-          num_train, DEFAULT_SHUFFLE_BUFFER),
+      shuffle_buffer=config.shuffle_buffer_examples
+      or min(num_train, DEFAULT_SHUFFLE_BUFFER),
       process_index=process_index,
       process_count=process_count,
-      local_device_count=local_device_count)
+      local_device_count=local_device_count,
+  )

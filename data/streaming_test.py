@@ -26,19 +26,27 @@ GREEN_STEP = 4  # Green = GREEN_STEP * index; indices 0..52 fit in 0..255.
 
 class TinyPictures(tfds.core.GeneratorBasedBuilder):
   """Pictures of 20-40 pixels a side; test indices follow the train ones."""
+
   VERSION = tfds.core.Version('1.0.0')
 
   def _info(self):
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3),
-                                         encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES)}))
+        features=tfds.features.FeaturesDict(
+            {
+                'image': tfds.features.Image(
+                    shape=(None, None, 3), encoding_format='jpeg'
+                ),
+                'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+            }
+        )
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    return {'train': self._generate_examples(0, NUM_TRAIN),
-            'test': self._generate_examples(NUM_TRAIN, NUM_TRAIN + NUM_TEST)}
+    return {
+        'train': self._generate_examples(0, NUM_TRAIN),
+        'test': self._generate_examples(NUM_TRAIN, NUM_TRAIN + NUM_TEST),
+    }
 
   def _generate_examples(self, first, end):
     rng = np.random.default_rng(first)
@@ -78,10 +86,14 @@ def make_config(data_dir, **fields):
 def open_streamed(config, process_index=0, process_count=1, devices=2):
   checks.validate(config, devices * process_count)
   return streaming.create_streamed_datasets(
-      config.data, batch_size=config.optim.batch_size,
-      eval_batch_size=config.eval.batch_size, seed=config.seed,
-      process_index=process_index, process_count=process_count,
-      local_device_count=devices)
+      config.data,
+      batch_size=config.optim.batch_size,
+      eval_batch_size=config.eval.batch_size,
+      seed=config.seed,
+      process_index=process_index,
+      process_count=process_count,
+      local_device_count=devices,
+  )
 
 
 def indices(images):
@@ -95,8 +107,7 @@ def flat(batch):
 
 
 def train_indices(datasets, start, end):
-  return [indices(flat(b)['image']) for b in datasets.train_batches(start,
-                                                                     end)]
+  return [indices(flat(b)['image']) for b in datasets.train_batches(start, end)]
 
 
 def test_every_epoch_covers_the_training_records_once(data_dir):
@@ -107,8 +118,9 @@ def test_every_epoch_covers_the_training_records_once(data_dir):
     assert batch['image'].shape == (2, 4, 12, 12, 3)
     assert batch['image'].dtype == np.float32
     found = flat(batch)
-    np.testing.assert_array_equal(found['label'],
-                                  indices(found['image']) % NUM_CLASSES)
+    np.testing.assert_array_equal(
+        found['label'], indices(found['image']) % NUM_CLASSES
+    )
   epochs = np.concatenate([indices(flat(b)['image']) for b in batches])
   epochs = epochs.reshape(2, NUM_TRAIN)
   for epoch in epochs:
@@ -128,15 +140,17 @@ def test_same_seed_same_batches_and_resume_continues_exactly(data_dir):
     np.testing.assert_array_equal(a['label'], b['label'])
   config.seed = 1
   other = train_indices(open_streamed(config), 0, 5)
-  assert [list(i) for i in other] != [indices(flat(b)['image']).tolist()
-                                      for b in whole[:5]]
+  assert [list(i) for i in other] != [
+      indices(flat(b)['image']).tolist() for b in whole[:5]
+  ]
 
 
 def test_augmentation_crops_and_flips_but_none_is_the_eval_crop(data_dir):
   basic = flat(next(open_streamed(make_config(data_dir)).train_batches(0, 1)))
   # The red ramp differs between random crops of pictures of similar size.
-  ramps = {tuple(np.rint(image[0, :, 0]).astype(int)) for image in
-           basic['image']}
+  ramps = {
+      tuple(np.rint(image[0, :, 0]).astype(int)) for image in basic['image']
+  }
   assert len(ramps) > 4
   datasets = open_streamed(make_config(data_dir, augment='none'))
   plain = flat(next(datasets.train_batches(0, 1)))
@@ -146,9 +160,11 @@ def test_augmentation_crops_and_flips_but_none_is_the_eval_crop(data_dir):
   # Training without augmentation sees what evaluation sees.
   datasets.eval_splits['train'] = datasets.train_split
   datasets.eval_sizes['train'] = NUM_TRAIN
-  evaluated = {int(i): image for batch in datasets.eval_batches('train')
-               for i, image in zip(indices(flat(batch)['image']),
-                                   flat(batch)['image'])}
+  evaluated = {
+      int(i): image
+      for batch in datasets.eval_batches('train')
+      for i, image in zip(indices(flat(batch)['image']), flat(batch)['image'])
+  }
   for i, image in zip(indices(plain['image']), plain['image']):
     np.testing.assert_array_equal(image, evaluated[i])
 
@@ -163,13 +179,15 @@ def test_hosts_take_disjoint_shares_of_every_step(data_dir):
 
 
 @pytest.mark.parametrize('process_count', [1, 2])
-def test_eval_covers_the_test_split_once_padded_and_masked(data_dir,
-                                                           process_count):
+def test_eval_covers_the_test_split_once_padded_and_masked(
+    data_dir, process_count
+):
   config = make_config(data_dir)
   found, num_batches = [], set()
   for p in range(process_count):
-    datasets = open_streamed(config, p, process_count,
-                             devices=2 // process_count)
+    datasets = open_streamed(
+        config, p, process_count, devices=2 // process_count
+    )
     batches = [flat(b) for b in datasets.eval_batches('test')]
     num_batches.add(len(batches))
     for batch in batches:
@@ -178,20 +196,23 @@ def test_eval_covers_the_test_split_once_padded_and_masked(data_dir,
       assert np.all(batch['image'][~real] == 0)
       found.extend(indices(batch['image'][real]))
       np.testing.assert_array_equal(
-          batch['label'][real], indices(batch['image'][real]) % NUM_CLASSES)
+          batch['label'][real], indices(batch['image'][real]) % NUM_CLASSES
+      )
   assert num_batches == {2}  # ceil(13 / 8) on every host.
   assert sorted(found) == list(range(NUM_TRAIN, NUM_TRAIN + NUM_TEST))
 
 
 def test_validation_holdout_is_apart_from_training(data_dir):
-  config = make_config(data_dir, validation_split=True,
-                       validation_fraction=0.2)
+  config = make_config(data_dir, validation_split=True, validation_fraction=0.2)
   datasets = open_streamed(config)
   assert datasets.num_train_examples == 32 and datasets.steps_per_epoch == 4
   train = set(np.concatenate(train_indices(datasets, 0, 4)).tolist())
-  validation = {int(i) for b in datasets.eval_batches('validation')
-                for i, m in zip(indices(flat(b)['image']), flat(b)['mask'])
-                if m}
+  validation = {
+      int(i)
+      for b in datasets.eval_batches('validation')
+      for i, m in zip(indices(flat(b)['image']), flat(b)['mask'])
+      if m
+  }
   assert len(train) == 32 and len(validation) == 8
   assert train | validation == set(range(NUM_TRAIN))
 
@@ -199,43 +220,66 @@ def test_validation_holdout_is_apart_from_training(data_dir):
 def test_split_slice_spans_joined_splits():
   parts = [('train', 10), ('validation', 5)]
   assert streaming.split_slice(parts, 0, 10) == 'train[0:10]'
-  assert streaming.split_slice(parts, 8, 12) == (
-      'train[8:10]+validation[0:2]')
+  assert streaming.split_slice(parts, 8, 12) == ('train[8:10]+validation[0:2]')
   assert streaming.split_slice(parts, 11, 15) == 'validation[1:5]'
 
 
 def test_unprepared_dataset_fails_at_once_with_the_build_command(tmp_path):
   config = make_config(str(tmp_path), dataset='imagenet2012', image_size=224)
-  with pytest.raises(sources.DatasetNotPreparedError,
-                     match='tfds build imagenet2012 --data_dir=DIR'):
+  with pytest.raises(
+      sources.DatasetNotPreparedError,
+      match='tfds build imagenet2012 --data_dir=DIR',
+  ):
     open_streamed(config)
 
 
-@pytest.mark.parametrize('fields, message', [
-    ({'image_size': 0},
-     'config.data.image_size = 0: must be > 0 for the streamed'),
-    ({'augment': 'cutout'}, "config.data.augment = 'cutout': valid: "
-     "['autoaugment', 'basic', 'none', 'randaugment']"),
-    ({'label_noise': 0.2},
-     'config.data.label_noise = 0.2: needs a dataset held'),
-    ({'dataset': 'digits', 'streaming': True},
-     "config.data.streaming = True: dataset 'digits' is held in memory only"),
-    ({'dataset': 'no_such_set'},
-     "config.data.dataset = 'no_such_set': valid: in memory ["),
-])
-def test_bad_streamed_configs_fail_with_one_line(data_dir, tmp_path, fields,
-                                                 message):
+@pytest.mark.parametrize(
+    'fields, message',
+    [
+        (
+            {'image_size': 0},
+            'config.data.image_size = 0: must be > 0 for the streamed',
+        ),
+        (
+            {'augment': 'cutout'},
+            "config.data.augment = 'cutout': valid: "
+            "['autoaugment', 'basic', 'none', 'randaugment']",
+        ),
+        (
+            {'label_noise': 0.2},
+            'config.data.label_noise = 0.2: needs a dataset held',
+        ),
+        (
+            {'dataset': 'digits', 'streaming': True},
+            "config.data.streaming = True: dataset 'digits' is held in memory only",
+        ),
+        (
+            {'dataset': 'no_such_set'},
+            "config.data.dataset = 'no_such_set': valid: in memory [",
+        ),
+    ],
+)
+def test_bad_streamed_configs_fail_with_one_line(
+    data_dir, tmp_path, fields, message
+):
   with pytest.raises(checks.ConfigError) as error:
-    experiment.train_and_evaluate(make_config(data_dir, **fields),
-                                  str(tmp_path / 'run'))
+    experiment.train_and_evaluate(
+        make_config(data_dir, **fields), str(tmp_path / 'run')
+    )
   assert message in str(error.value) and '\n' not in str(error.value)
   assert not (tmp_path / 'run').exists()
 
 
 def test_training_runs_end_to_end_on_a_streamed_dataset(data_dir, tmp_path):
-  config = make_config(data_dir, **{
-      'model.name': 'wrn_mini', 'optim.num_epochs': 1, 'eval.batch_size': 16,
-      'run.log_every_steps': 5})
+  config = make_config(
+      data_dir,
+      **{
+          'model.name': 'wrn_mini',
+          'optim.num_epochs': 1,
+          'eval.batch_size': 16,
+          'run.log_every_steps': 5,
+      },
+  )
   summary = experiment.train_and_evaluate(config, str(tmp_path))
   assert summary['finished'] and summary['num_steps'] == 5
   # Every one of the 13 test records is scored: errors are multiples of 1/13.
@@ -246,14 +290,21 @@ def test_training_runs_end_to_end_on_a_streamed_dataset(data_dir, tmp_path):
 def test_a_dataset_prepared_elsewhere_streams_without_its_builder(data_dir):
   # How fgvc_aircraft and birdsnap, not in the tfds catalogue, are read: in
   # a fresh process the TinyPictures builder class is unknown.
-  code = ('from configs import base; from data import streaming; '
-          'c = base.base_config().data; c.dataset = "tiny_pictures"; '
-          f'c.data_dir = {data_dir!r}; c.image_size = 8; '
-          'd = streaming.create_streamed_datasets(c, batch_size=8, '
-          'eval_batch_size=8, seed=0); '
-          'print(d.num_classes, d.num_train_examples, d.eval_sizes)')
+  code = (
+      'from configs import base; from data import streaming; '
+      'c = base.base_config().data; c.dataset = "tiny_pictures"; '
+      f'c.data_dir = {data_dir!r}; c.image_size = 8; '
+      'd = streaming.create_streamed_datasets(c, batch_size=8, '
+      'eval_batch_size=8, seed=0); '
+      'print(d.num_classes, d.num_train_examples, d.eval_sizes)'
+  )
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                       text=True, check=True, cwd=root,
-                       env={**os.environ, 'PYTHONPATH': root}).stdout
+  out = subprocess.run(
+      [sys.executable, '-c', code],
+      capture_output=True,
+      text=True,
+      check=True,
+      cwd=root,
+      env={**os.environ, 'PYTHONPATH': root},
+  ).stdout
   assert out.split('\n')[-2] == f"3 {NUM_TRAIN} {{'test': {NUM_TEST}}}"

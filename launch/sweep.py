@@ -19,8 +19,8 @@ logs to `<workdir>/launch.log`; `<workdir>/launch.json` holds its command
 and config, so `python -m results.tables` counts runs that have not started.
 
 `--table=fig3` is Figure 3 (middle): SAM on ResNet-32, CIFAR-10, for each m
-of experiments.M_SHARPNESS_M at every rho of the grid (--rho_values with
---rho_grid, else experiments.RHO_GRID), on test; `python -m results.figures`
+of rows.M_SHARPNESS_M at every rho of the grid (--rho_values with
+--rho_grid, else rows.RHO_GRID), on test; `python -m results.figures`
 then draws test error against rho per m.
 
 Note: with one GPU per run the per-device batch is the whole batch (256), so
@@ -43,26 +43,42 @@ from absl import flags
 from etils import epath
 
 from launch import experiments
+from launch import rows as rows_lib
 from results import cells
 from results import runs
 
-flags.DEFINE_string('table', None, f'Paper table: {", ".join(experiments.TABLES)}.')
+flags.DEFINE_string(
+    'table', None, f'Paper table: {", ".join(rows_lib.TABLES)}.'
+)
 flags.DEFINE_string('dataset', None, 'Only the rows of this dataset.')
-flags.DEFINE_bool('rho_grid', False, 'Choose rho on the validation split over '
-                  'the grid, then run the chosen rho on test.')
-flags.DEFINE_list('rho_values', [str(r) for r in experiments.RHO_GRID],
-                  'The rho grid.')
+flags.DEFINE_bool(
+    'rho_grid',
+    False,
+    'Choose rho on the validation split over '
+    'the grid, then run the chosen rho on test.',
+)
+flags.DEFINE_list(
+    'rho_values', [str(r) for r in rows_lib.RHO_GRID], 'The rho grid.'
+)
 flags.DEFINE_integer('seeds', 5, 'Replicas per condition.')
 flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
 flags.DEFINE_string('runs_dir', 'runs', 'Root of the run workdirs.')
 flags.DEFINE_enum('gpus_per_run', '1', ['1', 'all'], 'GPUs per run.')
 flags.DEFINE_integer('parallel', 1, 'Runs at a time on a host without GPUs.')
 flags.DEFINE_string('config_file', None, 'Custom set: the config file.')
-flags.DEFINE_string('rows', '', "Custom set: ';'-separated knob strings, one "
-                    "per row ('' is the config's defaults).")
+flags.DEFINE_string(
+    'rows',
+    '',
+    "Custom set: ';'-separated knob strings, one "
+    "per row ('' is the config's defaults).",
+)
 flags.DEFINE_list('epochs_x', ['1', '2'], 'Custom set: SGD epoch multipliers.')
-flags.DEFINE_string('train_args', '', 'Extra train.py arguments for every run, '
-                    'e.g. "--config.data.data_dir=/data".')
+flags.DEFINE_string(
+    'train_args',
+    '',
+    'Extra train.py arguments for every run, '
+    'e.g. "--config.data.data_dir=/data".',
+)
 flags.DEFINE_string('python', sys.executable, 'Python that runs train.py.')
 flags.DEFINE_float('poll_s', 5.0, 'Seconds between checks of running runs.')
 
@@ -77,7 +93,8 @@ def load_config(config: str):
   """Builds the ConfigDict of 'configs/x.py:knobs' as train.py would."""
   path, _, arg = config.partition(':')
   spec = importlib.util.spec_from_file_location(
-      os.path.splitext(os.path.basename(path))[0], path)
+      os.path.splitext(os.path.basename(path))[0], path
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -86,23 +103,32 @@ def load_config(config: str):
 def rho_chooser(runs_dir: str, rho_values: Sequence[float], seeds: int):
   """(row, method) -> rho with the lowest mean validation error, once every
   validation run of the row and method has finished; else None."""
+
   def choose(row: experiments.Row, method: str) -> Optional[float]:
     found = []
     for rho in rho_values:
       for seed in range(seeds):
-        workdir = os.path.join(runs_dir, row.name,
-                               f'{method}_rho{rho:g}_val', f'seed{seed}')
+        workdir = os.path.join(
+            runs_dir, row.name, f'{method}_rho{rho:g}_val', f'seed{seed}'
+        )
         if not is_finished(workdir):
           return None
         found += runs.load_runs(workdir)
     return cells.select_rho(found)
+
   return choose
 
 
-def build_set(runs_dir: str, table: Optional[str], dataset: Optional[str],
-              seeds: int, rho_grid: Optional[Sequence[float]],
-              config_file: Optional[str] = None, rows: str = '',
-              epochs_x: Sequence[float] = (1.0, 2.0)):
+def build_set(
+    runs_dir: str,
+    table: Optional[str],
+    dataset: Optional[str],
+    seeds: int,
+    rho_grid: Optional[Sequence[float]],
+    config_file: Optional[str] = None,
+    rows: str = '',
+    epochs_x: Sequence[float] = (1.0, 2.0),
+):
   """(runs, runs waiting for their rho) of a table or a custom set."""
   custom = None
   if config_file:
@@ -110,15 +136,22 @@ def build_set(runs_dir: str, table: Optional[str], dataset: Optional[str],
       raise ValueError(f'--config_file={config_file!r} does not exist')
     knob_sets = rows.split(';') if rows else ['']
     name = dataset or load_config(config_file + ':' + knob_sets[0]).data.dataset
-    custom = experiments.custom_rows(
-        config_file, knob_sets,
-        lambda k: load_config(f'{config_file}:{k}').sam.rho, name, epochs_x)
+    custom = rows_lib.custom_rows(
+        config_file,
+        knob_sets,
+        lambda k: load_config(f'{config_file}:{k}').sam.rho,
+        name,
+        epochs_x,
+    )
   elif table is None:
-    raise ValueError('give --table (one of '
-                     f'{", ".join(experiments.TABLES)}) or --config_file')
+    raise ValueError(
+        'give --table (one of '
+        f'{", ".join(rows_lib.TABLES)}) or --config_file'
+    )
   chooser = rho_chooser(runs_dir, rho_grid, seeds) if rho_grid else None
-  return experiments.experiment_set(table or 'custom', dataset, seeds,
-                                    rho_grid, chooser, custom)
+  return experiments.experiment_set(
+      table or 'custom', dataset, seeds, rho_grid, chooser, custom
+  )
 
 
 def gpu_slots(gpus_per_run: str) -> list[Optional[str]]:
@@ -128,9 +161,13 @@ def gpu_slots(gpus_per_run: str) -> list[Optional[str]]:
     gpus = [g for g in visible.split(',') if g]
   else:
     try:
-      out = subprocess.run(['nvidia-smi', '--query-gpu=index',
-                            '--format=csv,noheader'], capture_output=True,
-                           text=True, check=True, timeout=30).stdout
+      out = subprocess.run(
+          ['nvidia-smi', '--query-gpu=index', '--format=csv,noheader'],
+          capture_output=True,
+          text=True,
+          check=True,
+          timeout=30,
+      ).stdout
       gpus = out.split()
     except (OSError, subprocess.SubprocessError):
       gpus = []
@@ -144,26 +181,39 @@ def _launch(spec, runs_dir, python, train_args, gpus):
   os.makedirs(workdir, exist_ok=True)
   command = spec.command(runs_dir, python, train_args)
   try:
-    config = load_config(spec.command(runs_dir)[2][len('--config='):]).to_dict()
+    config = load_config(
+        spec.command(runs_dir)[2][len('--config=') :]
+    ).to_dict()
   except Exception:  # pylint: disable=broad-except
     config = {}  # The lead's config file may not exist yet; the run says so.
   # Atomic: a reader (results.tables) sees no half-written record.
   record = epath.Path(workdir) / 'launch.json'
-  record.with_suffix('.tmp').write_text(json.dumps(
-      {'command': command, 'config': config}, default=str))
+  record.with_suffix('.tmp').write_text(
+      json.dumps({'command': command, 'config': config}, default=str)
+  )
   record.with_suffix('.tmp').replace(record)
   env = dict(os.environ)
   if gpus is not None:
     env['CUDA_VISIBLE_DEVICES'] = gpus
   log = open(os.path.join(workdir, 'launch.log'), 'a')
-  print(f'[sweep] start {spec.workdir} (gpus={gpus}): {shlex.join(command)}',
-        flush=True)
-  return subprocess.Popen(command, env=env, stdout=log,
-                          stderr=subprocess.STDOUT), log
+  print(
+      f'[sweep] start {spec.workdir} (gpus={gpus}): {shlex.join(command)}',
+      flush=True,
+  )
+  return (
+      subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT),
+      log,
+  )
 
 
-def run_set(build, runs_dir: str, slots: list[Optional[str]], python: str,
-            train_args: Sequence[str], poll_s: float = 5.0) -> dict[str, int]:
+def run_set(
+    build,
+    runs_dir: str,
+    slots: list[Optional[str]],
+    python: str,
+    train_args: Sequence[str],
+    poll_s: float = 5.0,
+) -> dict[str, int]:
   """Runs every unfinished run, `len(slots)` at a time; re-expands the set
   after each finished run (the chosen rho and teachers become known).
 
@@ -172,8 +222,9 @@ def run_set(build, runs_dir: str, slots: list[Optional[str]], python: str,
   """
   running, failed = {}, set()
   try:
-    return _run_loop(build, runs_dir, slots, python, train_args, poll_s,
-                     running, failed)
+    return _run_loop(
+        build, runs_dir, slots, python, train_args, poll_s, running, failed
+    )
   except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via `_raise_interrupt`.
     stop_runs(running)
     print('[sweep] stopped; the same command resumes the set', flush=True)
@@ -201,14 +252,19 @@ def _raise_interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
-def _run_loop(build, runs_dir, slots, python, train_args, poll_s, running,
-              failed):
+def _run_loop(
+    build, runs_dir, slots, python, train_args, poll_s, running, failed
+):
   while True:
     runs, waiting = build()
-    todo = [r for r in runs
-            if r.workdir not in running and r.workdir not in failed
-            and not is_finished(os.path.join(runs_dir, r.workdir))
-            and (not r.after or is_finished(os.path.join(runs_dir, r.after)))]
+    todo = [
+        r
+        for r in runs
+        if r.workdir not in running
+        and r.workdir not in failed
+        and not is_finished(os.path.join(runs_dir, r.workdir))
+        and (not r.after or is_finished(os.path.join(runs_dir, r.after)))
+    ]
     busy = {slot for _, _, slot in running.values()}
     free = [i for i in range(len(slots)) if i not in busy]
     while todo and free:
@@ -216,19 +272,30 @@ def _run_loop(build, runs_dir, slots, python, train_args, poll_s, running,
       process, log = _launch(spec, runs_dir, python, train_args, slots[slot])
       running[spec.workdir] = (process, log, slot)
     if not running:
-      blocked = [r for r in runs if not is_finished(
-          os.path.join(runs_dir, r.workdir)) and r.workdir not in failed]
-      finished = sum(is_finished(os.path.join(runs_dir, r.workdir))
-                     for r in runs)
-      return {'finished': finished, 'failed': len(failed),
-              'waiting': len(waiting) + len(blocked)}
+      blocked = [
+          r
+          for r in runs
+          if not is_finished(os.path.join(runs_dir, r.workdir))
+          and r.workdir not in failed
+      ]
+      finished = sum(
+          is_finished(os.path.join(runs_dir, r.workdir)) for r in runs
+      )
+      return {
+          'finished': finished,
+          'failed': len(failed),
+          'waiting': len(waiting) + len(blocked),
+      }
     time.sleep(poll_s)
     for workdir, (process, log, _) in list(running.items()):
       if process.poll() is not None:
         log.close()
         del running[workdir]
-        status = 'done' if process.returncode == 0 else (
-            f'FAILED (exit {process.returncode}, see launch.log)')
+        status = (
+            'done'
+            if process.returncode == 0
+            else (f'FAILED (exit {process.returncode}, see launch.log)')
+        )
         if process.returncode != 0:
           failed.add(workdir)
         print(f'[sweep] {status}: {workdir}', flush=True)
@@ -239,8 +306,10 @@ def print_dry_run(runs, waiting, runs_dir, python, train_args) -> None:
     note = f'  # after {spec.after}' if spec.after else ''
     print(shlex.join(spec.command(runs_dir, python, train_args)) + note)
   if waiting:
-    print(f'# {len(waiting)} SAM test runs wait for the rho chosen on their '
-          'validation runs:')
+    print(
+        f'# {len(waiting)} SAM test runs wait for the rho chosen on their '
+        'validation runs:'
+    )
     for spec in waiting:
       print('# ' + shlex.join(spec.command(runs_dir, python, train_args)))
   print(f'# {len(runs)} commands, {len(waiting)} waiting for rho')
@@ -253,22 +322,32 @@ def main(argv):
   train_args = shlex.split(f.train_args)
 
   def build():
-    return build_set(f.runs_dir, f.table, f.dataset, f.seeds, rho_grid,
-                     f.config_file, f.rows, [float(x) for x in f.epochs_x])
+    return build_set(
+        f.runs_dir,
+        f.table,
+        f.dataset,
+        f.seeds,
+        rho_grid,
+        f.config_file,
+        f.rows,
+        [float(x) for x in f.epochs_x],
+    )
 
   python = 'python' if f.dry_run and f.python == sys.executable else f.python
   try:
     runs_and_waiting = build()
   except ValueError as e:
-    raise app.UsageError(str(e))
+    raise app.UsageError(str(e)) from e
   if f.dry_run:
     print_dry_run(*runs_and_waiting, f.runs_dir, python, train_args)
     return
   slots = gpu_slots(f.gpus_per_run) or [None] * max(1, f.parallel)
   signal.signal(signal.SIGTERM, _raise_interrupt)
   counts = run_set(build, f.runs_dir, slots, python, train_args, f.poll_s)
-  print(f'[sweep] {counts}; tables: python -m results.tables '
-        f'--runs_dir={f.runs_dir}')
+  print(
+      f'[sweep] {counts}; tables: python -m results.tables '
+      f'--runs_dir={f.runs_dir}'
+  )
   if counts['failed']:
     sys.exit(1)
 

@@ -11,7 +11,7 @@ from launch import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-FAKE_TRAIN = r'''
+FAKE_TRAIN = r"""
 import json, os, sys
 args = dict(a[2:].split('=', 1) for a in sys.argv[1:])
 path, _, knobs = args['config'].partition(':')
@@ -37,7 +37,7 @@ if validation:
   final['validation_error'] = 0.05 + abs(rho - 0.05)
 with open(os.path.join(workdir, 'summary.json'), 'w') as f:
   json.dump({'config': config, 'finished': True, 'final': final}, f)
-'''
+"""
 
 
 def _fake_python(tmp_path):
@@ -45,16 +45,24 @@ def _fake_python(tmp_path):
   trainer = tmp_path / 'fake_train.py'
   trainer.write_text(FAKE_TRAIN)
   wrapper = tmp_path / 'fake_python'
-  wrapper.write_text(f'#!/bin/sh\nshift\nexec {sys.executable} {trainer} "$@"\n')
+  wrapper.write_text(
+      f'#!/bin/sh\nshift\nexec {sys.executable} {trainer} "$@"\n'
+  )
   wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
   return str(wrapper)
 
 
 def _dry_run(*args):
-  out = subprocess.run([sys.executable, '-m', 'launch.sweep', '--dry_run',
-                        *args], cwd=REPO, capture_output=True, text=True,
-                       check=True).stdout
-  return [l for l in out.splitlines() if l.startswith('python train.py')], out
+  out = subprocess.run(
+      [sys.executable, '-m', 'launch.sweep', '--dry_run', *args],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      check=True,
+  ).stdout
+  return [
+      line for line in out.splitlines() if line.startswith('python train.py')
+  ], out
 
 
 def test_dry_run_table1_cifar10():
@@ -62,16 +70,23 @@ def test_dry_run_table1_cifar10():
   assert len(commands) == 225
   assert sum('epochs_x=2' in c for c in commands) == 75
   assert sum('opt=sgd' in c for c in commands) == 150
-  assert ('python train.py --config=configs/cifar.py:model=wrn28_10,'
-          'dataset=cifar10,augment=basic,epochs=200,opt=sgd,seed=0,'
-          'epochs_x=2 --workdir=runs/cifar10/wrn28_10_e200_basic/sgd_x2/seed0'
-          in commands)
+  assert (
+      'python train.py --config=configs/cifar.py:model=wrn28_10,'
+      'dataset=cifar10,augment=basic,epochs=200,opt=sgd,seed=0,'
+      'epochs_x=2 --workdir=runs/cifar10/wrn28_10_e200_basic/sgd_x2/seed0'
+      in commands
+  )
   assert out.strip().endswith('# 225 commands, 0 waiting for rho')
 
 
 def test_dry_run_rho_grid():
-  commands, out = _dry_run('--table=1', '--dataset=cifar10', '--rho_grid',
-                           '--seeds=2', '--runs_dir=/r')
+  commands, out = _dry_run(
+      '--table=1',
+      '--dataset=cifar10',
+      '--rho_grid',
+      '--seeds=2',
+      '--runs_dir=/r',
+  )
   assert len(commands) == 15 * 6 * 2 + 15 * 2 * 2
   assert sum('validation=true' in c for c in commands) == 180
   assert '# 30 SAM test runs wait for the rho chosen' in out
@@ -82,8 +97,16 @@ def test_runner_chooses_rho_skips_finished_and_resumes(tmp_path):
   config_file = os.path.join(REPO, 'configs', 'fashion_mnist.py')
 
   def build(seeds=2):
-    return sweep.build_set(runs_dir, None, None, seeds, [0.02, 0.05, 0.1],
-                           config_file, 'model=wrn28_10', (1.0, 2.0))
+    return sweep.build_set(
+        runs_dir,
+        None,
+        None,
+        seeds,
+        [0.02, 0.05, 0.1],
+        config_file,
+        'model=wrn28_10',
+        (1.0, 2.0),
+    )
 
   row = os.path.join(runs_dir, 'fashion_mnist', 'fashion_mnist_modelwrn28_10')
   # An unfinished run from an earlier, interrupted sweep.
@@ -96,8 +119,13 @@ def test_runner_chooses_rho_skips_finished_and_resumes(tmp_path):
   # 6 validation + 4 SGD, then 2 SAM test runs at the chosen rho.
   assert counts == {'finished': 12, 'failed': 0, 'waiting': 0}
   assert sorted(os.listdir(row)) == [
-      'sam_rho0.02_val', 'sam_rho0.05_test', 'sam_rho0.05_val',
-      'sam_rho0.1_val', 'sgd_x1', 'sgd_x2']
+      'sam_rho0.02_val',
+      'sam_rho0.05_test',
+      'sam_rho0.05_val',
+      'sam_rho0.1_val',
+      'sgd_x1',
+      'sgd_x2',
+  ]
   with open(os.path.join(row, 'sam_rho0.05_test', 'seed1', 'launch.json')) as f:
     launch = json.load(f)
   assert launch['config']['sam']['rho'] == 0.05
@@ -105,8 +133,10 @@ def test_runner_chooses_rho_skips_finished_and_resumes(tmp_path):
 
   # Rerun: nothing to do, nothing relaunched.
   assert sweep.run_set(build, runs_dir, [None], python, [], 0.01) == counts
-  calls = {d: open(os.path.join(row, d, 'seed0', 'calls.txt')).read().count(
-      'call') for d in os.listdir(row)}
+  calls = {
+      d: open(os.path.join(row, d, 'seed0', 'calls.txt')).read().count('call')
+      for d in os.listdir(row)
+  }
   assert set(calls.values()) == {1}
 
 
@@ -115,28 +145,33 @@ def test_runner_reports_failures(tmp_path):
   config_file = os.path.join(REPO, 'configs', 'fashion_mnist.py')
 
   def build():
-    runs, waiting = sweep.build_set(runs_dir, None, None, 1, None, config_file,
-                                    'epochs=13', (1.0,))
+    runs, waiting = sweep.build_set(
+        runs_dir, None, None, 1, None, config_file, 'epochs=13', (1.0,)
+    )
     return runs, waiting
 
   # The fake trainer fails for epochs=13: one SAM and one SGD run.
-  counts = sweep.run_set(build, runs_dir, [None], _fake_python(tmp_path), [],
-                         0.01)
+  counts = sweep.run_set(
+      build, runs_dir, [None], _fake_python(tmp_path), [], 0.01
+  )
   assert counts['failed'] == 2 and counts['finished'] == 0
 
 
 def test_stop_runs_sends_sigterm_then_waits(tmp_path):
   marker = tmp_path / 'checkpointed'
-  child = (f'import signal, sys, time\n'
-           f'def stop(*_):\n'
-           f'  open({str(marker)!r}, "w").write("final checkpoint")\n'
-           f'  sys.exit(0)\n'
-           f'signal.signal(signal.SIGTERM, stop)\n'
-           f'print("ready", flush=True)\n'
-           f'time.sleep(60)\n')
+  child = (
+      f'import signal, sys, time\n'
+      f'def stop(*_):\n'
+      f'  open({str(marker)!r}, "w").write("final checkpoint")\n'
+      f'  sys.exit(0)\n'
+      f'signal.signal(signal.SIGTERM, stop)\n'
+      f'print("ready", flush=True)\n'
+      f'time.sleep(60)\n'
+  )
   log = open(tmp_path / 'log', 'w')
-  process = subprocess.Popen([sys.executable, '-c', child],
-                             stdout=subprocess.PIPE, text=True)
+  process = subprocess.Popen(
+      [sys.executable, '-c', child], stdout=subprocess.PIPE, text=True
+  )
   assert process.stdout.readline().strip() == 'ready'
   sweep.stop_runs({'run': (process, log, 0)}, grace_s=30)
   assert process.returncode == 0

@@ -35,7 +35,9 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
-JAX_TPU_INDEX = 'https://storage.googleapis.com/jax-releases/libtpu_releases.html'
+JAX_TPU_INDEX = (
+    'https://storage.googleapis.com/jax-releases/libtpu_releases.html'
+)
 REMOTE_DIR = '~/sam'
 REMOTE_LOG = '~/sam_train.log'
 DISTRIBUTED = '--config.run.distributed'
@@ -50,12 +52,22 @@ def jax_version(requirements: str = 'requirements.txt') -> str:
   return match.group(1)
 
 
-def train_command(config: str, workdir: str, data_dir: str,
-                  train_args: Sequence[str] = (), python: str = 'python3',
-                  background: bool = True) -> str:
+def train_command(
+    config: str,
+    workdir: str,
+    data_dir: str,
+    train_args: Sequence[str] = (),
+    python: str = 'python3',
+    background: bool = True,
+) -> str:
   """The shell command every worker runs."""
-  args = [python, 'train.py', f'--config={config}', f'--workdir={workdir}',
-          f'{DISTRIBUTED}.enabled=True']
+  args = [
+      python,
+      'train.py',
+      f'--config={config}',
+      f'--workdir={workdir}',
+      f'{DISTRIBUTED}.enabled=True',
+  ]
   if data_dir:
     args.append(f'--config.data.data_dir={data_dir}')
   run = shlex.join([*args, *train_args])
@@ -64,11 +76,21 @@ def train_command(config: str, workdir: str, data_dir: str,
   return f'cd {REMOTE_DIR} && {run}'
 
 
-def gcloud_commands(action: str, name: str, zone: str, project: str,
-                    accelerator_type: str, version: str, spot: bool,
-                    config: str, workdir: str, data_dir: str,
-                    train_args: Sequence[str] = (), jax_pin: str = '',
-                    tarball: str = '/tmp/sam_project.tar.gz') -> list[list[str]]:
+def gcloud_commands(
+    action: str,
+    name: str,
+    zone: str,
+    project: str,
+    accelerator_type: str,
+    version: str,
+    spot: bool,
+    config: str,
+    workdir: str,
+    data_dir: str,
+    train_args: Sequence[str] = (),
+    jax_pin: str = '',
+    tarball: str = '/tmp/sam_project.tar.gz',
+) -> list[list[str]]:
   """The commands of one action, in order.
 
   Args:
@@ -85,27 +107,51 @@ def gcloud_commands(action: str, name: str, zone: str, project: str,
   tpu = ['gcloud', 'compute', 'tpus', 'tpu-vm']
   where = [f'--zone={zone}'] + ([f'--project={project}'] if project else [])
   ssh_all = tpu + ['ssh', name, '--worker=all', *where]
-  train = ssh_all + ['--command=' + train_command(config, workdir, data_dir,
-                                                  train_args)]
+  train = ssh_all + [
+      '--command=' + train_command(config, workdir, data_dir, train_args)
+  ]
   if action == 'train':
     return [train]
   if action == 'logs':
-    return [tpu + ['ssh', name, '--worker=0', *where,
-                   f'--command=tail -n 100 -f {REMOTE_LOG}']]
+    return [
+        tpu
+        + [
+            'ssh',
+            name,
+            '--worker=0',
+            *where,
+            f'--command=tail -n 100 -f {REMOTE_LOG}',
+        ]
+    ]
   if action == 'delete':
     return [tpu + ['delete', name, *where, '--quiet']]
   if action != 'up':
     raise ValueError(f'action={action!r}; valid: up, train, logs, delete')
-  install = (f'mkdir -p {REMOTE_DIR} && tar xzf ~/sam_project.tar.gz -C '
-             f'{REMOTE_DIR} && cd {REMOTE_DIR} && python3 -m pip install -q '
-             f'-r requirements.txt "jax[tpu]=={jax_pin}" -f {JAX_TPU_INDEX}')
+  install = (
+      f'mkdir -p {REMOTE_DIR} && tar xzf ~/sam_project.tar.gz -C '
+      f'{REMOTE_DIR} && cd {REMOTE_DIR} && python3 -m pip install -q '
+      f'-r requirements.txt "jax[tpu]=={jax_pin}" -f {JAX_TPU_INDEX}'
+  )
   return [
       tpu + ['describe', name, *where, '--format=value(state)'],
-      tpu + ['create', name, *where, f'--accelerator-type={accelerator_type}',
-             f'--version={version}'] + (['--spot'] if spot else []),
+      tpu
+      + [
+          'create',
+          name,
+          *where,
+          f'--accelerator-type={accelerator_type}',
+          f'--version={version}',
+      ]
+      + (['--spot'] if spot else []),
       ['git', 'archive', '--format=tar.gz', f'--output={tarball}', 'HEAD'],
-      tpu + ['scp', tarball, f'{name}:~/sam_project.tar.gz', '--worker=all',
-             *where],
+      tpu
+      + [
+          'scp',
+          tarball,
+          f'{name}:~/sam_project.tar.gz',
+          '--worker=all',
+          *where,
+      ],
       ssh_all + ['--command=' + install],
       train,
   ]
@@ -113,22 +159,35 @@ def gcloud_commands(action: str, name: str, zone: str, project: str,
 
 def local_process_args(num_processes: int, port: int) -> list[list[str]]:
   """The config overrides that join each local process to one run."""
-  return [[f'{DISTRIBUTED}.enabled=True',
-           f'{DISTRIBUTED}.coordinator_address=localhost:{port}',
-           f'{DISTRIBUTED}.num_processes={num_processes}',
-           f'{DISTRIBUTED}.process_id={i}'] for i in range(num_processes)]
+  return [
+      [
+          f'{DISTRIBUTED}.enabled=True',
+          f'{DISTRIBUTED}.coordinator_address=localhost:{port}',
+          f'{DISTRIBUTED}.num_processes={num_processes}',
+          f'{DISTRIBUTED}.process_id={i}',
+      ]
+      for i in range(num_processes)
+  ]
 
 
 def local_process_env(devices_per_process: int = 1) -> dict[str, str]:
   """jax's own environment of each local process: D CPU devices."""
-  return {'JAX_PLATFORMS': 'cpu',
-          'XLA_FLAGS': ('--xla_force_host_platform_device_count='
-                        f'{devices_per_process}')}
+  return {
+      'JAX_PLATFORMS': 'cpu',
+      'XLA_FLAGS': (
+          '--xla_force_host_platform_device_count=' f'{devices_per_process}'
+      ),
+  }
 
 
-def run_local(command: Sequence[str], num_processes: int, port: int,
-              log_dir: str, timeout_s: float = 3600,
-              devices_per_process: int = 1) -> list[int]:
+def run_local(
+    command: Sequence[str],
+    num_processes: int,
+    port: int,
+    log_dir: str,
+    timeout_s: float = 3600,
+    devices_per_process: int = 1,
+) -> list[int]:
   """Runs `command` as `num_processes` local processes; returns exit codes.
 
   Each process gets `local_process_args` appended to `command`.
@@ -138,9 +197,17 @@ def run_local(command: Sequence[str], num_processes: int, port: int,
   env = {**os.environ, **local_process_env(devices_per_process)}
   for i, extra in enumerate(local_process_args(num_processes, port)):
     log = open(os.path.join(log_dir, f'process{i}.log'), 'w')
-    processes.append((subprocess.Popen(
-        [*command, *extra], env=env, stdout=log,
-        stderr=subprocess.STDOUT), log))
+    processes.append(
+        (
+            subprocess.Popen(
+                [*command, *extra],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ),
+            log,
+        )
+    )
   codes = []
   for process, log in processes:
     try:
@@ -153,8 +220,9 @@ def run_local(command: Sequence[str], num_processes: int, port: int,
 
 
 def _define_flags():
-  flags.DEFINE_enum('action', 'up', ['up', 'train', 'logs', 'delete'],
-                    'What to do.')
+  flags.DEFINE_enum(
+      'action', 'up', ['up', 'train', 'logs', 'delete'], 'What to do.'
+  )
   flags.DEFINE_string('name', 'sam-tpu', 'TPU VM name.')
   flags.DEFINE_string('zone', 'us-central2-b', 'Zone.')
   flags.DEFINE_string('project', '', 'GCP project (default: gcloud config).')
@@ -166,8 +234,12 @@ def _define_flags():
   flags.DEFINE_string('data_dir', '', 'tfds data_dir (gs:// on a pod).')
   flags.DEFINE_string('train_args', '', 'Extra train.py arguments.')
   flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
-  flags.DEFINE_integer('local_processes', 0, 'Instead of a TPU: run this many '
-                       'local CPU processes joined by jax.distributed.')
+  flags.DEFINE_integer(
+      'local_processes',
+      0,
+      'Instead of a TPU: run this many '
+      'local CPU processes joined by jax.distributed.',
+  )
   flags.DEFINE_integer('port', 12355, 'Coordinator port for local processes.')
   flags.DEFINE_integer('local_devices', 1, 'CPU devices per local process.')
 
@@ -180,30 +252,50 @@ def main(argv):
     if not f.config or not f.workdir:
       raise app.UsageError('--config and --workdir are required')
   if f.local_processes:
-    command = [sys.executable, 'train.py', f'--config={f.config}',
-               f'--workdir={f.workdir}'] + (
-                   [f'--config.data.data_dir={f.data_dir}'] if f.data_dir
-                   else [])
+    command = [
+        sys.executable,
+        'train.py',
+        f'--config={f.config}',
+        f'--workdir={f.workdir}',
+    ] + ([f'--config.data.data_dir={f.data_dir}'] if f.data_dir else [])
     command += train_args
     if f.dry_run:
-      env = ' '.join(f'{k}={v}' for k, v in
-                     local_process_env(f.local_devices).items())
+      env = ' '.join(
+          f'{k}={v}' for k, v in local_process_env(f.local_devices).items()
+      )
       for extra in local_process_args(f.local_processes, f.port):
         print(env, shlex.join(command + extra))
       return
-    codes = run_local(command, f.local_processes, f.port,
-                      os.path.join(f.workdir, 'process_logs'),
-                      devices_per_process=f.local_devices)
+    codes = run_local(
+        command,
+        f.local_processes,
+        f.port,
+        os.path.join(f.workdir, 'process_logs'),
+        devices_per_process=f.local_devices,
+    )
     print(f'exit codes: {codes}')
     sys.exit(max(codes, key=abs))
   commands = gcloud_commands(
-      f.action, f.name, f.zone, f.project, f.accelerator_type, f.version,
-      f.spot, f.config, f.workdir, f.data_dir, train_args,
-      jax_version() if f.action == 'up' else '')
+      f.action,
+      f.name,
+      f.zone,
+      f.project,
+      f.accelerator_type,
+      f.version,
+      f.spot,
+      f.config,
+      f.workdir,
+      f.data_dir,
+      train_args,
+      jax_version() if f.action == 'up' else '',
+  )
   if f.dry_run:
     if f.action == 'up':  # Create only where describe fails.
-      print(shlex.join(commands[0]) + ' >/dev/null 2>&1 || '
-            + shlex.join(commands[1]))
+      print(
+          shlex.join(commands[0])
+          + ' >/dev/null 2>&1 || '
+          + shlex.join(commands[1])
+      )
       commands = commands[2:]
     for command in commands:
       print(shlex.join(command))

@@ -14,19 +14,35 @@ from launch import tpu
 from sam.run import distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = dict(name='sam-v3', zone='europe-west4-a', project='proj',
-           accelerator_type='v3-32', version='tpu-vm-base', spot=True,
-           config='configs/imagenet.py:model=resnet50,epochs=100,opt=sam',
-           workdir='gs://bucket/runs/r50', data_dir='gs://bucket/tfds')
+RUN = dict(
+    name='sam-v3',
+    zone='europe-west4-a',
+    project='proj',
+    accelerator_type='v3-32',
+    version='tpu-vm-base',
+    spot=True,
+    config='configs/imagenet.py:model=resnet50,epochs=100,opt=sam',
+    workdir='gs://bucket/runs/r50',
+    data_dir='gs://bucket/tfds',
+)
 
 
 def test_up_commands():
   commands = tpu.gcloud_commands('up', **RUN, jax_pin='0.10.2')
   assert commands[0][:5] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'describe']
   assert commands[1] == [
-      'gcloud', 'compute', 'tpus', 'tpu-vm', 'create', 'sam-v3',
-      '--zone=europe-west4-a', '--project=proj', '--accelerator-type=v3-32',
-      '--version=tpu-vm-base', '--spot']
+      'gcloud',
+      'compute',
+      'tpus',
+      'tpu-vm',
+      'create',
+      'sam-v3',
+      '--zone=europe-west4-a',
+      '--project=proj',
+      '--accelerator-type=v3-32',
+      '--version=tpu-vm-base',
+      '--spot',
+  ]
   assert commands[2][:2] == ['git', 'archive']
   assert commands[3][4] == 'scp' and '--worker=all' in commands[3]
   install, train = commands[4][-1], commands[5][-1]
@@ -38,13 +54,24 @@ def test_up_commands():
       '--workdir=gs://bucket/runs/r50 '
       '--config.run.distributed.enabled=True '
       '--config.data.data_dir=gs://bucket/tfds '
-      '> ~/sam_train.log 2>&1 &')
+      '> ~/sam_train.log 2>&1 &'
+  )
 
 
 def test_other_actions():
-  assert tpu.gcloud_commands('delete', **RUN) == [[
-      'gcloud', 'compute', 'tpus', 'tpu-vm', 'delete', 'sam-v3',
-      '--zone=europe-west4-a', '--project=proj', '--quiet']]
+  assert tpu.gcloud_commands('delete', **RUN) == [
+      [
+          'gcloud',
+          'compute',
+          'tpus',
+          'tpu-vm',
+          'delete',
+          'sam-v3',
+          '--zone=europe-west4-a',
+          '--project=proj',
+          '--quiet',
+      ]
+  ]
   (train,) = tpu.gcloud_commands('train', **RUN)
   assert train[4:7] == ['ssh', 'sam-v3', '--worker=all']
   with pytest.raises(ValueError, match='action'):
@@ -59,19 +86,39 @@ def test_jax_version_from_requirements(tmp_path):
 
 def test_dry_run_prints_gcloud_commands():
   out = subprocess.run(
-      [sys.executable, '-m', 'launch.tpu', '--dry_run', '--name=sam-v4',
-       '--zone=us-central2-b', '--accelerator_type=v4-32',
-       '--config=configs/cifar.py:model=wrn28_10,dataset=cifar10',
-       '--workdir=gs://b/runs/wrn', '--data_dir=gs://b/tfds'],
-      cwd=REPO, capture_output=True, text=True, check=True).stdout
+      [
+          sys.executable,
+          '-m',
+          'launch.tpu',
+          '--dry_run',
+          '--name=sam-v4',
+          '--zone=us-central2-b',
+          '--accelerator_type=v4-32',
+          '--config=configs/cifar.py:model=wrn28_10,dataset=cifar10',
+          '--workdir=gs://b/runs/wrn',
+          '--data_dir=gs://b/tfds',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      check=True,
+  ).stdout
   lines = out.splitlines()
   assert len(lines) == 5
   assert lines[0].startswith(
-      "gcloud compute tpus tpu-vm describe sam-v4 --zone=us-central2-b "
+      'gcloud compute tpus tpu-vm describe sam-v4 --zone=us-central2-b '
       "'--format=value(state)' >/dev/null 2>&1 || gcloud compute tpus tpu-vm "
-      "create sam-v4 --zone=us-central2-b --accelerator-type=v4-32")
+      'create sam-v4 --zone=us-central2-b --accelerator-type=v4-32'
+  )
   assert shlex.split(lines[-1])[:7] == [
-      'gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'sam-v4', '--worker=all']
+      'gcloud',
+      'compute',
+      'tpus',
+      'tpu-vm',
+      'ssh',
+      'sam-v4',
+      '--worker=all',
+  ]
 
 
 def test_local_processes_join_one_distributed_run(tmp_path):
@@ -94,13 +141,19 @@ def test_local_processes_join_one_distributed_run(tmp_path):
       'x = multihost_utils.process_allgather(\n'
       '    jnp.array([jax.process_index() + 1.0]))\n'
       'print("RESULT", jax.process_count(), jax.process_index(),\n'
-      '      jax.device_count(), x.ravel().tolist())\n')
+      '      jax.device_count(), x.ravel().tolist())\n'
+  )
   with socket.socket() as s:  # A free port for the coordinator.
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
-  codes = tpu.run_local([sys.executable, str(probe)], 2, port,
-                        str(tmp_path / 'logs'), timeout_s=120,
-                        devices_per_process=2)
+  codes = tpu.run_local(
+      [sys.executable, str(probe)],
+      2,
+      port,
+      str(tmp_path / 'logs'),
+      timeout_s=120,
+      devices_per_process=2,
+  )
   assert codes == [0, 0]
   for i in range(2):
     log = (tmp_path / 'logs' / f'process{i}.log').read_text()
@@ -114,9 +167,20 @@ def test_not_distributed_by_default():
 
 def test_local_dry_run_gives_each_process_its_id():
   out = subprocess.run(
-      [sys.executable, '-m', 'launch.tpu', '--dry_run', '--local_processes=2',
-       '--config=configs/smoke.py', '--workdir=/tmp/w'], cwd=REPO,
-      capture_output=True, text=True, check=True).stdout.splitlines()
+      [
+          sys.executable,
+          '-m',
+          'launch.tpu',
+          '--dry_run',
+          '--local_processes=2',
+          '--config=configs/smoke.py',
+          '--workdir=/tmp/w',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      check=True,
+  ).stdout.splitlines()
   assert len(out) == 2
   for i, line in enumerate(out):
     assert line.startswith('JAX_PLATFORMS=cpu XLA_FLAGS=')

@@ -30,36 +30,52 @@ MODELS: dict[str, Callable[..., Any]] = {
     'wrn10_2': functools.partial(wrn.WideResNet, depth=10, width=2),
     'wrn_mini': functools.partial(wrn.WideResNet, depth=10, width=1),
     'shake_shake_26_2x32d': functools.partial(
-        shake_shake.ShakeShake, depth=26, width=2),
+        shake_shake.ShakeShake, depth=26, width=2
+    ),
     'shake_shake_26_2x64d': functools.partial(
-        shake_shake.ShakeShake, depth=26, width=4),
+        shake_shake.ShakeShake, depth=26, width=4
+    ),
     'shake_shake_26_2x96d': functools.partial(
-        shake_shake.ShakeShake, depth=26, width=6),
+        shake_shake.ShakeShake, depth=26, width=6
+    ),
     'shake_shake_26_2x112d': functools.partial(
-        shake_shake.ShakeShake, depth=26, width=7),
+        shake_shake.ShakeShake, depth=26, width=7
+    ),
     'shake_shake_mini': functools.partial(
-        shake_shake.ShakeShake, depth=8, width=1),
+        shake_shake.ShakeShake, depth=8, width=1
+    ),
     'pyramidnet_272_200': functools.partial(
-        pyramidnet.PyramidNet, depth=272, alpha=200, shake_drop=False),
+        pyramidnet.PyramidNet, depth=272, alpha=200, shake_drop=False
+    ),
     'pyramidnet_272_200_shakedrop': functools.partial(
-        pyramidnet.PyramidNet, depth=272, alpha=200, shake_drop=True),
+        pyramidnet.PyramidNet, depth=272, alpha=200, shake_drop=True
+    ),
     'pyramidnet_mini': functools.partial(
-        pyramidnet.PyramidNet, depth=11, alpha=12, shake_drop=True),
+        pyramidnet.PyramidNet, depth=11, alpha=12, shake_drop=True
+    ),
     'resnet50': functools.partial(
-        resnet.ResNet, stage_sizes=resnet.STAGE_SIZES[50]),
+        resnet.ResNet, stage_sizes=resnet.STAGE_SIZES[50]
+    ),
     'resnet101': functools.partial(
-        resnet.ResNet, stage_sizes=resnet.STAGE_SIZES[101]),
+        resnet.ResNet, stage_sizes=resnet.STAGE_SIZES[101]
+    ),
     'resnet152': functools.partial(
-        resnet.ResNet, stage_sizes=resnet.STAGE_SIZES[152]),
+        resnet.ResNet, stage_sizes=resnet.STAGE_SIZES[152]
+    ),
     'resnet_mini': functools.partial(
-        resnet.ResNet, stage_sizes=(1, 1, 1, 1), width=8),
+        resnet.ResNet, stage_sizes=(1, 1, 1, 1), width=8
+    ),
     'resnet32': functools.partial(resnet.CifarResNet, depth=32),
     'resnet32_mini': functools.partial(resnet.CifarResNet, depth=8, width=8),
-    **{f'efficientnet_{variant}': functools.partial(
-        efficientnet.EfficientNet, variant=variant)
-       for variant in efficientnet.VARIANTS},
+    **{
+        f'efficientnet_{variant}': functools.partial(
+            efficientnet.EfficientNet, variant=variant
+        )
+        for variant in efficientnet.VARIANTS
+    },
     'efficientnet_mini': functools.partial(
-        efficientnet.EfficientNet, variant='b0', width=0.25, depth=0.1),
+        efficientnet.EfficientNet, variant='b0', width=0.25, depth=0.1
+    ),
 }
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

@@ -71,8 +71,9 @@ conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'truncated_normal')
 # The reference initialiser uses fan-out = k * k * (kernel's last dim) on a
 # TF depthwise kernel [k, k, C, 1]; on Flax's [k, k, 1, C] layout that is
 # the fan-in.
-depthwise_init = nn.initializers.variance_scaling(2.0, 'fan_in',
-                                                  'truncated_normal')
+depthwise_init = nn.initializers.variance_scaling(
+    2.0, 'fan_in', 'truncated_normal'
+)
 dense_init = nn.initializers.variance_scaling(1 / 3, 'fan_out', 'uniform')
 
 
@@ -92,6 +93,7 @@ def round_repeats(repeats: int, depth: float) -> int:
 
 class MBConv(nn.Module):
   """Inverted residual block with squeeze-excitation."""
+
   in_channels: int
   out_channels: int
   kernel: int
@@ -102,34 +104,65 @@ class MBConv(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train,
-                           momentum=0.99, epsilon=1e-3, dtype=self.dtype)
+    bn = functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=0.99,
+        epsilon=1e-3,
+        dtype=self.dtype,
+    )
     channels = self.in_channels * self.expansion
     y = x
     if self.expansion != 1:
-      y = nn.Conv(channels, (1, 1), use_bias=False, kernel_init=conv_init,
-                  dtype=self.dtype, name='expand_conv')(y)
+      y = nn.Conv(
+          channels,
+          (1, 1),
+          use_bias=False,
+          kernel_init=conv_init,
+          dtype=self.dtype,
+          name='expand_conv',
+      )(y)
       y = nn.swish(bn(name='expand_bn')(y))
-    y = nn.Conv(channels, (self.kernel, self.kernel),
-                (self.stride, self.stride), padding='SAME',
-                feature_group_count=channels, use_bias=False,
-                kernel_init=depthwise_init, dtype=self.dtype, name='dwconv')(y)
+    y = nn.Conv(
+        channels,
+        (self.kernel, self.kernel),
+        (self.stride, self.stride),
+        padding='SAME',
+        feature_group_count=channels,
+        use_bias=False,
+        kernel_init=depthwise_init,
+        dtype=self.dtype,
+        name='dwconv',
+    )(y)
     y = nn.swish(bn(name='bn')(y))
     squeezed = jnp.mean(y, axis=(1, 2))
-    squeezed = nn.Dense(max(1, int(self.in_channels * SE_RATIO)),
-                        kernel_init=conv_init, dtype=self.dtype,
-                        name='se_reduce')(squeezed)
-    squeezed = nn.Dense(channels, kernel_init=conv_init, dtype=self.dtype,
-                        name='se_expand')(nn.swish(squeezed))
+    squeezed = nn.Dense(
+        max(1, int(self.in_channels * SE_RATIO)),
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='se_reduce',
+    )(squeezed)
+    squeezed = nn.Dense(
+        channels, kernel_init=conv_init, dtype=self.dtype, name='se_expand'
+    )(nn.swish(squeezed))
     y = y * nn.sigmoid(squeezed)[:, None, None, :]
-    y = nn.Conv(self.out_channels, (1, 1), use_bias=False,
-                kernel_init=conv_init, dtype=self.dtype,
-                name='project_conv')(y)
+    y = nn.Conv(
+        self.out_channels,
+        (1, 1),
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='project_conv',
+    )(y)
     y = bn(name='project_bn')(y)
     if self.stride == 1 and self.in_channels == self.out_channels:
       # Drop-connect: drop the whole branch of an example.
-      y = nn.Dropout(self.drop_connect_rate, broadcast_dims=(1, 2, 3),
-                     deterministic=not train, name='drop')(y)
+      y = nn.Dropout(
+          self.drop_connect_rate,
+          broadcast_dims=(1, 2, 3),
+          deterministic=not train,
+          name='drop',
+      )(y)
       y = y + x
     return y
 
@@ -144,6 +177,7 @@ class EfficientNet(nn.Module):
     width: overrides the variant's width coefficient when > 0 (tests).
     depth: overrides the variant's depth coefficient when > 0 (tests).
   """
+
   variant: str = 'b0'
   num_classes: int = 1000
   dtype: Any = jnp.float32
@@ -155,37 +189,67 @@ class EfficientNet(nn.Module):
     """Returns float32 logits; `ascent` is unused (dropout is not shaken)."""
     del ascent
     if self.variant not in VARIANTS:
-      raise ValueError(f'EfficientNet variant must be one of {list(VARIANTS)},'
-                       f' got {self.variant!r}')
+      raise ValueError(
+          f'EfficientNet variant must be one of {list(VARIANTS)},'
+          f' got {self.variant!r}'
+      )
     width, depth, _, dropout_rate = VARIANTS[self.variant]
     width = self.width or width
     depth = self.depth or depth
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train,
-                           momentum=0.99, epsilon=1e-3, dtype=self.dtype)
-    x = nn.Conv(round_filters(32, width), (3, 3), (2, 2), padding='SAME',
-                use_bias=False, kernel_init=conv_init, dtype=self.dtype,
-                name='stem_conv')(x.astype(self.dtype))
+    bn = functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=0.99,
+        epsilon=1e-3,
+        dtype=self.dtype,
+    )
+    x = nn.Conv(
+        round_filters(32, width),
+        (3, 3),
+        (2, 2),
+        padding='SAME',
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='stem_conv',
+    )(x.astype(self.dtype))
     x = nn.swish(bn(name='stem_bn')(x))
     total_blocks = sum(round_repeats(s[1], depth) for s in BASE_STAGES)
     index = 0
-    for stage, (kernel, repeats, in_channels, out_channels, expansion,
-                stride) in enumerate(BASE_STAGES):
+    for stage, (
+        kernel,
+        repeats,
+        in_channels,
+        out_channels,
+        expansion,
+        stride,
+    ) in enumerate(BASE_STAGES):
       in_channels = round_filters(in_channels, width)
       out_channels = round_filters(out_channels, width)
       for block in range(round_repeats(repeats, depth)):
-        x = MBConv(in_channels if block == 0 else out_channels,
-                   out_channels, kernel,
-                   stride if block == 0 else 1,
-                   expansion,
-                   drop_connect_rate=DROP_CONNECT_RATE * index / total_blocks,
-                   dtype=self.dtype,
-                   name=f'block{stage + 1}{chr(ord("a") + block)}')(x, train)
+        x = MBConv(
+            in_channels if block == 0 else out_channels,
+            out_channels,
+            kernel,
+            stride if block == 0 else 1,
+            expansion,
+            drop_connect_rate=DROP_CONNECT_RATE * index / total_blocks,
+            dtype=self.dtype,
+            name=f'block{stage + 1}{chr(ord("a") + block)}',
+        )(x, train)
         index += 1
-    x = nn.Conv(round_filters(1280, width), (1, 1), use_bias=False,
-                kernel_init=conv_init, dtype=self.dtype, name='top_conv')(x)
+    x = nn.Conv(
+        round_filters(1280, width),
+        (1, 1),
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='top_conv',
+    )(x)
     x = nn.swish(bn(name='top_bn')(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(dropout_rate, deterministic=not train, name='top_dropout')(x)
-    x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
-                 name='head')(x)
+    x = nn.Dense(
+        self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
+    )(x)
     return x.astype(jnp.float32)

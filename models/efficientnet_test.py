@@ -9,13 +9,16 @@ import models
 from models import efficientnet
 
 
-@pytest.mark.parametrize('name,expected', [
-    ('efficientnet_b0', 5_288_548),  # Reference counts.
-    ('efficientnet_b7', 66_347_960),
-    # Keras applications' trainable count (measured with keras 3.15; B2-B6
-    # match Keras too, left out to keep the suite fast).
-    ('efficientnet_b1', 7_794_184),
-])
+@pytest.mark.parametrize(
+    'name,expected',
+    [
+        ('efficientnet_b0', 5_288_548),  # Reference counts.
+        ('efficientnet_b7', 66_347_960),
+        # Keras applications' trainable count (measured with keras 3.15; B2-B6
+        # match Keras too, left out to keep the suite fast).
+        ('efficientnet_b1', 7_794_184),
+    ],
+)
 def test_parameter_counts(name, expected, param_count):
   # The count does not depend on the resolution.
   assert param_count(name, 1000, image_size=32) == expected
@@ -23,8 +26,16 @@ def test_parameter_counts(name, expected, param_count):
 
 def test_resolution_table():
   assert {k: v[2] for k, v in efficientnet.VARIANTS.items()} == {
-      'b0': 224, 'b1': 240, 'b2': 260, 'b3': 300, 'b4': 380, 'b5': 456,
-      'b6': 528, 'b7': 600, 'l2': 800}
+      'b0': 224,
+      'b1': 240,
+      'b2': 260,
+      'b3': 300,
+      'b4': 380,
+      'b5': 456,
+      'b6': 528,
+      'b7': 600,
+      'l2': 800,
+  }
   assert efficientnet.FINETUNE_RESOLUTION['l2'] == 475
   assert efficientnet.FINETUNE_RESOLUTION['b7'] == 600
 
@@ -40,21 +51,30 @@ def test_compound_scaling_rounding():
 def test_unknown_variant_is_a_clear_error():
   model = efficientnet.EfficientNet(variant='b9')
   with pytest.raises(ValueError, match="variant must be one of.*'b9'"):
-    jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                      jnp.zeros((1, 32, 32, 3)), train=False))
+    jax.eval_shape(
+        lambda: model.init(
+            jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False
+        )
+    )
 
 
 def test_mini_dropout_in_train_and_deterministic_eval(fill_variables):
   model = models.create_model('efficientnet_mini', 4)
-  images = jnp.asarray(np.random.default_rng(0).normal(size=(3, 16, 16, 3)),
-                       jnp.float32)
+  images = jnp.asarray(
+      np.random.default_rng(0).normal(size=(3, 16, 16, 3)), jnp.float32
+  )
 
   variables = fill_variables(model, images)
 
   @jax.jit
   def logits(key):
-    train, _ = model.apply(variables, images, train=True,
-                           rngs={'dropout': key}, mutable=['batch_stats'])
+    train, _ = model.apply(
+        variables,
+        images,
+        train=True,
+        rngs={'dropout': key},
+        mutable=['batch_stats'],
+    )
     return train, model.apply(variables, images, train=False)
 
   train1, eval1 = logits(jax.random.key(1, impl='rbg'))

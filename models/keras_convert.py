@@ -60,14 +60,18 @@ def _batch_norm(layer, conv_bias=None):
   mean = w['moving_mean']
   if conv_bias is not None:
     mean = mean - conv_bias
-  return ({'scale': w['gamma'], 'bias': w['beta']},
-          {'mean': mean, 'var': w['moving_variance']})
+  return (
+      {'scale': w['gamma'], 'bias': w['beta']},
+      {'mean': mean, 'var': w['moving_variance']},
+  )
 
 
 def _dense(layer):
   w = _weights(layer)
-  return {'kernel': w['kernel'].reshape(-1, w['kernel'].shape[-1]),
-          'bias': w['bias']}
+  return {
+      'kernel': w['kernel'].reshape(-1, w['kernel'].shape[-1]),
+      'bias': w['bias'],
+  }
 
 
 def model_name(keras_model) -> str:
@@ -78,8 +82,10 @@ def model_name(keras_model) -> str:
     return f'efficientnet_b{match.group(1)}'
   if name in ('resnet50', 'resnet101', 'resnet152'):
     return name
-  raise ValueError(f'keras model {keras_model.name!r}: valid: ResNet50/101/152'
-                   ' and EfficientNetB0-B7 of keras.applications')
+  raise ValueError(
+      f'keras model {keras_model.name!r}: valid: ResNet50/101/152'
+      ' and EfficientNetB0-B7 of keras.applications'
+  )
 
 
 def convert_resnet(keras_model) -> dict[str, Any]:
@@ -178,12 +184,19 @@ def build_keras(name: str, weights=None, input_shape=None, classes=1000):
   """keras.applications model for a name of `KERAS_APPLICATIONS`, with
   logits (no softmax) as output."""
   import keras  # pylint: disable=g-import-not-at-top
+
   if name not in KERAS_APPLICATIONS:
-    raise ValueError(f'model {name!r} has no Keras counterpart; valid: '
-                     f'{sorted(KERAS_APPLICATIONS)}')
+    raise ValueError(
+        f'model {name!r} has no Keras counterpart; valid: '
+        f'{sorted(KERAS_APPLICATIONS)}'
+    )
   constructor = getattr(keras.applications, KERAS_APPLICATIONS[name])
-  return constructor(weights=weights, input_shape=input_shape,
-                     classes=classes, classifier_activation=None)
+  return constructor(
+      weights=weights,
+      input_shape=input_shape,
+      classes=classes,
+      classifier_activation=None,
+  )
 
 
 def convert_and_save(keras_model, output: str) -> str:
@@ -197,10 +210,16 @@ def convert_and_save(keras_model, output: str) -> str:
   num_classes = variables['params']['head']['bias'].shape[0]
   flax_model = models.create_model(model_name(keras_model), num_classes)
   shapes = jax.eval_shape(
-      lambda: flax_model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)),
-                              train=False))
-  variables = pretrained.merge(shapes, variables, reinit_head=False,
-                               source=f'converted Keras {keras_model.name}')
+      lambda: flax_model.init(
+          jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False
+      )
+  )
+  variables = pretrained.merge(
+      shapes,
+      variables,
+      reinit_head=False,
+      source=f'converted Keras {keras_model.name}',
+  )
   return pretrained.save(variables, output)
 
 
@@ -209,18 +228,24 @@ def main(argv):
   keras_model = build_keras(flags.FLAGS.model, flags.FLAGS.weights or None)
   path = convert_and_save(keras_model, flags.FLAGS.output_dir)
   mean, std = input_normalisation(keras_model)
-  print(f'saved {path}; input = (pixels / 255 - {mean.round(5).tolist()}) / '
-        f'{std.round(5).tolist()} (RGB)')
+  print(
+      f'saved {path}; input = (pixels / 255 - {mean.round(5).tolist()}) / '
+      f'{std.round(5).tolist()} (RGB)'
+  )
 
 
 if __name__ == '__main__':
   # Flags are defined only when run as a program, so that importing the
   # converters never clashes with another module's flags.
-  flags.DEFINE_enum('model', None, sorted(KERAS_APPLICATIONS),
-                    'Model to convert.')
-  flags.DEFINE_string('weights', 'imagenet',
-                      "Keras `weights`: 'imagenet', a weights file, or '' "
-                      '(random initialisation).')
+  flags.DEFINE_enum(
+      'model', None, sorted(KERAS_APPLICATIONS), 'Model to convert.'
+  )
+  flags.DEFINE_string(
+      'weights',
+      'imagenet',
+      "Keras `weights`: 'imagenet', a weights file, or '' "
+      '(random initialisation).',
+  )
   flags.DEFINE_string('output_dir', None, 'Checkpoint directory to write.')
   flags.mark_flags_as_required(['model', 'output_dir'])
   app.run(main)

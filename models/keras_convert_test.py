@@ -27,8 +27,14 @@ def randomise(keras_model, rng):
     kind = type(layer).__name__
     if kind == 'BatchNormalization':
       n = layer.weights[0].shape[0]
-      layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n),
-                         rng.normal(0, 0.2, n), rng.uniform(0.5, 1.5, n)])
+      layer.set_weights(
+          [
+              rng.uniform(0.5, 1.5, n),
+              rng.normal(0, 0.2, n),
+              rng.normal(0, 0.2, n),
+              rng.uniform(0.5, 1.5, n),
+          ]
+      )
     elif kind in ('Conv2D', 'Dense') and len(layer.weights) == 2:
       kernel, bias = layer.get_weights()
       layer.set_weights([kernel, rng.normal(0, 0.2, bias.shape)])
@@ -42,18 +48,21 @@ def relative_error(keras_model, keras_input, pixels):
   RGB pixels normalised as keras_convert.input_normalisation says."""
   expected = np.asarray(keras_model(keras_input, training=False))
   mean, std = keras_convert.input_normalisation(keras_model)
-  flax_model = models.create_model(keras_convert.model_name(keras_model),
-                                   expected.shape[-1])
+  flax_model = models.create_model(
+      keras_convert.model_name(keras_model), expected.shape[-1]
+  )
   logits = jax.jit(lambda v, x: flax_model.apply(v, x, train=False))(
       keras_convert.convert(keras_model),
-      jnp.asarray((pixels / 255 - mean) / std, jnp.float32))
+      jnp.asarray((pixels / 255 - mean) / std, jnp.float32),
+  )
   return np.max(np.abs(logits - expected)) / np.max(np.abs(expected))
 
 
 def test_resnet50_logits_match_keras():
   rng = np.random.default_rng(0)
   keras_model = keras_convert.build_keras(
-      'resnet50', input_shape=(RESOLUTION, RESOLUTION, 3))
+      'resnet50', input_shape=(RESOLUTION, RESOLUTION, 3)
+  )
   randomise(keras_model, rng)
   pixels = rng.uniform(0, 255, (2, RESOLUTION, RESOLUTION, 3))
   # Keras ResNets take caffe input: BGR minus the mean pixel.
@@ -64,17 +73,22 @@ def test_resnet50_logits_match_keras():
 @pytest.fixture(scope='module')
 def efficientnet_b0():
   keras_model = keras_convert.build_keras(
-      'efficientnet_b0', input_shape=(RESOLUTION, RESOLUTION, 3))
+      'efficientnet_b0', input_shape=(RESOLUTION, RESOLUTION, 3)
+  )
   randomise(keras_model, np.random.default_rng(0))
   return keras_model
 
 
 def test_efficientnet_b0_logits_match_keras(efficientnet_b0):
   keras_model = efficientnet_b0
-  pixels = np.random.default_rng(1).uniform(0, 255,
-                                            (2, RESOLUTION, RESOLUTION, 3))
-  np.testing.assert_allclose(keras_convert.input_normalisation(keras_model),
-                             [IMAGENET_MEAN, IMAGENET_STD], rtol=1e-6)
+  pixels = np.random.default_rng(1).uniform(
+      0, 255, (2, RESOLUTION, RESOLUTION, 3)
+  )
+  np.testing.assert_allclose(
+      keras_convert.input_normalisation(keras_model),
+      [IMAGENET_MEAN, IMAGENET_STD],
+      rtol=1e-6,
+  )
   assert relative_error(keras_model, pixels.astype(np.float32), pixels) < 1e-4
 
 
@@ -85,31 +99,41 @@ def test_second_sizes_convert_onto_the_flax_structure(name):
   otherwise)."""
   keras_model = keras_convert.build_keras(name, input_shape=(64, 64, 3))
   flax_model = models.create_model(name, 1000)
-  shapes = jax.eval_shape(lambda: flax_model.init(
-      jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))
-  converted = pretrained.merge(shapes, keras_convert.convert(keras_model),
-                               reinit_head=False)
+  shapes = jax.eval_shape(
+      lambda: flax_model.init(
+          jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False
+      )
+  )
+  converted = pretrained.merge(
+      shapes, keras_convert.convert(keras_model), reinit_head=False
+  )
   assert jax.tree_util.tree_structure(converted) == (
-      jax.tree_util.tree_structure(shapes))
+      jax.tree_util.tree_structure(shapes)
+  )
 
 
-def test_convert_and_save_writes_a_loadable_checkpoint(efficientnet_b0,
-                                                      tmp_path):
+def test_convert_and_save_writes_a_loadable_checkpoint(
+    efficientnet_b0, tmp_path
+):
   path = keras_convert.convert_and_save(efficientnet_b0, tmp_path / 'b0')
   converted = keras_convert.convert(efficientnet_b0)
-  jax.tree_util.tree_map(np.testing.assert_array_equal,
-                         pretrained.restore(path), converted)
+  jax.tree_util.tree_map(
+      np.testing.assert_array_equal, pretrained.restore(path), converted
+  )
 
 
 def test_imagenet_input_normalisation_of_keras_efficientnets():
   # weights='imagenet' stores the std as the Normalization variance and
   # divides by sqrt(std) once more: the input is (x / 255 - mean) / std.
-  model = keras.Sequential([
-      keras.Input((8, 8, 3)),
-      keras.layers.Rescaling(1 / 255),
-      keras.layers.Normalization(mean=IMAGENET_MEAN, variance=IMAGENET_STD),
-      keras.layers.Rescaling(1 / np.sqrt(IMAGENET_STD)),
-  ], name='efficientnetb0')
+  model = keras.Sequential(
+      [
+          keras.Input((8, 8, 3)),
+          keras.layers.Rescaling(1 / 255),
+          keras.layers.Normalization(mean=IMAGENET_MEAN, variance=IMAGENET_STD),
+          keras.layers.Rescaling(1 / np.sqrt(IMAGENET_STD)),
+      ],
+      name='efficientnetb0',
+  )
   mean, std = keras_convert.input_normalisation(model)
   np.testing.assert_allclose(mean, IMAGENET_MEAN, rtol=1e-6)
   np.testing.assert_allclose(std, IMAGENET_STD, rtol=1e-6)

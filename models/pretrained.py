@@ -59,9 +59,12 @@ def _path_name(key: tuple[str, ...]) -> str:
   return '/'.join(key)
 
 
-def merge(variables: Mapping[str, Any], loaded: Mapping[str, Any],
-          reinit_head: Optional[bool] = None,
-          source: str = 'checkpoint') -> dict[str, Any]:
+def merge(
+    variables: Mapping[str, Any],
+    loaded: Mapping[str, Any],
+    reinit_head: Optional[bool] = None,
+    source: str = 'checkpoint',
+) -> dict[str, Any]:
   """Returns `variables` with every entry taken from `loaded`.
 
   Args:
@@ -79,13 +82,18 @@ def merge(variables: Mapping[str, Any], loaded: Mapping[str, Any],
       whose shapes differ (outside a re-initialised head).
   """
   target = flax.traverse_util.flatten_dict(
-      flax.core.unfreeze(variables), keep_empty_nodes=False)
+      flax.core.unfreeze(variables), keep_empty_nodes=False
+  )
   given = flax.traverse_util.flatten_dict(
-      flax.core.unfreeze(loaded), keep_empty_nodes=False)
+      flax.core.unfreeze(loaded), keep_empty_nodes=False
+  )
   is_head = lambda key: key[0] == 'params' and key[1] == HEAD
   if reinit_head is None:
-    reinit_head = any(key in given and np.shape(given[key]) != value.shape
-                      for key, value in target.items() if is_head(key))
+    reinit_head = any(
+        key in given and np.shape(given[key]) != value.shape
+        for key, value in target.items()
+        if is_head(key)
+    )
   merged = {}
   # Report parameters before other collections (e.g. batch_stats).
   for key in sorted(target, key=lambda key: key[0] != 'params'):
@@ -94,24 +102,32 @@ def merge(variables: Mapping[str, Any], loaded: Mapping[str, Any],
       merged[key] = value
       continue
     if key not in given:
-      raise ValueError(f'{source} has no {_path_name(key)} (shape '
-                       f'{tuple(value.shape)} in the model)')
+      raise ValueError(
+          f'{source} has no {_path_name(key)} (shape '
+          f'{tuple(value.shape)} in the model)'
+      )
     if np.shape(given[key]) != tuple(value.shape):
       raise ValueError(
           f'{source} does not match the model at {_path_name(key)}: shape '
           f'{tuple(np.shape(given[key]))} in the checkpoint, '
-          f'{tuple(value.shape)} in the model')
+          f'{tuple(value.shape)} in the model'
+      )
     merged[key] = np.asarray(given[key]).astype(value.dtype)
   for key in sorted(given, key=lambda key: key[0] != 'params'):
     value = given[key]
     if key not in target and not (reinit_head and is_head(key)):
-      raise ValueError(f'{source} has {_path_name(key)} (shape '
-                       f'{tuple(np.shape(value))}), which the model lacks')
+      raise ValueError(
+          f'{source} has {_path_name(key)} (shape '
+          f'{tuple(np.shape(value))}), which the model lacks'
+      )
   return flax.traverse_util.unflatten_dict(merged)
 
 
-def load_into(variables: Mapping[str, Any], checkpoint_path: str,
-              reinit_head: Optional[bool] = None) -> dict[str, Any]:
+def load_into(
+    variables: Mapping[str, Any],
+    checkpoint_path: str,
+    reinit_head: Optional[bool] = None,
+) -> dict[str, Any]:
   """Initialises a model from a pretrained checkpoint (see `merge`).
 
   Args:
@@ -123,8 +139,12 @@ def load_into(variables: Mapping[str, Any], checkpoint_path: str,
   Returns:
     The variables to start finetuning from.
   """
-  return merge(variables, restore(checkpoint_path), reinit_head,
-               source=f'checkpoint {checkpoint_path}')
+  return merge(
+      variables,
+      restore(checkpoint_path),
+      reinit_head,
+      source=f'checkpoint {checkpoint_path}',
+  )
 
 
 def _running_average_batch_norm(next_fun, args, kwargs, context):

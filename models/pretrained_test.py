@@ -11,8 +11,9 @@ import pytest
 from models import pretrained
 from models import resnet
 
-IMAGES = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)),
-                     jnp.float32)
+IMAGES = jnp.asarray(
+    np.random.default_rng(0).normal(size=(4, 16, 16, 3)), jnp.float32
+)
 
 
 def cifar_resnet(num_classes=10, depth=8, width=8):
@@ -31,7 +32,9 @@ def checkpoint(tmp_path_factory, fill_variables):
   return path, variables
 
 
-def test_same_classes_loads_everything_including_the_head(checkpoint, fill_variables):
+def test_same_classes_loads_everything_including_the_head(
+    checkpoint, fill_variables
+):
   path, saved = checkpoint
   fresh = fill_variables(cifar_resnet(), IMAGES, seed=2)
   assert_trees_equal(pretrained.load_into(fresh, path), saved)
@@ -58,30 +61,48 @@ def test_kept_head_of_another_size_is_a_clear_error(checkpoint, fill_variables):
   path, _ = checkpoint
   fresh = fill_variables(cifar_resnet(num_classes=5), IMAGES)
   # Paths are visited in sorted order: the bias comes before the kernel.
-  with pytest.raises(ValueError, match=r'at params/head/bias: shape '
-                     r'\(10,\) in the checkpoint, \(5,\) in the model'):
+  with pytest.raises(
+      ValueError,
+      match=r'at params/head/bias: shape '
+      r'\(10,\) in the checkpoint, \(5,\) in the model',
+  ):
     pretrained.load_into(fresh, path, reinit_head=False)
 
 
-def test_other_width_names_the_first_differing_parameter(checkpoint, fill_variables):
+def test_other_width_names_the_first_differing_parameter(
+    checkpoint, fill_variables
+):
   path, _ = checkpoint
   fresh = fill_variables(cifar_resnet(width=4), IMAGES)
   # The head differs too and is re-initialised; the next path is reported.
-  with pytest.raises(ValueError, match=r'at params/init_bn/bias: shape '
-                     r'\(8,\) in the checkpoint, \(4,\) in the model'):
+  with pytest.raises(
+      ValueError,
+      match=r'at params/init_bn/bias: shape '
+      r'\(8,\) in the checkpoint, \(4,\) in the model',
+  ):
     pretrained.load_into(fresh, path)
 
 
-def test_other_depth_names_missing_and_extra_parameters(checkpoint, fill_variables):
+def test_other_depth_names_missing_and_extra_parameters(
+    checkpoint, fill_variables
+):
   path, _ = checkpoint
   deeper = fill_variables(cifar_resnet(depth=14), IMAGES)
-  with pytest.raises(ValueError, match=r'has no params/stage0_block1/'
-                     r'bn_1/bias \(shape \(8,\) in the model\)'):
+  with pytest.raises(
+      ValueError,
+      match=r'has no params/stage0_block1/'
+      r'bn_1/bias \(shape \(8,\) in the model\)',
+  ):
     pretrained.load_into(deeper, path)
-  with pytest.raises(ValueError, match='has params/stage0_block0/bn_1/bias '
-                     r'\(shape \(8,\)\), which the model lacks'):
-    pretrained.merge(fill_variables(cifar_resnet(depth=2), IMAGES),
-                     fill_variables(cifar_resnet(depth=14), IMAGES))
+  with pytest.raises(
+      ValueError,
+      match='has params/stage0_block0/bn_1/bias '
+      r'\(shape \(8,\)\), which the model lacks',
+  ):
+    pretrained.merge(
+        fill_variables(cifar_resnet(depth=2), IMAGES),
+        fill_variables(cifar_resnet(depth=14), IMAGES),
+    )
 
 
 def test_frozen_batch_stats_normalise_with_running_averages(fill_variables):
@@ -93,7 +114,10 @@ def test_frozen_batch_stats_normalise_with_running_averages(fill_variables):
     with pretrained.frozen_batch_stats(frozen):
       logits, state = model.apply(
           {'params': params, 'batch_stats': variables['batch_stats']},
-          IMAGES, train=True, mutable=['batch_stats'])
+          IMAGES,
+          train=True,
+          mutable=['batch_stats'],
+      )
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return jnp.mean(loss), (logits, state['batch_stats'])
 
@@ -106,20 +130,24 @@ def test_frozen_batch_stats_normalise_with_running_averages(fill_variables):
   @jax.jit
   def eval_and_unfrozen_train(variables):
     with pretrained.frozen_batch_stats(enabled=False):
-      train = model.apply(variables, IMAGES, train=True,
-                          mutable=['batch_stats'])
+      train = model.apply(
+          variables, IMAGES, train=True, mutable=['batch_stats']
+      )
     return model.apply(variables, IMAGES, train=False), train
 
   eval_logits, (train_logits, state) = eval_and_unfrozen_train(variables)
   params, (logits, stats) = frozen_sgd_step(variables['params'])
   np.testing.assert_allclose(logits, eval_logits, rtol=1e-5, atol=1e-5)
   assert_trees_equal(stats, variables['batch_stats'])
-  assert not np.allclose(params['head']['kernel'],
-                         variables['params']['head']['kernel'])
+  assert not np.allclose(
+      params['head']['kernel'], variables['params']['head']['kernel']
+  )
   # Outside the context training mode uses (and updates) batch statistics.
   assert not np.allclose(train_logits, eval_logits, atol=1e-3)
-  assert not np.allclose(state['batch_stats']['init_bn']['mean'],
-                         variables['batch_stats']['init_bn']['mean'])
+  assert not np.allclose(
+      state['batch_stats']['init_bn']['mean'],
+      variables['batch_stats']['init_bn']['mean'],
+  )
 
 
 class DropoutAfterBatchNorm(nn.Module):
@@ -134,17 +162,25 @@ class DropoutAfterBatchNorm(nn.Module):
 def test_frozen_batch_stats_keep_dropout_on():
   model = DropoutAfterBatchNorm()
   x = jnp.arange(1.0, 9.0).reshape(2, 4)
-  variables = {'batch_stats': {'BatchNorm_0': {
-      'mean': jnp.full(4, 0.5), 'var': jnp.full(4, 4.0)}},
-               'params': {'BatchNorm_0': {'scale': jnp.ones(4),
-                                          'bias': jnp.zeros(4)}}}
+  variables = {
+      'batch_stats': {
+          'BatchNorm_0': {'mean': jnp.full(4, 0.5), 'var': jnp.full(4, 4.0)}
+      },
+      'params': {'BatchNorm_0': {'scale': jnp.ones(4), 'bias': jnp.zeros(4)}},
+  }
   with pretrained.frozen_batch_stats():
-    y, state = model.apply(variables, x, train=True, mutable=['batch_stats'],
-                           rngs={'dropout': jax.random.key(0, impl='rbg')})
+    y, state = model.apply(
+        variables,
+        x,
+        train=True,
+        mutable=['batch_stats'],
+        rngs={'dropout': jax.random.key(0, impl='rbg')},
+    )
   normalised = (x - 0.5) / np.sqrt(4.0 + 1e-5)
   # Each unit is either dropped or the running-average output doubled.
   kept = np.asarray(y) != 0
   assert 0 < kept.sum() < kept.size
-  np.testing.assert_allclose(np.asarray(y)[kept], 2 * normalised[kept],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(y)[kept], 2 * normalised[kept], rtol=1e-6
+  )
   assert_trees_equal(state['batch_stats'], variables['batch_stats'])

@@ -73,6 +73,7 @@ def shake_drop_expectation(x, keep_probability: float):
 
 class BottleneckBlock(nn.Module):
   """PyramidNet bottleneck block with an optional ShakeDrop on its branch."""
+
   channels: int
   stride: int = 1
   keep_probability: float = 1.0
@@ -81,28 +82,44 @@ class BottleneckBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train, ascent=False):
-    conv = functools.partial(nn.Conv, padding='SAME', use_bias=False,
-                             kernel_init=conv_init, dtype=self.dtype)
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train,
-                           momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    conv = functools.partial(
+        nn.Conv,
+        padding='SAME',
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+    )
+    bn = functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=self.dtype,
+    )
     y = bn(name='bn_1')(x)
     y = conv(self.channels, (1, 1), name='conv_1')(y)
     y = nn.relu(bn(name='bn_2')(y))
-    y = conv(self.channels, (3, 3), strides=(self.stride, self.stride),
-             name='conv_2')(y)
+    y = conv(
+        self.channels, (3, 3), strides=(self.stride, self.stride), name='conv_2'
+    )(y)
     y = nn.relu(bn(name='bn_3')(y))
     y = conv(self.channels * 4, (1, 1), name='conv_3')(y)
     y = bn(scale_init=nn.initializers.zeros, name='bn_4')(y)
     if self.shake_drop:
       if train and not self.is_initializing():
-        y = shake_drop(y, self.make_rng('dropout'), self.keep_probability,
-                       true_gradient=ascent)
+        y = shake_drop(
+            y,
+            self.make_rng('dropout'),
+            self.keep_probability,
+            true_gradient=ascent,
+        )
       else:
         y = shake_drop_expectation(y, self.keep_probability)
     if self.stride != 1:
       x = nn.avg_pool(x, (2, 2), (2, 2), padding='SAME')
     return y + jnp.pad(
-        x, [(0, 0), (0, 0), (0, 0), (0, y.shape[-1] - x.shape[-1])])
+        x, [(0, 0), (0, 0), (0, 0), (0, y.shape[-1] - x.shape[-1])]
+    )
 
 
 class PyramidNet(nn.Module):
@@ -115,6 +132,7 @@ class PyramidNet(nn.Module):
     num_classes: size of the output layer.
     dtype: computation dtype (parameters stay float32).
   """
+
   depth: int = 272
   alpha: int = 200
   shake_drop: bool = True
@@ -128,26 +146,44 @@ class PyramidNet(nn.Module):
       raise ValueError(f'PyramidNet depth must be 9n+2, got {self.depth}')
     blocks_per_group = (self.depth - 2) // 9
     total_blocks = 3 * blocks_per_group
-    x = nn.Conv(16, (3, 3), padding='SAME', use_bias=False,
-                kernel_init=conv_init, dtype=self.dtype, name='init_conv')(
-                    x.astype(self.dtype))
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                     epsilon=1e-5, dtype=self.dtype, name='init_bn')(x)
+    x = nn.Conv(
+        16,
+        (3, 3),
+        padding='SAME',
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='init_conv',
+    )(x.astype(self.dtype))
+    x = nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=self.dtype,
+        name='init_bn',
+    )(x)
     width = 16.0
     for index in range(total_blocks):
       group, block = divmod(index, blocks_per_group)
       width += self.alpha / total_blocks
-      x = BottleneckBlock(int(round(width)),
-                          stride=2 if group > 0 and block == 0 else 1,
-                          keep_probability=keep_probability(index,
-                                                            total_blocks),
-                          shake_drop=self.shake_drop,
-                          dtype=self.dtype,
-                          name=f'group{group}_block{block}')(x, train, ascent)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                     epsilon=1e-5, dtype=self.dtype, name='final_bn')(x)
+      x = BottleneckBlock(
+          int(round(width)),
+          stride=2 if group > 0 and block == 0 else 1,
+          keep_probability=keep_probability(index, total_blocks),
+          shake_drop=self.shake_drop,
+          dtype=self.dtype,
+          name=f'group{group}_block{block}',
+      )(x, train, ascent)
+    x = nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=self.dtype,
+        name='final_bn',
+    )(x)
     x = nn.relu(x)
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
-                 name='head')(x)
+    x = nn.Dense(
+        self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
+    )(x)
     return x.astype(jnp.float32)

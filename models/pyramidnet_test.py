@@ -14,8 +14,11 @@ from models import pyramidnet
 @functools.lru_cache
 def params_shapes(name):
   model = models.create_model(name, 100)
-  return jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))['params']
+  return jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False
+      )
+  )['params']
 
 
 def test_official_parameter_count():
@@ -28,10 +31,15 @@ def test_shake_drop_adds_no_parameters():
   # 272-layer network is enough for the suite).
   def shapes(shake_drop):
     model = pyramidnet.PyramidNet(depth=20, alpha=24, shake_drop=shake_drop)
-    return jax.eval_shape(lambda: model.init(
-        jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False))
+    return jax.eval_shape(
+        lambda: model.init(
+            jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False
+        )
+    )
+
   assert jax.tree_util.tree_map(lambda x: x.shape, shapes(True)) == (
-      jax.tree_util.tree_map(lambda x: x.shape, shapes(False)))
+      jax.tree_util.tree_map(lambda x: x.shape, shapes(False))
+  )
 
 
 def test_final_width_is_four_times_16_plus_alpha():
@@ -90,15 +98,20 @@ def test_expectation_closed_form():
 
 def test_mini_train_is_random_and_eval_deterministic(fill_variables):
   model = models.create_model('pyramidnet_mini', 6)
-  images = jnp.asarray(np.random.default_rng(0).normal(size=(4, 8, 8, 3)),
-                       jnp.float32)
+  images = jnp.asarray(
+      np.random.default_rng(0).normal(size=(4, 8, 8, 3)), jnp.float32
+  )
   variables = fill_variables(model, images)
 
   @jax.jit
   def logits(variables, key):
-    train = lambda: model.apply(variables, images, train=True,
-                                rngs={'dropout': key},
-                                mutable=['batch_stats'])[0]
+    train = lambda: model.apply(
+        variables,
+        images,
+        train=True,
+        rngs={'dropout': key},
+        mutable=['batch_stats'],
+    )[0]
     return train(), model.apply(variables, images, train=False)
 
   first, eval_logits = logits(variables, jax.random.key(1, impl='rbg'))

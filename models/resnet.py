@@ -36,6 +36,7 @@ KERAS_BN_EPSILON = 1.001e-5
 
 class BottleneckBlock(nn.Module):
   """ResNet v1 bottleneck block; output width 4 * `channels`."""
+
   channels: int
   stride: int = 1
   stride_in_1x1: bool = True
@@ -44,26 +45,49 @@ class BottleneckBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init,
-                             dtype=self.dtype)
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train,
-                           momentum=0.9, epsilon=KERAS_BN_EPSILON,
-                           dtype=self.dtype)
+    conv = functools.partial(
+        nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype
+    )
+    bn = functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=KERAS_BN_EPSILON,
+        dtype=self.dtype,
+    )
     strides = (self.stride, self.stride)
     shortcut = x
     if self.stride != 1 or x.shape[-1] != 4 * self.channels:
-      shortcut = conv(4 * self.channels, (1, 1), strides, padding='VALID',
-                      name='shortcut_conv')(x)
+      shortcut = conv(
+          4 * self.channels,
+          (1, 1),
+          strides,
+          padding='VALID',
+          name='shortcut_conv',
+      )(x)
       shortcut = bn(name='shortcut_bn')(shortcut)
-    y = conv(self.channels, (1, 1), strides if self.stride_in_1x1 else (1, 1),
-             padding='VALID', name='conv_1')(x)
+    y = conv(
+        self.channels,
+        (1, 1),
+        strides if self.stride_in_1x1 else (1, 1),
+        padding='VALID',
+        name='conv_1',
+    )(x)
     y = nn.relu(bn(name='bn_1')(y))
-    y = conv(self.channels, (3, 3), (1, 1) if self.stride_in_1x1 else strides,
-             padding=[(1, 1), (1, 1)], name='conv_2')(y)
+    y = conv(
+        self.channels,
+        (3, 3),
+        (1, 1) if self.stride_in_1x1 else strides,
+        padding=[(1, 1), (1, 1)],
+        name='conv_2',
+    )(y)
     y = nn.relu(bn(name='bn_2')(y))
     y = conv(4 * self.channels, (1, 1), padding='VALID', name='conv_3')(y)
-    last_scale_init = (nn.initializers.zeros if self.zero_init_last_bn
-                       else nn.initializers.ones)
+    last_scale_init = (
+        nn.initializers.zeros
+        if self.zero_init_last_bn
+        else nn.initializers.ones
+    )
     y = bn(scale_init=last_scale_init, name='bn_3')(y)
     return nn.relu(shortcut + y)
 
@@ -79,6 +103,7 @@ class ResNet(nn.Module):
     num_classes: size of the output layer.
     dtype: computation dtype (parameters stay float32).
   """
+
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   width: int = 64
   stride_in_1x1: bool = True
@@ -90,11 +115,23 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = True, ascent: bool = False):
     """Returns float32 logits; `ascent` is unused (no random regulariser)."""
     del ascent
-    x = nn.Conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)],
-                use_bias=False, kernel_init=conv_init, dtype=self.dtype,
-                name='conv1')(x.astype(self.dtype))
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                     epsilon=KERAS_BN_EPSILON, dtype=self.dtype, name='bn1')(x)
+    x = nn.Conv(
+        self.width,
+        (7, 7),
+        (2, 2),
+        padding=[(3, 3), (3, 3)],
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='conv1',
+    )(x.astype(self.dtype))
+    x = nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=KERAS_BN_EPSILON,
+        dtype=self.dtype,
+        name='bn1',
+    )(x)
     x = nn.relu(x)
     x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
     for stage, num_blocks in enumerate(self.stage_sizes):
@@ -105,33 +142,48 @@ class ResNet(nn.Module):
             stride_in_1x1=self.stride_in_1x1,
             zero_init_last_bn=self.zero_init_last_bn,
             dtype=self.dtype,
-            name=f'stage{stage}_block{block}')(x, train)
+            name=f'stage{stage}_block{block}',
+        )(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
-                 name='head')(x)
+    x = nn.Dense(
+        self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
+    )(x)
     return x.astype(jnp.float32)
 
 
 class BasicBlock(nn.Module):
   """Post-activation basic block with the parameter-free option-A shortcut."""
+
   channels: int
   stride: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train):
-    conv = functools.partial(nn.Conv, self.channels, (3, 3), padding='SAME',
-                             use_bias=False, kernel_init=conv_init,
-                             dtype=self.dtype)
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train,
-                           momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    conv = functools.partial(
+        nn.Conv,
+        self.channels,
+        (3, 3),
+        padding='SAME',
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+    )
+    bn = functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=self.dtype,
+    )
     y = conv(strides=(self.stride, self.stride), name='conv_1')(x)
     y = nn.relu(bn(name='bn_1')(y))
     y = conv(name='conv_2')(y)
     y = bn(name='bn_2')(y)
-    shortcut = x[:, ::self.stride, ::self.stride, :]
-    shortcut = jnp.pad(shortcut, [(0, 0), (0, 0), (0, 0),
-                                  (0, self.channels - x.shape[-1])])
+    shortcut = x[:, :: self.stride, :: self.stride, :]
+    shortcut = jnp.pad(
+        shortcut, [(0, 0), (0, 0), (0, 0), (0, self.channels - x.shape[-1])]
+    )
     return nn.relu(shortcut + y)
 
 
@@ -144,6 +196,7 @@ class CifarResNet(nn.Module):
     num_classes: size of the output layer.
     dtype: computation dtype (parameters stay float32).
   """
+
   depth: int = 32
   width: int = 16
   num_classes: int = 10
@@ -156,19 +209,33 @@ class CifarResNet(nn.Module):
     if (self.depth - 2) % 6:
       raise ValueError(f'CIFAR ResNet depth must be 6n+2, got {self.depth}')
     blocks_per_stage = (self.depth - 2) // 6
-    x = nn.Conv(self.width, (3, 3), padding='SAME', use_bias=False,
-                kernel_init=conv_init, dtype=self.dtype, name='init_conv')(
-                    x.astype(self.dtype))
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                     epsilon=1e-5, dtype=self.dtype, name='init_bn')(x)
+    x = nn.Conv(
+        self.width,
+        (3, 3),
+        padding='SAME',
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='init_conv',
+    )(x.astype(self.dtype))
+    x = nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=self.dtype,
+        name='init_bn',
+    )(x)
     x = nn.relu(x)
     for stage in range(3):
       for block in range(blocks_per_stage):
-        x = BasicBlock(self.width * 2**stage,
-                       stride=2 if stage > 0 and block == 0 else 1,
-                       dtype=self.dtype,
-                       name=f'stage{stage}_block{block}')(x, train)
+        x = BasicBlock(
+            self.width * 2**stage,
+            stride=2 if stage > 0 and block == 0 else 1,
+            dtype=self.dtype,
+            name=f'stage{stage}_block{block}',
+        )(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
-                 name='head')(x)
+    x = nn.Dense(
+        self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
+    )(x)
     return x.astype(jnp.float32)

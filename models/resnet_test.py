@@ -11,21 +11,26 @@ import models
 from models import resnet
 
 
-@pytest.mark.parametrize('name,expected', [
-    # torchvision's counts (ResNet v1 without conv biases, 1000 classes).
-    ('resnet50', 25_557_032),
-    ('resnet101', 44_549_160),
-    ('resnet152', 60_192_808),
-])
+@pytest.mark.parametrize(
+    'name,expected',
+    [
+        # torchvision's counts (ResNet v1 without conv biases, 1000 classes).
+        ('resnet50', 25_557_032),
+        ('resnet101', 44_549_160),
+        ('resnet152', 60_192_808),
+    ],
+)
 def test_imagenet_parameter_counts(name, expected, param_count):
   assert param_count(name, 1000, image_size=64) == expected
 
 
 def test_stride_placement_keeps_the_parameter_count():
-  model = resnet.ResNet(stage_sizes=resnet.STAGE_SIZES[50],
-                        stride_in_1x1=False)
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))
+  model = resnet.ResNet(stage_sizes=resnet.STAGE_SIZES[50], stride_in_1x1=False)
+  shapes = jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False
+      )
+  )
   sizes = [x.size for x in jax.tree_util.tree_leaves(shapes['params'])]
   assert sum(sizes) == 25_557_032
 
@@ -35,19 +40,23 @@ def test_resnet32_has_the_paper_size(param_count):
   assert param_count('resnet32', 10) == 464_154
 
 
-@pytest.mark.parametrize('name,image_size', [('resnet_mini', 16),
-                                             ('resnet32_mini', 16)])
+@pytest.mark.parametrize(
+    'name,image_size', [('resnet_mini', 16), ('resnet32_mini', 16)]
+)
 def test_mini_logits_shape(name, image_size, fill_variables):
   model = models.create_model(name, 3)
-  images = jnp.asarray(np.random.default_rng(0).normal(
-      size=(2, image_size, image_size, 3)), jnp.float32)
+  images = jnp.asarray(
+      np.random.default_rng(0).normal(size=(2, image_size, image_size, 3)),
+      jnp.float32,
+  )
 
   variables = fill_variables(model, images)
 
   @jax.jit
   def logits(variables):
-    train, _ = model.apply(variables, images, train=True,
-                           mutable=['batch_stats'])
+    train, _ = model.apply(
+        variables, images, train=True, mutable=['batch_stats']
+    )
     return train, model.apply(variables, images, train=False)
 
   train, evaluation = logits(variables)

@@ -53,6 +53,7 @@ def shake_shake(a, b, rng, true_gradient: bool):
 
 class GastaldiShortcut(nn.Module):
   """Identity, or for a width change two offset 1x1 convs of half width + BN."""
+
   channels: int
   stride: int = 1
   dtype: Any = jnp.float32
@@ -61,9 +62,14 @@ class GastaldiShortcut(nn.Module):
   def __call__(self, x, train):
     if x.shape[-1] == self.channels:
       return x
-    conv = functools.partial(nn.Conv, self.channels // 2, (1, 1),
-                             use_bias=False, kernel_init=conv_init,
-                             dtype=self.dtype)
+    conv = functools.partial(
+        nn.Conv,
+        self.channels // 2,
+        (1, 1),
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+    )
     s = self.stride
     path1 = conv(name='conv_path1')(x[:, ::s, ::s, :])
     # The second path sees the image shifted by one pixel right and down, so
@@ -71,22 +77,39 @@ class GastaldiShortcut(nn.Module):
     shifted = jnp.pad(x, [(0, 0), (0, 1), (0, 1), (0, 0)])[:, 1:, 1:, :]
     path2 = conv(name='conv_path2')(shifted[:, ::s, ::s, :])
     x = jnp.concatenate([path1, path2], axis=-1)
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                        epsilon=1e-5, dtype=self.dtype, name='bn')(x)
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=self.dtype,
+        name='bn',
+    )(x)
 
 
 class ShakeShakeBlock(nn.Module):
   """Two ReLU-conv-BN-ReLU-conv-BN branches mixed by shake-shake."""
+
   channels: int
   stride: int = 1
   dtype: Any = jnp.float32
 
   def _branch(self, x, train, name):
-    conv = functools.partial(nn.Conv, self.channels, (3, 3), padding='SAME',
-                             use_bias=False, kernel_init=conv_init,
-                             dtype=self.dtype)
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train,
-                           momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    conv = functools.partial(
+        nn.Conv,
+        self.channels,
+        (3, 3),
+        padding='SAME',
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+    )
+    bn = functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=self.dtype,
+    )
     y = nn.relu(x)
     y = conv(strides=(self.stride, self.stride), name=f'conv_{name}_1')(y)
     y = nn.relu(bn(name=f'bn_{name}_1')(y))
@@ -101,8 +124,9 @@ class ShakeShakeBlock(nn.Module):
       mixed = shake_shake(a, b, self.make_rng('dropout'), true_gradient=ascent)
     else:
       mixed = 0.5 * (a + b)
-    shortcut = GastaldiShortcut(self.channels, self.stride, self.dtype,
-                                name='shortcut')(x, train)
+    shortcut = GastaldiShortcut(
+        self.channels, self.stride, self.dtype, name='shortcut'
+    )(x, train)
     return shortcut + mixed
 
 
@@ -116,6 +140,7 @@ class ShakeShake(nn.Module):
     num_classes: size of the output layer.
     dtype: computation dtype (parameters stay float32).
   """
+
   depth: int = 26
   width: int = 6
   num_classes: int = 10
@@ -127,19 +152,33 @@ class ShakeShake(nn.Module):
     if (self.depth - 2) % 6:
       raise ValueError(f'Shake-Shake depth must be 6n+2, got {self.depth}')
     blocks_per_group = (self.depth - 2) // 6
-    x = nn.Conv(16, (3, 3), padding='SAME', use_bias=False,
-                kernel_init=conv_init, dtype=self.dtype, name='init_conv')(
-                    x.astype(self.dtype))
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                     epsilon=1e-5, dtype=self.dtype, name='init_bn')(x)
+    x = nn.Conv(
+        16,
+        (3, 3),
+        padding='SAME',
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='init_conv',
+    )(x.astype(self.dtype))
+    x = nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=self.dtype,
+        name='init_bn',
+    )(x)
     for group, (channels, stride) in enumerate([(16, 1), (32, 2), (64, 2)]):
       for block in range(blocks_per_group):
-        x = ShakeShakeBlock(channels * self.width,
-                            stride=stride if block == 0 else 1,
-                            dtype=self.dtype,
-                            name=f'group{group}_block{block}')(x, train, ascent)
+        x = ShakeShakeBlock(
+            channels * self.width,
+            stride=stride if block == 0 else 1,
+            dtype=self.dtype,
+            name=f'group{group}_block{block}',
+        )(x, train, ascent)
     x = nn.relu(x)
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
-                 name='head')(x)
+    x = nn.Dense(
+        self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
+    )(x)
     return x.astype(jnp.float32)

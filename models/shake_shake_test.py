@@ -9,13 +9,16 @@ import models
 from models import shake_shake
 
 
-@pytest.mark.parametrize('name,num_classes,expected', [
-    ('shake_shake_26_2x96d', 100, 26_227_572),  # The official count.
-    # AutoAugment / Gastaldi report 2.9M, 11.7M and 35.6M (CIFAR-10).
-    ('shake_shake_26_2x32d', 10, 2_923_162),
-    ('shake_shake_26_2x64d', 10, 11_653_978),
-    ('shake_shake_26_2x112d', 10, 35_640_442),
-])
+@pytest.mark.parametrize(
+    'name,num_classes,expected',
+    [
+        ('shake_shake_26_2x96d', 100, 26_227_572),  # The official count.
+        # AutoAugment / Gastaldi report 2.9M, 11.7M and 35.6M (CIFAR-10).
+        ('shake_shake_26_2x32d', 10, 2_923_162),
+        ('shake_shake_26_2x64d', 10, 11_653_978),
+        ('shake_shake_26_2x112d', 10, 35_640_442),
+    ],
+)
 def test_parameter_counts(name, num_classes, expected, param_count):
   assert param_count(name, num_classes) == expected
 
@@ -34,8 +37,9 @@ def test_shake_shake_forward_is_a_per_example_convex_combination():
   mixed, _ = mix_and_grads(true_gradient=False)
   alpha = mixed[:, 0, 0, 0]
   # One coefficient per example, in (0, 1), not all equal.
-  np.testing.assert_array_equal(mixed, jnp.broadcast_to(
-      alpha[:, None, None, None], mixed.shape))
+  np.testing.assert_array_equal(
+      mixed, jnp.broadcast_to(alpha[:, None, None, None], mixed.shape)
+  )
   assert np.all((alpha > 0) & (alpha < 1)) and np.std(alpha) > 0.1
 
 
@@ -57,17 +61,26 @@ def test_ascent_gradient_goes_through_the_forward_coefficients():
 
 def test_mini_train_is_random_and_eval_deterministic(fill_variables):
   model = models.create_model('shake_shake_mini', 5)
-  images = jnp.asarray(np.random.default_rng(0).normal(size=(4, 8, 8, 3)),
-                       jnp.float32)
+  images = jnp.asarray(
+      np.random.default_rng(0).normal(size=(4, 8, 8, 3)), jnp.float32
+  )
   variables = fill_variables(model, images)
 
   @jax.jit
   def logits(variables, key):
     train = lambda ascent: model.apply(
-        variables, images, train=True, ascent=ascent, rngs={'dropout': key},
-        mutable=['batch_stats'])[0]
-    return train(False), train(True), model.apply(variables, images,
-                                                  train=False)
+        variables,
+        images,
+        train=True,
+        ascent=ascent,
+        rngs={'dropout': key},
+        mutable=['batch_stats'],
+    )[0]
+    return (
+        train(False),
+        train(True),
+        model.apply(variables, images, train=False),
+    )
 
   first, ascent, eval_logits = logits(variables, jax.random.key(1, impl='rbg'))
   again = logits(variables, jax.random.key(1, impl='rbg'))[0]

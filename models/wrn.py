@@ -25,12 +25,17 @@ def dense_init(key, shape, dtype=jnp.float32):
 
 class BatchNormReLU(nn.Module):
   """BatchNorm (momentum 0.9, eps 1e-5) followed by ReLU."""
+
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train):
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                     epsilon=1e-5, dtype=self.dtype)(x)
+    x = nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=self.dtype,
+    )(x)
     return nn.relu(x)
 
 
@@ -44,6 +49,7 @@ def _shortcut(x, out_channels, stride):
 
 class WideResNetBlock(nn.Module):
   """Pre-activation basic block: BN-ReLU-conv3x3-BN-ReLU-conv3x3."""
+
   channels: int
   stride: int = 1
   activate_before_residual: bool = False
@@ -51,9 +57,14 @@ class WideResNetBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding='SAME',
-                             use_bias=False, kernel_init=conv_init,
-                             dtype=self.dtype)
+    conv = functools.partial(
+        nn.Conv,
+        kernel_size=(3, 3),
+        padding='SAME',
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+    )
     if self.activate_before_residual:
       # The first block of the network shares its pre-activation with the
       # shortcut, as in the official code.
@@ -61,8 +72,9 @@ class WideResNetBlock(nn.Module):
       residual = x
     else:
       residual = BatchNormReLU(self.dtype, name='init_bn')(x, train)
-    residual = conv(self.channels, strides=(self.stride, self.stride),
-                    name='conv1')(residual)
+    residual = conv(
+        self.channels, strides=(self.stride, self.stride), name='conv1'
+    )(residual)
     residual = BatchNormReLU(self.dtype, name='bn_2')(residual, train)
     residual = conv(self.channels, name='conv2')(residual)
     return residual + _shortcut(x, self.channels, self.stride)
@@ -77,6 +89,7 @@ class WideResNet(nn.Module):
     num_classes: size of the output layer.
     dtype: computation dtype (parameters stay float32).
   """
+
   depth: int = 28
   width: int = 10
   num_classes: int = 10
@@ -90,20 +103,27 @@ class WideResNet(nn.Module):
     if (self.depth - 4) % 6:
       raise ValueError(f'WRN depth must be 6n+4, got {self.depth}')
     blocks_per_group = (self.depth - 4) // 6
-    x = nn.Conv(16, (3, 3), padding='SAME', use_bias=False,
-                kernel_init=conv_init, dtype=self.dtype, name='init_conv')(
-                    x.astype(self.dtype))
-    for group, (channels, stride) in enumerate(
-        [(16, 1), (32, 2), (64, 2)]):
+    x = nn.Conv(
+        16,
+        (3, 3),
+        padding='SAME',
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='init_conv',
+    )(x.astype(self.dtype))
+    for group, (channels, stride) in enumerate([(16, 1), (32, 2), (64, 2)]):
       for block in range(blocks_per_group):
         x = WideResNetBlock(
             channels * self.width,
             stride=stride if block == 0 else 1,
             activate_before_residual=(group == 0 and block == 0),
             dtype=self.dtype,
-            name=f'group{group}_block{block}')(x, train)
+            name=f'group{group}_block{block}',
+        )(x, train)
     x = BatchNormReLU(self.dtype, name='final_bn')(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
-                 name='head')(x)
+    x = nn.Dense(
+        self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
+    )(x)
     return x.astype(jnp.float32)

@@ -30,8 +30,10 @@ PAPER_MODEL_NAMES = {
 }
 # Table 5's "Auto augment" line is AutoAugment + cutout for SVHN and cutout
 # only for Fashion-MNIST (appendix B.1).
-TABLE5_AUGMENT = {'svhn_cropped': 'autoaugment_cutout',
-                  'fashion_mnist': 'cutout'}
+TABLE5_AUGMENT = {
+    'svhn_cropped': 'autoaugment_cutout',
+    'fashion_mnist': 'cutout',
+}
 FIXED_RHO = 0.05  # Tables 10 and 11.
 # Methods without a rho: the best of their epoch multipliers is reported.
 UNPERTURBED = ('sgd', 'mixup', 'bootstrap_sgd', 'bootstrap_mixup')
@@ -39,6 +41,7 @@ UNPERTURBED = ('sgd', 'mixup', 'bootstrap_sgd', 'bootstrap_mixup')
 
 def _is_perturbing(method: str) -> bool:
   return method not in UNPERTURBED
+
 
 # The fields that make a row of each table (the rest are blanked).
 ROW_FIELDS = {
@@ -66,6 +69,7 @@ class RowKey:
 @dataclasses.dataclass
 class Cell:
   """One number of a table: ours over seeds, and the paper's."""
+
   row: RowKey
   method: str
   metric: str
@@ -92,8 +96,9 @@ def row_key(run: runs.Run, table: str) -> RowKey:
   return RowKey(table=table, **fields)
 
 
-def metric_value(run: runs.Run, metric: str,
-                 split: str = 'test') -> Optional[float]:
+def metric_value(
+    run: runs.Run, metric: str, split: str = 'test'
+) -> Optional[float]:
   """A final metric of a run in percent."""
   key = {'top5_error': f'{split}_top5_error'}.get(metric, f'{split}_error')
   if key not in run.final:
@@ -111,18 +116,23 @@ def _mean_by(group: Iterable[runs.Run], key, metric: str, split: str):
   return {k: (sum(v) / len(v), v) for k, v in groups.items()}
 
 
-def select_rho(group: list[runs.Run],
-               metric: str = 'top1_error') -> Optional[float]:
+def select_rho(
+    group: list[runs.Run], metric: str = 'top1_error'
+) -> Optional[float]:
   """The rho with the lowest mean final validation error (ties: smaller
   rho)."""
-  means = _mean_by([r for r in group if r.validation], lambda r: r.rho,
-                   'top1_error' if metric == 'top1_accuracy' else metric,
-                   'validation')
+  means = _mean_by(
+      [r for r in group if r.validation],
+      lambda r: r.rho,
+      'top1_error' if metric == 'top1_accuracy' else metric,
+      'validation',
+  )
   return min(means, key=lambda rho: (means[rho][0], rho)) if means else None
 
 
-def sam_cell(cell: Cell, group: list[runs.Run],
-             fixed_rho: Optional[float]) -> None:
+def sam_cell(
+    cell: Cell, group: list[runs.Run], fixed_rho: Optional[float]
+) -> None:
   """Fills a SAM cell: rho from validation (or fixed), values from test
   runs."""
   test = [r for r in group if not r.validation]
@@ -135,11 +145,15 @@ def sam_cell(cell: Cell, group: list[runs.Run],
     cell.rho = test_rhos[0]
     cell.choice = f'rho={test_rhos[0]:g}, no validation runs'
   elif test_rhos:
-    cell.choice = ('no validation runs to choose among test rho '
-                   + ', '.join(f'{r:g}' for r in test_rhos))
+    cell.choice = 'no validation runs to choose among test rho ' + ', '.join(
+        f'{r:g}' for r in test_rhos
+    )
     return
-  values = [metric_value(r, cell.metric) for r in test
-            if math.isclose(r.rho, cell.rho or 0.0)]
+  values = [
+      metric_value(r, cell.metric)
+      for r in test
+      if math.isclose(r.rho, cell.rho or 0.0)
+  ]
   cell.values = [v for v in values if v is not None]
   if not cell.values and cell.rho is not None and group:
     cell.choice += '; no finished test runs at it'
@@ -148,21 +162,28 @@ def sam_cell(cell: Cell, group: list[runs.Run],
 def best_of_cell(cell: Cell, group: list[runs.Run]) -> None:
   """Fills an SGD/mixup cell: the best test mean over epochs x and
   alpha."""
-  means = _mean_by([r for r in group if not r.validation],
-                   lambda r: (r.epochs_multiplier, r.mixup_alpha),
-                   cell.metric, 'test')
+  means = _mean_by(
+      [r for r in group if not r.validation],
+      lambda r: (r.epochs_multiplier, r.mixup_alpha),
+      cell.metric,
+      'test',
+  )
   if not means:
     return
   sign = -1.0 if cell.metric == 'top1_accuracy' else 1.0
   (multiplier, alpha), (_, values) = min(
-      means.items(), key=lambda kv: (sign * kv[1][0], kv[0]))
+      means.items(), key=lambda kv: (sign * kv[1][0], kv[0])
+  )
   cell.values = values
   tried = sorted(means)
   parts = []
   multipliers = sorted({m for m, _ in tried})
   if len(multipliers) > 1 or multiplier != 1:
-    parts.append(f'{multiplier:g}x epochs (best of '
-                 + '/'.join(f'{m:g}x' for m in multipliers) + ')')
+    parts.append(
+        f'{multiplier:g}x epochs (best of '
+        + '/'.join(f'{m:g}x' for m in multipliers)
+        + ')'
+    )
   if alpha > 0:
     parts.append(f'alpha={alpha:g}')
   cell.choice = ', '.join(parts)
@@ -176,7 +197,7 @@ def _canonical_paper_row(row: dict[str, str]) -> dict[str, Any]:
   out['epochs'] = int(row['epochs']) if row['epochs'] else None
   out['label_noise'] = 0.0
   if row['dataset'].startswith('cifar10_noise'):
-    out['label_noise'] = int(row['dataset'][len('cifar10_noise'):]) / 100.0
+    out['label_noise'] = int(row['dataset'][len('cifar10_noise') :]) / 100.0
     out['dataset'] = 'cifar10'
   return out
 
@@ -198,18 +219,26 @@ def paper_matches(paper: dict[str, Any], key: RowKey) -> bool:
     return False
   if 'augment' in fields and paper['augmentation'] != key.augment:
     return False
-  if 'label_noise' in fields and not math.isclose(paper['label_noise'],
-                                                  key.label_noise):
+  if 'label_noise' in fields and not math.isclose(
+      paper['label_noise'], key.label_noise
+  ):
     return False
-  return not ('epochs' in fields and paper['epochs'] is not None
-              and paper['epochs'] != key.epochs)
+  return not (
+      'epochs' in fields
+      and paper['epochs'] is not None
+      and paper['epochs'] != key.epochs
+  )
 
 
 def _paper_row_key(paper: dict[str, Any]) -> RowKey:
   fields = ROW_FIELDS[paper['table']]
-  values = {'dataset': paper['dataset'], 'model': paper['model'],
-            'augment': paper['augmentation'], 'epochs': paper['epochs'],
-            'label_noise': paper['label_noise']}
+  values = {
+      'dataset': paper['dataset'],
+      'model': paper['model'],
+      'augment': paper['augmentation'],
+      'epochs': paper['epochs'],
+      'label_noise': paper['label_noise'],
+  }
   return RowKey(table=paper['table'], **{f: values[f] for f in fields})
 
 
@@ -222,10 +251,15 @@ def _runs_by_row(all_runs: list[runs.Run]) -> dict[RowKey, list[runs.Run]]:
     if run.table in ('1', '3'):
       by_row[row_key(run, {'1': '10', '3': '11'}[run.table])].append(run)
   for derived in ('10', '11'):
-    if not any(r.method == 'sam' and not r.validation and r.finished
-               and math.isclose(r.rho, FIXED_RHO)
-               for key, rs in by_row.items() if key.table == derived
-               for r in rs):
+    if not any(
+        r.method == 'sam'
+        and not r.validation
+        and r.finished
+        and math.isclose(r.rho, FIXED_RHO)
+        for key, rs in by_row.items()
+        if key.table == derived
+        for r in rs
+    ):
       for key in [k for k in by_row if k.table == derived]:
         del by_row[key]
   return by_row
@@ -238,13 +272,15 @@ def _add_paper_rows(by_row: dict, paper: list[dict[str, Any]]) -> None:
   datasets = {(k.table, k.dataset) for k in keys}
   for p in paper:
     if (p['table'], p['dataset']) in datasets or (
-        p['table'] == '4' and any(k.table == '4' for k in keys)):
+        p['table'] == '4' and any(k.table == '4' for k in keys)
+    ):
       if not any(paper_matches(p, k) for k in by_row):
         by_row.setdefault(_paper_row_key(p), [])
 
 
-def _fill(cell: Cell, method_runs: list[runs.Run],
-          paper: list[dict[str, Any]]) -> Cell:
+def _fill(
+    cell: Cell, method_runs: list[runs.Run], paper: list[dict[str, Any]]
+) -> Cell:
   """Our numbers for one cell from its method's runs, and the paper's."""
   finished = [r for r in method_runs if r.finished]
   cell.finished_runs = len(finished)
@@ -253,26 +289,35 @@ def _fill(cell: Cell, method_runs: list[runs.Run],
     sam_cell(cell, finished, fixed)
     # Unfinished runs that could still change this cell.
     cell.unfinished = sum(
-        not r.finished and (
-            (r.validation and fixed is None) or
-            (not r.validation and (cell.rho is None
-                                   or math.isclose(r.rho, cell.rho))))
-        for r in method_runs)
+        not r.finished
+        and (
+            (r.validation and fixed is None)
+            or (
+                not r.validation
+                and (cell.rho is None or math.isclose(r.rho, cell.rho))
+            )
+        )
+        for r in method_runs
+    )
   else:
     best_of_cell(cell, finished)
     cell.unfinished = len(method_runs) - len(finished)
   if finished and all(metric_value(r, cell.metric) is None for r in finished):
     cell.choice = f'no {cell.metric} in the summaries'
   for p in paper:
-    if (paper_matches(p, cell.row) and p['method'] == cell.method
-        and p['metric'] == cell.metric):
+    if (
+        paper_matches(p, cell.row)
+        and p['method'] == cell.method
+        and p['metric'] == cell.metric
+    ):
       cell.paper, cell.paper_ci95 = float(p['value']), p['ci95']
       cell.paper_text = p['value']
   return cell
 
 
-def build_cells(all_runs: list[runs.Run],
-                paper: list[dict[str, Any]]) -> list[Cell]:
+def build_cells(
+    all_runs: list[runs.Run], paper: list[dict[str, Any]]
+) -> list[Cell]:
   """Every cell of every table that has runs, plus the paper's empty cells
   for the datasets (Table 4: noise rates' table) that have runs.
 
@@ -287,17 +332,26 @@ def build_cells(all_runs: list[runs.Run],
   _add_paper_rows(by_row, paper)
 
   def paper_order(key):
-    return next((i for i, p in enumerate(paper) if paper_matches(p, key)),
-                len(paper))
+    return next(
+        (i for i, p in enumerate(paper) if paper_matches(p, key)), len(paper)
+    )
 
   cells = []
   for key in sorted(by_row, key=paper_order):
     row_runs = by_row[key]
-    methods = list(dict.fromkeys(
-        [p['method'] for p in paper if paper_matches(p, key)]
-        + sorted({r.method for r in row_runs})))
+    methods = list(
+        dict.fromkeys(
+            [p['method'] for p in paper if paper_matches(p, key)]
+            + sorted({r.method for r in row_runs})
+        )
+    )
     for method in methods:
       for metric in METRICS.get(key.table, ('top1_error',)):
-        cells.append(_fill(Cell(key, method, metric),
-                           [r for r in row_runs if r.method == method], paper))
+        cells.append(
+            _fill(
+                Cell(key, method, metric),
+                [r for r in row_runs if r.method == method],
+                paper,
+            )
+        )
   return cells

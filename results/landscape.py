@@ -13,8 +13,9 @@ from typing import Sequence
 
 from absl import app
 from absl import flags
-import numpy as np
 from etils import epath
+import numpy as np
+
 from results import plotting
 
 plt = plotting.plt
@@ -22,8 +23,9 @@ plt = plotting.plt
 FILE_NAME = 'landscape.png'
 
 
-def plot_surface(labelled_records: Sequence[tuple[str, dict]],
-                 path: str) -> None:
+def plot_surface(
+    labelled_records: Sequence[tuple[str, dict]], path: str
+) -> None:
   """Draws 1-D slices as curves on one axis, 2-D slices as contour panels.
 
   Args:
@@ -42,25 +44,45 @@ def plot_surface(labelled_records: Sequence[tuple[str, dict]],
     ax.set_ylabel(f"{labelled_records[0][1]['split']} loss")
     ax.legend()
   else:
-    fig, axes = plt.subplots(1, len(labelled_records), squeeze=False,
-                             figsize=(4.5 * len(labelled_records), 4))
+    fig, axes = plt.subplots(
+        1,
+        len(labelled_records),
+        squeeze=False,
+        figsize=(4.5 * len(labelled_records), 4),
+    )
     # Shared levels: the same loss is the same colour in every panel.
-    all_losses = np.concatenate([np.ravel(r['loss'])
-                                 for _, r in labelled_records])
+    all_losses = np.concatenate(
+        [np.ravel(r['loss']) for _, r in labelled_records]
+    )
     levels = np.linspace(all_losses.min(), np.percentile(all_losses, 95), 20)
     for i, (ax, (label, record)) in enumerate(zip(axes[0], labelled_records)):
       a, b = (np.asarray(c) for c in record['coordinates'])
-      contours = ax.contourf(a, b, np.asarray(record['loss']).T, levels=levels,
-                             extend='max', cmap='viridis')
-      ax.contour(a, b, np.asarray(record['loss']).T, levels=levels,
-                 colors='k', linewidths=0.3)
+      contours = ax.contourf(
+          a,
+          b,
+          np.asarray(record['loss']).T,
+          levels=levels,
+          extend='max',
+          cmap='viridis',
+      )
+      ax.contour(
+          a,
+          b,
+          np.asarray(record['loss']).T,
+          levels=levels,
+          colors='k',
+          linewidths=0.3,
+      )
       ax.plot([0], [0], 'r+')
       ax.set_title(label)
       ax.set_xlabel('direction 1')
       if i == 0:
         ax.set_ylabel('direction 2')
-    fig.colorbar(contours, ax=axes[0].tolist(),
-                 label=f"{labelled_records[0][1]['split']} loss")
+    fig.colorbar(
+        contours,
+        ax=axes[0].tolist(),
+        label=f"{labelled_records[0][1]['split']} loss",
+    )
   plotting.save_figure(fig, path, dpi=120, bbox_inches='tight')
 
 
@@ -70,12 +92,15 @@ def read_records(paths: Sequence[str]) -> list[dict]:
 
 
 def _define_flags():
-  flags.DEFINE_list('inputs', None, 'JSON files of sam.analysis landscape.',
-                    required=True)
-  flags.DEFINE_list('labels', None, "One label per input; default: the "
-                    "runs' methods.")
-  flags.DEFINE_string('output_dir', None, f'Where {FILE_NAME} goes.',
-                      required=True)
+  flags.DEFINE_list(
+      'inputs', None, 'JSON files of sam.analysis landscape.', required=True
+  )
+  flags.DEFINE_list(
+      'labels', None, 'One label per input; default: the ' "runs' methods."
+  )
+  flags.DEFINE_string(
+      'output_dir', None, f'Where {FILE_NAME} goes.', required=True
+  )
 
 
 def main(argv):
@@ -84,8 +109,9 @@ def main(argv):
   records = read_records(f.inputs)
   labels = f.labels or [r.get('method', '?') for r in records]
   if len(labels) != len(records):
-    raise app.UsageError(f'--labels needs {len(records)} entries, got '
-                         f'{len(labels)}')
+    raise app.UsageError(
+        f'--labels needs {len(records)} entries, got ' f'{len(labels)}'
+    )
   output_dir = epath.Path(f.output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
   plot_surface(list(zip(labels, records)), output_dir / FILE_NAME)

@@ -7,16 +7,24 @@ from results import landscape
 
 
 def test_plots_write_pngs(tmp_path):
-  record_1d = {'split': 'train', 'coordinates': [[-1.0, 0.0, 1.0]],
-               'loss': [1.0, 0.1, 2.0]}
-  landscape.plot_surface([('SAM', record_1d), ('SGD', record_1d)],
-                         str(tmp_path / 'a.png'))
+  record_1d = {
+      'split': 'train',
+      'coordinates': [[-1.0, 0.0, 1.0]],
+      'loss': [1.0, 0.1, 2.0],
+  }
+  landscape.plot_surface(
+      [('SAM', record_1d), ('SGD', record_1d)], str(tmp_path / 'a.png')
+  )
   grid = np.linspace(-1, 1, 4)
-  record_2d = {'split': 'train', 'coordinates': [grid.tolist()] * 2,
-               'loss': (grid[:, None] ** 2 + grid[None] ** 2).tolist()}
+  record_2d = {
+      'split': 'train',
+      'coordinates': [grid.tolist()] * 2,
+      'loss': (grid[:, None] ** 2 + grid[None] ** 2).tolist(),
+  }
   landscape.plot_surface([('SAM', record_2d)], str(tmp_path / 'b.png'))
   assert (tmp_path / 'a.png').stat().st_size > 1000
   assert (tmp_path / 'b.png').stat().st_size > 1000
   with pytest.raises(ValueError, match='mix'):
-    landscape.plot_surface([('a', record_1d), ('b', record_2d)],
-                           str(tmp_path / 'c.png'))
+    landscape.plot_surface(
+        [('a', record_1d), ('b', record_2d)], str(tmp_path / 'c.png')
+    )

@@ -6,8 +6,8 @@ may be a local folder or a gs:// bucket.
 
 from typing import Sequence
 
-import matplotlib
 from etils import epath
+import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -31,8 +31,9 @@ def save_figure(fig: 'plt.Figure', path: epath.PathLike, **kwargs) -> str:
   return str(path)
 
 
-def lower_errors(means: Sequence[float],
-                 halves: Sequence[float]) -> list[list[float]]:
+def lower_errors(
+    means: Sequence[float], halves: Sequence[float]
+) -> list[list[float]]:
   """Asymmetric error bars [[below], [above]] of mean +- half, clipped at 0
   below: an error rate cannot be negative."""
   return [[min(h, m) for m, h in zip(means, halves)], list(halves)]

@@ -12,8 +12,8 @@ import dataclasses
 import json
 from typing import Any, Optional
 
-import numpy as np
 from etils import epath
+import numpy as np
 from scipy import stats
 
 SUMMARY_FILE = 'summary.json'
@@ -64,16 +64,21 @@ class Run:
   seed = _field('seed', 0)
 
   total_epochs = property(
-      lambda self: (self.epochs or 0) * self.epochs_multiplier)
+      lambda self: (self.epochs or 0) * self.epochs_multiplier
+  )
   rho = property(lambda self: float(_get(self.config, 'sam.rho', 0.0)))
   validation = property(
-      lambda self: bool(_get(self.config, 'data.validation_split', False)))
+      lambda self: bool(_get(self.config, 'data.validation_split', False))
+  )
   label_noise = property(
-      lambda self: float(_get(self.config, 'data.label_noise', 0.0)))
+      lambda self: float(_get(self.config, 'data.label_noise', 0.0))
+  )
   mixup_alpha = property(
-      lambda self: float(_get(self.config, 'data.mixup_alpha', 0.0)))
-  bootstrap = property(lambda self: bool(
-      _get(self.config, 'data.bootstrap_teacher_workdir', '')))
+      lambda self: float(_get(self.config, 'data.mixup_alpha', 0.0))
+  )
+  bootstrap = property(
+      lambda self: bool(_get(self.config, 'data.bootstrap_teacher_workdir', ''))
+  )
 
   @property
   def method(self) -> str:
@@ -114,8 +119,12 @@ def load_run(workdir: epath.Path) -> Optional[Run]:
   summary = workdir / SUMMARY_FILE
   if summary.exists():
     record = _read_json(summary) or {}
-    return Run(str(workdir), record.get('config', {}),
-               bool(record.get('finished', False)), record.get('final') or {})
+    return Run(
+        str(workdir),
+        record.get('config', {}),
+        bool(record.get('finished', False)),
+        record.get('final') or {},
+    )
   for name in RECORD_FILES:
     if (workdir / name).exists():
       record = _read_json(workdir / name) or {}
@@ -134,8 +143,9 @@ def load_runs(runs_dir: epath.PathLike) -> list[Run]:
     if run is not None:
       found.append(run)
       continue
-    pending += sorted((p for p in directory.iterdir() if p.is_dir()),
-                      reverse=True)
+    pending += sorted(
+        (p for p in directory.iterdir() if p.is_dir()), reverse=True
+    )
   return found
 
 

@@ -15,11 +15,11 @@ from typing import Sequence
 
 from absl import app
 from absl import flags
-import numpy as np
 from etils import epath
+import numpy as np
 
-from sam.analysis import hessian
 from results import plotting
+from sam.analysis import hessian
 
 plt = plotting.plt
 
@@ -30,8 +30,9 @@ FILE_NAME = 'spectra.png'
 DENSITY_FLOOR = 1e-6
 
 
-def plot_spectra(labelled_records: Sequence[tuple[str, dict]],
-                 path: str) -> None:
+def plot_spectra(
+    labelled_records: Sequence[tuple[str, dict]], path: str
+) -> None:
   """Draws one density curve per record into a PNG.
 
   The densities are re-broadened from the records' quadratures on one grid
@@ -46,38 +47,52 @@ def plot_spectra(labelled_records: Sequence[tuple[str, dict]],
   """
   if not labelled_records:
     raise ValueError('plot_spectra: labelled_records is empty')
-  estimates = [hessian.estimate_from_json(record['quadrature'])
-               for _, record in labelled_records]
+  estimates = [
+      hessian.estimate_from_json(record['quadrature'])
+      for _, record in labelled_records
+  ]
   joint = hessian.SpectrumEstimate(
       [n for e in estimates for n in e.nodes],
-      [w for e in estimates for w in e.weights])
+      [w for e in estimates for w in e.weights],
+  )
   grid, sigma = hessian.density_grid(joint, num_points=2000)
   fig, ax = plt.subplots(figsize=(6, 4))
   for (label, record), estimate in zip(labelled_records, estimates):
     summary = record['summary']
-    density = np.maximum(hessian.spectral_density(estimate, grid, sigma),
-                         DENSITY_FLOOR)
-    ax.semilogy(grid, density, label=(
-        f"{label}: $\\lambda_{{max}}$={summary['lambda_max']:.3g}, "
-        f"$\\lambda_{{max}}/\\lambda_5$="
-        f"{summary['lambda_max_over_lambda_5']:.3g}"))
+    density = np.maximum(
+        hessian.spectral_density(estimate, grid, sigma), DENSITY_FLOOR
+    )
+    ax.semilogy(
+        grid,
+        density,
+        label=(
+            f"{label}: $\\lambda_{{max}}$={summary['lambda_max']:.3g}, "
+            f'$\\lambda_{{max}}/\\lambda_5$='
+            f"{summary['lambda_max_over_lambda_5']:.3g}"
+        ),
+    )
   first = labelled_records[0][1]
   ax.set_xlabel('eigenvalue')
   ax.set_ylabel(f'density (Gaussian broadening, sigma={sigma:.2g})')
-  ax.set_title(f"Hessian spectrum ({first['split']} split, "
-               f"{first['num_examples']} examples, BN {first['bn_mode']})")
+  ax.set_title(
+      f"Hessian spectrum ({first['split']} split, "
+      f"{first['num_examples']} examples, BN {first['bn_mode']})"
+  )
   ax.legend(fontsize=8)
   fig.tight_layout()
   plotting.save_figure(fig, path, dpi=120)
 
 
 def _define_flags():
-  flags.DEFINE_list('inputs', None, 'JSON files of sam.analysis hessian.',
-                    required=True)
-  flags.DEFINE_list('labels', None, "One label per input; default: the "
-                    "runs' methods.")
-  flags.DEFINE_string('output_dir', None, f'Where {FILE_NAME} goes.',
-                      required=True)
+  flags.DEFINE_list(
+      'inputs', None, 'JSON files of sam.analysis hessian.', required=True
+  )
+  flags.DEFINE_list(
+      'labels', None, 'One label per input; default: the ' "runs' methods."
+  )
+  flags.DEFINE_string(
+      'output_dir', None, f'Where {FILE_NAME} goes.', required=True
+  )
 
 
 def main(argv):
@@ -86,8 +101,9 @@ def main(argv):
   records = [json.loads(epath.Path(path).read_text()) for path in f.inputs]
   labels = f.labels or [r.get('method', '?') for r in records]
   if len(labels) != len(records):
-    raise app.UsageError(f'--labels needs {len(records)} entries, got '
-                         f'{len(labels)}')
+    raise app.UsageError(
+        f'--labels needs {len(records)} entries, got ' f'{len(labels)}'
+    )
   output_dir = epath.Path(f.output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
   plot_spectra(list(zip(labels, records)), output_dir / FILE_NAME)

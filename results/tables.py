@@ -57,11 +57,16 @@ def _field(cell: cells_lib.Cell, name: str):
 
 def format_ours(cell: cells_lib.Cell) -> str:
   if not cell.values:
-    text = (f'no result ({cell.choice})' if cell.finished_runs and cell.choice
-            else 'no runs')
+    text = (
+        f'no result ({cell.choice})'
+        if cell.finished_runs and cell.choice
+        else 'no runs'
+    )
   else:
     ci = cell.ci95
-    text = f'{cell.mean:.2f} ± {ci:.2f}' if ci is not None else f'{cell.mean:.2f}'
+    text = (
+        f'{cell.mean:.2f} ± {ci:.2f}' if ci is not None else f'{cell.mean:.2f}'
+    )
     notes = [f'n={len(cell.values)}'] + ([cell.choice] if cell.choice else [])
     text += f' ({", ".join(notes)})'
   if cell.unfinished:
@@ -84,15 +89,23 @@ def format_diff(cell: cells_lib.Cell) -> str:
 
 
 def wide_table(
-    cells: list[cells_lib.Cell]) -> tuple[list[str], list[list[str]]]:
+    cells: list[cells_lib.Cell],
+) -> tuple[list[str], list[list[str]]]:
   """The paper's layout: one line per row, ours/paper/diff per column."""
   line_fields, col_fields = LAYOUT[cells[0].row.table]
-  lines = list(dict.fromkeys(tuple(_field(c, f) for f in line_fields)
-                             for c in cells))
-  cols = list(dict.fromkeys(tuple(_field(c, f) for f in col_fields)
-                            for c in cells))
-  grid = {(tuple(_field(c, f) for f in line_fields),
-           tuple(_field(c, f) for f in col_fields)): c for c in cells}
+  lines = list(
+      dict.fromkeys(tuple(_field(c, f) for f in line_fields) for c in cells)
+  )
+  cols = list(
+      dict.fromkeys(tuple(_field(c, f) for f in col_fields) for c in cells)
+  )
+  grid = {
+      (
+          tuple(_field(c, f) for f in line_fields),
+          tuple(_field(c, f) for f in col_fields),
+      ): c
+      for c in cells
+  }
   header = [f for f in line_fields]
   for col in cols:
     name = ' '.join(str(v) for v in col)
@@ -102,8 +115,11 @@ def wide_table(
     out = [str(v) for v in line]
     for col in cols:
       cell = grid.get((line, col))
-      out += ([format_ours(cell), format_paper(cell), format_diff(cell)]
-              if cell else ['not in this table', '-', '-'])
+      out += (
+          [format_ours(cell), format_paper(cell), format_diff(cell)]
+          if cell
+          else ['not in this table', '-', '-']
+      )
     body.append(out)
   return header, body
 
@@ -118,24 +134,55 @@ def _csv_text(rows: list[list[Any]]) -> str:
   return buffer.getvalue()
 
 
-CELL_COLUMNS = ['table', 'dataset', 'model', 'augment', 'epochs',
-                'label_noise', 'method', 'metric', 'n', 'mean', 'ci95', 'rho',
-                'choice', 'unfinished', 'paper', 'paper_ci95', 'diff']
+CELL_COLUMNS = [
+    'table',
+    'dataset',
+    'model',
+    'augment',
+    'epochs',
+    'label_noise',
+    'method',
+    'metric',
+    'n',
+    'mean',
+    'ci95',
+    'rho',
+    'choice',
+    'unfinished',
+    'paper',
+    'paper_ci95',
+    'diff',
+]
 
 
 def _cell_row(c: cells_lib.Cell) -> list[Any]:
   ci = c.ci95
-  return [c.row.table, c.row.dataset, c.row.model, c.row.augment,
-          c.row.epochs or '', c.row.label_noise, c.method, c.metric,
-          len(c.values), '' if c.mean is None else f'{c.mean:.4f}',
-          '' if ci is None else f'{ci:.4f}', '' if c.rho is None else c.rho,
-          c.choice, c.unfinished, '' if c.paper is None else c.paper,
-          c.paper_ci95, format_diff(c)]
+  return [
+      c.row.table,
+      c.row.dataset,
+      c.row.model,
+      c.row.augment,
+      c.row.epochs or '',
+      c.row.label_noise,
+      c.method,
+      c.metric,
+      len(c.values),
+      '' if c.mean is None else f'{c.mean:.4f}',
+      '' if ci is None else f'{ci:.4f}',
+      '' if c.rho is None else c.rho,
+      c.choice,
+      c.unfinished,
+      '' if c.paper is None else c.paper,
+      c.paper_ci95,
+      format_diff(c),
+  ]
 
 
-def write_tables(all_runs: list[runs.Run], output_dir: epath.PathLike,
-                 paper_csv: epath.PathLike = cells_lib.PAPER_TABLES_CSV
-                 ) -> str:
+def write_tables(
+    all_runs: list[runs.Run],
+    output_dir: epath.PathLike,
+    paper_csv: epath.PathLike = cells_lib.PAPER_TABLES_CSV,
+) -> str:
   """Writes tables.md, table<N>.csv, cells.csv and unfinished.txt.
 
   Args:
@@ -150,33 +197,44 @@ def write_tables(all_runs: list[runs.Run], output_dir: epath.PathLike,
   output_dir.mkdir(parents=True, exist_ok=True)
   cells = cells_lib.build_cells(all_runs, cells_lib.load_paper(paper_csv))
   unfinished = [r for r in all_runs if not r.finished]
-  md = [f'# Results: {len(all_runs) - len(unfinished)} finished runs, '
-        f'{len(unfinished)} unfinished (not averaged; see unfinished.txt)', '']
+  md = [
+      f'# Results: {len(all_runs) - len(unfinished)} finished runs, '
+      f'{len(unfinished)} unfinished (not averaged; see unfinished.txt)',
+      '',
+  ]
   by_table = collections.defaultdict(list)
   for cell in cells:
     by_table[cell.row.table].append(cell)
   for table in sorted(by_table, key=_table_order):
     header, body = wide_table(by_table[table])
-    md += [f'## {TITLES[table]}', '',
-           '| ' + ' | '.join(header) + ' |',
-           '|' + '---|' * len(header)]
+    md += [
+        f'## {TITLES[table]}',
+        '',
+        '| ' + ' | '.join(header) + ' |',
+        '|' + '---|' * len(header),
+    ]
     md += ['| ' + ' | '.join(line) + ' |' for line in body]
     md.append('')
-    (output_dir / f'table{table}.csv').write_text(
-        _csv_text([header] + body))
+    (output_dir / f'table{table}.csv').write_text(_csv_text([header] + body))
   (output_dir / 'cells.csv').write_text(
-      _csv_text([CELL_COLUMNS] + [_cell_row(c) for c in cells]))
+      _csv_text([CELL_COLUMNS] + [_cell_row(c) for c in cells])
+  )
   (output_dir / 'unfinished.txt').write_text(
-      ''.join(f'{r.workdir}\n' for r in unfinished))
+      ''.join(f'{r.workdir}\n' for r in unfinished)
+  )
   text = '\n'.join(md)
   (output_dir / 'tables.md').write_text(text)
   return text
 
 
 def _define_flags():
-  flags.DEFINE_string('runs_dir', None, 'Directory holding run workdirs '
-                      '(searched recursively for summary.json).',
-                      required=True)
+  flags.DEFINE_string(
+      'runs_dir',
+      None,
+      'Directory holding run workdirs '
+      '(searched recursively for summary.json).',
+      required=True,
+  )
   flags.DEFINE_string('output_dir', None, 'Default: RUNS_DIR/tables.')
 
 
@@ -184,10 +242,15 @@ def main(argv):
   del argv
   runs_dir = epath.Path(flags.FLAGS.runs_dir)
   if not runs_dir.is_dir():
-    raise app.UsageError(f'--runs_dir must be an existing directory, got '
-                         f'{str(runs_dir)!r}')
-  print(write_tables(runs.load_runs(runs_dir),
-                     flags.FLAGS.output_dir or runs_dir / 'tables'))
+    raise app.UsageError(
+        f'--runs_dir must be an existing directory, got ' f'{str(runs_dir)!r}'
+    )
+  print(
+      write_tables(
+          runs.load_runs(runs_dir),
+          flags.FLAGS.output_dir or runs_dir / 'tables',
+      )
+  )
 
 
 if __name__ == '__main__':

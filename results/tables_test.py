@@ -43,16 +43,31 @@ def make_runs_dir(root, make_run):
   """A runs directory covering Tables 1, 4, 5 and 10; returns `root`."""
   # Table 1, CIFAR-10 WRN-28-10 200 epochs basic. Validation: rho 0.1 wins.
   for seed, err in enumerate([0.05, 0.06]):
-    make_run(root, f'sam_val_r0.05_s{seed}', validation_error=err, rho=0.05,
-             seed=seed, validation_split=True, test_error=0.5)
+    make_run(
+        root,
+        f'sam_val_r0.05_s{seed}',
+        validation_error=err,
+        rho=0.05,
+        seed=seed,
+        validation_split=True,
+        test_error=0.5,
+    )
   for seed, err in enumerate([0.04, 0.05]):
-    make_run(root, f'sam_val_r0.1_s{seed}', validation_error=err, rho=0.1,
-             seed=seed, validation_split=True, test_error=0.5)
+    make_run(
+        root,
+        f'sam_val_r0.1_s{seed}',
+        validation_error=err,
+        rho=0.1,
+        seed=seed,
+        validation_split=True,
+        test_error=0.5,
+    )
   # Test at the chosen rho: seeds 0-2 finished, 3 unfinished, 4 not started.
   for seed, err in enumerate([0.030, 0.032, 0.034]):
     make_run(root, f'sam_test_r0.1_s{seed}', test_error=err, rho=0.1, seed=seed)
-  make_run(root, 'sam_test_r0.1_s3', test_error=0.5, rho=0.1, seed=3,
-           finished=False)
+  make_run(
+      root, 'sam_test_r0.1_s3', test_error=0.5, rho=0.1, seed=3, finished=False
+  )
   make_run(root, 'sam_test_r0.1_s4', rho=0.1, seed=4, summary=False)
   # A better test error at the rho that validation did not choose: ignored by
   # Table 1, used by Table 10 (rho = 0.05 fixed).
@@ -61,18 +76,42 @@ def make_runs_dir(root, make_run):
   for seed, err in enumerate([0.040, 0.042]):
     make_run(root, f'sgd_x1_s{seed}', test_error=err, method='sgd', seed=seed)
   for seed, err in enumerate([0.036, 0.038]):
-    make_run(root, f'sgd_x2_s{seed}', test_error=err, method='sgd',
-             seed=seed, epochs_multiplier=2)
+    make_run(
+        root,
+        f'sgd_x2_s{seed}',
+        test_error=err,
+        method='sgd',
+        seed=seed,
+        epochs_multiplier=2,
+    )
   # Table 4: 20% label noise, SGD and mixup with two alphas.
   noisy = dict(model='resnet32', label_noise=0.2)
   make_run(root, 'noise_sgd', test_error=0.15, method='sgd', **noisy)
-  make_run(root, 'noise_mixup1', test_error=0.08, method='sgd',
-           mixup_alpha=1.0, **noisy)
-  make_run(root, 'noise_mixup8', test_error=0.07, method='sgd',
-           mixup_alpha=8.0, **noisy)
+  make_run(
+      root,
+      'noise_mixup1',
+      test_error=0.08,
+      method='sgd',
+      mixup_alpha=1.0,
+      **noisy,
+  )
+  make_run(
+      root,
+      'noise_mixup8',
+      test_error=0.07,
+      method='sgd',
+      mixup_alpha=8.0,
+      **noisy,
+  )
   # Table 5: Fashion-MNIST's "autoaugment" line is cutout only.
-  make_run(root, 'fashion', test_error=0.0361, dataset='fashion_mnist',
-           augment='cutout', num_epochs=200)
+  make_run(
+      root,
+      'fashion',
+      test_error=0.0361,
+      dataset='fashion_mnist',
+      augment='cutout',
+      num_epochs=200,
+  )
   return root
 
 
@@ -82,21 +121,35 @@ def fixture_runs_dir(tmp_path, make_run):
 
 
 def _cells(runs_dir):
-  cells = cells_lib.build_cells(runs_lib.load_runs(runs_dir),
-                                cells_lib.load_paper())
-  return {(c.row.table, c.row.dataset, c.row.model, c.row.augment,
-           c.row.epochs, c.row.label_noise, c.method): c for c in cells}
+  cells = cells_lib.build_cells(
+      runs_lib.load_runs(runs_dir), cells_lib.load_paper()
+  )
+  return {
+      (
+          c.row.table,
+          c.row.dataset,
+          c.row.model,
+          c.row.augment,
+          c.row.epochs,
+          c.row.label_noise,
+          c.method,
+      ): c
+      for c in cells
+  }
 
 
 def test_load_runs_counts_unfinished(runs_dir):
   runs = runs_lib.load_runs(runs_dir)
   assert len(runs) == 18
-  assert sorted(os.path.basename(r.workdir) for r in runs if not r.finished) == [
-      'sam_test_r0.1_s3', 'sam_test_r0.1_s4']
+  assert sorted(
+      os.path.basename(r.workdir) for r in runs if not r.finished
+  ) == ['sam_test_r0.1_s3', 'sam_test_r0.1_s4']
 
 
 def test_sam_rho_chosen_on_validation(runs_dir):
-  cell = _cells(runs_dir)[('1', 'cifar10', 'wrn28_10', 'basic', 200, 0.0, 'sam')]
+  cell = _cells(runs_dir)[
+      ('1', 'cifar10', 'wrn28_10', 'basic', 200, 0.0, 'sam')
+  ]
   assert cell.rho == 0.1
   assert cell.values == pytest.approx([3.0, 3.2, 3.4])  # Unfinished excluded.
   assert cell.mean == pytest.approx(3.2)
@@ -107,14 +160,18 @@ def test_sam_rho_chosen_on_validation(runs_dir):
 
 
 def test_sgd_best_of_1x_and_2x(runs_dir):
-  cell = _cells(runs_dir)[('1', 'cifar10', 'wrn28_10', 'basic', 200, 0.0, 'sgd')]
+  cell = _cells(runs_dir)[
+      ('1', 'cifar10', 'wrn28_10', 'basic', 200, 0.0, 'sgd')
+  ]
   assert cell.mean == pytest.approx(3.7)
   assert cell.choice.startswith('2x epochs')
   assert cell.paper == 3.5
 
 
 def test_table10_fixes_rho(runs_dir):
-  cell = _cells(runs_dir)[('10', 'cifar10', 'wrn28_10', 'basic', 200, 0.0, 'sam')]
+  cell = _cells(runs_dir)[
+      ('10', 'cifar10', 'wrn28_10', 'basic', 200, 0.0, 'sam')
+  ]
   assert cell.values == pytest.approx([1.0])
   assert cell.ci95 is None
 
@@ -134,14 +191,17 @@ def test_label_noise_accuracy_and_best_mixup_alpha(runs_dir):
   assert sgd.mean == pytest.approx(85.0) and sgd.paper == 84.8
   mixup = cells[('4', '', 'resnet32', '', None, 0.2, 'mixup')]
   assert mixup.mean == pytest.approx(93.0) and mixup.choice == 'alpha=8'
-  assert cells[('4', '', 'resnet32', '', None, 0.2, 'bootstrap_sam')].paper == 95.4
+  assert (
+      cells[('4', '', 'resnet32', '', None, 0.2, 'bootstrap_sam')].paper == 95.4
+  )
   # The other noise rates have paper values and no runs.
   assert not cells[('4', '', 'resnet32', '', None, 0.4, 'sam')].values
 
 
 def test_table5_augment_mapping(runs_dir):
-  cell = _cells(runs_dir)[('5', 'fashion_mnist', 'wrn28_10', 'cutout', 200,
-                           0.0, 'sam')]
+  cell = _cells(runs_dir)[
+      ('5', 'fashion_mnist', 'wrn28_10', 'cutout', 200, 0.0, 'sam')
+  ]
   assert cell.paper == 3.61 and cell.rho == 0.05
   assert 'no validation runs' in cell.choice
 
@@ -152,8 +212,15 @@ def test_write_tables_outputs(runs_dir, tmp_path):
   assert '16 finished runs, 2 unfinished' in text
   assert '3.20 ± 0.50 (n=3, rho=0.1 on validation) [2 unfinished]' in text
   assert '## Table 10' in text and '## Table 4' in text
-  for name in ('tables.md', 'cells.csv', 'table1.csv', 'table4.csv',
-               'table5.csv', 'table10.csv', 'unfinished.txt'):
+  for name in (
+      'tables.md',
+      'cells.csv',
+      'table1.csv',
+      'table4.csv',
+      'table5.csv',
+      'table10.csv',
+      'unfinished.txt',
+  ):
     assert os.path.exists(os.path.join(out, name)), name
   with open(os.path.join(out, 'table1.csv')) as f:
     rows = list(csv.reader(f))
@@ -183,16 +250,26 @@ def test_explicit_m_is_its_own_method(tmp_path, make_run):
 
 
 def test_missing_metric_is_reported(tmp_path, make_run):
-  make_run(str(tmp_path), 'r50', test_error=0.225, dataset='imagenet2012',
-           model='resnet50', num_epochs=100)
-  cells = {c.metric: c for c in cells_lib.build_cells(
-      runs_lib.load_runs(str(tmp_path)), cells_lib.load_paper())
-           if c.method == 'sam' and c.row.model == 'resnet50'
-           and c.row.epochs == 100}
+  make_run(
+      str(tmp_path),
+      'r50',
+      test_error=0.225,
+      dataset='imagenet2012',
+      model='resnet50',
+      num_epochs=100,
+  )
+  cells = {
+      c.metric: c
+      for c in cells_lib.build_cells(
+          runs_lib.load_runs(str(tmp_path)), cells_lib.load_paper()
+      )
+      if c.method == 'sam' and c.row.model == 'resnet50' and c.row.epochs == 100
+  }
   assert cells['top1_error'].values == pytest.approx([22.5])
   assert cells['top1_error'].paper == 22.5
   assert tables.format_ours(cells['top5_error']) == (
-      'no result (no top5_error in the summaries)')
+      'no result (no top5_error in the summaries)'
+  )
   assert cells['top5_error'].paper == 6.28
 
 

@@ -33,11 +33,12 @@ def split(batch: PyTree, num_parts: int) -> PyTree:
   """Reshapes every leaf [n, ...] to [num_parts, n // num_parts, ...]."""
   size = jax.tree.leaves(batch)[0].shape[0]
   if num_parts < 1 or size % num_parts:
-    raise ValueError(f'cannot split {size} examples into {num_parts} equal '
-                     'parts')
+    raise ValueError(
+        f'cannot split {size} examples into {num_parts} equal ' 'parts'
+    )
   return jax.tree.map(
-      lambda x: x.reshape((num_parts, size // num_parts) + x.shape[1:]),
-      batch)
+      lambda x: x.reshape((num_parts, size // num_parts) + x.shape[1:]), batch
+  )
 
 
 def _merge_leading(tree: PyTree) -> PyTree:
@@ -56,10 +57,13 @@ def vmap_mean(fn: PartFn, batch: PyTree, part_size: int):
     (mean over parts of `averaged`, `concatenated` of all parts [n, ...]).
   """
   num_parts = jax.tree.leaves(batch)[0].shape[0] // part_size
-  averaged, concatenated = jax.vmap(fn)(split(batch, num_parts),
-                                        jnp.arange(num_parts))
-  return (jax.tree.map(lambda x: jnp.mean(x, axis=0), averaged),
-          _merge_leading(concatenated))
+  averaged, concatenated = jax.vmap(fn)(
+      split(batch, num_parts), jnp.arange(num_parts)
+  )
+  return (
+      jax.tree.map(lambda x: jnp.mean(x, axis=0), averaged),
+      _merge_leading(concatenated),
+  )
 
 
 def unrolled_mean(fn: PartFn, batch: PyTree, part_size: int):
@@ -70,13 +74,21 @@ def unrolled_mean(fn: PartFn, batch: PyTree, part_size: int):
   XLA:CPU runs several times slower. Compile time grows with the parts.
   """
   num_parts = jax.tree.leaves(batch)[0].shape[0] // part_size
-  outputs = [fn(jax.tree.map(lambda x, i=i: x[i * part_size:
-                                              (i + 1) * part_size], batch),
-                jnp.int32(i)) for i in range(num_parts)]
-  averaged = jax.tree.map(lambda *x: sum(x) / num_parts,
-                          *[out[0] for out in outputs])
-  concatenated = jax.tree.map(lambda *x: jnp.concatenate(x),
-                              *[out[1] for out in outputs])
+  outputs = [
+      fn(
+          jax.tree.map(
+              lambda x, i=i: x[i * part_size : (i + 1) * part_size], batch
+          ),
+          jnp.int32(i),
+      )
+      for i in range(num_parts)
+  ]
+  averaged = jax.tree.map(
+      lambda *x: sum(x) / num_parts, *[out[0] for out in outputs]
+  )
+  concatenated = jax.tree.map(
+      lambda *x: jnp.concatenate(x), *[out[1] for out in outputs]
+  )
   return averaged, concatenated
 
 
@@ -106,14 +118,20 @@ def scan_mean(fn: PartFn, batch: PyTree, num_parts: int):
   # Accelerators keep the loop, which holds one micro-batch's activations
   # at a time.
   total, concatenated = jax.lax.scan(
-      body, zeros, (parts, jnp.arange(num_parts, dtype=jnp.int32)),
-      unroll=jax.default_backend() == 'cpu')
-  return (jax.tree.map(lambda x: x / num_parts, total),
-          _merge_leading(concatenated))
+      body,
+      zeros,
+      (parts, jnp.arange(num_parts, dtype=jnp.int32)),
+      unroll=jax.default_backend() == 'cpu',
+  )
+  return (
+      jax.tree.map(lambda x: x / num_parts, total),
+      _merge_leading(concatenated),
+  )
 
 
-def accumulated_value_and_grad(loss_fn: Callable[..., Any], batch: PyTree,
-                               num_parts: int):
+def accumulated_value_and_grad(
+    loss_fn: Callable[..., Any], batch: PyTree, num_parts: int
+):
   """The gradient of the mean loss over a batch, accumulated over micro-batches.
 
   Args:
@@ -133,11 +151,13 @@ def accumulated_value_and_grad(loss_fn: Callable[..., Any], batch: PyTree,
   def grad_fn(params):
     def micro_step(micro_batch, index):
       (loss, (averaged_aux, per_example_aux)), grads = value_and_grad(
-          params, micro_batch, index)
+          params, micro_batch, index
+      )
       return (loss, averaged_aux, grads), per_example_aux
 
     (loss, averaged_aux, grads), per_example_aux = scan_mean(
-        micro_step, batch, num_parts)
+        micro_step, batch, num_parts
+    )
     return (loss, (averaged_aux, per_example_aux)), grads
 
   return grad_fn
@@ -147,8 +167,13 @@ def accumulated_value_and_grad(loss_fn: Callable[..., Any], batch: PyTree,
 GroupFn = Callable[[PyTree, Any, int, int], methods.Gradient]
 
 
-def grouped_gradient(group_fn: GroupFn, batch: PyTree, group_size: int,
-                     num_micro: int, mode: str = 'unroll') -> methods.Gradient:
+def grouped_gradient(
+    group_fn: GroupFn,
+    batch: PyTree,
+    group_size: int,
+    num_micro: int,
+    mode: str = 'unroll',
+) -> methods.Gradient:
   """A method's gradient over groups of `group_size` examples of `batch`.
 
   Each group is a virtual device: the method runs on it alone (its own
@@ -179,14 +204,22 @@ def grouped_gradient(group_fn: GroupFn, batch: PyTree, group_size: int,
   def one_group(examples, index):
     gradient = group_fn(examples, index, num_groups, 1)
     averaged, per_example = gradient.aux
-    return (gradient.grads, gradient.loss, averaged, gradient.state,
-            gradient.extras), per_example
+    return (
+        gradient.grads,
+        gradient.loss,
+        averaged,
+        gradient.state,
+        gradient.extras,
+    ), per_example
 
   def micro_batch(examples, micro_index):
     return over_groups(
         lambda part, index: one_group(
-            part, micro_index * groups_per_micro + index), examples,
-        group_size)
+            part, micro_index * groups_per_micro + index
+        ),
+        examples,
+        group_size,
+    )
 
   if num_micro == 1:
     averaged, per_example = micro_batch(batch, 0)

@@ -14,15 +14,17 @@ RHO = 0.3
 
 def batch(seed=0, n=8):
   rng = np.random.default_rng(seed)
-  return {'x': jnp.asarray(rng.normal(size=(n, 3)), jnp.float32),
-          'y': jnp.asarray(rng.normal(size=n), jnp.float32)}
+  return {
+      'x': jnp.asarray(rng.normal(size=(n, 3)), jnp.float32),
+      'y': jnp.asarray(rng.normal(size=n), jnp.float32),
+  }
 
 
 def loss(w, data, index=0):
   """Mean squared error; aux = (mean of x as a 'statistic', residuals)."""
   del index
   residual = data['x'] @ w - data['y']
-  return 0.5 * jnp.mean(residual ** 2), (jnp.mean(data['x'], 0), residual)
+  return 0.5 * jnp.mean(residual**2), (jnp.mean(data['x'], 0), residual)
 
 
 def sam_direction(w, data):
@@ -35,36 +37,46 @@ def sam_direction(w, data):
 def test_accumulated_gradient_is_the_batch_gradient(num_parts):
   data, w = batch(), jnp.array([0.5, -1.0, 2.0])
   (value, (stat, residual)), grads = groups.accumulated_value_and_grad(
-      loss, data, num_parts)(w)
+      loss, data, num_parts
+  )(w)
   (expected_value, (expected_stat, expected_residual)), expected = (
-      jax.value_and_grad(loss, has_aux=True)(w, data))
+      jax.value_and_grad(loss, has_aux=True)(w, data)
+  )
   np.testing.assert_allclose(grads, expected, rtol=1e-5)
   np.testing.assert_allclose(value, expected_value, rtol=1e-5)
   np.testing.assert_allclose(stat, expected_stat, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(residual, expected_residual, rtol=1e-5)
 
 
-@pytest.mark.parametrize('mode,num_micro', [('unroll', 1), ('vmap', 1),
-                                            ('unroll', 2)])
+@pytest.mark.parametrize(
+    'mode,num_micro', [('unroll', 1), ('vmap', 1), ('unroll', 2)]
+)
 def test_groups_each_run_the_method_on_their_own_examples(mode, num_micro):
   data, w = batch(1), jnp.array([0.2, 0.1, -0.4])
   method = methods.sam(RHO)
 
   def group_fn(examples, index, num_groups, micro):
     grad = groups.accumulated_value_and_grad(loss, examples, micro)
-    objective = methods.Objective(lambda p, ascent=False: grad(p),
-                                  lambda g: g)
+    objective = methods.Objective(lambda p, ascent=False: grad(p), lambda g: g)
     return method.gradient(objective, w, ())
 
   result = groups.grouped_gradient(group_fn, data, 2, num_micro, mode)
-  expected = np.mean([sam_direction(w, jax.tree.map(
-      lambda x, i=i: x[2 * i:2 * i + 2], data)) for i in range(4)], axis=0)
+  expected = np.mean(
+      [
+          sam_direction(
+              w, jax.tree.map(lambda x, i=i: x[2 * i : 2 * i + 2], data)
+          )
+          for i in range(4)
+      ],
+      axis=0,
+  )
   np.testing.assert_allclose(result.grads, expected, rtol=1e-5)
   # Per-example outputs come back in order; averaged ones are averaged.
   residual = data['x'] @ w - data['y']
   np.testing.assert_allclose(result.aux[1], residual, rtol=1e-5)
-  np.testing.assert_allclose(result.aux[0], jnp.mean(data['x'], 0),
-                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+      result.aux[0], jnp.mean(data['x'], 0), rtol=1e-5, atol=1e-7
+  )
   # One perturbation for the whole batch differs: the groups have teeth.
   assert np.max(np.abs(result.grads - sam_direction(w, data))) > 1e-3
 

@@ -16,8 +16,9 @@ BN_MODES = ('train', 'eval')
 LossFn = Callable[..., tuple[jax.Array, tuple[Any, jax.Array]]]
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array,
-                  label_smoothing: float = 0.0) -> jax.Array:
+def cross_entropy(
+    logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
+) -> jax.Array:
   """Per-example softmax cross-entropy.
 
   Args:
@@ -30,8 +31,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
     [B] losses.
   """
   num_classes = logits.shape[-1]
-  targets = (labels if labels.ndim == logits.ndim else
-             jax.nn.one_hot(labels, num_classes, dtype=logits.dtype))
+  targets = (
+      labels
+      if labels.ndim == logits.ndim
+      else jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
+  )
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
   return optax.softmax_cross_entropy(logits, targets)
@@ -54,8 +58,11 @@ def l2_penalty(params, weight_decay: float, exclude_bn_bias: bool = False):
     A scalar.
   """
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  total = sum(jnp.sum(jnp.square(w)) for path, w in leaves
-              if not (exclude_bn_bias and _is_bn_or_bias(path)))
+  total = sum(
+      jnp.sum(jnp.square(w))
+      for path, w in leaves
+      if not (exclude_bn_bias and _is_bn_or_bias(path))
+  )
   return 0.5 * weight_decay * total
 
 
@@ -66,10 +73,15 @@ def top1_error(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return (jnp.argmax(logits, -1) != labels).astype(jnp.float32)
 
 
-def make_loss_fn(model: nn.Module, *, weight_decay: float = 0.0,
-                 exclude_bn_bias: bool = False, label_smoothing: float = 0.0,
-                 bn_mode: str = 'train',
-                 freeze_batch_stats: bool = False) -> LossFn:
+def make_loss_fn(
+    model: nn.Module,
+    *,
+    weight_decay: float = 0.0,
+    exclude_bn_bias: bool = False,
+    label_smoothing: float = 0.0,
+    bn_mode: str = 'train',
+    freeze_batch_stats: bool = False,
+) -> LossFn:
   """The loss of `model` on a batch: cross-entropy + 0.5 * wd * ||w||^2.
 
   Args:
@@ -98,8 +110,13 @@ def make_loss_fn(model: nn.Module, *, weight_decay: float = 0.0,
     if bn_mode == 'train':
       with pretrained.frozen_batch_stats(freeze_batch_stats):
         logits, new_state = model.apply(
-            variables, batch['image'], train=True, ascent=ascent,
-            rngs={'dropout': key}, mutable=['batch_stats'])
+            variables,
+            batch['image'],
+            train=True,
+            ascent=ascent,
+            rngs={'dropout': key},
+            mutable=['batch_stats'],
+        )
       batch_stats = new_state.get('batch_stats', {})
     else:
       logits = model.apply(variables, batch['image'], train=False)

@@ -96,9 +96,12 @@ class Method(NamedTuple):
   metrics: Callable[[PyTree, dict], dict[str, jax.Array]] = _no_metrics
 
 
-def objective(grad_fn: GradFn, ascent_grad_fn: GradFn | None = None,
-              sync: Callable[[PyTree], PyTree] | None = None,
-              key: jax.Array | None = None) -> Objective:
+def objective(
+    grad_fn: GradFn,
+    ascent_grad_fn: GradFn | None = None,
+    sync: Callable[[PyTree], PyTree] | None = None,
+    key: jax.Array | None = None,
+) -> Objective:
   """An Objective from plain gradient functions (tests, notebooks).
 
   Args:
@@ -110,6 +113,7 @@ def objective(grad_fn: GradFn, ascent_grad_fn: GradFn | None = None,
   Returns:
     An Objective.
   """
+
   def grad(params, ascent=False):
     return (ascent_grad_fn if ascent and ascent_grad_fn else grad_fn)(params)
 
@@ -130,10 +134,16 @@ def sgd_gradient(objective: Objective, params: PyTree) -> Gradient:
   return Gradient(grads, loss, aux)
 
 
-def sam_gradient(objective: Objective, params: PyTree, rho: float, *,
-                 p: float = 2.0, ascent_steps: int = 1,
-                 adaptive: bool = False,
-                 adaptive_eta: float = ball.DEFAULT_ADAPTIVE_ETA) -> Gradient:
+def sam_gradient(
+    objective: Objective,
+    params: PyTree,
+    rho: float,
+    *,
+    p: float = 2.0,
+    ascent_steps: int = 1,
+    adaptive: bool = False,
+    adaptive_eta: float = ball.DEFAULT_ADAPTIVE_ETA,
+) -> Gradient:
   """The SAM gradient of Algorithm 1 (equation 3), with k-step ascent.
 
   From eps = 0, each ascent step adds the steepest-ascent step of length rho
@@ -164,14 +174,14 @@ def sam_gradient(objective: Objective, params: PyTree, rho: float, *,
   for _ in range(ascent_steps - 1):
     _, grads = objective.grad(ball.perturb(params, eps), ascent=True)
     step = ball.perturbation(objective.sync(grads), params, rho, **options)
-    eps = ball.project(jax.tree.map(jnp.add, eps, step), params, rho,
-                       **options)
+    eps = ball.project(jax.tree.map(jnp.add, eps, step), params, rho, **options)
   _, g2 = objective.grad(ball.perturb(params, eps))
   return Gradient(g2, loss, aux)
 
 
-def random_sam_gradient(objective: Objective, params: PyTree,
-                        rho: float) -> Gradient:
+def random_sam_gradient(
+    objective: Objective, params: PyTree, rho: float
+) -> Gradient:
   """The random-perturbation ablation: grad L(w + rho z / ||z||) (C.5).
 
   The pass at w still runs for its loss and BatchNorm statistics.
@@ -192,9 +202,14 @@ def random_sam_gradient(objective: Objective, params: PyTree,
 
 
 def second_order_sam_gradient(
-    objective: Objective, params: PyTree, rho: float, *, p: float = 2.0,
+    objective: Objective,
+    params: PyTree,
+    rho: float,
+    *,
+    p: float = 2.0,
     adaptive: bool = False,
-    adaptive_eta: float = ball.DEFAULT_ADAPTIVE_ETA) -> Gradient:
+    adaptive_eta: float = ball.DEFAULT_ADAPTIVE_ETA,
+) -> Gradient:
   """d/dw L(w + eps(w)) including the d eps / dw term (Appendix C.4).
 
   With eps = E(g1(w), w): the gradient is
@@ -216,9 +231,11 @@ def second_order_sam_gradient(
   """
   # linearize: the first pass runs once and leaves w -> H(w) v to apply.
   g1, hessian_vector_product, (loss, aux) = jax.linearize(
-      lambda w: objective.grad(w, ascent=True)[::-1], params, has_aux=True)
-  eps_fn = lambda g, w: ball.perturbation(g, w, rho, p=p, adaptive=adaptive,
-                                          adaptive_eta=adaptive_eta)
+      lambda w: objective.grad(w, ascent=True)[::-1], params, has_aux=True
+  )
+  eps_fn = lambda g, w: ball.perturbation(
+      g, w, rho, p=p, adaptive=adaptive, adaptive_eta=adaptive_eta
+  )
   eps, eps_vjp = jax.vjp(eps_fn, objective.sync(g1), params)
   _, g2 = objective.grad(ball.perturb(params, eps))
   through_g, through_w = eps_vjp(objective.sync(g2))
@@ -232,41 +249,73 @@ def second_order_sam_gradient(
 
 def sgd() -> Method:
   """SGD: the gradient at w."""
-  return Method(_no_state, lambda objective, params, state: sgd_gradient(
-      objective, params))
+  return Method(
+      _no_state,
+      lambda objective, params, state: sgd_gradient(objective, params),
+  )
 
 
-def sam(rho: float, p: float = 2.0, ascent_steps: int = 1,
-        adaptive: bool = False,
-        adaptive_eta: float = ball.DEFAULT_ADAPTIVE_ETA) -> Method:
+def sam(
+    rho: float,
+    p: float = 2.0,
+    ascent_steps: int = 1,
+    adaptive: bool = False,
+    adaptive_eta: float = ball.DEFAULT_ADAPTIVE_ETA,
+) -> Method:
   """SAM (Foret et al., 2021) and its ball and k-step variants."""
+
   def gradient(objective, params, state):
     del state
-    return sam_gradient(objective, params, rho, p=p,
-                        ascent_steps=ascent_steps, adaptive=adaptive,
-                        adaptive_eta=adaptive_eta)
+    return sam_gradient(
+        objective,
+        params,
+        rho,
+        p=p,
+        ascent_steps=ascent_steps,
+        adaptive=adaptive,
+        adaptive_eta=adaptive_eta,
+    )
+
   return Method(_no_state, gradient)
 
 
 def random(rho: float) -> Method:
   """A random perturbation of norm rho (the paper's C.5 ablation)."""
-  return Method(_no_state, lambda objective, params, state:
-                random_sam_gradient(objective, params, rho))
+  return Method(
+      _no_state,
+      lambda objective, params, state: random_sam_gradient(
+          objective, params, rho
+      ),
+  )
 
 
 def _second_order_metrics(grads, extras):
-  return {'second_order_cosine': ball.cosine_similarity(
-      grads, extras['first_order'])}
+  return {
+      'second_order_cosine': ball.cosine_similarity(
+          grads, extras['first_order']
+      )
+  }
 
 
-def second_order(rho: float, p: float = 2.0, adaptive: bool = False,
-                 adaptive_eta: float = ball.DEFAULT_ADAPTIVE_ETA) -> Method:
+def second_order(
+    rho: float,
+    p: float = 2.0,
+    adaptive: bool = False,
+    adaptive_eta: float = ball.DEFAULT_ADAPTIVE_ETA,
+) -> Method:
   """SAM with its second-order term (C.4); logs second_order_cosine."""
+
   def gradient(objective, params, state):
     del state
-    return second_order_sam_gradient(objective, params, rho, p=p,
-                                     adaptive=adaptive,
-                                     adaptive_eta=adaptive_eta)
+    return second_order_sam_gradient(
+        objective,
+        params,
+        rho,
+        p=p,
+        adaptive=adaptive,
+        adaptive_eta=adaptive_eta,
+    )
+
   return Method(_no_state, gradient, _second_order_metrics)
 
 
@@ -281,8 +330,10 @@ METHODS: dict[str, Callable[..., Method]] = {
 def fields(name: str) -> dict[str, Any]:
   """The config.sam fields that method `name` takes, with their defaults
   (inspect.Parameter.empty for required ones)."""
-  return {k: v.default for k, v in
-          inspect.signature(METHODS[name]).parameters.items()}
+  return {
+      k: v.default
+      for k, v in inspect.signature(METHODS[name]).parameters.items()
+  }
 
 
 def create(sam_config: Any) -> Method:

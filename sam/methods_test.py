@@ -30,8 +30,9 @@ def quadratic_grad_fn(a, b):
 
 def sam(grad_fn, params, rho, *, ascent_grad_fn=None, sync=None, **options):
   """methods.sam_gradient on plain gradient functions."""
-  return methods.sam_gradient(methods.objective(grad_fn, ascent_grad_fn, sync),
-                              params, rho, **options)
+  return methods.sam_gradient(
+      methods.objective(grad_fn, ascent_grad_fn, sync), params, rho, **options
+  )
 
 
 def test_rho_zero_is_the_plain_gradient():
@@ -58,7 +59,8 @@ def test_quadratic_closed_form(rho):
   params = {'x': jnp.array(w[:2]), 'y': jnp.array(w[2:])}
   g2 = sam(quadratic_grad_fn(jnp.array(a), jnp.array(b)), params, rho).grads
   np.testing.assert_allclose(
-      np.concatenate([g2['x'], g2['y']]), expected, rtol=1e-5, atol=1e-6)
+      np.concatenate([g2['x'], g2['y']]), expected, rtol=1e-5, atol=1e-6
+  )
 
 
 def test_sync_sets_the_ascent_direction():
@@ -66,26 +68,35 @@ def test_sync_sets_the_ascent_direction():
   a, b = jnp.eye(4) * 2.0, jnp.ones(4)
   params = {'x': jnp.array([1.0, 0.0]), 'y': jnp.array([0.0, 1.0])}
   grad_fn = quadratic_grad_fn(a, b)
-  g2 = sam(grad_fn, params, 0.5,
-           sync=lambda g: jax.tree.map(jnp.negative, g)).grads
+  g2 = sam(
+      grad_fn, params, 0.5, sync=lambda g: jax.tree.map(jnp.negative, g)
+  ).grads
   _, g1 = grad_fn(params)
   g = np.concatenate([g1['x'], g1['y']])
-  np.testing.assert_allclose(np.concatenate([g2['x'], g2['y']]),
-                             g - 0.5 * 2.0 * g / np.linalg.norm(g), rtol=1e-6)
+  np.testing.assert_allclose(
+      np.concatenate([g2['x'], g2['y']]),
+      g - 0.5 * 2.0 * g / np.linalg.norm(g),
+      rtol=1e-6,
+  )
 
 
 def test_ascent_grad_fn_gives_the_direction_and_the_kept_aux():
-  a, b = jnp.eye(4), jnp.zeros(4)
+  a = jnp.eye(4)
 
   def aux_grad_fn(tag, scale):
     def loss(params):
       w = jnp.concatenate([params['x'], params['y']])
       return scale * 0.5 * w @ a @ w, tag
+
     return jax.value_and_grad(loss, has_aux=True)
 
   params = {'x': jnp.array([1.0, 0.0]), 'y': jnp.array([0.0, 0.0])}
-  result = sam(aux_grad_fn('descent', 1.0), params, 0.5,
-               ascent_grad_fn=aux_grad_fn('ascent', 3.0))
+  result = sam(
+      aux_grad_fn('descent', 1.0),
+      params,
+      0.5,
+      ascent_grad_fn=aux_grad_fn('ascent', 3.0),
+  )
   g2 = result.grads
   _, g1 = aux_grad_fn('ascent', 3.0)(params)
   assert result.aux == 'ascent'  # Loss and aux of the first (unperturbed) pass.
@@ -110,8 +121,10 @@ def toy_problem(seed=0):
   """(loss, grad_fn, params) of the toy loss on the data of `seed`."""
   data = toy_data(seed)
   loss = lambda params: toy_loss(params, data)
-  params = {'w': jnp.array(np.random.default_rng(seed).normal(size=3)),
-            'b': jnp.array(0.1)}
+  params = {
+      'w': jnp.array(np.random.default_rng(seed).normal(size=3)),
+      'b': jnp.array(0.1),
+  }
   grad_fn = jax.value_and_grad(lambda p: (loss(p), None), has_aux=True)
   return loss, grad_fn, params
 
@@ -120,11 +133,14 @@ def test_random_sam_gradient_is_the_gradient_at_the_random_point():
   loss, grad_fn, params = toy_problem()
   key = jax.random.key(3)
   result = methods.random_sam_gradient(
-      methods.objective(grad_fn, key=key), params, RHO)
+      methods.objective(grad_fn, key=key), params, RHO
+  )
   eps = ball.random_perturbation(key, params, RHO)
   np.testing.assert_allclose(
-      ravel(result.grads), ravel(jax.grad(loss)(ball.perturb(params, eps))),
-      rtol=1e-6)
+      ravel(result.grads),
+      ravel(jax.grad(loss)(ball.perturb(params, eps))),
+      rtol=1e-6,
+  )
   np.testing.assert_allclose(result.loss, loss(params))
 
 
@@ -154,22 +170,24 @@ def test_two_ascent_steps_match_a_manual_projected_ascent():
   assert np.max(np.abs(ravel(g2) - ravel(g2_one))) > 1e-4
 
 
-@pytest.mark.parametrize('p,adaptive', [(2.0, False), (math.inf, False),
-                                        (3.0, False), (2.0, True)])
+@pytest.mark.parametrize(
+    'p,adaptive', [(2.0, False), (math.inf, False), (3.0, False), (2.0, True)]
+)
 def test_second_order_equals_grad_of_the_composed_function(p, adaptive):
   loss, grad_fn, params = toy_problem(2)
 
   def composed(w):
-    eps = ball.perturbation(jax.grad(loss)(w), w, RHO, p=p,
-                            adaptive=adaptive)
+    eps = ball.perturbation(jax.grad(loss)(w), w, RHO, p=p, adaptive=adaptive)
     return loss(ball.perturb(w, eps))
 
   result = methods.second_order_sam_gradient(
-      methods.objective(grad_fn), params, RHO, p=p, adaptive=adaptive)
+      methods.objective(grad_fn), params, RHO, p=p, adaptive=adaptive
+  )
   grads, value = result.grads, result.loss
   first_order = result.extras['first_order']
-  np.testing.assert_allclose(ravel(grads), ravel(jax.grad(composed)(params)),
-                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+      ravel(grads), ravel(jax.grad(composed)(params)), rtol=1e-5, atol=1e-7
+  )
   plain = sam(grad_fn, params, RHO, p=p, adaptive=adaptive).grads
   np.testing.assert_allclose(ravel(first_order), ravel(plain), rtol=1e-6)
   np.testing.assert_allclose(value, loss(params), rtol=1e-6)
@@ -185,33 +203,50 @@ def test_second_order_with_averaged_first_gradient_over_shards():
   _, _, params = toy_problem(3)
 
   def objective(w):
-    mean_grad = jax.tree.map(lambda *g: sum(g) / 2, *[
-        jax.grad(toy_loss)(w, data) for data in shards])
+    mean_grad = jax.tree.map(
+        lambda *g: sum(g) / 2, *[jax.grad(toy_loss)(w, data) for data in shards]
+    )
     eps = ball.l2_perturbation(mean_grad, RHO)
     return sum(toy_loss(ball.perturb(w, eps), d) for d in shards) / 2
 
   def shard(data):
-    grad_fn = jax.value_and_grad(lambda p: (toy_loss(p, data), None),
-                                 has_aux=True)
+    grad_fn = jax.value_and_grad(
+        lambda p: (toy_loss(p, data), None), has_aux=True
+    )
     return methods.second_order_sam_gradient(
-        methods.objective(grad_fn,
-                          sync=lambda g: jax.lax.pmean(g, 'shards')),
-        params, RHO).grads
+        methods.objective(grad_fn, sync=lambda g: jax.lax.pmean(g, 'shards')),
+        params,
+        RHO,
+    ).grads
 
   per_shard = jax.jit(jax.vmap(shard, axis_name='shards'))(stacked)
   np.testing.assert_allclose(
       ravel(jax.tree.map(lambda x: x.mean(0), per_shard)),
-      ravel(jax.grad(objective)(params)), rtol=1e-5, atol=1e-7)
+      ravel(jax.grad(objective)(params)),
+      rtol=1e-5,
+      atol=1e-7,
+  )
 
 
 def test_table_builds_every_method_from_its_config_fields():
-  options = {'method': 'sam', 'rho': 0.1, 'p': 2.0, 'ascent_steps': 1,
-             'adaptive': False, 'adaptive_eta': 0.01}
+  options = {
+      'method': 'sam',
+      'rho': 0.1,
+      'p': 2.0,
+      'ascent_steps': 1,
+      'adaptive': False,
+      'adaptive_eta': 0.01,
+  }
   for name in methods.METHODS:
     method = methods.create({**options, 'method': name})
     assert method.init({'w': jnp.zeros(2)}) == ()
-  assert set(methods.fields('sam')) == {'rho', 'p', 'ascent_steps',
-                                        'adaptive', 'adaptive_eta'}
+  assert set(methods.fields('sam')) == {
+      'rho',
+      'p',
+      'ascent_steps',
+      'adaptive',
+      'adaptive_eta',
+  }
   assert methods.fields('sgd') == {}
   with pytest.raises(ValueError, match="unknown sam.method 'adam'; valid"):
     methods.create({**options, 'method': 'adam'})
@@ -222,8 +257,16 @@ def test_sgd_entry_is_the_plain_gradient_and_sam_entry_is_sam_gradient():
   objective = methods.objective(grad_fn)
   sgd = methods.create({'method': 'sgd'}).gradient(objective, params, ())
   np.testing.assert_allclose(ravel(sgd.grads), ravel(jax.grad(loss)(params)))
-  entry = methods.create({'method': 'sam', 'rho': RHO, 'p': 2.0,
-                          'ascent_steps': 1, 'adaptive': False,
-                          'adaptive_eta': 0.01}).gradient(objective, params, ())
-  np.testing.assert_array_equal(ravel(entry.grads),
-                                ravel(sam(grad_fn, params, RHO).grads))
+  entry = methods.create(
+      {
+          'method': 'sam',
+          'rho': RHO,
+          'p': 2.0,
+          'ascent_steps': 1,
+          'adaptive': False,
+          'adaptive_eta': 0.01,
+      }
+  ).gradient(objective, params, ())
+  np.testing.assert_array_equal(
+      ravel(entry.grads), ravel(sam(grad_fn, params, RHO).grads)
+  )

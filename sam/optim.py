@@ -5,8 +5,9 @@ import ml_collections
 import optax
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict,
-                           steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.Schedule:
   """Cosine decay to 0 over the run, evaluated every step.
 
   Args:
@@ -22,12 +23,16 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   if not warmup_steps:
     return optax.cosine_decay_schedule(config.learning_rate, total_steps)
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=config.learning_rate,
-      warmup_steps=warmup_steps, decay_steps=total_steps)
+      init_value=0.0,
+      peak_value=config.learning_rate,
+      warmup_steps=warmup_steps,
+      decay_steps=total_steps,
+  )
 
 
-def total_train_steps(config: ml_collections.ConfigDict,
-                      steps_per_epoch: int) -> int:
+def total_train_steps(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> int:
   """num_epochs * epochs_multiplier epochs in steps, or num_steps if set.
 
   Args:
@@ -39,12 +44,14 @@ def total_train_steps(config: ml_collections.ConfigDict,
   """
   if config.num_steps:
     return int(round(config.num_steps * config.epochs_multiplier))
-  return int(round(config.num_epochs * config.epochs_multiplier *
-                   steps_per_epoch))
+  return int(
+      round(config.num_epochs * config.epochs_multiplier * steps_per_epoch)
+  )
 
 
-def create_optimizer(config: ml_collections.ConfigDict,
-                     schedule: optax.Schedule) -> optax.GradientTransformation:
+def create_optimizer(
+    config: ml_collections.ConfigDict, schedule: optax.Schedule
+) -> optax.GradientTransformation:
   """Global-norm clipping, then SGD with (Nesterov) momentum.
 
   Weight decay is not here: it is the L2 term of the loss (sam/losses.py),
@@ -60,6 +67,9 @@ def create_optimizer(config: ml_collections.ConfigDict,
   parts = []
   if config.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-  parts.append(optax.sgd(schedule, momentum=config.momentum or None,
-                         nesterov=config.nesterov))
+  parts.append(
+      optax.sgd(
+          schedule, momentum=config.momentum or None, nesterov=config.nesterov
+      )
+  )
   return optax.chain(*parts)

@@ -15,8 +15,7 @@ def test_cosine_decay_per_step_over_the_whole_run():
   assert optim.total_train_steps(c, 10) == 80
   for step in (0, 13, 40, 79, 80):
     expected = 0.05 * (1 + np.cos(np.pi * step / 80))
-    np.testing.assert_allclose(schedule(step), expected, rtol=1e-5,
-                               atol=1e-8)
+    np.testing.assert_allclose(schedule(step), expected, rtol=1e-5, atol=1e-8)
 
 
 def test_linear_warmup_then_cosine():
@@ -39,5 +38,6 @@ def test_clipped_nesterov_sgd():
   np.testing.assert_allclose(updates['w'], [-0.57, -0.76], rtol=1e-6)
   updates, _ = tx.update(grad, state, params)
   # v = 0.9 v + g = 1.9 g; update = -lr (g + 0.9 * 1.9 g).
-  np.testing.assert_allclose(updates['w'], -0.1 * 2.71 * np.array([3, 4]),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      updates['w'], -0.1 * 2.71 * np.array([3, 4]), rtol=1e-6
+  )

@@ -60,8 +60,8 @@ def l2_perturbation(grads: PyTree, rho: float) -> PyTree:
   # square root sees a safe value so that its derivative is finite too.
   nonzero = squared_norm > 0
   scale = jnp.where(
-      nonzero, rho * jax.lax.rsqrt(jnp.where(nonzero, squared_norm, 1.0)),
-      0.0)
+      nonzero, rho * jax.lax.rsqrt(jnp.where(nonzero, squared_norm, 1.0)), 0.0
+  )
   return _scale(grads, scale)
 
 
@@ -90,7 +90,8 @@ def lp_perturbation(grads: PyTree, rho: float, p: float = 2.0) -> PyTree:
   leaves, treedef = jax.tree.flatten(grads)
   magnitudes = [jnp.abs(g) for g in _float32_leaves(grads)]
   inverse_max = _safe_inverse(
-      jnp.max(jnp.stack([jnp.max(a) for a in magnitudes])))
+      jnp.max(jnp.stack([jnp.max(a) for a in magnitudes]))
+  )
   relative = [a * inverse_max for a in magnitudes]
   if p == 1:
     powered = [(a == 1.0).astype(jnp.float32) for a in relative]
@@ -98,18 +99,23 @@ def lp_perturbation(grads: PyTree, rho: float, p: float = 2.0) -> PyTree:
   else:
     q = p / (p - 1.0)
     # a ** (q - 1) with a finite derivative at a = 0 (q - 1 < 1 for p > 2).
-    powered = [jnp.where(a > 0, jnp.where(a > 0, a, 1.0) ** (q - 1), 0.0)
-               for a in relative]
+    powered = [
+        jnp.where(a > 0, jnp.where(a > 0, a, 1.0) ** (q - 1), 0.0)
+        for a in relative
+    ]
     denominator = sum(jnp.sum(a * b) for a, b in zip(powered, relative))
     denominator = jnp.where(denominator > 0, denominator, 0.0) ** (1.0 / p)
   scale = rho * _safe_inverse(denominator)
-  return jax.tree.unflatten(treedef, [
-      (jnp.sign(g) * a * scale).astype(g.dtype)
-      for g, a in zip(leaves, powered)])
+  return jax.tree.unflatten(
+      treedef,
+      [
+          (jnp.sign(g) * a * scale).astype(g.dtype)
+          for g, a in zip(leaves, powered)
+      ],
+  )
 
 
-def adaptive_scale(params: PyTree,
-                   eta: float = DEFAULT_ADAPTIVE_ETA) -> PyTree:
+def adaptive_scale(params: PyTree, eta: float = DEFAULT_ADAPTIVE_ETA) -> PyTree:
   """ASAM's T_w = |w| + eta, leaf by leaf (all leaves, as in the paper).
 
   Args:
@@ -122,9 +128,15 @@ def adaptive_scale(params: PyTree,
   return jax.tree.map(lambda w: jnp.abs(w) + eta, params)
 
 
-def perturbation(grads: PyTree, params: PyTree, rho: float, *,
-                 p: float = 2.0, adaptive: bool = False,
-                 adaptive_eta: float = DEFAULT_ADAPTIVE_ETA) -> PyTree:
+def perturbation(
+    grads: PyTree,
+    params: PyTree,
+    rho: float,
+    *,
+    p: float = 2.0,
+    adaptive: bool = False,
+    adaptive_eta: float = DEFAULT_ADAPTIVE_ETA,
+) -> PyTree:
   """The ascent perturbation eps(g, w) for a norm p, optionally adaptive.
 
   Args:
@@ -146,9 +158,15 @@ def perturbation(grads: PyTree, params: PyTree, rho: float, *,
   return jax.tree.map(jnp.multiply, lp_perturbation(scaled, rho, p), scale)
 
 
-def project(eps: PyTree, params: PyTree, rho: float, *, p: float = 2.0,
-            adaptive: bool = False,
-            adaptive_eta: float = DEFAULT_ADAPTIVE_ETA) -> PyTree:
+def project(
+    eps: PyTree,
+    params: PyTree,
+    rho: float,
+    *,
+    p: float = 2.0,
+    adaptive: bool = False,
+    adaptive_eta: float = DEFAULT_ADAPTIVE_ETA,
+) -> PyTree:
   """The closest point to eps in the ball of `perturbation` (p = 2 or inf).
 
   With `adaptive` the ball is {||eps / T_w||_p <= rho} and the projection is
@@ -193,8 +211,9 @@ def random_perturbation(key: jax.Array, params: PyTree, rho: float) -> PyTree:
   """
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
-  noise = [jax.random.normal(k, w.shape, jnp.float32)
-           for k, w in zip(keys, leaves)]
+  noise = [
+      jax.random.normal(k, w.shape, jnp.float32) for k, w in zip(keys, leaves)
+  ]
   return l2_perturbation(jax.tree.unflatten(treedef, noise), rho)
 
 
@@ -213,6 +232,7 @@ def cosine_similarity(a: PyTree, b: PyTree) -> jax.Array:
   Returns:
     A float32 scalar.
   """
-  dot = sum(jnp.vdot(x, y) for x, y in zip(_float32_leaves(a),
-                                            _float32_leaves(b)))
+  dot = sum(
+      jnp.vdot(x, y) for x, y in zip(_float32_leaves(a), _float32_leaves(b))
+  )
   return dot * _safe_inverse(global_norm(a) * global_norm(b))

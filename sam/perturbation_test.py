@@ -33,13 +33,16 @@ def test_zero_gradient_gives_zero_perturbation_not_nan():
     assert np.all(np.asarray(leaf) == 0.0)
   # The gradient of the perturbation at 0 is finite too (safe-where).
   jac = jax.jacobian(lambda g: ball.l2_perturbation({'g': g}, 0.05)['g'])(
-      jnp.zeros(3))
+      jnp.zeros(3)
+  )
   assert np.all(np.isfinite(jac))
+
 
 def test_p_inf_is_rho_sign():
   eps = ball.lp_perturbation(GRADS, RHO, math.inf)
-  np.testing.assert_array_equal(ravel(eps),
-                                RHO * np.sign(ravel(GRADS)).astype(np.float32))
+  np.testing.assert_array_equal(
+      ravel(eps), RHO * np.sign(ravel(GRADS)).astype(np.float32)
+  )
 
 
 @pytest.mark.parametrize('p', [1.0, 1.5, 2.0, 3.0, 7.0, math.inf])
@@ -60,16 +63,19 @@ def test_lp_perturbation_has_norm_rho_and_maximises_the_linearisation(p):
 def test_p2_is_the_closed_form_and_p_near_2_is_close():
   g = ravel(GRADS)
   expected = RHO * g / np.linalg.norm(g)
-  np.testing.assert_allclose(ravel(ball.lp_perturbation(GRADS, RHO, 2.0)),
-                             expected, rtol=1e-6)
+  np.testing.assert_allclose(
+      ravel(ball.lp_perturbation(GRADS, RHO, 2.0)), expected, rtol=1e-6
+  )
   # The general-p formula is continuous in p through 2.
   np.testing.assert_allclose(
-      ravel(ball.lp_perturbation(GRADS, RHO, 2.0001)), expected, atol=1e-4)
+      ravel(ball.lp_perturbation(GRADS, RHO, 2.0001)), expected, atol=1e-4
+  )
 
 
 def test_p1_puts_rho_on_the_largest_gradient():
-  np.testing.assert_allclose(ravel(ball.lp_perturbation(GRADS, RHO, 1.0)),
-                             [RHO, 0, 0, 0, 0], atol=1e-7)
+  np.testing.assert_allclose(
+      ravel(ball.lp_perturbation(GRADS, RHO, 1.0)), [RHO, 0, 0, 0, 0], atol=1e-7
+  )
 
 
 @pytest.mark.parametrize('p', [1.0, 3.0, math.inf])
@@ -87,9 +93,8 @@ def test_asam_perturbation_is_the_closed_form():
   params = {'a': jnp.array([0.5, -2.0, 1.0]), 'b': jnp.array([[0.0, 3.0]])}
   eta = 0.01
   t, g = np.abs(ravel(params)) + eta, ravel(GRADS)
-  expected = RHO * t ** 2 * g / np.linalg.norm(t * g)
-  eps = ball.perturbation(GRADS, params, RHO, adaptive=True,
-                             adaptive_eta=eta)
+  expected = RHO * t**2 * g / np.linalg.norm(t * g)
+  eps = ball.perturbation(GRADS, params, RHO, adaptive=True, adaptive_eta=eta)
   np.testing.assert_allclose(ravel(eps), expected, rtol=1e-6)
   # Its ball is ||eps / T_w|| <= rho.
   np.testing.assert_allclose(np.linalg.norm(ravel(eps) / t), RHO, rtol=1e-6)
@@ -97,17 +102,21 @@ def test_asam_perturbation_is_the_closed_form():
   # like w (with eta = 0).
   scaled = ball.perturbation(
       jax.tree.map(lambda x: x / 10, GRADS),
-      jax.tree.map(lambda x: x * 10, params), RHO, adaptive=True,
-      adaptive_eta=0.0)
-  base = ball.perturbation(GRADS, params, RHO, adaptive=True,
-                              adaptive_eta=0.0)
+      jax.tree.map(lambda x: x * 10, params),
+      RHO,
+      adaptive=True,
+      adaptive_eta=0.0,
+  )
+  base = ball.perturbation(GRADS, params, RHO, adaptive=True, adaptive_eta=0.0)
   np.testing.assert_allclose(ravel(scaled), 10 * ravel(base), rtol=1e-5)
 
 
 def test_random_perturbation_has_norm_rho_and_follows_its_key():
   params = {'w': jnp.zeros((5, 4)), 'b': jnp.zeros(4)}
-  eps = [ball.random_perturbation(jax.random.key(i), params, RHO)
-         for i in (0, 0, 1)]
+  eps = [
+      ball.random_perturbation(jax.random.key(i), params, RHO)
+      for i in (0, 0, 1)
+  ]
   np.testing.assert_allclose(np.linalg.norm(ravel(eps[0])), RHO, rtol=1e-6)
   np.testing.assert_array_equal(ravel(eps[0]), ravel(eps[1]))
   assert np.max(np.abs(ravel(eps[0]) - ravel(eps[2]))) > 1e-3
@@ -117,13 +126,14 @@ def test_random_perturbation_has_norm_rho_and_follows_its_key():
 
 def test_projection_onto_the_balls():
   eps = {'x': jnp.array([3.0, -4.0])}
-  np.testing.assert_allclose(ball.project(eps, eps, 1.0, p=2)['x'],
-                             [0.6, -0.8], rtol=1e-6)
-  np.testing.assert_allclose(ball.project(eps, eps, 1.0, p=math.inf)['x'],
-                             [1.0, -1.0])
+  np.testing.assert_allclose(
+      ball.project(eps, eps, 1.0, p=2)['x'], [0.6, -0.8], rtol=1e-6
+  )
+  np.testing.assert_allclose(
+      ball.project(eps, eps, 1.0, p=math.inf)['x'], [1.0, -1.0]
+  )
   inside = {'x': jnp.array([0.3, 0.1])}
-  np.testing.assert_allclose(ball.project(inside, inside, 1.0)['x'],
-                             [0.3, 0.1])
+  np.testing.assert_allclose(ball.project(inside, inside, 1.0)['x'], [0.3, 0.1])
 
 
 def test_cosine_similarity():

@@ -34,6 +34,7 @@ class Sharpness(NamedTuple):
     loss: L(w).
     eps: the best perturbation found.
   """
+
   sharpness: jax.Array
   loss: jax.Array
   eps: PyTree
@@ -47,10 +48,15 @@ def random_on_sphere(key: jax.Array, params: PyTree, rho: float) -> PyTree:
   return unravel(ball.l2_perturbation(noise, rho))
 
 
-def sharpness(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
-              rho: float, num_steps: int = 1, *,
-              step_size: float | None = None,
-              key: jax.Array | None = None) -> Sharpness:
+def sharpness(
+    loss_fn: Callable[[PyTree], jax.Array],
+    params: PyTree,
+    rho: float,
+    num_steps: int = 1,
+    *,
+    step_size: float | None = None,
+    key: jax.Array | None = None,
+) -> Sharpness:
   """Estimates max_{||eps|| <= rho} loss_fn(params + eps) - loss_fn(params).
 
   Each step moves eps by step_size along the normalised gradient at
@@ -77,9 +83,13 @@ def sharpness(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     raise ValueError(f'num_steps must be >= 0, got {num_steps}')
   step_size = rho if step_size is None else step_size
   shifted_value_and_grad = jax.value_and_grad(
-      lambda eps: loss_fn(jax.tree.map(jnp.add, params, eps)))
-  eps = (jax.tree.map(jnp.zeros_like, params) if key is None else
-         random_on_sphere(key, params, rho))
+      lambda eps: loss_fn(jax.tree.map(jnp.add, params, eps))
+  )
+  eps = (
+      jax.tree.map(jnp.zeros_like, params)
+      if key is None
+      else random_on_sphere(key, params, rho)
+  )
   loss = loss_fn(params)
 
   def ascent_step(_, carry):
@@ -87,8 +97,9 @@ def sharpness(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     value, grads = shifted_value_and_grad(eps)
     better = value > best_value
     best_value = jnp.where(better, value, best_value)
-    best_eps = jax.tree.map(lambda new, old: jnp.where(better, new, old), eps,
-                            best_eps)
+    best_eps = jax.tree.map(
+        lambda new, old: jnp.where(better, new, old), eps, best_eps
+    )
     # A zero gradient gives no ascent step.
     direction = ball.l2_perturbation(grads, step_size)
     eps = ball.project(jax.tree.map(jnp.add, eps, direction), params, rho)
@@ -97,13 +108,15 @@ def sharpness(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
   # The start point counts as an iterate: eps = 0 scores 0, a random start
   # scores a valid lower bound.
   start = (eps, jnp.asarray(-jnp.inf, loss.dtype), eps)
-  eps, best_value, best_eps = jax.lax.fori_loop(0, num_steps, ascent_step,
-                                                start)
+  eps, best_value, best_eps = jax.lax.fori_loop(
+      0, num_steps, ascent_step, start
+  )
   value = loss_fn(jax.tree.map(jnp.add, params, eps))
   better = value > best_value
   best_value = jnp.where(better, value, best_value)
-  best_eps = jax.tree.map(lambda new, old: jnp.where(better, new, old), eps,
-                          best_eps)
+  best_eps = jax.tree.map(
+      lambda new, old: jnp.where(better, new, old), eps, best_eps
+  )
   return Sharpness(best_value - loss, loss, best_eps)
 
 
@@ -115,11 +128,18 @@ def split_into_subsets(batch: PyTree, m: int) -> PyTree:
   return groups.split(batch, size // m)
 
 
-def m_sharpness(loss_fn: Callable[[PyTree, PyTree], jax.Array], params: PyTree,
-                batch: PyTree, m: int, rho: float, num_steps: int = 1, *,
-                step_size: float | None = None,
-                key: jax.Array | None = None,
-                subsets_per_call: int | None = None) -> jax.Array:
+def m_sharpness(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    params: PyTree,
+    batch: PyTree,
+    m: int,
+    rho: float,
+    num_steps: int = 1,
+    *,
+    step_size: float | None = None,
+    key: jax.Array | None = None,
+    subsets_per_call: int | None = None,
+) -> jax.Array:
   """m-sharpness: the mean sharpness of disjoint m-example subsets.
 
   Args:
@@ -140,13 +160,18 @@ def m_sharpness(loss_fn: Callable[[PyTree, PyTree], jax.Array], params: PyTree,
   """
   subsets = split_into_subsets(batch, m)
   num_subsets = jax.tree_util.tree_leaves(subsets)[0].shape[0]
-  keys = (None if key is None else jax.random.split(key, num_subsets))
+  keys = None if key is None else jax.random.split(key, num_subsets)
 
   def one_subset(inputs):
     subset, subset_key = inputs
-    return sharpness(lambda p: loss_fn(p, subset), params, rho, num_steps,
-                     step_size=step_size, key=subset_key).sharpness
+    return sharpness(
+        lambda p: loss_fn(p, subset),
+        params,
+        rho,
+        num_steps,
+        step_size=step_size,
+        key=subset_key,
+    ).sharpness
 
-  values = jax.lax.map(one_subset, (subsets, keys),
-                       batch_size=subsets_per_call)
+  values = jax.lax.map(one_subset, (subsets, keys), batch_size=subsets_per_call)
   return jnp.mean(values)

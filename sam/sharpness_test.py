@@ -18,14 +18,16 @@ def _logistic_problem():
     logits = jnp.tanh(x @ params['w1']) @ params['w2'] + params['b']
     return jnp.mean(jnp.logaddexp(0.0, logits) - y * logits)
 
-  params = {'w1': jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
-            'w2': jnp.asarray(rng.normal(size=(4,)), jnp.float32),
-            'b': jnp.zeros(())}
+  params = {
+      'w1': jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
+      'w2': jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+      'b': jnp.zeros(()),
+  }
   return loss_fn, params
 
 
 def _norm(tree):
-  return jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(tree)))
+  return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(tree)))
 
 
 @pytest.mark.parametrize('num_steps', [1, 3])
@@ -75,9 +77,10 @@ def test_quadratic_at_minimum_gives_half_rho_squared_lambda_max():
 
   rho = 0.3
   # The gradient vanishes at the minimum, so the ascent needs a random start.
-  result = sharpness.sharpness(loss_fn, center, rho, num_steps=60,
-                               key=jax.random.key(0))
-  assert float(result.sharpness) == pytest.approx(rho ** 2 * 6.0 / 2, rel=1e-4)
+  result = sharpness.sharpness(
+      loss_fn, center, rho, num_steps=60, key=jax.random.key(0)
+  )
+  assert float(result.sharpness) == pytest.approx(rho**2 * 6.0 / 2, rel=1e-4)
   # Without a random start there is no ascent direction: 0, not NaN.
   assert float(sharpness.sharpness(loss_fn, center, rho, 5).sharpness) == 0.0
 
@@ -86,9 +89,10 @@ def test_linear_plus_quadratic_in_one_dimension():
   # L(w) = a w + h w^2 / 2: the max over |e| <= rho is |a| rho + h rho^2 / 2,
   # reached in one step.
   a, h, rho = -1.5, 2.0, 0.2
-  result = sharpness.sharpness(lambda w: a * w + 0.5 * h * w ** 2,
-                               jnp.zeros(()), rho, 1)
-  expected = abs(a) * rho + h * rho ** 2 / 2
+  result = sharpness.sharpness(
+      lambda w: a * w + 0.5 * h * w**2, jnp.zeros(()), rho, 1
+  )
+  expected = abs(a) * rho + h * rho**2 / 2
   assert float(result.sharpness) == pytest.approx(expected, rel=1e-6)
 
 
@@ -122,17 +126,26 @@ def test_m_sharpness_matches_trust_region_solution(m):
     return 0.5 * jnp.mean((batch['x'] @ params - batch['y']) ** 2)
 
   batch = {'x': jnp.asarray(x, jnp.float32), 'y': jnp.asarray(y, jnp.float32)}
-  value = sharpness.m_sharpness(loss_fn, jnp.asarray(w, jnp.float32), batch,
-                                m, rho, num_steps=50, subsets_per_call=2)
+  value = sharpness.m_sharpness(
+      loss_fn,
+      jnp.asarray(w, jnp.float32),
+      batch,
+      m,
+      rho,
+      num_steps=50,
+      subsets_per_call=2,
+  )
   residual = x @ w - y
-  expected = np.mean([
-      _least_squares_sharpness(x[i:i + m], residual[i:i + m], rho)
-      for i in range(0, 12, m)])
+  expected = np.mean(
+      [
+          _least_squares_sharpness(x[i : i + m], residual[i : i + m], rho)
+          for i in range(0, 12, m)
+      ]
+  )
   assert float(value) == pytest.approx(expected, rel=1e-4)
   if m == 1:  # Rank one: |r| rho ||x|| + rho^2 ||x||^2 / 2 per example.
     norms = np.linalg.norm(x, axis=1)
-    closed = np.mean(np.abs(residual) * rho * norms +
-                     0.5 * rho ** 2 * norms ** 2)
+    closed = np.mean(np.abs(residual) * rho * norms + 0.5 * rho**2 * norms**2)
     assert float(value) == pytest.approx(closed, rel=1e-4)
 
 

@@ -19,35 +19,48 @@ from absl import flags
 from etils import epath
 
 from sam.analysis import hessian
+from sam.analysis import inputs
 from sam.analysis import landscape
 from sam.analysis import sharpness
-from sam.analysis import inputs
 from sam.run import experiment
 
 TOOLS = ('hessian', 'sharpness', 'landscape')
 # Tool -> (examples, BatchNorm mode) when the flags leave them unset.
-DEFAULTS = {'hessian': (1024, 'train'), 'sharpness': (1024, 'train'),
-            'landscape': (512, 'eval')}
+DEFAULTS = {
+    'hessian': (1024, 'train'),
+    'sharpness': (1024, 'train'),
+    'landscape': (512, 'eval'),
+}
+
 
 def _define_flags():
   flags.DEFINE_string('workdir', None, 'Training workdir.', required=True)
   flags.DEFINE_string('output_dir', None, 'Default: WORKDIR/analysis.')
   flags.DEFINE_string('split', 'train', 'train, test or validation.')
-  flags.DEFINE_integer('num_examples', None,
-                       'Examples in the loss; 0: all. Default: the tool.')
+  flags.DEFINE_integer(
+      'num_examples', None, 'Examples in the loss; 0: all. Default: the tool.'
+  )
   flags.DEFINE_integer('batch_size', 128, 'Examples per batch.')
-  flags.DEFINE_enum('bn_mode', None, list(inputs.BN_MODES),
-                    'BatchNorm statistics: train (batch) or eval (running). '
-                    'Default: the tool.')
-  flags.DEFINE_integer('seed', 0, 'Seed of the examples and of any random '
-                       'directions or start vectors.')
+  flags.DEFINE_enum(
+      'bn_mode',
+      None,
+      list(inputs.BN_MODES),
+      'BatchNorm statistics: train (batch) or eval (running). '
+      'Default: the tool.',
+  )
+  flags.DEFINE_integer(
+      'seed',
+      0,
+      'Seed of the examples and of any random ' 'directions or start vectors.',
+  )
   flags.DEFINE_bool('weight_decay', False, 'hessian: include the L2 term.')
   flags.DEFINE_integer('order', 90, 'hessian: Lanczos steps per vector.')
   flags.DEFINE_integer('num_draws', 3, 'hessian: random start vectors.')
   flags.DEFINE_float('rho', 0.05, 'sharpness: radius of the ball.')
   flags.DEFINE_list('num_steps', ['1', '2', '5'], 'sharpness: ascent steps.')
-  flags.DEFINE_list('m', [], 'sharpness: m-sharpness subset sizes (divide '
-                    'batch_size).')
+  flags.DEFINE_list(
+      'm', [], 'sharpness: m-sharpness subset sizes (divide ' 'batch_size).'
+  )
   flags.DEFINE_integer('dims', 1, 'landscape: 1 or 2 directions.')
   flags.DEFINE_float('extent', 1.0, 'landscape: grid half-width.')
   flags.DEFINE_integer('num_points', 21, 'landscape: points per direction.')
@@ -66,35 +79,56 @@ def run_tool(tool: str, workdir: str) -> dict:
   f = flags.FLAGS
   num_examples, bn_mode = DEFAULTS[tool]
   examples = dict(
-      split=f.split, batch_size=f.batch_size, seed=f.seed,
-      num_examples=(num_examples if f.num_examples is None
-                    else f.num_examples),
-      bn_mode=f.bn_mode or bn_mode)
+      split=f.split,
+      batch_size=f.batch_size,
+      seed=f.seed,
+      num_examples=(num_examples if f.num_examples is None else f.num_examples),
+      bn_mode=f.bn_mode or bn_mode,
+  )
   run = experiment.load_run(workdir)
   output_dir = f.output_dir or epath.Path(workdir) / 'analysis'
   if tool == 'hessian':
-    record = hessian.analyse(run, output_dir, weight_decay=f.weight_decay,
-                             order=f.order, num_draws=f.num_draws,
-                             **examples)
+    record = hessian.analyse(
+        run,
+        output_dir,
+        weight_decay=f.weight_decay,
+        order=f.order,
+        num_draws=f.num_draws,
+        **examples,
+    )
     return record['summary']
   if tool == 'sharpness':
     record = sharpness.analyse(
-        run, output_dir, rho=f.rho,
+        run,
+        output_dir,
+        rho=f.rho,
         num_steps=[int(k) for k in f.num_steps],
-        m_values=[int(m) for m in f.m], **examples)
+        m_values=[int(m) for m in f.m],
+        **examples,
+    )
     return {k: record[k] for k in ('loss', 'sharpness', 'm_sharpness')}
-  record = landscape.analyse(run, output_dir, dims=f.dims,
-                             extent=f.extent,
-                             num_points=f.num_points, **examples)
-  return {'center_loss': record['center_loss'],
-          'max_loss': max(map(max, record['loss'])) if f.dims == 2
-                      else max(record['loss'])}
+  record = landscape.analyse(
+      run,
+      output_dir,
+      dims=f.dims,
+      extent=f.extent,
+      num_points=f.num_points,
+      **examples,
+  )
+  return {
+      'center_loss': record['center_loss'],
+      'max_loss': max(map(max, record['loss']))
+      if f.dims == 2
+      else max(record['loss']),
+  }
 
 
 def main(argv):
   if len(argv) != 2 or argv[1] not in TOOLS:
-    raise app.UsageError(f'give one tool: python -m sam.analysis '
-                         f'{{{",".join(TOOLS)}}} --workdir=RUN')
+    raise app.UsageError(
+        f'give one tool: python -m sam.analysis '
+        f'{{{",".join(TOOLS)}}} --workdir=RUN'
+    )
   print(json.dumps(run_tool(argv[1], flags.FLAGS.workdir), indent=1))
 
 

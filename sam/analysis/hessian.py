@@ -22,14 +22,13 @@ Run on a checkpoint (writes JSON; `python -m results.spectrum_plot` draws it):
   python -m sam.analysis hessian --workdir=RUN --split=train
 """
 
-import json
 from typing import Any, Callable, Iterable, NamedTuple
 
+from etils import epath
 import jax
 from jax import flatten_util
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 
 from sam.analysis import inputs
 
@@ -37,8 +36,9 @@ Array = Any
 MatVec = Callable[[Array], Array]
 
 
-def flat_hvp(loss_fn: Callable[[Any], Array],
-             params: Any) -> tuple[MatVec, int]:
+def flat_hvp(
+    loss_fn: Callable[[Any], Array], params: Any
+) -> tuple[MatVec, int]:
   """Hessian-vector product of `loss_fn` at `params` on flat vectors.
 
   Args:
@@ -61,8 +61,9 @@ def flat_hvp(loss_fn: Callable[[Any], Array],
   return matvec, flat_params.size
 
 
-def dataset_hvp(loss_fn: Callable[[Any, Any], Array], params: Any,
-                batches: Iterable[Any]) -> tuple[MatVec, int]:
+def dataset_hvp(
+    loss_fn: Callable[[Any, Any], Array], params: Any, batches: Iterable[Any]
+) -> tuple[MatVec, int]:
   """Hessian-vector product of the mean loss over several batches.
 
   The loss of the dataset is the example-weighted mean of the batch losses,
@@ -111,8 +112,9 @@ def _orthogonalise(w, basis):
   return w
 
 
-def lanczos(matvec: MatVec, v0: Array, order: int,
-            breakdown_tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+def lanczos(
+    matvec: MatVec, v0: Array, order: int, breakdown_tol: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray]:
   """Lanczos tridiagonalisation with full reorthogonalisation.
 
   Args:
@@ -147,8 +149,9 @@ def lanczos(matvec: MatVec, v0: Array, order: int,
   return np.asarray(alphas, np.float64), np.asarray(betas, np.float64)
 
 
-def gauss_quadrature(alphas: np.ndarray,
-                     betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gauss_quadrature(
+    alphas: np.ndarray, betas: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
   """Nodes and weights of the Gauss quadrature of a Lanczos tridiagonal.
 
   Returns:
@@ -162,13 +165,14 @@ def gauss_quadrature(alphas: np.ndarray,
 
 class SpectrumEstimate(NamedTuple):
   """Gauss quadratures, one per random start vector."""
+
   nodes: list[np.ndarray]
   weights: list[np.ndarray]
 
 
-def stochastic_lanczos_quadrature(matvec: MatVec, dim: int, key: Array,
-                                  order: int = 90,
-                                  num_draws: int = 3) -> SpectrumEstimate:
+def stochastic_lanczos_quadrature(
+    matvec: MatVec, dim: int, key: Array, order: int = 90, num_draws: int = 3
+) -> SpectrumEstimate:
   """Runs Lanczos from `num_draws` Gaussian start vectors.
 
   Args:
@@ -202,14 +206,17 @@ def top_eigenvalues(estimate: SpectrumEstimate, k: int = 5) -> np.ndarray:
   tops = np.full((len(estimate.nodes), k), -np.inf)
   for row, nodes in zip(tops, estimate.nodes):
     best = np.sort(nodes)[::-1][:k]
-    row[:best.size] = best
+    row[: best.size] = best
   tops = tops.max(axis=0)
   return np.where(np.isfinite(tops), tops, np.nan)
 
 
-def density_grid(estimate: SpectrumEstimate, num_points: int = 1000,
-                 sigma: float | None = None,
-                 relative_sigma: float = 0.01) -> tuple[np.ndarray, float]:
+def density_grid(
+    estimate: SpectrumEstimate,
+    num_points: int = 1000,
+    sigma: float | None = None,
+    relative_sigma: float = 0.01,
+) -> tuple[np.ndarray, float]:
   """An evaluation grid that covers every node with 5 sigma to spare.
 
   Args:
@@ -230,8 +237,9 @@ def density_grid(estimate: SpectrumEstimate, num_points: int = 1000,
   return np.linspace(low - 5 * sigma, high + 5 * sigma, num_points), sigma
 
 
-def spectral_density(estimate: SpectrumEstimate, grid: np.ndarray,
-                     sigma: float) -> np.ndarray:
+def spectral_density(
+    estimate: SpectrumEstimate, grid: np.ndarray, sigma: float
+) -> np.ndarray:
   """Gaussian-broadened eigenvalue density averaged over the draws.
 
   Args:
@@ -257,8 +265,9 @@ def spectrum_summary(estimate: SpectrumEstimate, num_top: int = 5) -> dict:
     trace(H) / dim (the mean over draws of v^T H v for unit v).
   """
   tops = top_eigenvalues(estimate, max(num_top, 5))
-  mean = np.mean([np.dot(n, w) for n, w in zip(estimate.nodes,
-                                               estimate.weights)])
+  mean = np.mean(
+      [np.dot(n, w) for n, w in zip(estimate.nodes, estimate.weights)]
+  )
   return {
       'lambda_max': float(tops[0]),
       'lambda_5': float(tops[4]),
@@ -271,22 +280,33 @@ def spectrum_summary(estimate: SpectrumEstimate, num_top: int = 5) -> dict:
 
 def estimate_to_json(estimate: SpectrumEstimate) -> dict:
   """The raw quadratures as lists, for the JSON output."""
-  return {'nodes': [n.tolist() for n in estimate.nodes],
-          'weights': [w.tolist() for w in estimate.weights]}
+  return {
+      'nodes': [n.tolist() for n in estimate.nodes],
+      'weights': [w.tolist() for w in estimate.weights],
+  }
 
 
 def estimate_from_json(record: dict) -> SpectrumEstimate:
   """Inverse of `estimate_to_json`."""
-  return SpectrumEstimate([np.asarray(n) for n in record['nodes']],
-                          [np.asarray(w) for w in record['weights']])
+  return SpectrumEstimate(
+      [np.asarray(n) for n in record['nodes']],
+      [np.asarray(w) for w in record['weights']],
+  )
 
 
-
-def analyse(run: tuple[Any, Any, Any, Any], output_dir: epath.PathLike, *,
-            split: str = 'train', num_examples: int = 1024,
-            batch_size: int = 128, bn_mode: str = 'train',
-            weight_decay: bool = False, order: int = 90, num_draws: int = 3,
-            seed: int = 0) -> dict:
+def analyse(
+    run: tuple[Any, Any, Any, Any],
+    output_dir: epath.PathLike,
+    *,
+    split: str = 'train',
+    num_examples: int = 1024,
+    batch_size: int = 128,
+    bn_mode: str = 'train',
+    weight_decay: bool = False,
+    order: int = 90,
+    num_draws: int = 3,
+    seed: int = 0,
+) -> dict:
   """Hessian spectrum of a trained model; writes JSON.
 
   Args:
@@ -305,31 +325,37 @@ def analyse(run: tuple[Any, Any, Any, Any], output_dir: epath.PathLike, *,
   Returns:
     The JSON record.
   """
-  config, model, variables, datasets = run
-  batch_loss = inputs.make_batch_loss(
-      model, variables['batch_stats'], bn_mode,
-      weight_decay=config.optim.weight_decay if weight_decay else 0.0,
-      exclude_bn_bias=config.optim.weight_decay_exclude_bn_bias,
-      label_smoothing=config.optim.label_smoothing)
-  images, labels = inputs.split_examples(datasets, split, num_examples, seed)
-  batches = inputs.unstack_batches(
-      inputs.stack_batches(images, labels, batch_size))
-  matvec, dim = dataset_hvp(batch_loss, variables['params'], batches)
+  loss = inputs.run_loss(
+      run,
+      split=split,
+      num_examples=num_examples,
+      batch_size=batch_size,
+      bn_mode=bn_mode,
+      seed=seed,
+      weight_decay=weight_decay,
+  )
+  matvec, dim = dataset_hvp(loss.batch_loss, loss.params, loss.batches())
   estimate = stochastic_lanczos_quadrature(
-      matvec, dim, jax.random.key(seed), min(order, dim), num_draws)
+      matvec, dim, jax.random.key(seed), min(order, dim), num_draws
+  )
   grid, sigma = density_grid(estimate)
+  density = spectral_density(estimate, grid, sigma)
   record = {
-      'method': config.sam.method, 'split': split, 'bn_mode': bn_mode,
+      'method': loss.method,
+      'split': split,
+      'bn_mode': bn_mode,
       'weight_decay': weight_decay,
-      'num_examples': len(batches) * batch_size, 'num_params': dim,
-      'order': order, 'num_draws': num_draws,
+      'num_examples': loss.num_examples,
+      'num_params': dim,
+      'order': order,
+      'num_draws': num_draws,
       'summary': spectrum_summary(estimate),
-      'density': {'grid': grid.tolist(), 'sigma': sigma,
-                  'values': spectral_density(estimate, grid, sigma).tolist()},
+      'density': {
+          'grid': grid.tolist(),
+          'sigma': sigma,
+          'values': density.tolist(),
+      },
       'quadrature': estimate_to_json(estimate),
   }
-  output_dir = epath.Path(output_dir)
-  output_dir.mkdir(parents=True, exist_ok=True)
-  (output_dir / f'hessian_{split}_{bn_mode}.json').write_text(
-      json.dumps(record, indent=1))
+  inputs.write_record(output_dir, f'hessian_{split}_{bn_mode}.json', record)
   return record

@@ -56,7 +56,8 @@ def test_lanczos_recovers_top_eigenvalues_to_1e_3():
   loss_fn, params, eigenvalues, _ = _quadratic()
   matvec, dim = hessian.flat_hvp(loss_fn, params)
   estimate = hessian.stochastic_lanczos_quadrature(
-      matvec, dim, jax.random.key(0), order=60, num_draws=3)
+      matvec, dim, jax.random.key(0), order=60, num_draws=3
+  )
   top = hessian.top_eigenvalues(estimate, 5)
   np.testing.assert_allclose(top, TOP, rtol=1e-3)
   summary = hessian.spectrum_summary(estimate)
@@ -71,7 +72,8 @@ def test_density_has_unit_mass_and_the_spectrum_mean():
   matvec, dim = hessian.flat_hvp(loss_fn, params)
   num_draws = 30
   estimate = hessian.stochastic_lanczos_quadrature(
-      matvec, dim, jax.random.key(1), order=20, num_draws=num_draws)
+      matvec, dim, jax.random.key(1), order=20, num_draws=num_draws
+  )
   for weights in estimate.weights:
     assert weights.sum() == pytest.approx(1.0, abs=1e-6)
   grid, sigma = hessian.density_grid(estimate, num_points=4000)
@@ -94,7 +96,8 @@ def test_full_order_lanczos_reproduces_exact_spectrum():
   matrix = jnp.diag(jnp.asarray(eigenvalues, jnp.float32))
   v0 = jnp.ones(6)
   nodes, weights = hessian.gauss_quadrature(
-      *hessian.lanczos(lambda v: matrix @ v, v0, order=6))
+      *hessian.lanczos(lambda v: matrix @ v, v0, order=6)
+  )
   np.testing.assert_allclose(nodes, np.sort(eigenvalues), atol=1e-5)
   np.testing.assert_allclose(weights, np.full(6, 1 / 6), atol=1e-5)
 
@@ -102,8 +105,9 @@ def test_full_order_lanczos_reproduces_exact_spectrum():
 def test_lanczos_stops_on_invariant_subspace():
   # A start vector in a 2-dimensional eigenspace exhausts it after 2 steps.
   matrix = jnp.diag(jnp.array([1.0, 2.0, 3.0, 4.0]))
-  alphas, betas = hessian.lanczos(lambda v: matrix @ v,
-                                  jnp.array([1.0, 1.0, 0.0, 0.0]), order=4)
+  alphas, betas = hessian.lanczos(
+      lambda v: matrix @ v, jnp.array([1.0, 1.0, 0.0, 0.0]), order=4
+  )
   assert alphas.size == 2 and betas.size == 1
   nodes, weights = hessian.gauss_quadrature(alphas, betas)
   np.testing.assert_allclose(nodes, [1.0, 2.0], atol=1e-5)
@@ -111,8 +115,9 @@ def test_lanczos_stops_on_invariant_subspace():
 
 
 def test_json_round_trip_and_bad_order():
-  estimate = hessian.SpectrumEstimate([np.array([1.0, 2.0])],
-                                      [np.array([0.25, 0.75])])
+  estimate = hessian.SpectrumEstimate(
+      [np.array([1.0, 2.0])], [np.array([0.25, 0.75])]
+  )
   back = hessian.estimate_from_json(hessian.estimate_to_json(estimate))
   np.testing.assert_array_equal(back.nodes[0], estimate.nodes[0])
   with pytest.raises(ValueError, match='order'):

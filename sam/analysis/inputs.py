@@ -14,8 +14,10 @@ Random regularisers (dropout, shake) see one fixed key in 'train' mode, so
 the loss is the same function of the parameters on every call.
 """
 
-from typing import Any, Callable
+import json
+from typing import Any, Callable, NamedTuple
 
+from etils import epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -27,11 +29,16 @@ BN_MODES = losses.BN_MODES
 Batch = dict[str, Any]
 
 
-def make_batch_loss(model: nn.Module, batch_stats: Any, bn_mode: str, *,
-                    weight_decay: float = 0.0,
-                    exclude_bn_bias: bool = False,
-                    label_smoothing: float = 0.0,
-                    dropout_seed: int = 0) -> Callable[[Any, Batch], jax.Array]:
+def make_batch_loss(
+    model: nn.Module,
+    batch_stats: Any,
+    bn_mode: str,
+    *,
+    weight_decay: float = 0.0,
+    exclude_bn_bias: bool = False,
+    label_smoothing: float = 0.0,
+    dropout_seed: int = 0,
+) -> Callable[[Any, Batch], jax.Array]:
   """(params, batch) -> mean cross-entropy (+ optional L2) over the batch.
 
   The training loss of `losses.make_loss_fn` with the run's statistics and
@@ -50,15 +57,20 @@ def make_batch_loss(model: nn.Module, batch_stats: Any, bn_mode: str, *,
   Returns:
     loss_fn(params, {'image': float32 [b, H, W, C], 'label': int32 [b]}).
   """
-  loss = losses.make_loss_fn(model, weight_decay=weight_decay,
-                             exclude_bn_bias=exclude_bn_bias,
-                             label_smoothing=label_smoothing, bn_mode=bn_mode)
+  loss = losses.make_loss_fn(
+      model,
+      weight_decay=weight_decay,
+      exclude_bn_bias=exclude_bn_bias,
+      label_smoothing=label_smoothing,
+      bn_mode=bn_mode,
+  )
   key = jax.random.key(dropout_seed)
   return lambda params, batch: loss(params, batch_stats, batch, key)[0]
 
 
-def split_examples(datasets: Any, split: str, num_examples: int,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_examples(
+    datasets: Any, split: str, num_examples: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """A fixed random subset of a split, normalised, without augmentation.
 
   Args:
@@ -76,12 +88,15 @@ def split_examples(datasets: Any, split: str, num_examples: int,
     rows = np.sort(rows[:num_examples])
   mean = np.asarray(datasets.mean, np.float32)
   std = np.asarray(datasets.std, np.float32)
-  return ((images[rows].astype(np.float32) - mean) / std,
-          np.asarray(labels[rows], np.int32))
+  return (
+      (images[rows].astype(np.float32) - mean) / std,
+      np.asarray(labels[rows], np.int32),
+  )
 
 
-def stack_batches(images: np.ndarray, labels: np.ndarray,
-                  batch_size: int) -> Batch:
+def stack_batches(
+    images: np.ndarray, labels: np.ndarray, batch_size: int
+) -> Batch:
   """Equal batches stacked on a leading axis; the remainder is dropped.
 
   Returns:
@@ -90,28 +105,107 @@ def stack_batches(images: np.ndarray, labels: np.ndarray,
   """
   num_batches = len(labels) // batch_size
   if batch_size < 1 or num_batches < 1:
-    raise ValueError(f'batch_size must be in [1, {len(labels)}] (the number '
-                     f'of examples), got {batch_size}')
+    raise ValueError(
+        f'batch_size must be in [1, {len(labels)}] (the number '
+        f'of examples), got {batch_size}'
+    )
   used = num_batches * batch_size
-  return {'image': images[:used].reshape((num_batches, batch_size) +
-                                         images.shape[1:]),
-          'label': labels[:used].reshape(num_batches, batch_size)}
+  return {
+      'image': images[:used].reshape(
+          (num_batches, batch_size) + images.shape[1:]
+      ),
+      'label': labels[:used].reshape(num_batches, batch_size),
+  }
 
 
 def unstack_batches(stacked: Batch) -> list[Batch]:
   """The list of batches of a `stack_batches` result."""
-  return [jax.tree.map(lambda x, i=i: x[i], stacked)
-          for i in range(stacked['label'].shape[0])]
+  return [
+      jax.tree.map(lambda x, i=i: x[i], stacked)
+      for i in range(stacked['label'].shape[0])
+  ]
 
 
-def mean_loss(batch_loss: Callable[[Any, Batch], jax.Array],
-              stacked: Batch) -> Callable[[Any], jax.Array]:
+def mean_loss(
+    batch_loss: Callable[[Any, Batch], jax.Array], stacked: Batch
+) -> Callable[[Any], jax.Array]:
   """params -> mean of batch_loss over equal stacked batches.
 
   The batches are visited with `lax.map`, so the traced graph holds one
   batch whatever their number.
   """
+
   def loss_fn(params):
     return jnp.mean(jax.lax.map(lambda b: batch_loss(params, b), stacked))
 
   return loss_fn
+
+
+class RunLoss(NamedTuple):
+  """A trained run's loss on fixed batches, as every analysis takes it.
+
+  Attributes:
+    batch_loss: (params, batch) -> loss (`make_batch_loss`).
+    stacked: the equal batches stacked on a leading axis.
+    params: the run's parameters.
+    method: the run's sam.method, for the record.
+  """
+
+  batch_loss: Callable[[Any, Batch], jax.Array]
+  stacked: Batch
+  params: Any
+  method: str
+
+  def batches(self) -> list[Batch]:
+    return unstack_batches(self.stacked)
+
+  @property
+  def num_examples(self) -> int:
+    return int(self.stacked['label'].size)
+
+
+def run_loss(
+    run: tuple[Any, Any, Any, Any],
+    *,
+    split: str,
+    num_examples: int,
+    batch_size: int,
+    bn_mode: str,
+    seed: int,
+    weight_decay: bool = False,
+) -> RunLoss:
+  """The loss of a loaded run on a fixed subset of one split.
+
+  Args:
+    run: (config, model, variables, datasets), as
+      `sam.run.experiment.load_run`.
+    split: 'train' or an eval split.
+    num_examples: how many examples (0: all), cut into equal batches.
+    batch_size: examples per batch.
+    bn_mode: 'train' or 'eval'.
+    seed: the subset's random order (and the fixed random key).
+    weight_decay: include the run's L2 term.
+
+  Returns:
+    The RunLoss.
+  """
+  config, model, variables, datasets = run
+  batch_loss = make_batch_loss(
+      model,
+      variables['batch_stats'],
+      bn_mode,
+      weight_decay=config.optim.weight_decay if weight_decay else 0.0,
+      exclude_bn_bias=config.optim.weight_decay_exclude_bn_bias,
+      label_smoothing=config.optim.label_smoothing,
+  )
+  stacked = stack_batches(
+      *split_examples(datasets, split, num_examples, seed), batch_size
+  )
+  return RunLoss(batch_loss, stacked, variables['params'], config.sam.method)
+
+
+def write_record(output_dir: epath.PathLike, name: str, record: dict) -> None:
+  """Writes an analysis's JSON record as output_dir/name (local or gs://)."""
+  output_dir = epath.Path(output_dir)
+  output_dir.mkdir(parents=True, exist_ok=True)
+  (output_dir / name).write_text(json.dumps(record, indent=1))

@@ -13,14 +13,12 @@ writes JSON; `python -m results.landscape` draws one or several side by side.
 """
 
 import functools
-import json
 from typing import Any, Callable, Sequence
 
 import jax
 from jax import flatten_util
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 
 from sam.analysis import inputs
 
@@ -28,8 +26,9 @@ PyTree = Any
 
 
 @functools.partial(jax.jit, static_argnames='include_vectors')
-def filter_normalized_direction(key: jax.Array, params: PyTree,
-                                include_vectors: bool = False) -> PyTree:
+def filter_normalized_direction(
+    key: jax.Array, params: PyTree, include_vectors: bool = False
+) -> PyTree:
   """A Gaussian direction with each filter scaled to the weight's filter norm.
 
   Args:
@@ -57,9 +56,12 @@ def filter_normalized_direction(key: jax.Array, params: PyTree,
   return jax.tree.map(normalise, params, noise)
 
 
-def loss_surface(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
-                 directions: Sequence[PyTree],
-                 coordinates: Sequence[np.ndarray]) -> np.ndarray:
+def loss_surface(
+    loss_fn: Callable[[PyTree], jax.Array],
+    params: PyTree,
+    directions: Sequence[PyTree],
+    coordinates: Sequence[np.ndarray],
+) -> np.ndarray:
   """The loss on the grid spanned by 1 or 2 directions around params.
 
   Args:
@@ -72,8 +74,10 @@ def loss_surface(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     loss[i] = L(w + a_i d1), or loss[i, j] = L(w + a_i d1 + b_j d2).
   """
   if len(directions) not in (1, 2) or len(directions) != len(coordinates):
-    raise ValueError('directions and coordinates must both have length 1 or '
-                     f'2, got {len(directions)} and {len(coordinates)}')
+    raise ValueError(
+        'directions and coordinates must both have length 1 or '
+        f'2, got {len(directions)} and {len(coordinates)}'
+    )
   mesh = np.meshgrid(*coordinates, indexing='ij')
   points = jnp.stack([jnp.asarray(m.ravel(), jnp.float32) for m in mesh], -1)
 
@@ -82,19 +86,29 @@ def loss_surface(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     def at(point):
       shifted = params
       for step, direction in zip(point, directions):
-        shifted = jax.tree.map(lambda w, d, s=step: w + s * d, shifted,
-                               direction)
+        shifted = jax.tree.map(
+            lambda w, d, s=step: w + s * d, shifted, direction
+        )
       return loss_fn(shifted)
+
     return jax.lax.map(at, points)
 
   return np.asarray(losses(points)).reshape(mesh[0].shape)
 
 
-def analyse(run: tuple[Any, Any, Any, Any], output_dir: str, *,
-            dims: int = 1, extent: float = 1.0, num_points: int = 21,
-            split: str = 'train', num_examples: int = 512,
-            batch_size: int = 128, bn_mode: str = 'eval',
-            seed: int = 0) -> dict:
+def analyse(
+    run: tuple[Any, Any, Any, Any],
+    output_dir: str,
+    *,
+    dims: int = 1,
+    extent: float = 1.0,
+    num_points: int = 21,
+    split: str = 'train',
+    num_examples: int = 512,
+    batch_size: int = 128,
+    bn_mode: str = 'eval',
+    seed: int = 0,
+) -> dict:
   """Loss slice around a trained model; writes JSON.
 
   Args:
@@ -114,28 +128,35 @@ def analyse(run: tuple[Any, Any, Any, Any], output_dir: str, *,
   """
   if dims not in (1, 2):
     raise ValueError(f'dims must be 1 or 2, got {dims}')
-  config, model, variables, datasets = run
-  batch_loss = inputs.make_batch_loss(
-      model, variables['batch_stats'], bn_mode,
-      label_smoothing=config.optim.label_smoothing)
-  stacked = inputs.stack_batches(
-      *inputs.split_examples(datasets, split, num_examples, seed), batch_size)
-  params = variables['params']
-  directions = [filter_normalized_direction(k, params)
-                for k in jax.random.split(jax.random.key(seed), dims)]
+  loss = inputs.run_loss(
+      run,
+      split=split,
+      num_examples=num_examples,
+      batch_size=batch_size,
+      bn_mode=bn_mode,
+      seed=seed,
+  )
+  directions = [
+      filter_normalized_direction(k, loss.params)
+      for k in jax.random.split(jax.random.key(seed), dims)
+  ]
   coordinates = [np.linspace(-extent, extent, num_points)] * dims
-  surface = loss_surface(inputs.mean_loss(batch_loss, stacked),
-                         params, directions, coordinates)
+  surface = loss_surface(
+      inputs.mean_loss(loss.batch_loss, loss.stacked),
+      loss.params,
+      directions,
+      coordinates,
+  )
+  centre = surface[(num_points // 2,) * dims] if num_points % 2 else None
   record = {
-      'method': config.sam.method, 'split': split, 'bn_mode': bn_mode,
-      'num_examples': int(stacked['label'].size), 'seed': seed,
+      'method': loss.method,
+      'split': split,
+      'bn_mode': bn_mode,
+      'num_examples': loss.num_examples,
+      'seed': seed,
       'coordinates': [c.tolist() for c in coordinates],
       'loss': surface.tolist(),
-      'center_loss': (float(surface[(num_points // 2,) * dims])
-                      if num_points % 2 else None),
+      'center_loss': None if centre is None else float(centre),
   }
-  output_dir = epath.Path(output_dir)
-  output_dir.mkdir(parents=True, exist_ok=True)
-  (output_dir / f'landscape_{dims}d_{split}.json').write_text(
-      json.dumps(record))
+  inputs.write_record(output_dir, f'landscape_{dims}d_{split}.json', record)
   return record

@@ -4,22 +4,29 @@
   python -m sam.analysis sharpness --workdir=RUN --split=train --rho=0.05
 """
 
-import json
 from typing import Any, Sequence
 
+from etils import epath
 import jax
 import numpy as np
-from etils import epath
 
 from sam import sharpness
 from sam.analysis import inputs
 
 
-def analyse(run: tuple[Any, Any, Any, Any], output_dir: epath.PathLike, *,
-            rho: float = 0.05, num_steps: Sequence[int] = (1, 2, 5),
-            m_values: Sequence[int] = (), split: str = 'train',
-            num_examples: int = 1024, batch_size: int = 128,
-            bn_mode: str = 'train', seed: int = 0) -> dict:
+def analyse(
+    run: tuple[Any, Any, Any, Any],
+    output_dir: epath.PathLike,
+    *,
+    rho: float = 0.05,
+    num_steps: Sequence[int] = (1, 2, 5),
+    m_values: Sequence[int] = (),
+    split: str = 'train',
+    num_examples: int = 1024,
+    batch_size: int = 128,
+    bn_mode: str = 'train',
+    seed: int = 0,
+) -> dict:
   """Sharpness and m-sharpness of a trained model; writes JSON.
 
   Args:
@@ -37,37 +44,43 @@ def analyse(run: tuple[Any, Any, Any, Any], output_dir: epath.PathLike, *,
   Returns:
     The JSON record.
   """
-  config, model, variables, datasets = run
-  batch_loss = inputs.make_batch_loss(
-      model, variables['batch_stats'], bn_mode,
-      label_smoothing=config.optim.label_smoothing)
-  batches = inputs.unstack_batches(inputs.stack_batches(
-      *inputs.split_examples(datasets, split, num_examples, seed),
-      batch_size))
-  params = variables['params']
+  loss = inputs.run_loss(
+      run,
+      split=split,
+      num_examples=num_examples,
+      batch_size=batch_size,
+      bn_mode=bn_mode,
+      seed=seed,
+  )
+  batches = loss.batches()
 
   def batch_mean(fn, *args):
-    values = [fn(params, batch, *args) for batch in batches]
+    values = [fn(loss.params, batch, *args) for batch in batches]
     return jax.tree.map(lambda *v: float(np.mean(v)), *values)
 
-  # k is traced, so every k shares one compilation.
-  probe = jax.jit(lambda p, b, k: sharpness.sharpness(
-      lambda q: batch_loss(q, b), p, rho, k)[:2])
+  def probe(params, batch, k):  # k is traced: every k shares a compilation.
+    return sharpness.sharpness(
+        lambda p: loss.batch_loss(p, batch), params, rho, k
+    )[:2]
+
+  probe = jax.jit(probe)
   results = {k: batch_mean(probe, k) for k in num_steps}
+  m_probe = jax.jit(
+      lambda p, b, m: sharpness.m_sharpness(
+          loss.batch_loss, p, b, m, rho, max(num_steps)
+      ),
+      static_argnums=2,
+  )
   record = {
-      'method': config.sam.method, 'split': split, 'bn_mode': bn_mode,
-      'rho': rho, 'batch_size': batch_size,
-      'num_examples': len(batches) * batch_size,
+      'method': loss.method,
+      'split': split,
+      'bn_mode': bn_mode,
+      'rho': rho,
+      'batch_size': batch_size,
+      'num_examples': loss.num_examples,
       'loss': results[num_steps[0]][1],
       'sharpness': {str(k): value for k, (value, _) in results.items()},
-      'm_sharpness': {},
+      'm_sharpness': {str(m): batch_mean(m_probe, m) for m in m_values},
   }
-  for m in m_values:
-    record['m_sharpness'][str(m)] = batch_mean(jax.jit(
-        lambda p, b, m=m: sharpness.m_sharpness(batch_loss, p, b, m, rho,
-                                                max(num_steps))))
-  output_dir = epath.Path(output_dir)
-  output_dir.mkdir(parents=True, exist_ok=True)
-  (output_dir / f'sharpness_{split}_rho{rho:g}.json').write_text(
-      json.dumps(record, indent=1))
+  inputs.write_record(output_dir, f'sharpness_{split}_rho{rho:g}.json', record)
   return record

@@ -8,10 +8,10 @@ latest one.
 import time
 from typing import Any
 
-import jax
-import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+import jax
+import orbax.checkpoint as ocp
 
 from sam.run import files
 
@@ -19,8 +19,7 @@ CHECKPOINTS = 'checkpoints'
 DAMAGED = 'checkpoints_damaged'
 
 
-def create_manager(workdir: epath.PathLike,
-                   keep: int) -> ocp.CheckpointManager:
+def create_manager(workdir: epath.PathLike, keep: int) -> ocp.CheckpointManager:
   """A manager for `workdir/checkpoints`, keeping the newest `keep` steps.
 
   Args:
@@ -33,7 +32,8 @@ def create_manager(workdir: epath.PathLike,
   return ocp.CheckpointManager(
       files.resolve(workdir) / CHECKPOINTS,
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-      item_names=('state', 'progress'))
+      item_names=('state', 'progress'),
+  )
 
 
 class CheckpointWriteError(RuntimeError):
@@ -45,11 +45,16 @@ def _write_error(manager, step, error) -> CheckpointWriteError:
   return CheckpointWriteError(
       f'cannot write the checkpoint of step {step} in {manager.directory} '
       f'({type(error).__name__}: {detail}); the latest complete checkpoint '
-      f'is step {manager.latest_step()}')
+      f'is step {manager.latest_step()}'
+  )
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any,
-         progress: dict[str, Any]) -> None:
+def save(
+    manager: ocp.CheckpointManager,
+    step: int,
+    state: Any,
+    progress: dict[str, Any],
+) -> None:
   """Saves an unreplicated (host) train state and a JSON progress record.
 
   Args:
@@ -65,9 +70,13 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
   # Orbax raises many types for a failed write (OSError, ValueError,
   # tensorstore errors); any of them means no new checkpoint.
   try:
-    manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(jax.device_get(state)),
-        progress=ocp.args.JsonSave(progress)))
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(jax.device_get(state)),
+            progress=ocp.args.JsonSave(progress),
+        ),
+    )
   except Exception as e:  # pylint: disable=broad-except
     raise _write_error(manager, step, e) from e
 
@@ -102,15 +111,23 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any):
   """
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state),
-          progress=ocp.args.JsonRestore()))
+      restored = manager.restore(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state),
+              progress=ocp.args.JsonRestore(),
+          ),
+      )
     except Exception as e:  # pylint: disable=broad-except
       # Orbax raises many types for damaged files (ValueError, OSError,
       # tensorstore errors); any of them means this step is unusable.
-      logging.warning('Checkpoint at step %d is unreadable (%s: %s); falling '
-                      'back to the previous one.', step, type(e).__name__,
-                      str(e).splitlines()[0] if str(e) else '')
+      logging.warning(
+          'Checkpoint at step %d is unreadable (%s: %s); falling '
+          'back to the previous one.',
+          step,
+          type(e).__name__,
+          str(e).splitlines()[0] if str(e) else '',
+      )
       set_aside(manager, step)
       continue
     return step, restored['state'], dict(restored['progress'])

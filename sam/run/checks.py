@@ -5,12 +5,12 @@ import inspect
 import json
 import math
 
-import ml_collections
 from etils import epath
+import ml_collections
 
-import models
 from configs import base
 from data import catalog
+import models
 from sam import methods
 from sam.run import files
 
@@ -46,8 +46,12 @@ def _positive(config, *fields: str) -> None:
 def _in_range(config, field: str, low, high, closed_high=False) -> None:
   value = _get(config, field)
   ok = low <= value <= high if closed_high else low <= value < high
-  _require(ok, field, value,
-           f'must be in [{low}, {high}{"]" if closed_high else ")"}')
+  _require(
+      ok,
+      field,
+      value,
+      f'must be in [{low}, {high}{"]" if closed_high else ")"}',
+  )
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -65,21 +69,39 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _check_data(config.data)
   _check_optim(config, num_devices)
   _check_sam(config, num_devices)
-  _positive(config, 'eval.batch_size', 'eval.every_epochs',
-            'run.log_every_steps', 'run.checkpoint_every_steps',
-            'run.keep_checkpoints')
-  for field in ('eval.sharpness_every_steps', 'eval.sharpness_rho',
-                'eval.sharpness_ascent_steps'):
-    _require(_get(config, field) >= 0, field, _get(config, field),
-             'must be >= 0')
-  _require(config.eval.batch_size % num_devices == 0, 'eval.batch_size',
-           config.eval.batch_size,
-           f'must be divisible by the number of devices ({num_devices})')
-  for field, marker in (('data.bootstrap_teacher_workdir', 'summary.json'),
-                        ('model.init_checkpoint', '')):
+  _positive(
+      config,
+      'eval.batch_size',
+      'eval.every_epochs',
+      'run.log_every_steps',
+      'run.checkpoint_every_steps',
+      'run.keep_checkpoints',
+  )
+  for field in (
+      'eval.sharpness_every_steps',
+      'eval.sharpness_rho',
+      'eval.sharpness_ascent_steps',
+  ):
+    _require(
+        _get(config, field) >= 0, field, _get(config, field), 'must be >= 0'
+    )
+  _require(
+      config.eval.batch_size % num_devices == 0,
+      'eval.batch_size',
+      config.eval.batch_size,
+      f'must be divisible by the number of devices ({num_devices})',
+  )
+  for field, marker in (
+      ('data.bootstrap_teacher_workdir', 'summary.json'),
+      ('model.init_checkpoint', ''),
+  ):
     path = _get(config, field)
-    _require(not path or (epath.Path(path) / marker).exists(), field, path,
-             f'no {marker} in that directory' if marker else 'no such path')
+    _require(
+        not path or (epath.Path(path) / marker).exists(),
+        field,
+        path,
+        f'no {marker} in that directory' if marker else 'no such path',
+    )
 
 
 def _check_data(data: ml_collections.ConfigDict) -> None:
@@ -89,50 +111,96 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
   _one_of(config, 'data.augment', catalog.augmentations(streamed))
   _in_range(config, 'data.label_noise', 0, 1)
   _one_of(config, 'data.label_noise_mode', ('different', 'uniform'))
-  _require(data.mixup_alpha >= 0, 'data.mixup_alpha', data.mixup_alpha,
-           'must be >= 0 (0 turns mixup off)')
-  _require(data.image_size >= 0, 'data.image_size', data.image_size,
-           "must be >= 0 (0 keeps the dataset's resolution)")
-  _require(0 < data.validation_fraction < 1, 'data.validation_fraction',
-           data.validation_fraction, 'must be in (0, 1)')
-  _require(data.crop_padding >= 0, 'data.crop_padding', data.crop_padding,
-           'must be >= 0')
-  _require(data.shuffle_buffer_examples >= 0, 'data.shuffle_buffer_examples',
-           data.shuffle_buffer_examples, 'must be >= 0 (0: the default)')
+  _require(
+      data.mixup_alpha >= 0,
+      'data.mixup_alpha',
+      data.mixup_alpha,
+      'must be >= 0 (0 turns mixup off)',
+  )
+  _require(
+      data.image_size >= 0,
+      'data.image_size',
+      data.image_size,
+      "must be >= 0 (0 keeps the dataset's resolution)",
+  )
+  _require(
+      0 < data.validation_fraction < 1,
+      'data.validation_fraction',
+      data.validation_fraction,
+      'must be in (0, 1)',
+  )
+  _require(
+      data.crop_padding >= 0,
+      'data.crop_padding',
+      data.crop_padding,
+      'must be >= 0',
+  )
+  _require(
+      data.shuffle_buffer_examples >= 0,
+      'data.shuffle_buffer_examples',
+      data.shuffle_buffer_examples,
+      'must be >= 0 (0: the default)',
+  )
   if not streamed:
     return
   name = data.dataset
-  _require(name not in catalog.IN_MEMORY or name in catalog.STREAMED,
-           'data.streaming', data.streaming, f'dataset {name!r} is held in '
-           f'memory only; streamed: {sorted(catalog.STREAMED)} or any tfds '
-           'dataset name')
-  _require(data.image_size > 0, 'data.image_size', data.image_size,
-           f'must be > 0 for the streamed dataset {name!r} (its images are '
-           'cropped and resized to image_size)')
+  _require(
+      name not in catalog.IN_MEMORY or name in catalog.STREAMED,
+      'data.streaming',
+      data.streaming,
+      f'dataset {name!r} is held in '
+      f'memory only; streamed: {sorted(catalog.STREAMED)} or any tfds '
+      'dataset name',
+  )
+  _require(
+      data.image_size > 0,
+      'data.image_size',
+      data.image_size,
+      f'must be > 0 for the streamed dataset {name!r} (its images are '
+      'cropped and resized to image_size)',
+  )
   for field in ('label_noise', 'bootstrap_teacher_workdir', 'svhn_extra'):
-    _require(not data[field], f'data.{field}', data[field],
-             f'needs a dataset held in memory, not the streamed {name!r}')
+    _require(
+        not data[field],
+        f'data.{field}',
+        data[field],
+        f'needs a dataset held in memory, not the streamed {name!r}',
+    )
 
 
 def _check_optim(config: ml_collections.ConfigDict, num_devices: int) -> None:
-  _positive(config, 'optim.num_epochs', 'optim.epochs_multiplier',
-            'optim.batch_size', 'optim.learning_rate')
-  _require(config.optim.batch_size % num_devices == 0, 'optim.batch_size',
-           config.optim.batch_size,
-           f'must be divisible by the number of devices ({num_devices})')
+  _positive(
+      config,
+      'optim.num_epochs',
+      'optim.epochs_multiplier',
+      'optim.batch_size',
+      'optim.learning_rate',
+  )
+  _require(
+      config.optim.batch_size % num_devices == 0,
+      'optim.batch_size',
+      config.optim.batch_size,
+      f'must be divisible by the number of devices ({num_devices})',
+  )
   _in_range(config, 'optim.momentum', 0, 1)
   _in_range(config, 'optim.label_smoothing', 0, 1)
-  for field, note in (('weight_decay', ''), ('warmup_epochs', ''),
-                      ('grad_clip_norm', ' (0 turns clipping off)'),
-                      ('num_steps', ' (0: num_epochs sets the length)')):
+  for field, note in (
+      ('weight_decay', ''),
+      ('warmup_epochs', ''),
+      ('grad_clip_norm', ' (0 turns clipping off)'),
+      ('num_steps', ' (0: num_epochs sets the length)'),
+  ):
     value = config.optim[field]
     _require(value >= 0, f'optim.{field}', value, f'must be >= 0{note}')
     _require(math.isfinite(value), f'optim.{field}', value, 'must be finite')
   device_batch = config.optim.batch_size // num_devices
   steps = config.optim.accumulation_steps
-  _require(steps >= 1 and device_batch % steps == 0,
-           'optim.accumulation_steps', steps, 'must be >= 1 and divide the '
-           f'per-device batch ({device_batch})')
+  _require(
+      steps >= 1 and device_batch % steps == 0,
+      'optim.accumulation_steps',
+      steps,
+      'must be >= 1 and divide the ' f'per-device batch ({device_batch})',
+  )
 
 
 def _check_sam(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -145,30 +213,56 @@ def _check_sam(config: ml_collections.ConfigDict, num_devices: int) -> None:
   defaults = base.sam_section()
   shared = ('method', 'rho', 'sync_perturbation', 'm', 'm_groups')
   for field in sorted(set(s) - set(shared) - set(taken)):
-    _require(s[field] == defaults[field], f'sam.{field}', s[field],
-             f'sam.method={s.method} takes no {field}; its fields: '
-             f'{sorted(set(taken) | {"rho"})}')
+    _require(
+        s[field] == defaults.get(field),
+        f'sam.{field}',
+        s[field],
+        f'sam.method={s.method} takes no {field}; its fields: '
+        f'{sorted(set(taken) | {"rho"})}',
+    )
   for field, default in taken.items():
-    _require(default is not inspect.Parameter.empty or field in s,
-             f'sam.{field}', None, f'required by sam.method={s.method}')
+    _require(
+        default is not inspect.Parameter.empty or field in s,
+        f'sam.{field}',
+        None,
+        f'required by sam.method={s.method}',
+    )
   _require(1 <= s.p <= math.inf, 'sam.p', s.p, 'must be in [1, inf]')
-  _require(s.ascent_steps >= 1, 'sam.ascent_steps', s.ascent_steps,
-           'must be >= 1')
-  _require(s.ascent_steps == 1 or s.p in (2, math.inf), 'sam.ascent_steps',
-           s.ascent_steps, 'projected ascent (> 1) needs sam.p = 2 or inf')
-  _require(s.adaptive_eta >= 0, 'sam.adaptive_eta', s.adaptive_eta,
-           'must be >= 0')
+  _require(
+      s.ascent_steps >= 1, 'sam.ascent_steps', s.ascent_steps, 'must be >= 1'
+  )
+  _require(
+      s.ascent_steps == 1 or s.p in (2, math.inf),
+      'sam.ascent_steps',
+      s.ascent_steps,
+      'projected ascent (> 1) needs sam.p = 2 or inf',
+  )
+  _require(
+      s.adaptive_eta >= 0, 'sam.adaptive_eta', s.adaptive_eta, 'must be >= 0'
+  )
   _one_of(config, 'sam.m_groups', ('vmap', 'unroll'))
   device_batch = config.optim.batch_size // num_devices
   steps = config.optim.accumulation_steps
   m = s.m or device_batch
-  _require(s.m >= 0 and device_batch % m == 0, 'sam.m', s.m,
-           f'must divide the per-device batch ({device_batch}); 0 = all of it')
-  _require(not (s.m and s.sync_perturbation and m != device_batch), 'sam.m',
-           s.m, 'must be 0 with sam.sync_perturbation (one global eps)')
-  _require(m == device_batch or (device_batch // steps) % m == 0, 'sam.m',
-           s.m, f'must divide the micro-batch ({device_batch // steps}) '
-           'with optim.accumulation_steps')
+  _require(
+      s.m >= 0 and device_batch % m == 0,
+      'sam.m',
+      s.m,
+      f'must divide the per-device batch ({device_batch}); 0 = all of it',
+  )
+  _require(
+      not (s.m and s.sync_perturbation and m != device_batch),
+      'sam.m',
+      s.m,
+      'must be 0 with sam.sync_perturbation (one global eps)',
+  )
+  _require(
+      m == device_batch or (device_batch // steps) % m == 0,
+      'sam.m',
+      s.m,
+      f'must divide the micro-batch ({device_batch // steps}) '
+      'with optim.accumulation_steps',
+  )
 
 
 def _without_placement(record: dict) -> dict:
@@ -188,13 +282,18 @@ def identity(config: ml_collections.ConfigDict) -> dict:
 def _differing(stored, current, prefix=''):
   if not (isinstance(stored, dict) and isinstance(current, dict)):
     return [prefix.rstrip('.')] if stored != current else []
-  return [field for key in sorted(set(stored) | set(current))
-          for field in _differing(stored.get(key), current.get(key),
-                                  f'{prefix}{key}.')]
+  return [
+      field
+      for key in sorted(set(stored) | set(current))
+      for field in _differing(
+          stored.get(key), current.get(key), f'{prefix}{key}.'
+      )
+  ]
 
 
-def check_workdir(config: ml_collections.ConfigDict,
-                  workdir: epath.PathLike) -> None:
+def check_workdir(
+    config: ml_collections.ConfigDict, workdir: epath.PathLike
+) -> None:
   """Refuses a workdir that holds a run of a different config.
 
   Args:
@@ -213,4 +312,5 @@ def check_workdir(config: ml_collections.ConfigDict,
   if differing:
     raise ConfigError(
         f'workdir {str(workdir)!r} holds a run of a different config (fields '
-        f'{differing} differ); use a new workdir')
+        f'{differing} differ); use a new workdir'
+    )

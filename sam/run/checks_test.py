@@ -18,66 +18,125 @@ from sam.run import experiment
 # (field path, bad value, expected fragment of the one-line error).
 BAD_FIELDS = [
     ('model.name', 'wrn99', "config.model.name = 'wrn99': valid: ["),
-    ('data.dataset', 'cifar11',
-     "config.data.dataset = 'cifar11': valid: in memory ["),
+    (
+        'data.dataset',
+        'cifar11',
+        "config.data.dataset = 'cifar11': valid: in memory [",
+    ),
     ('data.augment', 'fancy', "config.data.augment = 'fancy': valid: ["),
     ('sam.method', 'adam', "config.sam.method = 'adam': valid: ["),
-    ('model.dtype', 'float16',
-     "config.model.dtype = 'float16': valid: ['bfloat16'"),
+    (
+        'model.dtype',
+        'float16',
+        "config.model.dtype = 'float16': valid: ['bfloat16'",
+    ),
     ('sam.rho', -0.1, 'config.sam.rho = -0.1: must be >= 0'),
     ('sam.rho', math.inf, 'config.sam.rho = inf: must be finite'),
     ('optim.num_epochs', 0, 'config.optim.num_epochs = 0: must be > 0'),
     ('optim.num_epochs', -5, 'config.optim.num_epochs = -5: must be > 0'),
-    ('optim.epochs_multiplier', 0.0,
-     'config.optim.epochs_multiplier = 0.0: must be > 0'),
+    (
+        'optim.epochs_multiplier',
+        0.0,
+        'config.optim.epochs_multiplier = 0.0: must be > 0',
+    ),
     ('optim.batch_size', 0, 'config.optim.batch_size = 0: must be > 0'),
-    ('optim.batch_size', 7, 'config.optim.batch_size = 7: must be divisible '
-     'by the number of devices (2)'),
+    (
+        'optim.batch_size',
+        7,
+        'config.optim.batch_size = 7: must be divisible '
+        'by the number of devices (2)',
+    ),
     ('eval.batch_size', 5, 'config.eval.batch_size = 5: must be divisible'),
-    ('optim.learning_rate', 0.0,
-     'config.optim.learning_rate = 0.0: must be > 0'),
-    ('optim.learning_rate', -1.0,
-     'config.optim.learning_rate = -1.0: must be > 0'),
-    ('optim.learning_rate', math.inf,
-     'config.optim.learning_rate = inf: must be finite'),
+    (
+        'optim.learning_rate',
+        0.0,
+        'config.optim.learning_rate = 0.0: must be > 0',
+    ),
+    (
+        'optim.learning_rate',
+        -1.0,
+        'config.optim.learning_rate = -1.0: must be > 0',
+    ),
+    (
+        'optim.learning_rate',
+        math.inf,
+        'config.optim.learning_rate = inf: must be finite',
+    ),
     ('optim.momentum', 1.0, 'config.optim.momentum = 1.0: must be in [0, 1)'),
-    ('optim.momentum', -0.1,
-     'config.optim.momentum = -0.1: must be in [0, 1)'),
-    ('optim.weight_decay', -1e-4,
-     'config.optim.weight_decay = -0.0001: must be >= 0'),
-    ('optim.grad_clip_norm', -1.0,
-     'config.optim.grad_clip_norm = -1.0: must be >= 0'),
-    ('optim.label_smoothing', 1.0,
-     'config.optim.label_smoothing = 1.0: must be in'),
-    ('data.validation_fraction', 0.0,
-     'config.data.validation_fraction = 0.0: must be'),
-    ('data.validation_fraction', 1.5,
-     'config.data.validation_fraction = 1.5: must be'),
-    ('optim.warmup_epochs', -1.0,
-     'config.optim.warmup_epochs = -1.0: must be >= 0'),
+    ('optim.momentum', -0.1, 'config.optim.momentum = -0.1: must be in [0, 1)'),
+    (
+        'optim.weight_decay',
+        -1e-4,
+        'config.optim.weight_decay = -0.0001: must be >= 0',
+    ),
+    (
+        'optim.grad_clip_norm',
+        -1.0,
+        'config.optim.grad_clip_norm = -1.0: must be >= 0',
+    ),
+    (
+        'optim.label_smoothing',
+        1.0,
+        'config.optim.label_smoothing = 1.0: must be in',
+    ),
+    (
+        'data.validation_fraction',
+        0.0,
+        'config.data.validation_fraction = 0.0: must be',
+    ),
+    (
+        'data.validation_fraction',
+        1.5,
+        'config.data.validation_fraction = 1.5: must be',
+    ),
+    (
+        'optim.warmup_epochs',
+        -1.0,
+        'config.optim.warmup_epochs = -1.0: must be >= 0',
+    ),
     ('data.crop_padding', -2, 'config.data.crop_padding = -2: must be >= 0'),
-    ('data.label_noise', 1.0,
-     'config.data.label_noise = 1.0: must be in [0, 1)'),
-    ('data.label_noise', -0.2,
-     'config.data.label_noise = -0.2: must be in [0, 1)'),
-    ('data.label_noise_mode', 'flip',
-     "config.data.label_noise_mode = 'flip': valid: "
-     "['different', 'uniform']"),
+    (
+        'data.label_noise',
+        1.0,
+        'config.data.label_noise = 1.0: must be in [0, 1)',
+    ),
+    (
+        'data.label_noise',
+        -0.2,
+        'config.data.label_noise = -0.2: must be in [0, 1)',
+    ),
+    (
+        'data.label_noise_mode',
+        'flip',
+        "config.data.label_noise_mode = 'flip': valid: "
+        "['different', 'uniform']",
+    ),
     ('data.mixup_alpha', -1.0, 'config.data.mixup_alpha = -1.0: must be >= 0'),
     ('data.image_size', -32, 'config.data.image_size = -32: must be >= 0'),
-    ('data.bootstrap_teacher_workdir', '/nonexistent/run',
-     "config.data.bootstrap_teacher_workdir = '/nonexistent/run': no "
-     'summary.json'),
-    ('model.init_checkpoint', '/nonexistent/ckpt',
-     "config.model.init_checkpoint = '/nonexistent/ckpt': no such path"),
+    (
+        'data.bootstrap_teacher_workdir',
+        '/nonexistent/run',
+        "config.data.bootstrap_teacher_workdir = '/nonexistent/run': no "
+        'summary.json',
+    ),
+    (
+        'model.init_checkpoint',
+        '/nonexistent/ckpt',
+        "config.model.init_checkpoint = '/nonexistent/ckpt': no such path",
+    ),
     ('run.log_every_steps', 0, 'config.run.log_every_steps = 0: must be > 0'),
-    ('run.checkpoint_every_steps', 0,
-     'config.run.checkpoint_every_steps = 0: must'),
-    ('run.keep_checkpoints', 0,
-     'config.run.keep_checkpoints = 0: must be > 0'),
+    (
+        'run.checkpoint_every_steps',
+        0,
+        'config.run.checkpoint_every_steps = 0: must',
+    ),
+    ('run.keep_checkpoints', 0, 'config.run.keep_checkpoints = 0: must be > 0'),
     ('eval.every_epochs', 0.0, 'config.eval.every_epochs = 0.0: must be > 0'),
-    ('eval.sharpness_every_steps', -1,
-     'config.eval.sharpness_every_steps = -1: must'),
+    (
+        'eval.sharpness_every_steps',
+        -1,
+        'config.eval.sharpness_every_steps = -1: must',
+    ),
 ]
 
 
@@ -89,8 +148,10 @@ def set_field(config, path, value):
 
 
 def snapshot(directory):
-  return {name: os.path.getmtime(os.path.join(directory, name))
-          for name in sorted(os.listdir(directory))}
+  return {
+      name: os.path.getmtime(os.path.join(directory, name))
+      for name in sorted(os.listdir(directory))
+  }
 
 
 @pytest.fixture
@@ -99,10 +160,12 @@ def existing_workdir(tmp_path):
   return str(tmp_path)
 
 
-@pytest.mark.parametrize('path,value,message', BAD_FIELDS,
-                         ids=[f'{p}={v}' for p, v, _ in BAD_FIELDS])
+@pytest.mark.parametrize(
+    'path,value,message', BAD_FIELDS, ids=[f'{p}={v}' for p, v, _ in BAD_FIELDS]
+)
 def test_bad_field_fails_with_one_line_and_writes_nothing(
-    existing_workdir, path, value, message):
+    existing_workdir, path, value, message
+):
   config = quickstart.get_config()
   set_field(config, path, value)
   before = snapshot(existing_workdir)
@@ -116,9 +179,10 @@ def test_bad_field_fails_with_one_line_and_writes_nothing(
 def test_batch_larger_than_the_training_set(existing_workdir):
   config = quickstart.get_config()
   config.optim.batch_size = 2048
-  with pytest.raises(checks.ConfigError,
-                     match='config.optim.batch_size = 2048: larger than the '
-                     '1500'):
+  with pytest.raises(
+      checks.ConfigError,
+      match='config.optim.batch_size = 2048: larger than the ' '1500',
+  ):
     experiment.train_and_evaluate(config, existing_workdir)
   assert os.listdir(existing_workdir) == ['notes.txt']
 
@@ -128,18 +192,22 @@ def test_workdir_holding_another_config_is_untouched(tmp_path):
   (tmp_path / 'config.json').write_text(config.to_json())
   before = snapshot(tmp_path)
   other = quickstart.get_config('model=wrn10_1')
-  with pytest.raises(checks.ConfigError,
-                     match=r"fields \['model.name'\] differ"):
+  with pytest.raises(
+      checks.ConfigError, match=r"fields \['model.name'\] differ"
+  ):
     experiment.train_and_evaluate(other, str(tmp_path))
   assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize('arg,message', [
-    ('modle=wrn28_10', "bad knob 'modle=wrn28_10'; valid knobs: opt="),
-    ('rho', "bad knob 'rho'"),
-    ('dataset=svhn', "dataset='svhn'; valid: ['cifar10', 'cifar100']"),
-    ('epochs=many', "epochs='many': takes int values"),
-])
+@pytest.mark.parametrize(
+    'arg,message',
+    [
+        ('modle=wrn28_10', "bad knob 'modle=wrn28_10'; valid knobs: opt="),
+        ('rho', "bad knob 'rho'"),
+        ('dataset=svhn', "dataset='svhn'; valid: ['cifar10', 'cifar100']"),
+        ('epochs=many', "epochs='many': takes int values"),
+    ],
+)
 def test_bad_config_string_knobs(arg, message):
   with pytest.raises(knobs.KnobError) as error:
     cifar.get_config(arg)
@@ -152,25 +220,49 @@ def test_wrong_type_is_refused_by_the_config():
     config.optim.batch_size = 'big'
 
 
-@pytest.mark.parametrize('args,message', [
-    (['--config=configs/quickstart.py', '--config.sam.rho=-1'],
-     'error: config.sam.rho = -1.0: must be >= 0'),
-    (['--config=configs/quickstart.py', '--config.optim.batch_size=big'],
-     'batch_size'),
-    (['--config=configs/quickstart.py', '--config.no_such_field=1'],
-     'no_such_field'),
-    (['--config=configs/quickstart.py', '--config.optim.learnin_rate=0.1'],
-     'learnin_rate'),
-    (['--config=configs/cifar.py:rho=abc'], "rho='abc': takes float values"),
-    (['--config=configs/cifar.py:epoch=1'], "bad knob 'epoch=1'"),
-    (['--config=configs/quickstart.py', '--config.sam.method=adam'],
-     "config.sam.method = 'adam': valid: ["),
-])
+@pytest.mark.parametrize(
+    'args,message',
+    [
+        (
+            ['--config=configs/quickstart.py', '--config.sam.rho=-1'],
+            'error: config.sam.rho = -1.0: must be >= 0',
+        ),
+        (
+            ['--config=configs/quickstart.py', '--config.optim.batch_size=big'],
+            'batch_size',
+        ),
+        (
+            ['--config=configs/quickstart.py', '--config.no_such_field=1'],
+            'no_such_field',
+        ),
+        (
+            [
+                '--config=configs/quickstart.py',
+                '--config.optim.learnin_rate=0.1',
+            ],
+            'learnin_rate',
+        ),
+        (
+            ['--config=configs/cifar.py:rho=abc'],
+            "rho='abc': takes float values",
+        ),
+        (['--config=configs/cifar.py:epoch=1'], "bad knob 'epoch=1'"),
+        (
+            ['--config=configs/quickstart.py', '--config.sam.method=adam'],
+            "config.sam.method = 'adam': valid: [",
+        ),
+    ],
+)
 def test_command_line_errors_are_one_line_before_compiling(
-    tmp_path, repo_dir, args, message):
+    tmp_path, repo_dir, args, message
+):
   result = subprocess.run(
       [sys.executable, 'train.py', f'--workdir={tmp_path}/run'] + args,
-      capture_output=True, text=True, timeout=300, cwd=repo_dir)
+      capture_output=True,
+      text=True,
+      timeout=300,
+      cwd=repo_dir,
+  )
   assert result.returncode != 0
   # One line, the last: the error, and no traceback before it (the lines
   # before it are TensorFlow's and jax's start-up logs).
@@ -180,22 +272,39 @@ def test_command_line_errors_are_one_line_before_compiling(
   assert not os.path.exists(tmp_path / 'run')
 
 
-@pytest.mark.parametrize('fields,message', [
-    ({'sam.p': 0.5}, r'config.sam.p = 0.5: must be in \[1, inf\]'),
-    ({'sam.ascent_steps': 0}, 'config.sam.ascent_steps = 0: must be >= 1'),
-    ({'sam.ascent_steps': 2, 'sam.p': 3.0}, 'needs sam.p = 2 or inf'),
-    ({'sam.m': 3}, r'config.sam.m = 3: must divide the per-device batch \(8\)'),
-    ({'sam.m': 4, 'sam.sync_perturbation': True}, 'must be 0 with sam.sync'),
-    ({'optim.accumulation_steps': 3}, r'must be >= 1 and divide the '
-     r'per-device batch \(8\)'),
-    ({'optim.accumulation_steps': 4, 'sam.m': 4}, r'must divide the '
-     r'micro-batch \(2\)'),
-    ({'sam.method': 'gaussian'}, r"valid: \['random', 'sam', "),
-    ({'sam.method': 'random', 'sam.adaptive': True},
-     'random takes no adaptive'),
-    ({'sam.method': 'second_order', 'sam.ascent_steps': 2},
-     'second_order takes no ascent_steps'),
-])
+@pytest.mark.parametrize(
+    'fields,message',
+    [
+        ({'sam.p': 0.5}, r'config.sam.p = 0.5: must be in \[1, inf\]'),
+        ({'sam.ascent_steps': 0}, 'config.sam.ascent_steps = 0: must be >= 1'),
+        ({'sam.ascent_steps': 2, 'sam.p': 3.0}, 'needs sam.p = 2 or inf'),
+        (
+            {'sam.m': 3},
+            r'config.sam.m = 3: must divide the per-device batch \(8\)',
+        ),
+        (
+            {'sam.m': 4, 'sam.sync_perturbation': True},
+            'must be 0 with sam.sync',
+        ),
+        (
+            {'optim.accumulation_steps': 3},
+            r'must be >= 1 and divide the ' r'per-device batch \(8\)',
+        ),
+        (
+            {'optim.accumulation_steps': 4, 'sam.m': 4},
+            r'must divide the ' r'micro-batch \(2\)',
+        ),
+        ({'sam.method': 'gaussian'}, r"valid: \['random', 'sam', "),
+        (
+            {'sam.method': 'random', 'sam.adaptive': True},
+            'random takes no adaptive',
+        ),
+        (
+            {'sam.method': 'second_order', 'sam.ascent_steps': 2},
+            'second_order takes no ascent_steps',
+        ),
+    ],
+)
 def test_bad_sam_family_configs_fail_with_one_line_errors(fields, message):
   config = base.base_config()
   config.optim.batch_size = 16

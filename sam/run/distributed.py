@@ -27,5 +27,6 @@ def initialize(config: ml_collections.ConfigDict) -> bool:
   jax.distributed.initialize(
       coordinator_address=config.coordinator_address or None,
       num_processes=config.num_processes or None,
-      process_id=config.process_id if config.process_id >= 0 else None)
+      process_id=config.process_id if config.process_id >= 0 else None,
+  )
   return True

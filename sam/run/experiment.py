@@ -10,18 +10,18 @@ training; a workdir holding another config is refused.
 import functools
 from typing import Any, Callable, NamedTuple
 
+from absl import logging
+from etils import epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
-from etils import epath
 
-import models
 from configs import base
 from data import datasets as datasets_lib
+import models
 from models import pretrained
 from sam import losses
 from sam import methods
@@ -57,8 +57,10 @@ class Built(NamedTuple):
   total_steps: int
 
 
-def build(config: ml_collections.ConfigDict,
-          relabel: datasets_lib.Relabel | None = None) -> Built:
+def build(
+    config: ml_collections.ConfigDict,
+    relabel: datasets_lib.Relabel | None = None,
+) -> Built:
   """Data, model, schedule and the state's shapes for a config.
 
   Args:
@@ -69,32 +71,54 @@ def build(config: ml_collections.ConfigDict,
     The Built run.
   """
   datasets = datasets_lib.create_datasets(
-      config.data, batch_size=config.optim.batch_size,
-      eval_batch_size=config.eval.batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      local_device_count=jax.local_device_count(), relabel=relabel)
+      config.data,
+      batch_size=config.optim.batch_size,
+      eval_batch_size=config.eval.batch_size,
+      seed=config.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      local_device_count=jax.local_device_count(),
+      relabel=relabel,
+  )
   if datasets.steps_per_epoch < 1:
     raise checks.ConfigError(
         f'config.optim.batch_size = {config.optim.batch_size}: larger than '
-        f'the {datasets.num_train_examples} training examples')
-  model = models.create_model(config.model.name, datasets.num_classes,
-                              config.model.dtype)
-  schedule = optim.learning_rate_schedule(config.optim,
-                                          datasets.steps_per_epoch)
-  abstract_state = jax.eval_shape(functools.partial(
-      state_lib.create_train_state, model, datasets.image_shape,
-      optim.create_optimizer(config.optim, schedule), config.seed,
-      methods.create(config.sam).init))
-  return Built(datasets, model, schedule, abstract_state,
-               optim.total_train_steps(config.optim,
-                                       datasets.steps_per_epoch))
+        f'the {datasets.num_train_examples} training examples'
+    )
+  model = models.create_model(
+      config.model.name, datasets.num_classes, config.model.dtype
+  )
+  schedule = optim.learning_rate_schedule(
+      config.optim, datasets.steps_per_epoch
+  )
+  abstract_state = jax.eval_shape(
+      functools.partial(
+          state_lib.create_train_state,
+          model,
+          datasets.image_shape,
+          optim.create_optimizer(config.optim, schedule),
+          config.seed,
+          methods.create(config.sam).init,
+      )
+  )
+  return Built(
+      datasets,
+      model,
+      schedule,
+      abstract_state,
+      optim.total_train_steps(config.optim, datasets.steps_per_epoch),
+  )
 
 
 def initial_state(config: ml_collections.ConfigDict, built: Built):
   """The step-0 state: a fresh initialisation, or pretrained weights."""
   state = state_lib.create_train_state(
-      built.model, built.datasets.image_shape, built.abstract_state.tx,
-      config.seed, methods.create(config.sam).init)
+      built.model,
+      built.datasets.image_shape,
+      built.abstract_state.tx,
+      config.seed,
+      methods.create(config.sam).init,
+  )
   if not config.model.init_checkpoint:
     return state
   # Finetuning (paper C.2): pretrained weights; the head is re-initialised
@@ -102,30 +126,38 @@ def initial_state(config: ml_collections.ConfigDict, built: Built):
   try:
     variables = pretrained.load_into(
         {'params': state.params, 'batch_stats': state.batch_stats},
-        config.model.init_checkpoint)
+        config.model.init_checkpoint,
+    )
   except ValueError as e:
     raise checks.ConfigError(
         f'config.model.init_checkpoint = {config.model.init_checkpoint!r}: '
-        f'{e}') from e
-  return state.replace(params=variables['params'],
-                       batch_stats=variables['batch_stats'])
+        f'{e}'
+    ) from e
+  return state.replace(
+      params=variables['params'], batch_stats=variables['batch_stats']
+  )
 
 
-def make_sharpness_probe(model: nn.Module,
-                         config: ml_collections.ConfigDict) -> Callable:
+def make_sharpness_probe(
+    model: nn.Module, config: ml_collections.ConfigDict
+) -> Callable:
   """jitted (params, batch_stats, batch) -> the sharpness of the training
   objective on `batch` (train-mode BatchNorm), as sam.sharpness defines it."""
   loss_fn = losses.make_loss_fn(
-      model, weight_decay=config.optim.weight_decay,
+      model,
+      weight_decay=config.optim.weight_decay,
       exclude_bn_bias=config.optim.weight_decay_exclude_bn_bias,
-      label_smoothing=config.optim.label_smoothing)
+      label_smoothing=config.optim.label_smoothing,
+  )
   key = jax.random.key(config.seed)
 
   def probe(params, batch_stats, batch):
     return sharpness.sharpness(
-        lambda p: loss_fn(p, batch_stats, batch, key)[0], params,
+        lambda p: loss_fn(p, batch_stats, batch, key)[0],
+        params,
         config.eval.sharpness_rho,
-        config.eval.sharpness_ascent_steps).sharpness
+        config.eval.sharpness_ascent_steps,
+    ).sharpness
 
   return jax.jit(probe)
 
@@ -141,15 +173,17 @@ def teacher_labels(teacher_workdir: str) -> datasets_lib.Relabel:
     (normalised images) -> int32 predicted labels.
   """
   _, teacher, variables, teacher_data = load_run(teacher_workdir)
-  predict = jax.jit(lambda x: jnp.argmax(
-      teacher.apply(variables, x, train=False), -1))
+  predict = jax.jit(
+      lambda x: jnp.argmax(teacher.apply(variables, x, train=False), -1)
+  )
 
   def relabel(images):
     if images.shape[1:] != tuple(teacher_data.image_shape):
       raise checks.ConfigError(
           f'config.data.bootstrap_teacher_workdir = {teacher_workdir!r}: its '
           f'images are {tuple(teacher_data.image_shape)}, not '
-          f'{images.shape[1:]}')
+          f'{images.shape[1:]}'
+      )
     return np.asarray(predict(images), np.int32)
 
   return relabel
@@ -165,8 +199,9 @@ def _restore_or_start(config, built, manager, workdir):
   return start_step, state, progress
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, Any]:
   """Trains and evaluates the config in `workdir`; see the module doc.
 
   Args:
@@ -192,24 +227,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   is_primary = jax.process_index() == 0
   workdir.mkdir(parents=True, exist_ok=True)
   if is_primary:
-    files.write_json_atomically(workdir / CONFIG_FILE,
-                                checks.identity(config))
+    files.write_json_atomically(workdir / CONFIG_FILE, checks.identity(config))
     noise = built.datasets.label_noise_record()
     if noise is not None:
       files.write_json_atomically(workdir / LABEL_NOISE_FILE, noise)
   manager = checkpoints.create_manager(workdir, config.run.keep_checkpoints)
-  start_step, state, progress = _restore_or_start(config, built, manager,
-                                                  workdir)
+  start_step, state, progress = _restore_or_start(
+      config, built, manager, workdir
+  )
   if is_primary:
     writers.truncate_metrics(workdir, start_step)
   writer = writers.create_writer(workdir, is_primary)
   if start_step == 0:
     writer.write_hparams(config.to_dict())
-  run = loop.Loop(config, workdir, built, manager, state, start_step,
-                  progress, writer, make_sharpness_probe(built.model, config))
+  run = loop.Loop(
+      config,
+      workdir,
+      built,
+      manager,
+      state,
+      start_step,
+      progress,
+      writer,
+      make_sharpness_probe(built.model, config),
+  )
   run.run_steps()
-  summary = loop.summarize(config, workdir, built.total_steps,
-                           progress['wall_time_s'], run.images_per_second())
+  summary = loop.summarize(
+      config,
+      workdir,
+      built.total_steps,
+      progress['wall_time_s'],
+      run.images_per_second(),
+  )
   if is_primary:
     files.write_json_atomically(workdir / SUMMARY_FILE, summary)
   return summary
@@ -230,7 +279,8 @@ def load_run(workdir: epath.PathLike):
   built = build(config)
   restored = checkpoints.restore_latest(
       checkpoints.create_manager(workdir, config.run.keep_checkpoints),
-      built.abstract_state)
+      built.abstract_state,
+  )
   if restored is None:
     raise FileNotFoundError(f'no checkpoint in {str(workdir)!r}')
   _, state, _ = restored

@@ -25,15 +25,24 @@ from sam.run import experiment
 from sam.run import loop
 from sam.run import writers
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+REPO = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 
 
 def start_run(workdir):
   return subprocess.Popen(
-      [sys.executable, 'train.py', '--config=configs/smoke.py',
-       f'--workdir={workdir}'],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      [
+          sys.executable,
+          'train.py',
+          '--config=configs/smoke.py',
+          f'--workdir={workdir}',
+      ],
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
 
 
 def final_state(workdir):
@@ -64,8 +73,9 @@ def reference(tmp_path_factory):
 
 
 def assert_same_run(workdir, reference_workdir):
-  np.testing.assert_array_equal(final_state(workdir),
-                                final_state(reference_workdir))
+  np.testing.assert_array_equal(
+      final_state(workdir), final_state(reference_workdir)
+  )
   assert final_metrics(workdir) == final_metrics(reference_workdir)
 
 
@@ -87,8 +97,7 @@ def test_kill_9_mid_run_then_rerun(reference, tmp_path, seed):
   assert_same_run(workdir, reference)
 
 
-def test_sigterm_checkpoints_the_current_step_then_resumes(reference,
-                                                           tmp_path):
+def test_sigterm_checkpoints_the_current_step_then_resumes(reference, tmp_path):
   workdir = str(tmp_path / 'run')
   process = start_run(workdir)
   # Wait until training is under way (the first checkpoint, step 4).
@@ -105,14 +114,16 @@ def test_sigterm_checkpoints_the_current_step_then_resumes(reference,
   assert_same_run(workdir, reference)
 
 
-def test_damaged_newest_checkpoint_falls_back_to_the_previous(reference,
-                                                              tmp_path):
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(
+    reference, tmp_path
+):
   workdir = str(tmp_path / 'run')
   shutil.copytree(reference, workdir)
   os.remove(os.path.join(workdir, 'summary.json'))
   # Truncate every file of the newest step (23) to half its size.
-  for path in glob.glob(os.path.join(workdir, 'checkpoints', '23', '**', '*'),
-                        recursive=True):
+  for path in glob.glob(
+      os.path.join(workdir, 'checkpoints', '23', '**', '*'), recursive=True
+  ):
     if os.path.isfile(path) and os.path.getsize(path) > 1:
       with open(path, 'r+b') as f:
         f.truncate(os.path.getsize(path) // 2)
@@ -122,19 +133,22 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(reference,
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_good_checkpoint(
-    tmp_path):
+    tmp_path,
+):
   config = smoke.get_config()
   config.optim.learning_rate = 1e30
   config.optim.grad_clip_norm = 0.0
   config.run.checkpoint_every_steps = 1
-  with pytest.raises(loop.NonFiniteError,
-                     match=r'non-finite loss or gradient at step (\d+)') as e:
+  with pytest.raises(
+      loop.NonFiniteError, match=r'non-finite loss or gradient at step (\d+)'
+  ) as e:
     experiment.train_and_evaluate(config, str(tmp_path))
   bad_step = int(str(e.value).split('at step ')[1].split(';')[0])
   manager = checkpoints.create_manager(str(tmp_path), 2)
   assert manager.latest_step() == bad_step - 1
   _, state, _ = checkpoints.restore_latest(
-      manager, experiment.build(config).abstract_state)
+      manager, experiment.build(config).abstract_state
+  )
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
   assert not os.path.exists(tmp_path / 'summary.json')
 
@@ -144,8 +158,10 @@ def tiny_disk(tmp_path):
   """A 1.5 MB tmpfs: room for one mini checkpoint (~0.7 MB), not two."""
   mount_point = tmp_path / 'disk'
   mount_point.mkdir()
-  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1536k',
-                           'tmpfs', str(mount_point)], capture_output=True)
+  result = subprocess.run(
+      ['mount', '-t', 'tmpfs', '-o', 'size=1536k', 'tmpfs', str(mount_point)],
+      capture_output=True,
+  )
   if result.returncode:
     pytest.skip(f'cannot mount a tmpfs here: {result.stderr.decode()}')
   yield str(mount_point)
@@ -159,10 +175,12 @@ def test_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tiny_disk):
   with pytest.raises((checkpoints.CheckpointWriteError, OSError)) as e:
     experiment.train_and_evaluate(config, workdir)
   assert 'No space left on device' in str(e.value) or (
-      'No space left on device' in str(e.value.__cause__))
+      'No space left on device' in str(e.value.__cause__)
+  )
   restored = checkpoints.restore_latest(
       checkpoints.create_manager(workdir, 2),
-      experiment.build(config).abstract_state)
+      experiment.build(config).abstract_state,
+  )
   assert restored is not None and restored[0] >= 4
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored[1]))
 
@@ -174,8 +192,9 @@ def test_skip_option_skips_non_finite_steps_and_counts_them(tmp_path):
   config.optim.skip_nonfinite_steps = True
   summary = experiment.train_and_evaluate(config, str(tmp_path))
   assert summary['finished']
-  records = [r for r in writers.read_metrics(str(tmp_path))
-             if 'skipped_steps' in r]
+  records = [
+      r for r in writers.read_metrics(str(tmp_path)) if 'skipped_steps' in r
+  ]
   assert records[-1]['skipped_steps'] > 0
   *_, variables, _ = experiment.load_run(str(tmp_path))
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(variables))

@@ -13,11 +13,11 @@ import signal
 import time
 from typing import Any
 
-import jax
-import ml_collections
 from absl import logging
 from clu import periodic_actions
 from etils import epath
+import jax
+import ml_collections
 
 from sam.run import checkpoints
 from sam.run import state as state_lib
@@ -57,10 +57,10 @@ def evaluate(p_eval_step, state, datasets) -> dict[str, float]:
     merged = None
     for batch in datasets.eval_batches(split):
       batch_metrics = state_lib.unreplicate(p_eval_step(state, batch))
-      merged = batch_metrics if merged is None else merged.merge(
-          batch_metrics)
-    results.update({f'{split}_{k}': float(v)
-                    for k, v in merged.compute().items()})
+      merged = batch_metrics if merged is None else merged.merge(batch_metrics)
+    results.update(
+        {f'{split}_{k}': float(v) for k, v in merged.compute().items()}
+    )
   return results
 
 
@@ -80,9 +80,18 @@ class Loop:
     skipped_steps: non-finite steps skipped (optim.skip_nonfinite_steps).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict,
-               workdir: epath.Path, run, manager, state, start_step: int,
-               progress: dict[str, Any], writer, probe=None):
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      workdir: epath.Path,
+      run,
+      manager,
+      state,
+      start_step: int,
+      progress: dict[str, Any],
+      writer,
+      probe=None,
+  ):
     """Places the state on the devices and compiles nothing yet.
 
     Args:
@@ -103,11 +112,13 @@ class Loop:
     self.writer, self.probe = writer, probe
     self.mesh = state_lib.device_mesh()
     self.p_train, self.p_eval = step_lib.pmap_steps(
-        config, run.model, run.datasets.num_classes)
+        config, run.model, run.datasets.num_classes
+    )
     self.state = state_lib.replicate(state, self.mesh)
     self.pending_metrics = []
-    self.eval_every = max(1, round(config.eval.every_epochs *
-                                   run.datasets.steps_per_epoch))
+    self.eval_every = max(
+        1, round(config.eval.every_epochs * run.datasets.steps_per_epoch)
+    )
     self.segment_started = time.time()
     self.first_step_done = None
 
@@ -120,14 +131,16 @@ class Loop:
     Raises:
       NonFiniteError: a step was not finite and the run does not skip.
     """
-    count, first = jax.device_get((self.state.nonfinite_steps[0],
-                                   self.state.first_nonfinite_step[0]))
+    count, first = jax.device_get(
+        (self.state.nonfinite_steps[0], self.state.first_nonfinite_step[0])
+    )
     if count and not self.config.optim.skip_nonfinite_steps:
       checkpoints.wait_until_saved(self.manager)
       raise NonFiniteError(
           f'non-finite loss or gradient at step {first}; the last good '
           f'checkpoint (step {self.manager.latest_step()}) is kept in '
-          f'{self.workdir}')
+          f'{self.workdir}'
+      )
     return int(count)
 
   def _log(self, step: int) -> None:
@@ -155,16 +168,19 @@ class Loop:
 
   def _probe(self, step: int, batch) -> None:
     self._finite_so_far()
-    first_device = jax.tree.map(lambda x: x[0], (
-        self.state.params, self.state.batch_stats, batch))
-    self.writer.write_scalars(step, {'sharpness': float(
-        self.probe(*first_device))})
+    first_device = jax.tree.map(
+        lambda x: x[0], (self.state.params, self.state.batch_stats, batch)
+    )
+    self.writer.write_scalars(
+        step, {'sharpness': float(self.probe(*first_device))}
+    )
 
   def _checkpoint(self, step: int) -> None:
     self._finite_so_far()
     self.progress['wall_time_s'] += time.time() - self.segment_started
-    checkpoints.save(self.manager, step,
-                     state_lib.unreplicate(self.state), self.progress)
+    checkpoints.save(
+        self.manager, step, state_lib.unreplicate(self.state), self.progress
+    )
     self.segment_started = time.time()
 
   def _after_step(self, step: int, batch, preempted: bool) -> None:
@@ -183,19 +199,28 @@ class Loop:
     if preempted and not is_last:
       checkpoints.wait_until_saved(self.manager)
       self.writer.flush()
-      raise SystemExit(f'preempted: checkpointed step {step} of {total} in '
-                       f'{self.workdir}; rerun to resume')
+      raise SystemExit(
+          f'preempted: checkpointed step {step} of {total} in '
+          f'{self.workdir}; rerun to resume'
+      )
 
   def run_steps(self) -> None:
     """Takes every step from start_step + 1 to the run's last."""
     total = self.run.total_steps
     report_progress = periodic_actions.ReportProgress(
-        num_train_steps=total, writer=self.writer,
-        every_steps=self.config.run.log_every_steps)
+        num_train_steps=total,
+        writer=self.writer,
+        every_steps=self.config.run.log_every_steps,
+    )
     batches = state_lib.prefetch(
-        self.run.datasets.train_batches(self.start_step, total), self.mesh)
-    logging.info('Training %s steps from step %d on %d devices.', total,
-                 self.start_step, jax.device_count())
+        self.run.datasets.train_batches(self.start_step, total), self.mesh
+    )
+    logging.info(
+        'Training %s steps from step %d on %d devices.',
+        total,
+        self.start_step,
+        jax.device_count(),
+    )
     self.segment_started = time.time()
     with PreemptionSignal() as preemption:
       for step in range(self.start_step + 1, total + 1):
@@ -218,17 +243,24 @@ class Loop:
     if self.first_step_done is None or self.first_step_done[0] >= total:
       return None
     first_step, first_time = self.first_step_done
-    return ((total - first_step) * self.run.datasets.global_batch_size /
-            max(time.time() - first_time, 1e-9))
+    return (
+        (total - first_step)
+        * self.run.datasets.global_batch_size
+        / max(time.time() - first_time, 1e-9)
+    )
 
 
-def summarize(config, workdir, total_steps, wall_time_s,
-              images_per_s) -> dict[str, Any]:
+def summarize(
+    config, workdir, total_steps, wall_time_s, images_per_s
+) -> dict[str, Any]:
   """The summary.json record of a finished run."""
   records = writers.read_metrics(workdir)
   evals = [r for r in records if 'test_error' in r]
-  final = {k: v for k, v in evals[-1].items()
-           if k.startswith(('test_', 'validation_'))}
+  final = {
+      k: v
+      for k, v in evals[-1].items()
+      if k.startswith(('test_', 'validation_'))
+  }
   best = {}
   for key in ('test_error', 'validation_error'):
     scored = [r for r in evals if key in r]

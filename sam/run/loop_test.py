@@ -36,8 +36,9 @@ def test_sam_run_writes_summary_metrics_and_checkpoints(sam_run):
   records = writers.read_metrics(workdir)
   train = [r for r in records if 'train_loss' in r]
   assert [r['step'] for r in train] == [2, 4, 6, 8]
-  assert all(np.isfinite(r['grad_norm']) and r['learning_rate'] >= 0
-             for r in train)
+  assert all(
+      np.isfinite(r['grad_norm']) and r['learning_rate'] >= 0 for r in train
+  )
   assert [r['step'] for r in records if 'test_error' in r] == [4, 8]
   # Eval records carry the epoch, for figures against epochs.
   assert [r['epoch'] for r in records if 'test_error' in r] == [1.0, 2.0]
@@ -46,8 +47,9 @@ def test_sam_run_writes_summary_metrics_and_checkpoints(sam_run):
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
 
 
-def test_resume_equals_uninterrupted_run_bit_for_bit(sam_run, cifar_config,
-                                                     tmp_path_factory):
+def test_resume_equals_uninterrupted_run_bit_for_bit(
+    sam_run, cifar_config, tmp_path_factory
+):
   workdir, summary = sam_run
   resumed = str(tmp_path_factory.mktemp('resumed'))
   shutil.copytree(workdir, resumed, dirs_exist_ok=True)
@@ -63,11 +65,14 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(sam_run, cifar_config,
 
 def test_rerun_of_a_finished_run_changes_nothing(sam_run, cifar_config):
   workdir, summary = sam_run
-  before = {f: os.path.getmtime(os.path.join(workdir, f))
-            for f in ('summary.json', 'metrics.jsonl', 'config.json')}
+  before = {
+      f: os.path.getmtime(os.path.join(workdir, f))
+      for f in ('summary.json', 'metrics.jsonl', 'config.json')
+  }
   assert experiment.train_and_evaluate(cifar_config(), workdir) == summary
-  assert before == {f: os.path.getmtime(os.path.join(workdir, f))
-                    for f in before}
+  assert before == {
+      f: os.path.getmtime(os.path.join(workdir, f)) for f in before
+  }
 
 
 def test_workdir_of_another_config_is_refused(sam_run, cifar_config):
@@ -94,18 +99,20 @@ def test_sgd_runs_end_to_end(mock_cifar, cifar_config, tmp_path):
 def test_bootstrap_trains_on_the_teacher_predictions(sam_run, cifar_config):
   workdir, _ = sam_run
   datasets = experiment.build(
-      cifar_config(), experiment.teacher_labels(workdir)).datasets
+      cifar_config(), experiment.teacher_labels(workdir)
+  ).datasets
   _, model, variables, teacher_data = experiment.load_run(workdir)
-  images = (teacher_data.train_images.astype(np.float32) -
-            np.array(teacher_data.mean)) / np.array(teacher_data.std)
+  images = (
+      teacher_data.train_images.astype(np.float32) - np.array(teacher_data.mean)
+  ) / np.array(teacher_data.std)
   predicted = np.argmax(model.apply(variables, images, train=False), -1)
   np.testing.assert_array_equal(datasets.train_labels, predicted)
   assert np.any(predicted != teacher_data.train_labels)
 
 
-def test_label_noise_is_recorded_and_spares_validation(mock_cifar,
-                                                       cifar_config,
-                                                       tmp_path):
+def test_label_noise_is_recorded_and_spares_validation(
+    mock_cifar, cifar_config, tmp_path
+):
   config = cifar_config()
   config.data.label_noise, config.data.validation_split = 0.4, True
   datasets = experiment.build(config).datasets
@@ -114,11 +121,13 @@ def test_label_noise_is_recorded_and_spares_validation(mock_cifar,
   clean_data = experiment.build(clean).datasets
   changed = np.flatnonzero(datasets.train_labels != clean_data.train_labels)
   assert len(changed) == round(0.4 * len(clean_data.train_labels))
-  np.testing.assert_array_equal(datasets.clean_train_labels,
-                                clean_data.train_labels)
+  np.testing.assert_array_equal(
+      datasets.clean_train_labels, clean_data.train_labels
+  )
   for split in ('validation', 'test'):
-    np.testing.assert_array_equal(datasets.eval_splits[split][1],
-                                  clean_data.eval_splits[split][1])
+    np.testing.assert_array_equal(
+        datasets.eval_splits[split][1], clean_data.eval_splits[split][1]
+    )
   config.optim.num_epochs = 1
   experiment.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / 'label_noise.json') as f:
@@ -127,14 +136,13 @@ def test_label_noise_is_recorded_and_spares_validation(mock_cifar,
   assert record['num_train'] == len(datasets.train_labels)
 
 
-def test_sharpness_probe_is_logged_during_training(mock_cifar, cifar_config,
-                                                   tmp_path):
+def test_sharpness_probe_is_logged_during_training(
+    mock_cifar, cifar_config, tmp_path
+):
   config = cifar_config('sgd')
   config.optim.num_epochs = 1
   config.eval.sharpness_every_steps = 2
   experiment.train_and_evaluate(config, str(tmp_path))
-  probes = [r for r in writers.read_metrics(str(tmp_path))
-            if 'sharpness' in r]
+  probes = [r for r in writers.read_metrics(str(tmp_path)) if 'sharpness' in r]
   assert [r['step'] for r in probes] == [2, 4]
-  assert all(np.isfinite(r['sharpness']) and r['sharpness'] > 0
-             for r in probes)
+  assert all(np.isfinite(r['sharpness']) and r['sharpness'] > 0 for r in probes)

@@ -5,14 +5,14 @@ import functools
 from typing import Any, Iterable, Iterator
 
 import flax.linen as nn
+from flax.training import train_state
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
-from flax.training import train_state
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
+import numpy as np
+import optax
 
 # The pmapped step's one axis: the data-parallel devices of this host.
 AXIS = 'batch'
@@ -36,8 +36,13 @@ class TrainState(train_state.TrainState):
   first_nonfinite_step: jax.Array = 0
 
 
-def create_train_state(model: nn.Module, image_shape, tx: optax.GradientTransformation,
-                       seed: int, method_init=lambda params: ()) -> TrainState:
+def create_train_state(
+    model: nn.Module,
+    image_shape,
+    tx: optax.GradientTransformation,
+    seed: int,
+    method_init=lambda params: (),
+) -> TrainState:
   """Initialises the model on a dummy batch.
 
   Args:
@@ -51,15 +56,20 @@ def create_train_state(model: nn.Module, image_shape, tx: optax.GradientTransfor
     A TrainState at step 0.
   """
   variables = jax.jit(functools.partial(model.init, train=False))(
-      jax.random.key(seed), jnp.zeros((1,) + tuple(image_shape)))
+      jax.random.key(seed), jnp.zeros((1,) + tuple(image_shape))
+  )
   zero = jnp.zeros((), jnp.int32)
   # Strongly typed counters: flax's weakly typed 0 would make the second
   # call of the jitted step compile it again.
   return TrainState.create(
-      apply_fn=model.apply, params=variables['params'],
-      batch_stats=variables.get('batch_stats', {}), tx=tx,
-      method_state=method_init(variables['params']), nonfinite_steps=zero,
-      first_nonfinite_step=zero).replace(step=zero)
+      apply_fn=model.apply,
+      params=variables['params'],
+      batch_stats=variables.get('batch_stats', {}),
+      tx=tx,
+      method_state=method_init(variables['params']),
+      nonfinite_steps=zero,
+      first_nonfinite_step=zero,
+  ).replace(step=zero)
 
 
 def device_mesh(devices=None) -> Mesh:
@@ -74,8 +84,10 @@ def replicate(tree, mesh: Mesh):
   count = mesh.devices.size
   return jax.tree.map(
       lambda x: jax.device_put(
-          np.broadcast_to(np.asarray(x), (count,) + np.shape(x)), sharding),
-      tree)
+          np.broadcast_to(np.asarray(x), (count,) + np.shape(x)), sharding
+      ),
+      tree,
+  )
 
 
 def shard(batch, mesh: Mesh):
@@ -84,8 +96,9 @@ def shard(batch, mesh: Mesh):
   return jax.tree.map(lambda x: jax.device_put(x, sharding), batch)
 
 
-def prefetch(host_batches: Iterable[Any], mesh: Mesh,
-             size: int = 2) -> Iterator[Any]:
+def prefetch(
+    host_batches: Iterable[Any], mesh: Mesh, size: int = 2
+) -> Iterator[Any]:
   """Yields the batches placed on the devices, `size` transfers ahead."""
   queue = collections.deque()
   for batch in host_batches:

@@ -11,12 +11,12 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+from clu import metrics as clu_metrics
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from clu import metrics as clu_metrics
 
 from data import mixup
 from sam import groups
@@ -57,20 +57,44 @@ class StepOptions:
   skip_nonfinite: bool
 
 
+def _metric_outputs(logits, labels, grads, scalars) -> dict[str, jax.Array]:
+  """Per-example loss and error of the pass at w, the update's norm, and
+  the method's own scalars."""
+  return {
+      'loss': losses.cross_entropy(logits, labels),
+      'error': losses.top1_error(logits, labels),
+      'grad_norm': optax.global_norm(grads),
+      **scalars,
+  }
+
+
 @functools.lru_cache(maxsize=None)
-def train_metrics(extra_names: tuple[str, ...] = ()):
-  """The collection a train step returns: loss, error and gradient norm of
-  the global batch, plus the method's own scalars."""
+def _train_metrics(extra_names: tuple[str, ...]):
   return clu_metrics.Collection.create(
       train_loss=clu_metrics.Average.from_output('loss'),
       train_error=clu_metrics.Average.from_output('error'),
       grad_norm=clu_metrics.Average.from_output('grad_norm'),
-      **{name: clu_metrics.Average.from_output(name) for name in extra_names})
+      **{name: clu_metrics.Average.from_output(name) for name in extra_names},
+  )
+
+
+def train_metrics(extra_names=()):
+  """The collection a train step returns: loss, error and gradient norm of
+  the global batch, plus the method's own scalars under their own names.
+
+  Args:
+    extra_names: the names of the method's scalars (any order).
+
+  Returns:
+    A clu Collection class (the same class for the same names).
+  """
+  return _train_metrics(tuple(sorted(extra_names)))
 
 
 EvalMetrics = clu_metrics.Collection.create(
     loss=clu_metrics.Average.from_output('loss'),
-    error=clu_metrics.Average.from_output('error'))
+    error=clu_metrics.Average.from_output('error'),
+)
 
 
 def _fold(key: jax.Array, index, num_parts: int) -> jax.Array:
@@ -82,103 +106,145 @@ def _identity(tree):
   return tree
 
 
-def _micro_batch_loss(loss_fn, batch_stats, key, num_micro, ascent, params,
-                      micro_batch, index):
-  return loss_fn(params, batch_stats, micro_batch,
-                 _fold(key, index, num_micro), ascent)
+def _micro_batch_loss(
+    loss_fn, batch_stats, key, num_micro, ascent, params, micro_batch, index
+):
+  return loss_fn(
+      params, batch_stats, micro_batch, _fold(key, index, num_micro), ascent
+  )
 
 
-def _objective(loss_fn, batch_stats, examples, key, num_micro, sync,
-               method_key) -> methods.Objective:
-  """The loss on `examples`, accumulated over `num_micro` micro-batches."""
+def _step_keys(step, options: StepOptions) -> tuple[jax.Array, jax.Array]:
+  """(dropout key, method key) of this (step, device): both SAM passes reuse
+  the dropout key; the method's own draws are per device unless the whole
+  batch shares one perturbation."""
+  step_key = jax.random.fold_in(jax.random.key(options.seed), step)
+  device = jax.lax.axis_index(AXIS)
+  method_key = jax.random.fold_in(step_key, _METHOD_STREAM)
+  if not options.sync_perturbation:
+    method_key = jax.random.fold_in(method_key, device)
+  return jax.random.fold_in(step_key, device), method_key
+
+
+def _group_objective(
+    loss_fn, batch_stats, keys, sync, examples, index, num_groups, num_micro
+) -> methods.Objective:
+  """The Objective of one group: its own keys, and the loss accumulated over
+  `num_micro` micro-batches; only a lone group shares its ascent (`sync`)."""
+  dropout_key, method_key = keys
+  loss = functools.partial(
+      _micro_batch_loss,
+      loss_fn,
+      batch_stats,
+      _fold(dropout_key, index, num_groups),
+      num_micro,
+  )
 
   def grad(params, ascent=False):
-    loss = functools.partial(_micro_batch_loss, loss_fn, batch_stats, key,
-                             num_micro, ascent)
-    return groups.accumulated_value_and_grad(loss, examples,
-                                             num_micro)(params)
+    return groups.accumulated_value_and_grad(
+        functools.partial(loss, ascent), examples, num_micro
+    )(params)
 
-  return methods.Objective(grad, sync, method_key)
+  return methods.Objective(
+      grad,
+      sync if num_groups == 1 else _identity,
+      _fold(method_key, index, num_groups),
+  )
 
 
-def _record_finiteness(old, new, finite, skip: bool):
-  """Counts a non-finite step on device; with `skip`, keeps the old state
-  (the step counter still advances, so the next step draws new keys)."""
+def _record_finiteness(old, new, step_metrics, skip: bool):
+  """Decides on device whether the step was finite, and counts it if not.
+
+  The decision is the same on every device: the metrics are global already.
+  A non-finite step's metrics are zeroed (it adds nothing to the logged
+  averages); with `skip` the old state is kept (the step counter still
+  advances, so the next step draws new keys).
+
+  Returns:
+    (new state, metrics).
+  """
+  finite = jnp.isfinite(
+      step_metrics.grad_norm.total + jnp.sum(step_metrics.train_loss.total)
+  )
+  step_metrics = jax.tree.map(
+      lambda x: jnp.where(finite, x, jnp.zeros_like(x)), step_metrics
+  )
   if skip:
-    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new,
-                       old).replace(step=new.step)
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new = new.replace(step=old.step + 1)
   bad = jnp.logical_not(finite)
-  first = jnp.where(bad & (old.first_nonfinite_step == 0), new.step,
-                    old.first_nonfinite_step)
-  return new.replace(nonfinite_steps=old.nonfinite_steps + bad,
-                     first_nonfinite_step=first)
+  first = jnp.where(
+      bad & (old.first_nonfinite_step == 0), new.step, old.first_nonfinite_step
+  )
+  new = new.replace(
+      nonfinite_steps=old.nonfinite_steps + bad, first_nonfinite_step=first
+  )
+  return new, step_metrics
 
 
-def train_step(state, batch, *, loss_fn, method: methods.Method,
-               options: StepOptions):
+def _mixed(batch, key, options: StepOptions):
+  """The batch with mixup applied (one weight, soft targets), if it is on."""
+  if not options.mixup_alpha:
+    return batch
+  one_hot = jax.nn.one_hot(batch['label'], options.num_classes)
+  images, targets = mixup.mixup(
+      key, batch['image'], one_hot, options.mixup_alpha
+  )
+  return {'image': images, 'label': targets}
+
+
+def train_step(state, batch, *, loss_fn, method, options: StepOptions):
   """One update of Algorithm 1 on this device's share of the global batch.
-
-  The device batch is cut into groups of options.group_size examples with a
-  perturbation each (m-sharpness) and into accumulation micro-batches
-  (sam/groups.py); the method computes each group's direction.
 
   Args:
     state: this device's replica of the TrainState.
     batch: {'image': [b, H, W, C], 'label': [b]} for this device.
     loss_fn: from `losses.make_loss_fn`.
-    method: the SAM-family member (sam/methods.py).
+    method: the SAM-family member (sam/methods.py), run per group of
+      options.group_size examples (m-sharpness) over the micro-batches.
     options: the rest of what the step needs.
 
   Returns:
     (new state, train metrics gathered over devices).
   """
-  step_key = jax.random.fold_in(jax.random.key(options.seed), state.step)
-  device = jax.lax.axis_index(AXIS)
-  # One random key per (step, device); both SAM passes reuse it.
-  dropout_key = jax.random.fold_in(step_key, device)
-  method_key = jax.random.fold_in(step_key, _METHOD_STREAM)
+  dropout_key, method_key = _step_keys(state.step, options)
   sync = _identity
   if options.sync_perturbation:
     # batch: one perturbation from the gradient of the global batch.
     sync = functools.partial(jax.lax.pmean, axis_name=AXIS)
-  else:
-    method_key = jax.random.fold_in(method_key, device)
   labels = batch['label']
-  if options.mixup_alpha:
-    # Both passes see the same mixed batch (the key is the step's).
-    batch = dict(zip(('image', 'label'), mixup.mixup(
-        jax.random.fold_in(dropout_key, _MIXUP_STREAM), batch['image'],
-        jax.nn.one_hot(labels, options.num_classes), options.mixup_alpha)))
+  # Both passes see the same mixed batch (the key is the step's).
+  batch = _mixed(batch, jax.random.fold_in(dropout_key, _MIXUP_STREAM), options)
+  keys = (dropout_key, method_key)
+  objective = functools.partial(
+      _group_objective, loss_fn, state.batch_stats, keys, sync
+  )
 
-  def group_gradient(examples, index, num_groups, num_micro):
-    objective = _objective(
-        loss_fn, state.batch_stats, examples,
-        _fold(dropout_key, index, num_groups), num_micro,
-        sync if num_groups == 1 else _identity,
-        _fold(method_key, index, num_groups))
-    return method.gradient(objective, state.params, state.method_state)
+  def group_gradient(*group):
+    return method.gradient(objective(*group), state.params, state.method_state)
 
-  gradient = groups.grouped_gradient(
-      group_gradient, batch, options.group_size or labels.shape[0],
-      options.accumulation_steps, options.group_mode)
+  size = options.group_size or labels.shape[0]
+  micro, mode = options.accumulation_steps, options.group_mode
+  gradient = groups.grouped_gradient(group_gradient, batch, size, micro, mode)
   # batch: the update is the mean of every device's direction; the method's
   # state and extras are averaged with it, so replicas stay identical.
   grads, method_state, extras = jax.lax.pmean(
-      (gradient.grads, gradient.state, gradient.extras), axis_name=AXIS)
+      (gradient.grads, gradient.state, gradient.extras), axis_name=AXIS
+  )
   # batch: keep the replicas' running statistics identical.
   batch_stats = jax.lax.pmean(gradient.aux[0], axis_name=AXIS)
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats,
-                                    method_state=method_state)
-  logits, scalars = gradient.aux[1], method.metrics(grads, extras)
-  grad_norm = optax.global_norm(grads)
+  new_state = state.apply_gradients(
+      grads=grads, batch_stats=batch_stats, method_state=method_state
+  )
+  scalars = method.metrics(grads, extras)
+  outputs = _metric_outputs(gradient.aux[1], labels, grads, scalars)
   # batch: metrics over the global batch (all_gather inside clu).
-  step_metrics = train_metrics(tuple(sorted(scalars))).gather_from_model_output(
-      axis_name=AXIS, loss=losses.cross_entropy(logits, labels),
-      error=losses.top1_error(logits, labels), grad_norm=grad_norm, **scalars)
-  # The same decision on every device: both values are global already.
-  finite = jnp.isfinite(grad_norm + jnp.sum(step_metrics.train_loss.total))
-  return (_record_finiteness(state, new_state, finite,
-                             options.skip_nonfinite), step_metrics)
+  step_metrics = train_metrics(tuple(scalars)).gather_from_model_output(
+      axis_name=AXIS, **outputs
+  )
+  return _record_finiteness(
+      state, new_state, step_metrics, options.skip_nonfinite
+  )
 
 
 def eval_step(state, batch, *, model: nn.Module):
@@ -191,33 +257,41 @@ def eval_step(state, batch, *, model: nn.Module):
   Returns:
     EvalMetrics gathered over devices; padding does not count.
   """
-  logits = model.apply({'params': state.params,
-                        'batch_stats': state.batch_stats},
-                       batch['image'], train=False)
+  logits = model.apply(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      batch['image'],
+      train=False,
+  )
   # batch: metrics over the global eval batch (all_gather inside clu).
   return EvalMetrics.gather_from_model_output(
       axis_name=AXIS,
       loss=losses.cross_entropy(logits, batch['label']),
       error=losses.top1_error(logits, batch['label']),
-      mask=batch['mask'])
+      mask=batch['mask'],
+  )
 
 
-def step_options(config: ml_collections.ConfigDict,
-                 num_classes: int) -> StepOptions:
+def step_options(
+    config: ml_collections.ConfigDict, num_classes: int
+) -> StepOptions:
   """The StepOptions of a run config."""
   # m-sharpness groups are groups of one perturbation: SGD has none.
   perturbs = config.sam.method != 'sgd'
   return StepOptions(
-      seed=config.seed, group_size=config.sam.m if perturbs else 0,
+      seed=config.seed,
+      group_size=config.sam.m if perturbs else 0,
       group_mode=config.sam.m_groups,
       accumulation_steps=config.optim.accumulation_steps,
       sync_perturbation=config.sam.sync_perturbation and perturbs,
-      mixup_alpha=config.data.mixup_alpha, num_classes=num_classes,
-      skip_nonfinite=config.optim.skip_nonfinite_steps)
+      mixup_alpha=config.data.mixup_alpha,
+      num_classes=num_classes,
+      skip_nonfinite=config.optim.skip_nonfinite_steps,
+  )
 
 
-def make_train_step(config: ml_collections.ConfigDict, model: nn.Module,
-                    num_classes: int) -> Callable[..., Any]:
+def make_train_step(
+    config: ml_collections.ConfigDict, model: nn.Module, num_classes: int
+) -> Callable[..., Any]:
   """The train step of a run, with everything it needs from config bound.
 
   Args:
@@ -229,20 +303,34 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module,
     (state, batch) -> (state, metrics), to be pmapped over AXIS.
   """
   loss_fn = losses.make_loss_fn(
-      model, weight_decay=config.optim.weight_decay,
+      model,
+      weight_decay=config.optim.weight_decay,
       exclude_bn_bias=config.optim.weight_decay_exclude_bn_bias,
       label_smoothing=config.optim.label_smoothing,
-      freeze_batch_stats=config.model.freeze_batch_stats)
-  return functools.partial(train_step, loss_fn=loss_fn,
-                           method=methods.create(config.sam),
-                           options=step_options(config, num_classes))
+      freeze_batch_stats=config.model.freeze_batch_stats,
+  )
+  return functools.partial(
+      train_step,
+      loss_fn=loss_fn,
+      method=methods.create(config.sam),
+      options=step_options(config, num_classes),
+  )
 
 
-def pmap_steps(config: ml_collections.ConfigDict, model: nn.Module,
-               num_classes: int, devices=None):
+def pmap_steps(
+    config: ml_collections.ConfigDict,
+    model: nn.Module,
+    num_classes: int,
+    devices=None,
+):
   """(pmapped train step donating its state, pmapped eval step)."""
-  train = jax.pmap(make_train_step(config, model, num_classes),
-                   axis_name=AXIS, devices=devices, donate_argnums=(0,))
-  evaluate = jax.pmap(functools.partial(eval_step, model=model),
-                      axis_name=AXIS, devices=devices)
+  train = jax.pmap(
+      make_train_step(config, model, num_classes),
+      axis_name=AXIS,
+      devices=devices,
+      donate_argnums=(0,),
+  )
+  evaluate = jax.pmap(
+      functools.partial(eval_step, model=model), axis_name=AXIS, devices=devices
+  )
   return train, evaluate

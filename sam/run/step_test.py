@@ -1,23 +1,23 @@
 """The pmapped train step on 2 fake CPU devices against manual computations."""
 
-import functools
 import math
 from typing import Any
 
+from flax import jax_utils
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import jax_utils
 
-import models
 from configs import base
+import models
 from sam import losses
 from sam import methods
 from sam import optim
 from sam import perturbation as ball
+from sam.run import checks
 from sam.run import state as state_lib
 from sam.run import step as step_lib
 
@@ -26,6 +26,7 @@ NUM_DEVICES = 2
 
 class TinyMLP(nn.Module):
   """No BatchNorm, so the full-batch gradient is the mean of device ones."""
+
   num_classes: int = 3
   dtype: Any = jnp.float32
 
@@ -48,8 +49,10 @@ def make_config(method='sam', rho=0.5, sync=False):
 
 def make_batch(seed, n=8, shape=(4, 4, 1), num_classes=3):
   rng = np.random.default_rng(seed)
-  return {'image': rng.normal(size=(n,) + shape).astype(np.float32),
-          'label': rng.integers(0, num_classes, n).astype(np.int32)}
+  return {
+      'image': rng.normal(size=(n,) + shape).astype(np.float32),
+      'label': rng.integers(0, num_classes, n).astype(np.int32),
+  }
 
 
 def run_pmapped_step(model, config, state, batch):
@@ -57,8 +60,9 @@ def run_pmapped_step(model, config, state, batch):
 
 
 def init_state(model, config, image_shape):
-  tx = optim.create_optimizer(config.optim, optax.constant_schedule(
-      config.optim.learning_rate))
+  tx = optim.create_optimizer(
+      config.optim, optax.constant_schedule(config.optim.learning_rate)
+  )
   return state_lib.create_train_state(model, image_shape, tx, seed=0), tx
 
 
@@ -69,7 +73,7 @@ def mlp_grad(model, config, params, batch):
     logits = model.apply({'params': p}, batch['image'])
     onehot = jax.nn.one_hot(batch['label'], logits.shape[-1])
     ce = -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), -1))
-    l2 = sum(jnp.sum(w ** 2) for w in jax.tree.leaves(p))
+    l2 = sum(jnp.sum(w**2) for w in jax.tree.leaves(p))
     return ce + 0.5 * config.optim.weight_decay * l2
 
   return jax.grad(loss)(params)
@@ -82,17 +86,23 @@ def ravel(tree):
 def unravel_like(vector, tree):
   leaves, treedef = jax.tree.flatten(tree)
   sizes = np.cumsum([0] + [x.size for x in leaves])
-  return jax.tree.unflatten(treedef, [
-      jnp.asarray(vector[a:b].reshape(x.shape))
-      for a, b, x in zip(sizes[:-1], sizes[1:], leaves)])
+  return jax.tree.unflatten(
+      treedef,
+      [
+          jnp.asarray(vector[a:b].reshape(x.shape))
+          for a, b, x in zip(sizes[:-1], sizes[1:], leaves)
+      ],
+  )
 
 
 def manual_update(model, config, state, tx, batch, eps_batches):
   """SAM with one perturbation per batch in `eps_batches`, then the mean
   of the descent gradients of each device's half."""
   w = ravel(state.params)
-  halves = [jax.tree.map(lambda x, i=i: x[i * 4:(i + 1) * 4], batch)
-            for i in range(NUM_DEVICES)]
+  halves = [
+      jax.tree.map(lambda x, i=i: x[i * 4 : (i + 1) * 4], batch)
+      for i in range(NUM_DEVICES)
+  ]
   descent = []
   for half, eps_batch in zip(halves, eps_batches):
     g1 = ravel(mlp_grad(model, config, state.params, eps_batch))
@@ -107,12 +117,13 @@ def manual_update(model, config, state, tx, batch, eps_batches):
 def test_each_device_perturbs_with_its_own_half_of_the_batch():
   model, config, batch = TinyMLP(), make_config(), make_batch(0)
   state, tx = init_state(model, config, (4, 4, 1))
-  halves = [jax.tree.map(lambda x, i=i: x[i * 4:(i + 1) * 4], batch)
-            for i in range(NUM_DEVICES)]
+  halves = [
+      jax.tree.map(lambda x, i=i: x[i * 4 : (i + 1) * 4], batch)
+      for i in range(NUM_DEVICES)
+  ]
   expected = manual_update(model, config, state, tx, batch, halves)
   got = run_pmapped_step(model, config, state, batch).params
-  np.testing.assert_allclose(ravel(got), ravel(expected), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(ravel(got), ravel(expected), rtol=1e-5, atol=1e-6)
   # And it is not what one global perturbation would give.
   global_eps = manual_update(model, config, state, tx, batch, [batch] * 2)
   assert np.max(np.abs(ravel(got) - ravel(global_eps))) > 1e-4
@@ -123,8 +134,7 @@ def test_sync_mode_perturbs_with_the_full_batch_gradient():
   state, tx = init_state(model, config, (4, 4, 1))
   expected = manual_update(model, config, state, tx, batch, [batch] * 2)
   got = run_pmapped_step(model, config, state, batch).params
-  np.testing.assert_allclose(ravel(got), ravel(expected), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(ravel(got), ravel(expected), rtol=1e-5, atol=1e-6)
 
 
 def test_sgd_step_is_the_plain_averaged_gradient():
@@ -134,8 +144,7 @@ def test_sgd_step_is_the_plain_averaged_gradient():
   updates, _ = tx.update(grads, state.opt_state, state.params)
   expected = optax.apply_updates(state.params, updates)
   got = run_pmapped_step(model, config, state, batch).params
-  np.testing.assert_allclose(ravel(got), ravel(expected), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(ravel(got), ravel(expected), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('optimizer', ['sam', 'sgd'])
@@ -156,32 +165,49 @@ def test_batchnorm_statistics_come_from_the_unperturbed_pass():
   got = run_pmapped_step(model, config, state, batch).batch_stats
 
   def pass_stats(params, half):
-    _, new = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                         half['image'], train=True, mutable=['batch_stats'])
+    _, new = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats},
+        half['image'],
+        train=True,
+        mutable=['batch_stats'],
+    )
     return new['batch_stats']
 
-  halves = [jax.tree.map(lambda x, i=i: x[i * 4:(i + 1) * 4], batch)
-            for i in range(NUM_DEVICES)]
+  halves = [
+      jax.tree.map(lambda x, i=i: x[i * 4 : (i + 1) * 4], batch)
+      for i in range(NUM_DEVICES)
+  ]
   unperturbed = [pass_stats(state.params, h) for h in halves]
   expected = jax.tree.map(lambda a, b: (a + b) / 2, *unperturbed)
-  np.testing.assert_allclose(ravel(got), ravel(expected), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(ravel(got), ravel(expected), rtol=1e-5, atol=1e-6)
 
   # The perturbed pass's statistics differ, so the check above has teeth.
   def half_grad(half):
     def loss(p):
-      logits, _ = model.apply({'params': p, 'batch_stats': state.batch_stats},
-                              half['image'], train=True,
-                              mutable=['batch_stats'])
+      logits, _ = model.apply(
+          {'params': p, 'batch_stats': state.batch_stats},
+          half['image'],
+          train=True,
+          mutable=['batch_stats'],
+      )
       return jnp.mean(losses.cross_entropy(logits, half['label'])) + (
-          losses.l2_penalty(p, config.optim.weight_decay))
+          losses.l2_penalty(p, config.optim.weight_decay)
+      )
+
     return jax.grad(loss)(state.params)
 
   g = ravel(half_grad(halves[0]))
-  perturbed = unravel_like(ravel(state.params) + g / np.linalg.norm(g),
-                           state.params)
-  assert np.max(np.abs(ravel(pass_stats(perturbed, halves[0])) -
-                       ravel(unperturbed[0]))) > 1e-3
+  perturbed = unravel_like(
+      ravel(state.params) + g / np.linalg.norm(g), state.params
+  )
+  assert (
+      np.max(
+          np.abs(
+              ravel(pass_stats(perturbed, halves[0])) - ravel(unperturbed[0])
+          )
+      )
+      > 1e-3
+  )
 
 
 # The SAM family in the step. Compiled steps are cached by (model, config,
@@ -194,7 +220,9 @@ def compiled_step(model, config, num_devices=NUM_DEVICES):
   if key not in _COMPILED:
     _COMPILED[key] = jax.pmap(
         step_lib.make_train_step(config, model, model.num_classes),
-        axis_name='batch', devices=jax.local_devices()[:num_devices])
+        axis_name='batch',
+        devices=jax.local_devices()[:num_devices],
+    )
   return _COMPILED[key]
 
 
@@ -204,8 +232,15 @@ def run_steps(model, config, state, batches, num_devices=NUM_DEVICES):
   mesh = state_lib.device_mesh(jax.local_devices()[:num_devices])
   replicated = state_lib.replicate(state, mesh)
   for batch in batches:
-    replicated, metrics = p_step(replicated, state_lib.shard(jax.tree.map(
-        lambda x: x.reshape((num_devices, -1) + x.shape[1:]), batch), mesh))
+    replicated, metrics = p_step(
+        replicated,
+        state_lib.shard(
+            jax.tree.map(
+                lambda x: x.reshape((num_devices, -1) + x.shape[1:]), batch
+            ),
+            mesh,
+        ),
+    )
   return state_lib.unreplicate(replicated), state_lib.unreplicate(metrics)
 
 
@@ -218,7 +253,7 @@ def variant_config(**fields):
 
 
 def part(batch, index, size):
-  return jax.tree.map(lambda x: x[index * size:(index + 1) * size], batch)
+  return jax.tree.map(lambda x: x[index * size : (index + 1) * size], batch)
 
 
 def mlp_grad_fn(model, config, data):
@@ -228,7 +263,7 @@ def mlp_grad_fn(model, config, data):
     logits = model.apply({'params': p}, data['image'])
     onehot = jax.nn.one_hot(data['label'], logits.shape[-1])
     ce = -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), -1))
-    l2 = sum(jnp.sum(w ** 2) for w in jax.tree.leaves(p))
+    l2 = sum(jnp.sum(w**2) for w in jax.tree.leaves(p))
     return ce + 0.5 * config.optim.weight_decay * l2, None
 
   return jax.value_and_grad(loss, has_aux=True)
@@ -237,17 +272,28 @@ def mlp_grad_fn(model, config, data):
 def sam_variant(**options):
   """(grad_fn, params) -> the grads of methods.sam_gradient."""
   return lambda grad_fn, params: methods.sam_gradient(
-      methods.objective(grad_fn), params, 0.5, **options).grads
+      methods.objective(grad_fn), params, 0.5, **options
+  ).grads
 
 
-def manual_group_update(model, config, state, tx, batch, group_size,
-                        variant=sam_variant()):
+SAM = sam_variant()
+
+
+def manual_group_update(
+    model, config, state, tx, batch, group_size, variant=SAM
+):
   """Each group of `group_size` examples: its own eps and descent gradient
   (by the pure `variant`); the update uses the mean over groups."""
   num_groups = len(batch['label']) // group_size
-  descent = [ravel(variant(mlp_grad_fn(model, config,
-                                       part(batch, i, group_size)),
-                           state.params)) for i in range(num_groups)]
+  descent = [
+      ravel(
+          variant(
+              mlp_grad_fn(model, config, part(batch, i, group_size)),
+              state.params,
+          )
+      )
+      for i in range(num_groups)
+  ]
   grads = unravel_like(np.mean(descent, axis=0), state.params)
   updates, _ = tx.update(grads, state.opt_state, state.params)
   return optax.apply_updates(state.params, updates)
@@ -262,11 +308,11 @@ def test_m_sharpness_groups_each_perturb_with_their_own_examples(m_groups):
   variant = sam_variant()
   expected = manual_group_update(model, config, state, tx, batch, 2, variant)
   got, _ = run_steps(model, config, state, [batch])
-  np.testing.assert_allclose(ravel(got.params), ravel(expected), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      ravel(got.params), ravel(expected), rtol=1e-5, atol=1e-6
+  )
   # Not the per-device (m = 4) update.
-  per_device = manual_group_update(model, config, state, tx, batch, 4,
-                                   variant)
+  per_device = manual_group_update(model, config, state, tx, batch, 4, variant)
   assert np.max(np.abs(ravel(got.params) - ravel(per_device))) > 1e-4
 
 
@@ -283,77 +329,115 @@ def test_on_one_device_m_equal_to_the_global_batch_is_sync_mode():
   state, tx = init_state(model, make_config(), (4, 4, 1))
   got, _ = run_steps(model, variant_config(m=8), state, [batch], 1)
   synced, _ = run_steps(model, make_config(sync=True), state, [batch], 1)
-  np.testing.assert_allclose(ravel(got.params), ravel(synced.params),
-                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+      ravel(got.params), ravel(synced.params), rtol=1e-6, atol=1e-7
+  )
   # And both are SAM with the full-batch eps.
-  expected = manual_update(model, make_config(), state, tx, batch,
-                           [batch] * 2)
-  np.testing.assert_allclose(ravel(got.params), ravel(expected), rtol=1e-5,
-                             atol=1e-6)
+  expected = manual_update(model, make_config(), state, tx, batch, [batch] * 2)
+  np.testing.assert_allclose(
+      ravel(got.params), ravel(expected), rtol=1e-5, atol=1e-6
+  )
 
 
-@pytest.mark.parametrize('fields', [
-    {'accumulation_steps': 2},
-    {'accumulation_steps': 2, 'sync_perturbation': True},
-])
+@pytest.mark.parametrize(
+    'fields',
+    [
+        {'accumulation_steps': 2},
+        {'accumulation_steps': 2, 'sync_perturbation': True},
+    ],
+)
 def test_accumulation_equals_one_big_batch(fields):
   # No BatchNorm: the mean of micro-batch gradients is the batch gradient,
   # and the first gradient is accumulated before it is normalised.
   model, batches = TinyMLP(), [make_batch(8), make_batch(9)]
-  reference_fields = {k: v for k, v in fields.items()
-                      if k != 'accumulation_steps'}
+  reference_fields = {
+      k: v for k, v in fields.items() if k != 'accumulation_steps'
+  }
   state, _ = init_state(model, make_config(), (4, 4, 1))
   got, metrics = run_steps(model, variant_config(**fields), state, batches)
   reference, reference_metrics = run_steps(
-      model, variant_config(**reference_fields), state, batches)
-  np.testing.assert_allclose(ravel(got.params), ravel(reference.params),
-                             rtol=1e-6, atol=1e-7)
-  np.testing.assert_allclose(metrics.compute()['train_loss'],
-                             reference_metrics.compute()['train_loss'],
-                             rtol=1e-6)
+      model, variant_config(**reference_fields), state, batches
+  )
+  np.testing.assert_allclose(
+      ravel(got.params), ravel(reference.params), rtol=1e-6, atol=1e-7
+  )
+  np.testing.assert_allclose(
+      metrics.compute()['train_loss'],
+      reference_metrics.compute()['train_loss'],
+      rtol=1e-6,
+  )
 
 
 def test_accumulation_with_m_groups_equals_the_groups_without_it():
   model, batch = TinyMLP(), make_batch(10)
   state, _ = init_state(model, make_config(), (4, 4, 1))
-  got, _ = run_steps(model, variant_config(m=2, accumulation_steps=2), state,
-                     [batch])
+  got, _ = run_steps(
+      model, variant_config(m=2, accumulation_steps=2), state, [batch]
+  )
   reference, _ = run_steps(model, variant_config(m=2), state, [batch])
-  np.testing.assert_allclose(ravel(got.params), ravel(reference.params),
-                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+      ravel(got.params), ravel(reference.params), rtol=1e-6, atol=1e-7
+  )
 
 
 def second_order_variant(grad_fn, params):
-  return methods.second_order_sam_gradient(methods.objective(grad_fn),
-                                           params, 0.5).grads
+  return methods.second_order_sam_gradient(
+      methods.objective(grad_fn), params, 0.5
+  ).grads
 
 
-@pytest.mark.parametrize('fields,variant', [
-    ({'p': math.inf}, sam_variant(p=math.inf)),
-    ({'adaptive': True, 'adaptive_eta': 0.1},
-     sam_variant(adaptive=True, adaptive_eta=0.1)),
-    ({'ascent_steps': 2}, sam_variant(ascent_steps=2)),
-    ({'method': 'second_order'}, second_order_variant),
-])
+@pytest.mark.parametrize(
+    'fields,variant',
+    [
+        ({'p': math.inf}, sam_variant(p=math.inf)),
+        (
+            {'adaptive': True, 'adaptive_eta': 0.1},
+            sam_variant(adaptive=True, adaptive_eta=0.1),
+        ),
+        ({'ascent_steps': 2}, sam_variant(ascent_steps=2)),
+        ({'method': 'second_order'}, second_order_variant),
+    ],
+)
 def test_variant_step_is_the_pure_variant_on_each_device(fields, variant):
   model, batch = TinyMLP(), make_batch(11)
   config = variant_config(**fields)
   state, tx = init_state(model, config, (4, 4, 1))
   expected = manual_group_update(model, config, state, tx, batch, 4, variant)
   got, metrics = run_steps(model, config, state, [batch])
-  np.testing.assert_allclose(ravel(got.params), ravel(expected), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      ravel(got.params), ravel(expected), rtol=1e-5, atol=1e-6
+  )
   if fields.get('method') == 'second_order':
-    first_order = np.mean([ravel(sam_variant()(
-        mlp_grad_fn(model, config, part(batch, i, 4)), state.params))
-                           for i in range(NUM_DEVICES)], axis=0)
-    second_order = np.mean([ravel(variant(
-        mlp_grad_fn(model, config, part(batch, i, 4)), state.params))
-                            for i in range(NUM_DEVICES)], axis=0)
-    cosine = first_order @ second_order / (
-        np.linalg.norm(first_order) * np.linalg.norm(second_order))
-    np.testing.assert_allclose(metrics.compute()['second_order_cosine'],
-                               cosine, rtol=1e-5)
+    first_order = np.mean(
+        [
+            ravel(
+                sam_variant()(
+                    mlp_grad_fn(model, config, part(batch, i, 4)), state.params
+                )
+            )
+            for i in range(NUM_DEVICES)
+        ],
+        axis=0,
+    )
+    second_order = np.mean(
+        [
+            ravel(
+                variant(
+                    mlp_grad_fn(model, config, part(batch, i, 4)), state.params
+                )
+            )
+            for i in range(NUM_DEVICES)
+        ],
+        axis=0,
+    )
+    cosine = (
+        first_order
+        @ second_order
+        / (np.linalg.norm(first_order) * np.linalg.norm(second_order))
+    )
+    np.testing.assert_allclose(
+        metrics.compute()['second_order_cosine'], cosine, rtol=1e-5
+    )
     assert cosine < 1 - 1e-6
 
 
@@ -363,21 +447,31 @@ def test_random_perturbation_step_uses_a_random_eps_per_device():
   state, tx = init_state(model, config, (4, 4, 1))
   got, _ = run_steps(model, config, state, [batch])
   # The step's method stream: (seed, step), then the device index.
-  noise_key = jax.random.fold_in(jax.random.fold_in(
-      jax.random.key(config.seed), 0), step_lib._METHOD_STREAM)
+  noise_key = jax.random.fold_in(
+      jax.random.fold_in(jax.random.key(config.seed), 0),
+      step_lib._METHOD_STREAM,
+  )
   descent = []
   for device in range(NUM_DEVICES):
-    eps = ball.random_perturbation(jax.random.fold_in(noise_key, device),
-                                   state.params, config.sam.rho)
-    np.testing.assert_allclose(ball.global_norm(eps), config.sam.rho,
-                               rtol=1e-6)
-    descent.append(ravel(mlp_grad_fn(model, config, part(batch, device, 4))(
-        ball.perturb(state.params, eps))[1]))
+    eps = ball.random_perturbation(
+        jax.random.fold_in(noise_key, device), state.params, config.sam.rho
+    )
+    np.testing.assert_allclose(ball.global_norm(eps), config.sam.rho, rtol=1e-6)
+    descent.append(
+        ravel(
+            mlp_grad_fn(model, config, part(batch, device, 4))(
+                ball.perturb(state.params, eps)
+            )[1]
+        )
+    )
   grads = unravel_like(np.mean(descent, axis=0), state.params)
   updates, _ = tx.update(grads, state.opt_state, state.params)
   np.testing.assert_allclose(
-      ravel(got.params), ravel(optax.apply_updates(state.params, updates)),
-      rtol=1e-5, atol=1e-6)
+      ravel(got.params),
+      ravel(optax.apply_updates(state.params, updates)),
+      rtol=1e-5,
+      atol=1e-6,
+  )
 
 
 def test_bfloat16_step_keeps_float32_state_and_stays_close_to_float32():
@@ -405,26 +499,37 @@ def test_sam_step_matches_optax_contrib_sam_opaque_mode():
 
   opt = optax.contrib.sam(
       optimizer=tx,
-      adv_optimizer=optax.chain(optax.contrib.normalize(),
-                                optax.sgd(config.sam.rho)),
-      sync_period=2, opaque_mode=True, batch_axis_name='batch')
+      adv_optimizer=optax.chain(
+          optax.contrib.normalize(), optax.sgd(config.sam.rho)
+      ),
+      sync_period=2,
+      opaque_mode=True,
+      batch_axis_name='batch',
+  )
 
   def optax_step(params, opt_state, batch):
     grad = lambda p, _: jax.grad(
-        lambda q: mlp_grad_fn(model, config, batch)(q)[0][0])(p)
-    updates, opt_state = opt.update(grad(params, 0), opt_state, params,
-                                    grad_fn=grad)
+        lambda q: mlp_grad_fn(model, config, batch)(q)[0][0]
+    )(p)
+    updates, opt_state = opt.update(
+        grad(params, 0), opt_state, params, grad_fn=grad
+    )
     return optax.apply_updates(params, updates), opt_state
 
   p_optax = jax.pmap(optax_step, axis_name='batch')
   params = jax_utils.replicate(state.params)
   opt_state = jax_utils.replicate(opt.init(state.params))
   for batch in batches:
-    params, opt_state = p_optax(params, opt_state, jax.tree.map(
-        lambda x: x.reshape((NUM_DEVICES, -1) + x.shape[1:]), batch))
-  np.testing.assert_allclose(ravel(got.params),
-                             ravel(jax_utils.unreplicate(params)), rtol=0,
-                             atol=1e-6)
+    params, opt_state = p_optax(
+        params,
+        opt_state,
+        jax.tree.map(
+            lambda x: x.reshape((NUM_DEVICES, -1) + x.shape[1:]), batch
+        ),
+    )
+  np.testing.assert_allclose(
+      ravel(got.params), ravel(jax_utils.unreplicate(params)), rtol=0, atol=1e-6
+  )
   assert np.max(np.abs(ravel(got.params) - ravel(state.params))) > 1e-2
 
 
@@ -434,11 +539,13 @@ def test_frozen_batch_stats_are_unchanged_by_a_step():
   config.model.freeze_batch_stats = True
   batch = make_batch(5, shape=(8, 8, 1))
   state, _ = init_state(model, config, (8, 8, 1))
-  state = state.replace(batch_stats=jax.tree.map(
-      lambda x: x + 0.5, state.batch_stats))
+  state = state.replace(
+      batch_stats=jax.tree.map(lambda x: x + 0.5, state.batch_stats)
+  )
   new_state = run_pmapped_step(model, config, state, batch)
-  np.testing.assert_array_equal(ravel(new_state.batch_stats),
-                                ravel(state.batch_stats))
+  np.testing.assert_array_equal(
+      ravel(new_state.batch_stats), ravel(state.batch_stats)
+  )
   assert np.max(np.abs(ravel(new_state.params) - ravel(state.params))) > 0
 
 
@@ -452,3 +559,32 @@ def test_mixup_step_trains_on_mixed_soft_targets():
   assert np.max(np.abs(ravel(mixed) - ravel(plain))) > 1e-6
   again = run_pmapped_step(model, config, state, batch).params
   np.testing.assert_array_equal(ravel(mixed), ravel(again))
+
+
+def test_a_new_method_is_one_function_and_one_table_line(monkeypatch):
+  # The README's "Adding a SAM variant" example, registered for this test.
+  def my_sam(rho: float, my_knob: float = 0.5) -> methods.Method:
+    def gradient(objective, params, state):
+      del state
+      (loss, aux), g1 = objective.grad(params, ascent=True)
+      eps = ball.l2_perturbation(objective.sync(g1), my_knob * rho)
+      _, g2 = objective.grad(ball.perturb(params, eps))
+      return methods.Gradient(g2, loss, aux)
+
+    return methods.Method(lambda params: (), gradient)
+
+  monkeypatch.setitem(methods.METHODS, 'my_sam', my_sam)
+  model, batch = TinyMLP(), make_batch(14)
+  config = make_config()
+  config.sam.method, config.sam.my_knob = 'my_sam', 0.3
+  checks.validate(config, NUM_DEVICES)
+  state, tx = init_state(model, config, (4, 4, 1))
+  got, _ = run_steps(model, config, state, [batch])
+  # SAM at rho = 0.3 * 0.5 on each device's half.
+  variant = lambda grad_fn, params: methods.sam_gradient(
+      methods.objective(grad_fn), params, 0.15
+  ).grads
+  expected = manual_group_update(model, config, state, tx, batch, 4, variant)
+  np.testing.assert_allclose(
+      ravel(got.params), ravel(expected), rtol=1e-5, atol=1e-6
+  )

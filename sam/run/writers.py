@@ -7,10 +7,10 @@ object per write) is what the results aggregator and figures read.
 import json
 from typing import Any, Mapping
 
-import numpy as np
 from clu import metric_writers
 from clu.metric_writers import interface
 from etils import epath
+import numpy as np
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -60,19 +60,22 @@ def read_metrics(workdir: epath.PathLike) -> list[dict[str, float]]:
   path = epath.Path(workdir) / METRICS_FILE
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines()
-          if line.strip()]
+  return [
+      json.loads(line) for line in path.read_text().splitlines() if line.strip()
+  ]
 
 
 def truncate_metrics(workdir: epath.PathLike, last_step: int) -> None:
   """Drops records after `last_step`, which a resumed run will write again."""
   records = [r for r in read_metrics(workdir) if r['step'] <= last_step]
   (epath.Path(workdir) / METRICS_FILE).write_text(
-      ''.join(json.dumps(r) + '\n' for r in records))
+      ''.join(json.dumps(r) + '\n' for r in records)
+  )
 
 
-def create_writer(workdir: epath.PathLike,
-                  is_primary: bool) -> metric_writers.MetricWriter:
+def create_writer(
+    workdir: epath.PathLike, is_primary: bool
+) -> metric_writers.MetricWriter:
   """TensorBoard + logging (+ JSON lines on the primary host).
 
   Args:
@@ -83,8 +86,10 @@ def create_writer(workdir: epath.PathLike,
     A clu MetricWriter.
   """
   default = metric_writers.create_default_writer(
-      str(workdir), just_logging=not is_primary, asynchronous=False)
+      str(workdir), just_logging=not is_primary, asynchronous=False
+  )
   if not is_primary:
     return default
   return metric_writers.MultiWriter(
-      [default, JsonLinesWriter(epath.Path(workdir) / METRICS_FILE)])
+      [default, JsonLinesWriter(epath.Path(workdir) / METRICS_FILE)]
+  )
