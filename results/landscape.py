@@ -8,12 +8,10 @@ side with shared levels:
 SGD_RUN/analysis/landscape_2d_train.json --labels=SAM,SGD --output_dir=figures
 """
 
-import json
 from typing import Sequence
 
 from absl import app
 from absl import flags
-from etils import epath
 import numpy as np
 
 from results import plotting
@@ -86,11 +84,6 @@ def plot_surface(
   plotting.save_figure(fig, path, dpi=120, bbox_inches='tight')
 
 
-def read_records(paths: Sequence[str]) -> list[dict]:
-  """The JSON records at `paths`."""
-  return [json.loads(epath.Path(path).read_text()) for path in paths]
-
-
 def _define_flags():
   flags.DEFINE_list(
       'inputs', None, 'JSON files of sam.analysis landscape.', required=True
@@ -106,16 +99,13 @@ def _define_flags():
 def main(argv):
   del argv
   f = flags.FLAGS
-  records = read_records(f.inputs)
-  labels = f.labels or [r.get('method', '?') for r in records]
-  if len(labels) != len(records):
-    raise app.UsageError(
-        f'--labels needs {len(records)} entries, got ' f'{len(labels)}'
-    )
-  output_dir = epath.Path(f.output_dir)
-  output_dir.mkdir(parents=True, exist_ok=True)
-  plot_surface(list(zip(labels, records)), output_dir / FILE_NAME)
-  print(output_dir / FILE_NAME)
+  try:
+    labelled = plotting.labelled_records(f.inputs, f.labels)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  path = plotting.output_path(f.output_dir, FILE_NAME)
+  plot_surface(labelled, path)
+  print(path)
 
 
 if __name__ == '__main__':

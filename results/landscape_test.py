@@ -1,5 +1,9 @@
 """Tests for results/landscape.py: the figures of landscape records."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -28,3 +32,42 @@ def test_plots_write_pngs(tmp_path):
     landscape.plot_surface(
         [('a', record_1d), ('b', record_2d)], str(tmp_path / 'c.png')
     )
+
+
+def test_command_line_draws_records_side_by_side(tmp_path, repo_dir):
+  record = {
+      'method': 'sam',
+      'split': 'train',
+      'coordinates': [[-1.0, 0.0, 1.0]],
+      'loss': [1.0, 0.1, 2.0],
+  }
+  path = tmp_path / 'a.json'
+  path.write_text(json.dumps(record))
+  subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'results.landscape',
+          f'--inputs={path},{path}',
+          '--labels=SAM,SGD',
+          f'--output_dir={tmp_path / "figures"}',
+      ],
+      cwd=repo_dir,
+      check=True,
+      capture_output=True,
+  )
+  assert (tmp_path / 'figures' / 'landscape.png').stat().st_size > 1000
+  bad = subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'results.landscape',
+          f'--inputs={path}',
+          '--labels=SAM,SGD',
+          f'--output_dir={tmp_path}',
+      ],
+      cwd=repo_dir,
+      capture_output=True,
+      text=True,
+  )
+  assert bad.returncode != 0 and '--labels needs 1 entries' in bad.stderr

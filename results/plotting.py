@@ -4,6 +4,7 @@ Figures are PNG files written through etils.epath, so an output directory
 may be a local folder or a gs:// bucket.
 """
 
+import json
 from typing import Sequence
 
 from etils import epath
@@ -37,3 +38,28 @@ def lower_errors(
   """Asymmetric error bars [[below], [above]] of mean +- half, clipped at 0
   below: an error rate cannot be negative."""
   return [[min(h, m) for m, h in zip(means, halves)], list(halves)]
+
+
+def labelled_records(
+    inputs: Sequence[str], labels: Sequence[str] | None
+) -> list[tuple[str, dict]]:
+  """(label, record) pairs of the JSON records at `inputs`; the labels
+  default to the records' methods.
+
+  Raises:
+    ValueError: labels and inputs differ in number.
+  """
+  records = [json.loads(epath.Path(path).read_text()) for path in inputs]
+  labels = labels or [r.get('method', '?') for r in records]
+  if len(labels) != len(records):
+    raise ValueError(
+        f'--labels needs {len(records)} entries, got ' f'{len(labels)}'
+    )
+  return list(zip(labels, records))
+
+
+def output_path(output_dir: epath.PathLike, name: str) -> epath.Path:
+  """output_dir/name, creating output_dir."""
+  output_dir = epath.Path(output_dir)
+  output_dir.mkdir(parents=True, exist_ok=True)
+  return output_dir / name

@@ -10,12 +10,10 @@ runs/qs_sgd/analysis/hessian_train_train.json \
     --labels=SAM,SGD --output_dir=figures
 """
 
-import json
 from typing import Sequence
 
 from absl import app
 from absl import flags
-from etils import epath
 import numpy as np
 
 from results import plotting
@@ -98,16 +96,13 @@ def _define_flags():
 def main(argv):
   del argv
   f = flags.FLAGS
-  records = [json.loads(epath.Path(path).read_text()) for path in f.inputs]
-  labels = f.labels or [r.get('method', '?') for r in records]
-  if len(labels) != len(records):
-    raise app.UsageError(
-        f'--labels needs {len(records)} entries, got ' f'{len(labels)}'
-    )
-  output_dir = epath.Path(f.output_dir)
-  output_dir.mkdir(parents=True, exist_ok=True)
-  plot_spectra(list(zip(labels, records)), output_dir / FILE_NAME)
-  print(output_dir / FILE_NAME)
+  try:
+    labelled = plotting.labelled_records(f.inputs, f.labels)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  path = plotting.output_path(f.output_dir, FILE_NAME)
+  plot_spectra(labelled, path)
+  print(path)
 
 
 if __name__ == '__main__':
