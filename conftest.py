@@ -54,6 +54,7 @@ def cifar_smoke_config(method='sam'):
   c.data.augment = 'basic'
   c.data.crop_padding = 4
   c.optim.batch_size = 8
+  c.optim.replica_batch_size = 0  # One replica per device.
   c.eval.batch_size = 16
   c.optim.num_epochs = 2
   c.eval.every_epochs = 1

@@ -98,7 +98,7 @@ def build_step(config, image_size: int, num_classes: int, devices):
       methods.create(config.sam).init,
   )
   step = jax.pmap(
-      step_lib.make_train_step(config, model, num_classes),
+      step_lib.make_train_step(config, model, num_classes, len(devices)),
       axis_name=step_lib.AXIS,
       devices=devices,
       donate_argnums=(0,),

@@ -72,6 +72,13 @@ def optim_section() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(
       {
           'batch_size': 256,  # Global, over all devices and hosts.
+          # Examples per replica: BatchNorm statistics and the SAM perturbation
+          # are computed per replica of this many examples, for SAM and SGD
+          # alike, whether a replica is a slice of a device's batch or spans
+          # several devices (sam/run/replicas.py); 0 = the per-device batch.
+          # The paper's: 32 on CIFAR, SVHN, Fashion-MNIST (256 on 8 GPUs), 128 on
+          # ImageNet (4096 on 32 TPU cores).
+          'replica_batch_size': 0,
           # Micro-batches per device batch, run one after another (the same
           # update, less memory); must divide the per-device batch.
           'accumulation_steps': 1,

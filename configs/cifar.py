@@ -67,4 +67,5 @@ def get_config(arg: str | None = None):
   c.optim.learning_rate, c.optim.weight_decay, c.sam.rho = table6(
       k['model'], k['dataset'], k['epochs']
   )
+  c.optim.replica_batch_size = 32  # The paper's 8 GPUs at batch 256.
   return base.apply_common_knobs(c, k)

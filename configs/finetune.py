@@ -55,6 +55,10 @@ SCHEDULES = {
     'efficientnet_b7': (1024, 0.016, 5000, 600),
     'efficientnet_l2': (512, 0.008, 10000, 475),
 }
+# C.2: B7 ran on 64 TPUv3 cores (1024 / 64 = 16 examples a core), L2 on 128
+# (512 / 128 = 4): the examples per replica of each SAM perturbation
+# (BatchNorm statistics are frozen, so it sets only the perturbation).
+REPLICA_BATCH = {'efficientnet_b7': 16, 'efficientnet_l2': 4}
 IMAGENET_EPOCHS = 10
 IMAGENET_LEARNING_RATE = 0.1
 # ImageNet's RGB statistics on the 0-255 scale, which the converted Keras
@@ -99,6 +103,7 @@ def get_config(arg: str | None = None):
   c.optim.batch_size, c.optim.learning_rate, steps, c.data.image_size = (
       SCHEDULES[k['model']]
   )
+  c.optim.replica_batch_size = REPLICA_BATCH[k['model']]
   if dataset == 'imagenet2012':
     c.optim.learning_rate = IMAGENET_LEARNING_RATE
     c.optim.num_epochs = IMAGENET_EPOCHS

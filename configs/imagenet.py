@@ -42,6 +42,7 @@ def get_config(arg: str | None = None):
   c.optim.num_epochs = k['epochs']
   c.optim.warmup_epochs = k['warmup']
   c.optim.batch_size = 4096
+  c.optim.replica_batch_size = 128  # 32 TPUv3 cores.
   c.optim.learning_rate = 1.0
   c.optim.weight_decay = 1e-4
   c.optim.momentum = 0.9

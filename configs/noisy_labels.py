@@ -58,4 +58,5 @@ def get_config(arg: str | None = None):
   c.data.mixup_alpha = k['mixup']
   # Workdir of a finished run whose predictions relabel the training set.
   c.data.bootstrap_teacher_workdir = k['teacher']
+  c.optim.replica_batch_size = 32  # The paper's 8 GPUs at batch 256.
   return base.apply_common_knobs(c, k)

@@ -32,6 +32,8 @@ def get_config(arg: str | None = None):
   c.model.name = k['model']
   c.optim.num_epochs = k['epochs']
   c.optim.batch_size = 64
+  # Two replicas of 32: the same run on any number of devices.
+  c.optim.replica_batch_size = 32
   c.optim.learning_rate = 0.1
   c.optim.weight_decay = 5e-4
   c.eval.batch_size = 128

@@ -1,8 +1,8 @@
 """Mixup (Zhang et al., 2018), the Table 4 baseline for noisy labels.
 
-Batch-level: one weight lam ~ Beta(alpha, alpha) per batch, and every example
-is mixed with the example a random permutation of the batch puts beside it,
-images and labels alike. It runs on normalised float images and one-hot (or
+Batch-level: one weight lam ~ Beta(alpha, alpha) per batch (the official
+code's choice), and every example is mixed with the example a random
+permutation of the batch puts beside it, images and labels alike. It runs on normalised float images and one-hot (or
 already soft) labels, inside or outside jit, and is a pure function of its
 key, so a run's mixing is reproducible like the rest of its randomness.
 """
@@ -25,6 +25,25 @@ def mixup_params(key, batch_size: int, alpha: float):
   lam_key, perm_key = jax.random.split(key)
   lam = jax.random.beta(lam_key, alpha, alpha)
   return lam, jax.random.permutation(perm_key, batch_size)
+
+
+def mix(lam, partners, images, labels):
+  """lam * x + (1 - lam) * x[partners], for images and labels alike.
+
+  Args:
+    lam: the mixing weight, a scalar in [0, 1].
+    partners: int [B], the example each example is mixed with.
+    images: float [B, ...].
+    labels: float [B, K] one-hot or soft labels.
+
+  Returns:
+    (mixed images, mixed labels), of the input dtypes.
+  """
+
+  def blend(x):
+    return (lam * x + (1.0 - lam) * x[partners]).astype(x.dtype)
+
+  return blend(jnp.asarray(images)), blend(jnp.asarray(labels))
 
 
 def mixup(key, images, labels, alpha: float):
@@ -51,8 +70,4 @@ def mixup(key, images, labels, alpha: float):
   if alpha == 0:
     return images, labels
   lam, perm = mixup_params(key, images.shape[0], alpha)
-
-  def mix(x):
-    return (lam * x + (1.0 - lam) * x[perm]).astype(x.dtype)
-
-  return mix(images), mix(labels)
+  return mix(lam, perm, images, labels)

@@ -1,6 +1,6 @@
-"""Pretrained weights and the finetuning mode of the paper (appendix C.2).
+"""Pretrained weights for the finetuning of the paper (appendix C.2).
 
-Three pure pieces the training loop composes:
+Two pure pieces the training loop composes:
 
 * `save(variables, path)` writes a model's variables ({'params': ...,
   'batch_stats': ...}) as an orbax checkpoint, e.g. weights converted from
@@ -13,18 +13,15 @@ Three pure pieces the training loop composes:
   as in the paper, which keeps the head only for ImageNet. Any other
   difference between checkpoint and model is a ValueError that names the
   first differing path and both shapes.
-* `frozen_batch_stats()` is a context manager under which every BatchNorm
-  normalises with its running averages even in training mode (dropout and
-  drop-connect stay on), and so never updates them: the paper's "freeze the
-  batch norm statistics" for finetuning.
+
+The finetuning mode itself, BatchNorm with frozen statistics, is
+`models.batch_norm.frozen()`.
 """
 
-import contextlib
 import os
 from typing import Any, Mapping, Optional
 
 import flax
-import flax.linen as nn
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -145,43 +142,3 @@ def load_into(
       reinit_head,
       source=f'checkpoint {checkpoint_path}',
   )
-
-
-def _running_average_batch_norm(next_fun, args, kwargs, context):
-  """Method interceptor: BatchNorm calls use their running averages."""
-  module = context.module
-  if not isinstance(module, nn.BatchNorm) or context.method_name != '__call__':
-    return next_fun(*args, **kwargs)
-  kwargs = dict(kwargs)
-  kwargs.pop('use_running_average', None)
-  args = args[:1]  # x; a positional use_running_average is overridden too.
-  previous = module.use_running_average
-  # Modules fix use_running_average at construction from `train`; the bound
-  # instance lives for this call only, so it is switched for the call.
-  object.__setattr__(module, 'use_running_average', True)
-  try:
-    return next_fun(*args, **kwargs)
-  finally:
-    object.__setattr__(module, 'use_running_average', previous)
-
-
-@contextlib.contextmanager
-def frozen_batch_stats(enabled: bool = True):
-  """Within the context, BatchNorm uses (and keeps) its running statistics.
-
-  Wrap the `model.apply` of the training step (inside the traced function):
-
-    with pretrained.frozen_batch_stats(config.freeze_batch_stats):
-      logits, state = model.apply(variables, x, train=True, mutable=[...])
-
-  Args:
-    enabled: False makes the context a no-op, so callers need no branch.
-
-  Yields:
-    None.
-  """
-  if not enabled:
-    yield
-    return
-  with nn.intercept_methods(_running_average_batch_norm):
-    yield

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from models import batch_norm
 from models import pretrained
 from models import resnet
 
@@ -111,7 +112,7 @@ def test_frozen_batch_stats_normalise_with_running_averages(fill_variables):
   labels = jnp.arange(4) % 10
 
   def loss_fn(params, frozen):
-    with pretrained.frozen_batch_stats(frozen):
+    with batch_norm.frozen(frozen):
       logits, state = model.apply(
           {'params': params, 'batch_stats': variables['batch_stats']},
           IMAGES,
@@ -129,7 +130,7 @@ def test_frozen_batch_stats_normalise_with_running_averages(fill_variables):
 
   @jax.jit
   def eval_and_unfrozen_train(variables):
-    with pretrained.frozen_batch_stats(enabled=False):
+    with batch_norm.frozen(enabled=False):
       train = model.apply(
           variables, IMAGES, train=True, mutable=['batch_stats']
       )
@@ -168,7 +169,7 @@ def test_frozen_batch_stats_keep_dropout_on():
       },
       'params': {'BatchNorm_0': {'scale': jnp.ones(4), 'bias': jnp.zeros(4)}},
   }
-  with pretrained.frozen_batch_stats():
+  with batch_norm.frozen():
     y, state = model.apply(
         variables,
         x,

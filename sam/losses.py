@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from models import pretrained
+from models import batch_norm
 
 BN_MODES = ('train', 'eval')
 # (params, batch_stats, batch, key, ascent) -> (loss, (new batch_stats,
@@ -81,6 +81,8 @@ def make_loss_fn(
     label_smoothing: float = 0.0,
     bn_mode: str = 'train',
     freeze_batch_stats: bool = False,
+    bn_axis: str | None = None,
+    bn_groups: Any = None,
 ) -> LossFn:
   """The loss of `model` on a batch: cross-entropy + 0.5 * wd * ||w||^2.
 
@@ -95,6 +97,10 @@ def make_loss_fn(
       is measured with) and returns them unchanged.
     freeze_batch_stats: in 'train' mode, normalise with the running
       statistics and keep them (finetuning, paper C.2).
+    bn_axis: in 'train' mode, a mapped axis over which the batch statistics
+      are averaged (a replica that spans several devices), in the groups of
+      axis indices `bn_groups`; None: each call's own batch.
+    bn_groups: see bn_axis.
 
   Returns:
     loss_fn(params, batch_stats, batch, key, ascent=False) -> (loss,
@@ -108,7 +114,9 @@ def make_loss_fn(
   def loss_fn(params, batch_stats, batch, key, ascent=False):
     variables = {'params': params, 'batch_stats': batch_stats}
     if bn_mode == 'train':
-      with pretrained.frozen_batch_stats(freeze_batch_stats):
+      with batch_norm.frozen(freeze_batch_stats), batch_norm.synced(
+          bn_axis, bn_groups
+      ):
         logits, new_state = model.apply(
             variables,
             batch['image'],

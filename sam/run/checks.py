@@ -13,6 +13,7 @@ from data import catalog
 import models
 from sam import methods
 from sam.run import files
+from sam.run import replicas
 
 
 class ConfigError(ValueError):
@@ -241,28 +242,25 @@ def _check_sam(config: ml_collections.ConfigDict, num_devices: int) -> None:
       s.adaptive_eta >= 0, 'sam.adaptive_eta', s.adaptive_eta, 'must be >= 0'
   )
   _one_of(config, 'sam.m_groups', ('vmap', 'unroll'))
-  device_batch = config.optim.batch_size // num_devices
-  steps = config.optim.accumulation_steps
-  m = s.m or device_batch
+  _require(s.m >= 0, 'sam.m', s.m, 'must be >= 0 (0: the replica)')
   _require(
-      s.m >= 0 and device_batch % m == 0,
-      'sam.m',
-      s.m,
-      f'must divide the per-device batch ({device_batch}); 0 = all of it',
-  )
-  _require(
-      not (s.m and s.sync_perturbation and m != device_batch),
+      not (s.m and s.sync_perturbation),
       'sam.m',
       s.m,
       'must be 0 with sam.sync_perturbation (one global eps)',
   )
+  replica = config.optim.replica_batch_size
   _require(
-      m == device_batch or (device_batch // steps) % m == 0,
-      'sam.m',
-      s.m,
-      f'must divide the micro-batch ({device_batch // steps}) '
-      'with optim.accumulation_steps',
+      replica >= 0,
+      'optim.replica_batch_size',
+      replica,
+      'must be >= 0 (0: the per-device batch)',
   )
+  # The groups of a step: sam.m for a perturbing method if set, else the
+  # replicas (sam/run/replicas.py).
+  field = 'sam.m' if s.m and s.method != 'sgd' else 'optim.replica_batch_size'
+  why = replicas.problem(config, num_devices)
+  _require(not why, field, _get(config, field), why)
 
 
 def _without_placement(record: dict) -> dict:

@@ -22,6 +22,7 @@ from data import mixup
 from sam import groups
 from sam import losses
 from sam import methods
+from sam.run import replicas
 from sam.run import state as state_lib
 
 AXIS = state_lib.AXIS
@@ -36,19 +37,18 @@ class StepOptions:
   """What the train step takes from the config besides loss and method.
 
   Attributes:
-    seed: the run seed; keys are functions of (seed, step, device, group).
-    group_size: examples per perturbation group on a device (sam.m); 0 is
-      the whole device batch.
+    seed: the run seed; keys are functions of (seed, step, replica).
+    layout: the groups of a device batch (sam/run/replicas.py).
     group_mode: 'unroll' or 'vmap' (sam.m_groups).
     accumulation_steps: micro-batches per device batch.
     sync_perturbation: one perturbation from the global batch's gradient.
-    mixup_alpha: > 0 mixes each device batch (Beta(alpha, alpha)).
+    mixup_alpha: > 0 mixes the batch (Beta(alpha, alpha), one weight).
     num_classes: for mixup's one-hot targets.
     skip_nonfinite: keep the previous state on a non-finite step.
   """
 
   seed: int
-  group_size: int
+  layout: replicas.Layout
   group_mode: str
   accumulation_steps: int
   sync_perturbation: bool
@@ -114,30 +114,45 @@ def _micro_batch_loss(
   )
 
 
-def _step_keys(step, options: StepOptions) -> tuple[jax.Array, jax.Array]:
-  """(dropout key, method key) of this (step, device): both SAM passes reuse
-  the dropout key; the method's own draws are per device unless the whole
-  batch shares one perturbation."""
-  step_key = jax.random.fold_in(jax.random.key(options.seed), step)
+def _replica(options: StepOptions, index=0):
+  """The global index of this device's group `index`: the same on 1 or 8
+  devices for the same examples."""
+  layout = options.layout
   device = jax.lax.axis_index(AXIS)
+  return device // layout.devices_per_group * layout.groups_per_device + index
+
+
+def _group_keys(step_key, options: StepOptions, index):
+  """(dropout key, method key) of a group: both SAM passes reuse the
+  dropout key; the method's own draws are shared by a replica's devices, or
+  by the whole batch with one perturbation."""
+  replica = _replica(options, index)
+  dropout_key = jax.random.fold_in(step_key, replica)
+  if options.layout.devices_per_group > 1:
+    # A replica spread over devices: each device's examples draw their own.
+    dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(AXIS))
   method_key = jax.random.fold_in(step_key, _METHOD_STREAM)
   if not options.sync_perturbation:
-    method_key = jax.random.fold_in(method_key, device)
-  return jax.random.fold_in(step_key, device), method_key
+    method_key = jax.random.fold_in(method_key, replica)
+  return dropout_key, method_key
 
 
 def _group_objective(
-    loss_fn, batch_stats, keys, sync, examples, index, num_groups, num_micro
+    loss_fn,
+    batch_stats,
+    step_key,
+    options,
+    sync,
+    examples,
+    index,
+    num_groups,
+    num_micro,
 ) -> methods.Objective:
   """The Objective of one group: its own keys, and the loss accumulated over
   `num_micro` micro-batches; only a lone group shares its ascent (`sync`)."""
-  dropout_key, method_key = keys
+  dropout_key, method_key = _group_keys(step_key, options, index)
   loss = functools.partial(
-      _micro_batch_loss,
-      loss_fn,
-      batch_stats,
-      _fold(dropout_key, index, num_groups),
-      num_micro,
+      _micro_batch_loss, loss_fn, batch_stats, dropout_key, num_micro
   )
 
   def grad(params, ascent=False):
@@ -146,9 +161,7 @@ def _group_objective(
     )(params)
 
   return methods.Objective(
-      grad,
-      sync if num_groups == 1 else _identity,
-      _fold(method_key, index, num_groups),
+      grad, sync if num_groups == 1 else _identity, method_key
   )
 
 
@@ -182,14 +195,21 @@ def _record_finiteness(old, new, step_metrics, skip: bool):
   return new, step_metrics
 
 
-def _mixed(batch, key, options: StepOptions):
-  """The batch with mixup applied (one weight, soft targets), if it is on."""
+def _mixed(batch, step_key, options: StepOptions):
+  """The batch with mixup applied, if it is on: one weight for the whole
+  global batch (as the official code), partners drawn within each group."""
   if not options.mixup_alpha:
     return batch
-  one_hot = jax.nn.one_hot(batch['label'], options.num_classes)
-  images, targets = mixup.mixup(
-      key, batch['image'], one_hot, options.mixup_alpha
+  key = jax.random.fold_in(step_key, _MIXUP_STREAM)
+  lam = jax.random.beta(key, options.mixup_alpha, options.mixup_alpha)
+  size = min(options.layout.group_size, batch['label'].shape[0])
+  count = batch['label'].shape[0] // size
+  keys = [jax.random.fold_in(key, _replica(options, i)) for i in range(count)]
+  partners = jnp.concatenate(
+      [i * size + jax.random.permutation(k, size) for i, k in enumerate(keys)]
   )
+  one_hot = jax.nn.one_hot(batch['label'], options.num_classes)
+  images, targets = mixup.mix(lam, partners, batch['image'], one_hot)
   return {'image': images, 'label': targets}
 
 
@@ -207,23 +227,27 @@ def train_step(state, batch, *, loss_fn, method, options: StepOptions):
   Returns:
     (new state, train metrics gathered over devices).
   """
-  dropout_key, method_key = _step_keys(state.step, options)
-  sync = _identity
+  step_key = jax.random.fold_in(jax.random.key(options.seed), state.step)
+  sync, layout = _identity, options.layout
   if options.sync_perturbation:
     # batch: one perturbation from the gradient of the global batch.
     sync = functools.partial(jax.lax.pmean, axis_name=AXIS)
+  elif layout.device_groups:
+    # batch: a replica spanning devices shares its perturbation.
+    sync = functools.partial(
+        jax.lax.pmean, axis_name=AXIS, axis_index_groups=layout.device_groups
+    )
   labels = batch['label']
   # Both passes see the same mixed batch (the key is the step's).
-  batch = _mixed(batch, jax.random.fold_in(dropout_key, _MIXUP_STREAM), options)
-  keys = (dropout_key, method_key)
+  batch = _mixed(batch, step_key, options)
   objective = functools.partial(
-      _group_objective, loss_fn, state.batch_stats, keys, sync
+      _group_objective, loss_fn, state.batch_stats, step_key, options, sync
   )
 
   def group_gradient(*group):
     return method.gradient(objective(*group), state.params, state.method_state)
 
-  size = options.group_size or labels.shape[0]
+  size = min(layout.group_size, labels.shape[0])
   micro, mode = options.accumulation_steps, options.group_mode
   gradient = groups.grouped_gradient(group_gradient, batch, size, micro, mode)
   # batch: the update is the mean of every device's direction; the method's
@@ -272,17 +296,17 @@ def eval_step(state, batch, *, model: nn.Module):
 
 
 def step_options(
-    config: ml_collections.ConfigDict, num_classes: int
+    config: ml_collections.ConfigDict, num_classes: int, num_devices: int
 ) -> StepOptions:
-  """The StepOptions of a run config."""
-  # m-sharpness groups are groups of one perturbation: SGD has none.
-  perturbs = config.sam.method != 'sgd'
+  """The StepOptions of a run config on `num_devices` devices."""
   return StepOptions(
       seed=config.seed,
-      group_size=config.sam.m if perturbs else 0,
+      layout=replicas.layout(config, num_devices),
       group_mode=config.sam.m_groups,
       accumulation_steps=config.optim.accumulation_steps,
-      sync_perturbation=config.sam.sync_perturbation and perturbs,
+      sync_perturbation=(
+          config.sam.sync_perturbation and config.sam.method != 'sgd'
+      ),
       mixup_alpha=config.data.mixup_alpha,
       num_classes=num_classes,
       skip_nonfinite=config.optim.skip_nonfinite_steps,
@@ -290,7 +314,10 @@ def step_options(
 
 
 def make_train_step(
-    config: ml_collections.ConfigDict, model: nn.Module, num_classes: int
+    config: ml_collections.ConfigDict,
+    model: nn.Module,
+    num_classes: int,
+    num_devices: int,
 ) -> Callable[..., Any]:
   """The train step of a run, with everything it needs from config bound.
 
@@ -298,22 +325,28 @@ def make_train_step(
     config: the run config.
     model: the linen module.
     num_classes: the dataset's classes.
+    num_devices: the devices the step is mapped over (all hosts).
 
   Returns:
     (state, batch) -> (state, metrics), to be pmapped over AXIS.
   """
+  options = step_options(config, num_classes, num_devices)
+  groups_of_devices = options.layout.device_groups
   loss_fn = losses.make_loss_fn(
       model,
       weight_decay=config.optim.weight_decay,
       exclude_bn_bias=config.optim.weight_decay_exclude_bn_bias,
       label_smoothing=config.optim.label_smoothing,
       freeze_batch_stats=config.model.freeze_batch_stats,
+      # A replica spanning devices normalises over all of its examples.
+      bn_axis=AXIS if groups_of_devices else None,
+      bn_groups=groups_of_devices,
   )
   return functools.partial(
       train_step,
       loss_fn=loss_fn,
       method=methods.create(config.sam),
-      options=step_options(config, num_classes),
+      options=options,
   )
 
 
@@ -324,8 +357,9 @@ def pmap_steps(
     devices=None,
 ):
   """(pmapped train step donating its state, pmapped eval step)."""
+  num_devices = len(devices) if devices else jax.device_count()
   train = jax.pmap(
-      make_train_step(config, model, num_classes),
+      make_train_step(config, model, num_classes, num_devices),
       axis_name=AXIS,
       devices=devices,
       donate_argnums=(0,),

@@ -219,7 +219,7 @@ def compiled_step(model, config, num_devices=NUM_DEVICES):
   key = (model, config.to_json(), num_devices)
   if key not in _COMPILED:
     _COMPILED[key] = jax.pmap(
-        step_lib.make_train_step(config, model, model.num_classes),
+        step_lib.make_train_step(config, model, model.num_classes, num_devices),
         axis_name='batch',
         devices=jax.local_devices()[:num_devices],
     )
