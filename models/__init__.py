@@ -53,15 +53,19 @@ MODELS: dict[str, Callable[..., Any]] = {
     'pyramidnet_mini': functools.partial(
         pyramidnet.PyramidNet, depth=11, alpha=12, shake_drop=True
     ),
-    'resnet50': functools.partial(
-        resnet.ResNet, stage_sizes=resnet.STAGE_SIZES[50]
-    ),
-    'resnet101': functools.partial(
-        resnet.ResNet, stage_sizes=resnet.STAGE_SIZES[101]
-    ),
-    'resnet152': functools.partial(
-        resnet.ResNet, stage_sizes=resnet.STAGE_SIZES[152]
-    ),
+    **{
+        f'resnet{depth}': functools.partial(
+            resnet.ResNet, stage_sizes=resnet.STAGE_SIZES[depth]
+        )
+        for depth in resnet.STAGE_SIZES
+    },
+    # Keras applications' layout, for weights from models/keras_convert.py.
+    **{
+        f'resnet{depth}_keras': functools.partial(
+            resnet.ResNet, stage_sizes=resnet.STAGE_SIZES[depth], layout='keras'
+        )
+        for depth in resnet.STAGE_SIZES
+    },
     'resnet_mini': functools.partial(
         resnet.ResNet, stage_sizes=(1, 1, 1, 1), width=8
     ),

@@ -1,6 +1,7 @@
 """Converts Keras applications weights to the Flax models of this package.
 
-Supported: `keras.applications.ResNet50/101/152` -> models.resnet.ResNet and
+Supported: `keras.applications.ResNet50/101/152` -> models.resnet.ResNet in
+its Keras layout (`resnet50_keras`, ...) and
 `keras.applications.EfficientNetB0`...`B7` -> models.efficientnet.EfficientNet.
 A converted model gives the Keras model's logits on the same image (tested
 with randomly initialised Keras models, so no download is needed):
@@ -39,9 +40,9 @@ from models import pretrained
 
 # Model names of models/__init__.py -> keras.applications constructors.
 KERAS_APPLICATIONS = {
-    'resnet50': 'ResNet50',
-    'resnet101': 'ResNet101',
-    'resnet152': 'ResNet152',
+    'resnet50_keras': 'ResNet50',
+    'resnet101_keras': 'ResNet101',
+    'resnet152_keras': 'ResNet152',
     **{f'efficientnet_b{i}': f'EfficientNetB{i}' for i in range(8)},
 }
 # keras.applications.imagenet_utils' caffe mode, RGB order, 0..255 scale.
@@ -81,7 +82,7 @@ def model_name(keras_model) -> str:
   if match:
     return f'efficientnet_b{match.group(1)}'
   if name in ('resnet50', 'resnet101', 'resnet152'):
-    return name
+    return f'{name}_keras'
   raise ValueError(
       f'keras model {keras_model.name!r}: valid: ResNet50/101/152'
       ' and EfficientNetB0-B7 of keras.applications'

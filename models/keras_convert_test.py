@@ -61,7 +61,7 @@ def relative_error(keras_model, keras_input, pixels):
 def test_resnet50_logits_match_keras():
   rng = np.random.default_rng(0)
   keras_model = keras_convert.build_keras(
-      'resnet50', input_shape=(RESOLUTION, RESOLUTION, 3)
+      'resnet50_keras', input_shape=(RESOLUTION, RESOLUTION, 3)
   )
   randomise(keras_model, rng)
   pixels = rng.uniform(0, 255, (2, RESOLUTION, RESOLUTION, 3))
@@ -92,7 +92,7 @@ def test_efficientnet_b0_logits_match_keras(efficientnet_b0):
   assert relative_error(keras_model, pixels.astype(np.float32), pixels) < 1e-4
 
 
-@pytest.mark.parametrize('name', ['resnet101', 'efficientnet_b1'])
+@pytest.mark.parametrize('name', ['resnet101_keras', 'efficientnet_b1'])
 def test_second_sizes_convert_onto_the_flax_structure(name):
   """Shapes only, to keep the suite fast: every Flax variable gets a Keras
   weight of its shape and none is left over (pretrained.merge raises

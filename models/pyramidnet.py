@@ -3,8 +3,9 @@
 Bottleneck PyramidNet as in the SAM code: an initial 3x3 conv + BN, three
 groups of (depth - 2) / 9 bottleneck blocks whose width grows linearly by
 alpha / (total blocks) per block (rounded), BN-ReLU, global average pooling and
-the head. A block is BN-conv1x1-BN-ReLU-conv3x3-BN-ReLU-conv1x1(4x)-BN (last
-BN scale initialised to zero); its shortcut is a 2x2 average pool when the
+the head. A block is BN-conv1x1-BN-ReLU-conv3x3-BN-ReLU-conv1x1(4x)-BN, every
+BN scale initialised to one as in the official code (no zero-init of the last
+BN); its shortcut is a 2x2 average pool when the
 block strides, then zero padding of the channels, so it carries no
 parameters. PyramidNet-272 (alpha 200) with 100 classes has 26,288,692
 parameters, with or without ShakeDrop (ShakeDrop has no parameters).
@@ -104,7 +105,7 @@ class BottleneckBlock(nn.Module):
     )(y)
     y = nn.relu(bn(name='bn_3')(y))
     y = conv(self.channels * 4, (1, 1), name='conv_3')(y)
-    y = bn(scale_init=nn.initializers.zeros, name='bn_4')(y)
+    y = bn(name='bn_4')(y)
     if self.shake_drop:
       if train and not self.is_initializing():
         y = shake_drop(

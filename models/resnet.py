@@ -1,24 +1,31 @@
-"""ResNet v1 (He et al., 2016): bottleneck ImageNet nets and CIFAR ResNet-32.
+"""ResNet (He et al., 2016): bottleneck ImageNet nets and CIFAR ResNet-32.
 
-ImageNet ResNets follow Keras applications' layout so that its weights convert
-exactly (models/keras_convert.py): 7x7/2 conv-BN-ReLU stem, 3x3/2 max pool,
-four stages of bottleneck blocks (1x1, 3x3, 1x1 x4) whose first block has a
-1x1 conv + BN projection shortcut, global average pooling and the head. Convs
-carry no biases (a converter folds Keras' conv biases into the BN), giving the
-torchvision counts with 1000 classes: ResNet-50 25,557,032, ResNet-101
-44,549,160, ResNet-152 60,192,808 parameters. The stride of a block sits on
-its first 1x1 conv as in the original paper and Keras; `stride_in_1x1=False`
-moves it to the 3x3 conv ("v1.5", same parameter count). BN uses Keras'
-epsilon 1.001e-5.
+ImageNet ResNets: a 7x7/2 conv-BN stem, 3x3/2 max pool, four stages of
+bottleneck blocks (1x1, 3x3, 1x1 x4) whose first block has a 1x1 conv + BN
+projection shortcut, global average pooling and the head. Convs carry no
+biases, giving the torchvision counts with 1000 classes: ResNet-50
+25,557,032, ResNet-101 44,549,160, ResNet-152 60,192,808 parameters. Two
+layouts (`LAYOUTS`):
+
+* 'sam', the official SAM code's (sam_jax/imagenet_models/resnet.py, a fork
+  of the 2020 Flax ImageNet example), which produced Table 2: the stride of
+  a block on its 3x3 conv ("v1.5"), each block's last BN scale initialised
+  to zero, BN epsilon 1e-5, Flax's default (LeCun normal) kernels, a SAME
+  max pool, and no ReLU after the stem's BN. The missing ReLU is a bug of
+  that example; it is kept because it produced the paper's numbers.
+* 'keras', Keras applications' (models/keras_convert.py converts its
+  weights exactly): the stride on the first 1x1 conv, a ReLU after the stem,
+  BN epsilon 1.001e-5, the max pool padded by 1.
 
 The CIFAR ResNet (`CifarResNet`, depth 6n+2, e.g. ResNet-32 for the label
 noise experiments) uses post-activation basic blocks with widths 16/32/64 and
 the parameter-free shortcut of the paper's option A (strided subsampling and
-zero channel padding).
+zero channel padding); it has no counterpart in the official code and takes
+the CIFAR models' initialisers (models/wrn.py).
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -31,28 +38,64 @@ STAGE_SIZES = {
     101: (3, 4, 23, 3),
     152: (3, 8, 36, 3),
 }
-KERAS_BN_EPSILON = 1.001e-5
+
+
+class Layout(NamedTuple):
+  """The details in which ImageNet ResNet implementations differ."""
+
+  stride_in_1x1: bool
+  zero_init_last_bn: bool
+  bn_epsilon: float
+  stem_relu: bool
+  pool_padding: Any
+  kernel_init: Callable[..., Any]
+  head_init: Callable[..., Any]
+
+
+LAYOUTS = {
+    'sam': Layout(
+        stride_in_1x1=False,
+        zero_init_last_bn=True,
+        bn_epsilon=1e-5,
+        stem_relu=False,
+        pool_padding='SAME',
+        kernel_init=nn.initializers.lecun_normal(),
+        head_init=nn.initializers.lecun_normal(),
+    ),
+    'keras': Layout(
+        stride_in_1x1=True,
+        zero_init_last_bn=False,
+        bn_epsilon=1.001e-5,
+        stem_relu=True,
+        pool_padding=((1, 1), (1, 1)),
+        kernel_init=conv_init,
+        head_init=dense_init,
+    ),
+}
 
 
 class BottleneckBlock(nn.Module):
-  """ResNet v1 bottleneck block; output width 4 * `channels`."""
+  """ResNet bottleneck block; output width 4 * `channels`."""
 
   channels: int
   stride: int = 1
-  stride_in_1x1: bool = True
-  zero_init_last_bn: bool = False
+  layout: str = 'sam'
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train):
+    layout = LAYOUTS[self.layout]
     conv = functools.partial(
-        nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype
+        nn.Conv,
+        use_bias=False,
+        kernel_init=layout.kernel_init,
+        dtype=self.dtype,
     )
     bn = functools.partial(
         nn.BatchNorm,
         use_running_average=not train,
         momentum=0.9,
-        epsilon=KERAS_BN_EPSILON,
+        epsilon=layout.bn_epsilon,
         dtype=self.dtype,
     )
     strides = (self.stride, self.stride)
@@ -66,26 +109,19 @@ class BottleneckBlock(nn.Module):
           name='shortcut_conv',
       )(x)
       shortcut = bn(name='shortcut_bn')(shortcut)
-    y = conv(
-        self.channels,
-        (1, 1),
-        strides if self.stride_in_1x1 else (1, 1),
-        padding='VALID',
-        name='conv_1',
-    )(x)
+    first, middle = (
+        (strides, (1, 1)) if layout.stride_in_1x1 else ((1, 1), strides)
+    )
+    y = conv(self.channels, (1, 1), first, padding='VALID', name='conv_1')(x)
     y = nn.relu(bn(name='bn_1')(y))
     y = conv(
-        self.channels,
-        (3, 3),
-        (1, 1) if self.stride_in_1x1 else strides,
-        padding=[(1, 1), (1, 1)],
-        name='conv_2',
+        self.channels, (3, 3), middle, padding=[(1, 1), (1, 1)], name='conv_2'
     )(y)
     y = nn.relu(bn(name='bn_2')(y))
     y = conv(4 * self.channels, (1, 1), padding='VALID', name='conv_3')(y)
     last_scale_init = (
         nn.initializers.zeros
-        if self.zero_init_last_bn
+        if layout.zero_init_last_bn
         else nn.initializers.ones
     )
     y = bn(scale_init=last_scale_init, name='bn_3')(y)
@@ -93,21 +129,19 @@ class BottleneckBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-  """ImageNet ResNet v1 with bottleneck blocks.
+  """ImageNet ResNet with bottleneck blocks.
 
   Attributes:
     stage_sizes: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
     width: channels of the first stage's bottleneck (doubles per stage).
-    stride_in_1x1: stride on the first 1x1 conv (True, Keras) or the 3x3.
-    zero_init_last_bn: initialise each block's last BN scale to zero.
+    layout: a key of LAYOUTS: 'sam' (the official SAM code's) or 'keras'.
     num_classes: size of the output layer.
     dtype: computation dtype (parameters stay float32).
   """
 
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   width: int = 64
-  stride_in_1x1: bool = True
-  zero_init_last_bn: bool = False
+  layout: str = 'sam'
   num_classes: int = 1000
   dtype: Any = jnp.float32
 
@@ -115,38 +149,42 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = True, ascent: bool = False):
     """Returns float32 logits; `ascent` is unused (no random regulariser)."""
     del ascent
+    layout = LAYOUTS[self.layout]
     x = nn.Conv(
         self.width,
         (7, 7),
         (2, 2),
         padding=[(3, 3), (3, 3)],
         use_bias=False,
-        kernel_init=conv_init,
+        kernel_init=layout.kernel_init,
         dtype=self.dtype,
         name='conv1',
     )(x.astype(self.dtype))
     x = nn.BatchNorm(
         use_running_average=not train,
         momentum=0.9,
-        epsilon=KERAS_BN_EPSILON,
+        epsilon=layout.bn_epsilon,
         dtype=self.dtype,
         name='bn1',
     )(x)
-    x = nn.relu(x)
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
+    if layout.stem_relu:
+      x = nn.relu(x)
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=layout.pool_padding)
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
         x = BottleneckBlock(
             self.width * 2**stage,
             stride=2 if stage > 0 and block == 0 else 1,
-            stride_in_1x1=self.stride_in_1x1,
-            zero_init_last_bn=self.zero_init_last_bn,
+            layout=self.layout,
             dtype=self.dtype,
             name=f'stage{stage}_block{block}',
         )(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(
-        self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
+        self.num_classes,
+        kernel_init=layout.head_init,
+        dtype=self.dtype,
+        name='head',
     )(x)
     return x.astype(jnp.float32)
 

@@ -24,8 +24,9 @@ def test_imagenet_parameter_counts(name, expected, param_count):
   assert param_count(name, 1000, image_size=64) == expected
 
 
-def test_stride_placement_keeps_the_parameter_count():
-  model = resnet.ResNet(stage_sizes=resnet.STAGE_SIZES[50], stride_in_1x1=False)
+@pytest.mark.parametrize('layout', ['sam', 'keras'])
+def test_both_layouts_have_the_parameter_count(layout):
+  model = resnet.ResNet(stage_sizes=resnet.STAGE_SIZES[50], layout=layout)
   shapes = jax.eval_shape(
       lambda: model.init(
           jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False
@@ -64,8 +65,67 @@ def test_mini_logits_shape(name, image_size, fill_variables):
   assert train.dtype == evaluation.dtype == jnp.float32
 
 
+def test_the_sam_layout_is_the_official_codes():
+  # sam_jax/imagenet_models/resnet.py: v1.5 stride, zero last BN scale,
+  # epsilon 1e-5, no stem ReLU, SAME max pool.
+  layout = resnet.LAYOUTS['sam']
+  assert (
+      layout.stride_in_1x1,
+      layout.zero_init_last_bn,
+      layout.bn_epsilon,
+      layout.stem_relu,
+      layout.pool_padding,
+  ) == (False, True, 1e-5, False, 'SAME')
+  keras = resnet.LAYOUTS['keras']
+  assert (keras.stride_in_1x1, keras.bn_epsilon, keras.stem_relu) == (
+      True,
+      1.001e-5,
+      True,
+  )
+
+
+@pytest.mark.parametrize('layout,conv_1_side', [('sam', 8), ('keras', 4)])
+def test_the_stride_sits_on_the_3x3_conv_in_the_sam_layout(layout, conv_1_side):
+  block = resnet.BottleneckBlock(channels=2, stride=2, layout=layout)
+  x = jnp.zeros((1, 8, 8, 8))
+  variables = jax.eval_shape(
+      lambda: block.init(jax.random.key(0), x, train=False)
+  )
+  _, state = jax.eval_shape(
+      lambda variables: block.apply(
+          variables,
+          x,
+          train=False,
+          capture_intermediates=True,
+          mutable=['intermediates'],
+      ),
+      variables,
+  )
+  conv_1 = state['intermediates']['conv_1']['__call__'][0]
+  assert conv_1.shape[1] == conv_1_side
+
+
+def test_the_sam_stem_has_no_relu():
+  # With every stage empty the network is stem, pool, mean, head: without a
+  # ReLU the pooled features can be negative.
+  model = resnet.ResNet(stage_sizes=(), num_classes=2)
+  x = jnp.asarray(
+      np.random.default_rng(0).normal(size=(2, 16, 16, 3)), jnp.float32
+  )
+  variables = model.init(jax.random.key(0), x, train=False)
+  _, state = model.apply(
+      variables,
+      x,
+      train=True,
+      mutable=['batch_stats', 'intermediates'],
+      capture_intermediates=True,
+  )
+  bn = state['intermediates']['bn1']['__call__'][0]
+  assert float(jnp.min(bn)) < 0
+
+
 def test_zero_init_last_bn_scale():
-  block = resnet.BottleneckBlock(channels=2, zero_init_last_bn=True)
+  block = resnet.BottleneckBlock(channels=2, layout='sam')
   init = jax.jit(functools.partial(block.init, train=False))
   params = init(jax.random.key(0, impl='rbg'), jnp.zeros((1, 4, 4, 8)))
   np.testing.assert_array_equal(params['params']['bn_3']['scale'], 0.0)

@@ -18,8 +18,21 @@ conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
 def dense_init(key, shape, dtype=jnp.float32):
-  """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), the official head initialiser."""
-  bound = 1.0 / jnp.sqrt(shape[0])
+  """U(-1/sqrt(num_classes), 1/sqrt(num_classes)): the head initialiser of
+  the official SAM code's CIFAR models (sam_jax/models/utils.py,
+  `dense_layer_init_fn`), which scales by the output width, "as per the
+  autoaugment implementation"; its docstring reports that the default
+  initialiser gives about 0.5% more error on CIFAR-100.
+
+  Args:
+    key: PRNG key.
+    shape: the kernel's shape, [inputs, num_classes].
+    dtype: the kernel's dtype.
+
+  Returns:
+    The kernel.
+  """
+  bound = 1.0 / jnp.sqrt(shape[1])
   return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
