@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from data import augment
 from data import autoaugment
+from data import cutout
 from data import imagenet_transforms
 from data import mixup
 from results import plotting
@@ -57,7 +58,19 @@ def augmentation_rows():
   """(label, fn(images [B, H, W, C], seed)) for the train transforms."""
 
   def transform(name, **options):
-    return augment.make_train_transform(name, **options)
+    """The uint8 stage, then (for the cutout names) the batch patch, shown
+    in mid-grey where the pipeline writes the normalised mean."""
+    augmentation = augment.make_train_augmentation(name, **options)
+
+    def apply(images, seed):
+      images = augmentation.images(images, seed)
+      if not augmentation.cutout_size:
+        return images
+      shifted = tf.cast(images, tf.float32) - 128.0
+      patched = cutout.batch_cutout(shifted, seed, augmentation.cutout_size)
+      return tf.cast(patched + 128.0, tf.uint8)
+
+    return apply
 
   def policy(name):
     return augment.per_image(autoaugment.make_autoaugment(name))
@@ -65,11 +78,11 @@ def augmentation_rows():
   return [
       ('original', augment.identity),
       ('basic', transform('basic')),
-      ('cutout (basic+16px)', transform('cutout')),
-      ('AA cifar10', transform('autoaugment')),
+      ('cutout (basic+16px, one patch a batch)', transform('cutout')),
+      ('AA cifar10 (95 sub-policies)', transform('autoaugment')),
       (
-          'AA svhn+cutout',
-          transform('autoaugment_cutout', autoaugment_policy='svhn'),
+          'AA svhn only + cutout',
+          transform('aa_only_cutout', autoaugment_policy='svhn'),
       ),
       ('AA imagenet', policy('imagenet')),
       (

@@ -69,7 +69,7 @@ def measure_cifar(name, num_images, batch_size=256):
       std=cifar10.std,
       global_batch_size=batch_size,
       eval_batch_size=batch_size,
-      transform=augment.make_train_transform(name),
+      augmentation=augment.make_train_augmentation(name),
       seed=0,
   )
   num_batches = max(num_images // batch_size, 1)

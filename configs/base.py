@@ -43,9 +43,11 @@ def data_section() -> ml_collections.ConfigDict:
           'validation_fraction': 0.1,
           'svhn_extra': False,  # SVHN: train on train + extra (604,388 images).
           # Table 4: corrupt this fraction of training labels (never validation
-          # or test); 'different' draws a different class, 'uniform' any class.
+          # or test). 'uniform' (Zhang et al. 2017, MentorMix's data) redraws
+          # each label with probability r over all classes; 'different'
+          # moves exactly round(r N) labels to another class.
           'label_noise': 0.0,
-          'label_noise_mode': 'different',
+          'label_noise_mode': 'uniform',
           'mixup_alpha': 0.0,  # > 0: mixup with Beta(alpha, alpha) on device.
           # Bootstrap (Table 4): train on the labels that the finished run in
           # this workdir predicts for the training set.

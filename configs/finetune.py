@@ -21,12 +21,11 @@ cosine decay, weight decay 1e-5; B7: batch 1024, learning rate 0.016, 5k
 steps, resolution 600; L2: batch 512, learning rate 0.008, 10k steps (the
 steps scaled with the halved batch), resolution 475. ImageNet: 10 epochs at
 learning rate 0.1 and rho 0.05. CIFAR uses the AutoAugment policy of the
-CIFAR experiments; the other datasets use no augmentation, only the ImageNet
-preprocessing. The input is normalised with the ImageNet mean and std, as the
-converted Keras EfficientNets expect (models/keras_convert.py).
-
-Every dataset is streamed from its prepared tfds files
-(config.data.data_dir) and resized to the model's resolution. fgvc_aircraft and birdsnap are not in the
+CIFAR experiments at 32 pixels, then each normalised batch is resized to the
+model's resolution, as the official code does; the other datasets use no
+augmentation, only the ImageNet preprocessing and normalisation (what the
+pretrained EfficientNets expect), streamed from their prepared tfds files
+(config.data.data_dir). fgvc_aircraft and birdsnap are not in the
 tfds catalogue: prepare them as tfds datasets of those names (features
 'image' and 'label', splits 'train' and 'test') in data_dir; tfds reads a
 prepared dataset without its builder.
@@ -94,12 +93,20 @@ def get_config(arg: str | None = None):
   c.model.name = k['model']
   c.data.dataset = dataset = k['dataset']
   c.model.init_checkpoint = k['checkpoint']
-  # Read from the tfds files at the model's resolution (data/streaming.py):
-  # even CIFAR at 600x600 would not fit in memory decoded.
-  c.data.streaming = True
   c.model.freeze_batch_stats = True
-  c.data.input_mean = IMAGENET_MEAN
-  c.data.input_std = IMAGENET_STD
+  if dataset.startswith('cifar'):
+    # As the official code: held in memory at 32x32, the CIFAR AutoAugment
+    # policy, flip and crop at 32 pixels, CIFAR's own normalisation, then
+    # each batch resized (bicubic) to the model's resolution; evaluation
+    # resizes the whole image.
+    c.data.augment = 'autoaugment'
+  else:
+    # Read from the tfds files at the model's resolution (data/streaming.py),
+    # with ImageNet's preprocessing and normalisation and no augmentation.
+    c.data.streaming = True
+    c.data.augment = 'none'
+    c.data.input_mean = IMAGENET_MEAN
+    c.data.input_std = IMAGENET_STD
   c.optim.batch_size, c.optim.learning_rate, steps, c.data.image_size = (
       SCHEDULES[k['model']]
   )
@@ -120,7 +127,6 @@ def get_config(arg: str | None = None):
   c.optim.weight_decay = 1e-5
   c.optim.momentum = 0.9
   c.optim.warmup_epochs = 0.0
-  c.data.augment = 'autoaugment' if dataset.startswith('cifar') else 'none'
   c.eval.batch_size = c.optim.batch_size // 4
   c.eval.every_epochs = c.optim.num_epochs / NUM_EVALS
   c.run.checkpoint_every_steps = 500

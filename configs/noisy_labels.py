@@ -18,7 +18,9 @@ rho [0.1; 0.05 at 80% noise, as the paper], mixup [0: off], teacher [none],
 epochs [200], epochs_x [1], validation [false; true holds out a clean 10% of
 train, the paper's rho search (Table 9)], seed [0]. The paper does not state
 ResNet-32's learning rate or weight decay: the CIFAR defaults of
-configs/base.py are used.
+configs/base.py are used. Noise follows the convention of the work the paper
+cites (Zhang et al. 2017, MentorMix): each training label, with probability
+noise, is redrawn uniformly over all ten classes (data/label_noise.py).
 """
 
 from configs import base

@@ -1,27 +1,27 @@
-"""Training transforms on batches of uint8 images, by name.
+"""Training augmentations of in-memory batches, by name, in the official
+code's order.
 
-Every transform is `fn(images uint8 [B, H, W, C], seed int[2]) -> uint8
-[B, H, W, C]` built from stateless random ops; the pipeline seeds each batch
-with (run seed, step, host), so a run's augmentations are a function of
-those and a resumed run repeats them exactly.
+An augmentation is two stages (`Augmentation`): `images`, a batch transform
+`fn(images uint8 [B, H, W, C], seed int[2]) -> uint8 [B, H, W, C]` applied
+before normalisation, and `cutout_size`, the side of one cutout patch that
+the pipeline applies to the whole normalised batch (data/cutout.py). The
+pipeline seeds each batch with (run seed, step, host), so a run's
+augmentations are a function of those and a resumed run repeats them.
 
-The paper's basic augmentation (flip, pad, random crop) and cutout act on the
-whole batch at once: one random draw gives every image its own offsets, flip
-and patch, and two gathers move the pixels. Per-image tf.data maps would
-spend more time in per-element overhead than in these operations. The
-AutoAugment and RandAugment policies, whose operations differ from image to
-image, run per image (`per_image`) on per-image seeds.
-
-Beyond the paper's basic augmentation: `cutout` (basic, then one 16x16
-patch), `autoaugment` (basic, then an AutoAugment policy: CIFAR-10's by
-default, the pipeline picks the dataset's with
-`policies.policy_for_dataset`), `autoaugment_cutout` (basic, policy, then
-cutout: the paper's SVHN setting) and `randaugment` (basic, then N random
-operations at magnitude M). Each stage draws from its own sub-seed.
+The order is the official SAM code's (sam_jax/datasets/dataset_source.py):
+the AutoAugment policy (per image, data/autoaugment.py), then flip, pad by
+reflection and random crop (one random draw and two gathers for the whole
+batch), then normalisation, then cutout. The names (catalog.AUGMENTATIONS):
+'none', 'basic' (flip and crop), 'crop' (no flip: digits), 'cutout' (basic,
+cutout), 'autoaugment' (policy, basic), 'autoaugment_cutout' (policy, basic,
+cutout), 'aa_only' and 'aa_only_cutout' (the policy without flip or crop,
+with or without cutout: the official SVHN setting) and 'randaugment' (N
+random operations at magnitude M, then basic). Each stage draws from its own
+sub-seed.
 """
 
 import functools
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
@@ -33,6 +33,18 @@ from data import policies
 Transform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
+class Augmentation(NamedTuple):
+  """A named augmentation as the in-memory pipeline applies it.
+
+  Attributes:
+    images: the uint8 batch transform, before normalisation.
+    cutout_size: > 0: one patch of this side for the normalised batch.
+  """
+
+  images: Transform
+  cutout_size: int = 0
+
+
 def identity(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   del seed
   return images
@@ -41,13 +53,13 @@ def identity(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 def flip_and_crop(
     images: tf.Tensor, seed: tf.Tensor, padding: int = 4, flip: bool = True
 ) -> tf.Tensor:
-  """Per image: zero-pad `padding` pixels, crop back at a uniform offset and
-  (if `flip`) mirror left-right with probability 1/2.
+  """Per image: (if `flip`) mirror left-right with probability 1/2, pad
+  `padding` pixels by reflection and crop back at a uniform offset.
 
   Args:
     images: uint8 [B, H, W, C].
     seed: int tensor [2].
-    padding: pixels of zero padding on each side.
+    padding: pixels of reflection padding on each side.
     flip: whether to flip.
 
   Returns:
@@ -61,11 +73,15 @@ def flip_and_crop(
   top = draws[:, :1] % (2 * padding + 1)
   left = draws[:, 1:2] % (2 * padding + 1)
   flipped = tf.logical_and(flip, draws[:, 2:] % 2 == 1)
-  columns = tf.range(width)[None]
-  columns = left + tf.where(flipped, width - 1 - columns, columns)
+  # Flipping the padded image and cropping at the mirrored offset is the
+  # crop of the flipped image: reflection padding is symmetric.
+  columns = left + tf.range(width)[None]
+  columns = tf.where(flipped, width + 2 * padding - 1 - columns, columns)
   rows = top + tf.range(height)[None]
   padded = tf.pad(
-      images, [[0, 0], [padding, padding], [padding, padding], [0, 0]]
+      images,
+      [[0, 0], [padding, padding], [padding, padding], [0, 0]],
+      mode='REFLECT',
   )
   images = tf.gather(padded, rows, axis=1, batch_dims=1)
   return tf.gather(images, columns, axis=2, batch_dims=1)
@@ -92,89 +108,77 @@ def _sub_seeds(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
   return tf.unstack(tf.random.experimental.stateless_split(seed, count))
 
 
-def basic_cutout(
-    images: tf.Tensor,
-    seed: tf.Tensor,
-    padding: int = 4,
-    cutout_size: int = cutout.DEFAULT_SIZE,
-) -> tf.Tensor:
-  """Basic, then one cutout patch per image (DeVries & Taylor, 2017)."""
-  basic_seed, cutout_seed = _sub_seeds(seed, 2)
-  return cutout.random_cutout(
-      flip_and_crop(images, basic_seed, padding), cutout_seed, cutout_size
-  )
-
-
-def basic_then(
+def policy_then(
     policy: Transform,
+    crop: Transform | None,
     images: tf.Tensor,
     seed: tf.Tensor,
-    padding: int = 4,
-    cutout_size: int = 0,
 ) -> tf.Tensor:
-  """Basic, then a per-image policy, then cutout if cutout_size."""
-  basic_seed, policy_seed, cutout_seed = _sub_seeds(seed, 3)
-  images = per_image(policy)(
-      flip_and_crop(images, basic_seed, padding), policy_seed
-  )
-  if cutout_size:
-    images = cutout.random_cutout(images, cutout_seed, cutout_size)
-  return images
+  """A per-image policy, then (if given) the batch flip and crop."""
+  policy_seed, crop_seed = _sub_seeds(seed, 2)
+  images = per_image(policy)(images, policy_seed)
+  return crop(images, crop_seed) if crop else images
 
 
 # The augmentations of catalog.AUGMENTATIONS that act on in-memory batches.
 TRAIN_TRANSFORMS = tuple(catalog.augmentations(streamed=False))
 
 
-def make_train_transform(
+def make_train_augmentation(
     name: str,
     crop_padding: int = 4,
     autoaugment_policy: str = 'cifar10',
     randaugment_layers: int = 2,
     randaugment_magnitude: float = 9.0,
-) -> Transform:
-  """Returns the batch transform called `name`.
+) -> Augmentation:
+  """Returns the augmentation called `name` (see the module doc).
 
   Args:
-    name: one of `TRAIN_TRANSFORMS`: 'none', 'basic' (flip, pad, crop),
-      'crop' (pad and crop without flipping, for digits and text), 'cutout',
-      'autoaugment', 'autoaugment_cutout', 'randaugment'.
-    crop_padding: pixels of zero padding before the random crop.
-    autoaugment_policy: for the autoaugment entries, a key of
+    name: one of `TRAIN_TRANSFORMS`.
+    crop_padding: pixels of reflection padding before the random crop.
+    autoaugment_policy: for the AutoAugment names, a key of
       `policies.POLICIES` ('cifar10', 'svhn', 'imagenet').
     randaugment_layers: for 'randaugment', the number N of operations.
     randaugment_magnitude: for 'randaugment', the magnitude M in [0, 10].
 
   Returns:
-    fn(images uint8 [B, H, W, C], seed int[2]) -> uint8 [B, H, W, C].
+    The Augmentation.
   """
   if name not in TRAIN_TRANSFORMS:
     raise ValueError(
         f'unknown augment {name!r}; valid: {sorted(TRAIN_TRANSFORMS)}'
     )
-  padding = crop_padding
-  if name.startswith('autoaugment'):
+  crop = functools.partial(flip_and_crop, padding=crop_padding)
+  size = cutout.DEFAULT_SIZE if name.endswith('cutout') else 0
+  if name.startswith(('autoaugment', 'aa_only')):
     if autoaugment_policy not in policies.POLICIES:
       raise ValueError(
           f'autoaugment_policy must be one of '
           f'{sorted(policies.POLICIES)}, got '
           f'{autoaugment_policy!r}'
       )
-    return functools.partial(
-        basic_then,
-        autoaugment.make_autoaugment(autoaugment_policy),
-        padding=padding,
-        cutout_size=cutout.DEFAULT_SIZE if name.endswith('cutout') else 0,
+    policy = autoaugment.make_autoaugment(autoaugment_policy)
+    return Augmentation(
+        functools.partial(
+            policy_then,
+            policy,
+            crop if name.startswith('autoaugment') else None,
+        ),
+        size,
     )
   if name == 'randaugment':
-    return functools.partial(
-        basic_then,
-        autoaugment.make_randaugment(randaugment_layers, randaugment_magnitude),
-        padding=padding,
+    policy = autoaugment.make_randaugment(
+        randaugment_layers, randaugment_magnitude
     )
-  return {
-      'none': identity,
-      'basic': functools.partial(flip_and_crop, padding=padding),
-      'crop': functools.partial(flip_and_crop, padding=padding, flip=False),
-      'cutout': functools.partial(basic_cutout, padding=padding),
-  }[name]
+    return Augmentation(functools.partial(policy_then, policy, crop))
+  return Augmentation(
+      {
+          'none': identity,
+          'basic': crop,
+          'crop': functools.partial(
+              flip_and_crop, padding=crop_padding, flip=False
+          ),
+          'cutout': crop,
+      }[name],
+      size,
+  )

@@ -5,7 +5,6 @@ import pytest
 import tensorflow as tf
 
 from data import augment
-from data import cutout
 
 BATCH = 8
 
@@ -23,8 +22,11 @@ def _run(transform, seed=(3, 2), images=None):
 
 
 def _crops(image, padding):
-  """Every (top, left, flipped) crop of the zero-padded image."""
-  padded = np.pad(image, [(padding, padding), (padding, padding), (0, 0)])
+  """Every (top, left, flipped) crop of the reflection-padded image (the
+  official code's np.pad mode: 'reflect')."""
+  padded = np.pad(
+      image, [(padding, padding), (padding, padding), (0, 0)], mode='reflect'
+  )
   side = image.shape[0]
   for top in range(2 * padding + 1):
     for left in range(2 * padding + 1):
@@ -34,7 +36,7 @@ def _crops(image, padding):
 
 
 @pytest.mark.parametrize('flip', [True, False])
-def test_flip_and_crop_is_a_padded_crop_per_image(flip):
+def test_flip_and_crop_is_a_reflection_padded_crop_per_image(flip):
   images = _images()
   found = []
   for seed in range(12):
@@ -54,22 +56,25 @@ def test_flip_and_crop_is_a_padded_crop_per_image(flip):
 
 @pytest.mark.parametrize('name', augment.TRAIN_TRANSFORMS)
 def test_entry_shape_dtype_determinism(name):
-  transform = augment.make_train_transform(name, crop_padding=4)
-  out = _run(transform)
+  augmentation = augment.make_train_augmentation(name, crop_padding=4)
+  out = _run(augmentation.images)
   assert out.shape == (BATCH, 32, 32, 3) and out.dtype == np.uint8
-  np.testing.assert_array_equal(_run(transform), out)
+  np.testing.assert_array_equal(_run(augmentation.images), out)
+  assert augmentation.cutout_size == (16 if name.endswith('cutout') else 0)
   if name != 'none':
-    assert not np.array_equal(_run(transform, (4, 2)), out)
+    assert not np.array_equal(_run(augmentation.images, (4, 2)), out)
     # Every image gets its own draw: the same image in every row comes out
-    # in several different ways.
+    # in several different ways (the policy alone blanks some to one grey).
     same = np.repeat(_images(1), BATCH, 0)
-    assert len({o.tobytes() for o in _run(transform, images=same)}) >= 4
+    assert (
+        len({o.tobytes() for o in _run(augmentation.images, images=same)}) >= 3
+    )
 
 
 def test_transforms_in_tf_data_match_eager():
-  transform = augment.make_train_transform(
+  transform = augment.make_train_augmentation(
       'autoaugment_cutout', autoaugment_policy='svhn'
-  )
+  ).images
   seeds = np.array([[0, 1], [0, 2]], np.int64)
   dataset = tf.data.Dataset.from_tensor_slices(seeds).map(
       lambda s: transform(tf.constant(_images()), s)
@@ -78,24 +83,36 @@ def test_transforms_in_tf_data_match_eager():
     np.testing.assert_array_equal(out, _run(transform, seed))
 
 
-def test_cutout_entry_is_basic_plus_one_grey_patch():
-  for out in _run(augment.make_train_transform('cutout')):
-    grey = (out == cutout.DEFAULT_FILL).all(-1)
-    # A 16x16 patch clipped at the border covers 64..256 pixels (the
-    # gradient images have no grey pixels of their own).
-    assert 64 <= grey.sum() <= 256
-
-
-def test_autoaugment_cutout_uses_the_named_policy():
-  svhn = _run(
-      augment.make_train_transform(
-          'autoaugment_cutout', autoaugment_policy='svhn'
-      )
+def test_the_policy_comes_before_flip_and_crop():
+  # The official order: AutoAugment on the image, then flip and crop. A
+  # policy that paints the whole image one grey proves the order: after a
+  # crop of a uniform image it is still uniform; a flip or crop after a
+  # border-dependent policy would move the border.
+  paint = lambda image, seed: tf.fill(tf.shape(image), tf.constant(7, tf.uint8))
+  marked = lambda image, seed: tf.tensor_scatter_nd_update(
+      image, [[0, 0]], tf.constant([[255, 0, 0]], tf.uint8)
   )
-  cifar = _run(augment.make_train_transform('autoaugment_cutout'))
-  assert not np.array_equal(svhn, cifar)
-  for out in svhn:
-    assert (out == cutout.DEFAULT_FILL).all(-1).sum() >= 64
+  crop = lambda x, s: augment.flip_and_crop(x, s, 4)
+  out = _run(lambda x, s: augment.policy_then(paint, crop, x, s))
+  assert (out == 7).all()
+  # A mark the policy puts in the corner is moved by the crop after it.
+  moved = _run(lambda x, s: augment.policy_then(marked, crop, x, s))
+  assert not all((o[0, 0] == [255, 0, 0]).all() for o in moved)
+
+
+def test_aa_only_has_no_flip_or_crop():
+  identity_policy = lambda image, seed: image
+  out = _run(lambda x, s: augment.policy_then(identity_policy, None, x, s))
+  np.testing.assert_array_equal(out, _images())
+
+
+def test_svhn_aa_only_cutout_uses_the_svhn_policy():
+  svhn = augment.make_train_augmentation(
+      'aa_only_cutout', autoaugment_policy='svhn'
+  )
+  cifar = augment.make_train_augmentation('aa_only_cutout')
+  assert svhn.cutout_size == 16
+  assert not np.array_equal(_run(svhn.images), _run(cifar.images))
 
 
 def test_per_image_gives_each_image_its_own_seed():
@@ -110,8 +127,8 @@ def test_per_image_gives_each_image_its_own_seed():
 
 def test_bad_options():
   with pytest.raises(ValueError, match='unknown augment'):
-    augment.make_train_transform('autoaugment_svhn')
+    augment.make_train_augmentation('autoaugment_svhn')
   with pytest.raises(ValueError, match='autoaugment_policy'):
-    augment.make_train_transform('autoaugment', autoaugment_policy='mnist')
+    augment.make_train_augmentation('autoaugment', autoaugment_policy='mnist')
   with pytest.raises(ValueError, match='magnitude'):
-    augment.make_train_transform('randaugment', randaugment_magnitude=20)
+    augment.make_train_augmentation('randaugment', randaugment_magnitude=20)

@@ -1,21 +1,29 @@
-"""AutoAugment (Cubuk et al., 2018) and RandAugment (Cubuk et al., 2019).
+"""AutoAugment (Cubuk et al., 2018) and RandAugment (Cubuk et al., 2019),
+as the official SAM code applies them.
 
-The published policies are data: 25 sub-policies of two (operation,
-probability, magnitude) triples each, for CIFAR-10, SVHN and ImageNet, as
-printed in the AutoAugment paper's appendix. Magnitudes of AutoContrast,
-Equalize and Invert are kept as printed and ignored, as in the original code.
+The policies are data (data/policies.py). The operations follow the official
+code's port (autoaugment/autoaugment.py of google-research/sam, from the
+TPU ImageNet code), which produced the paper's numbers, including four of
+its choices that differ from the AutoAugment paper's CIFAR code; they are
+kept, and named here:
 
-Magnitudes follow the semantics the policies were searched under (the
-authors' released CIFAR code): level m in [0, 10] maps to m / 10 of the
-paper's range; shear, translate and rotate take a random sign; the four
-enhance operations use the unsigned factor 0.1 + 1.8 m / 10 (so m = 5 is the
-identity). Two deliberate departures: posterize keeps 8 - 4 m / 10 bits (the
-paper's [4, 8] range; the released code kept 4 - 4 m / 10 bits, a known bug),
-and geometric magnitudes scale with the image: translations move by
-m / 10 * translate_fraction * side (10/32 by default, the released code's 10
-pixels on 32; ImageNet's 150/331 for RandAugment), so a 32-pixel image moves
-by at most 10 pixels and never goes blank. SamplePairing, which needs a second
-image and appears in no published policy, is not implemented.
+* translations move by m / 10 * 250 pixels (RandAugment: 100) and the
+  Cutout operation blanks a square of half-side m / 10 * 100 pixels
+  (RandAugment: 40), constants meant for ImageNet: on a 32-pixel image
+  every translation of magnitude >= 2 and every Cutout of magnitude >= 2
+  leaves a uniform grey image (about 12% of CIFAR AutoAugment images);
+* Contrast blends with a grey of value H * W / 256 (the pixel count divided
+  by 256: 4 on 32x32) where the mean pixel was meant;
+* Solarize inverts the pixels at or above m / 10 * 256, so magnitude 0
+  inverts the whole image;
+* Posterize keeps m / 10 * 4 bits (the AutoAugment code keeps 4 - that).
+
+Level m in [0, 10]; shear (0.3 m / 10), translate and rotate (30 m / 10
+degrees) take a random sign; the enhance operations use the factor
+0.1 + 1.8 m / 10; geometric operations use nearest neighbours and fill with
+grey (128); results are cast to uint8 by truncation as there. SamplePairing,
+which needs a second image and appears in no published policy, is not
+implemented.
 
 Every transform is `fn(image uint8 [H, W, C], seed int [2]) -> uint8 [H, W, C]`
 from stateless random ops; C may be 1 (Color is then the identity).
@@ -23,7 +31,7 @@ from stateless random ops; C may be 1 (Color is then the identity).
 
 import functools
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
@@ -32,39 +40,33 @@ from data import policies
 
 MAX_LEVEL = 10.0
 FILL = 128  # Grey for pixels that geometric operations move in.
-CIFAR_TRANSLATE_FRACTION = 10 / 32
-IMAGENET_TRANSLATE_FRACTION = 150 / 331
-CUTOUT_FRACTION = 20 / 32  # The released code's 20-pixel cutout on 32.
+
+
+class Hparams(NamedTuple):
+  """The official code's magnitude constants, in pixels."""
+
+  translate_const: float
+  cutout_const: float
+
+
+AUTOAUGMENT_HPARAMS = Hparams(translate_const=250.0, cutout_const=100.0)
+RANDAUGMENT_HPARAMS = Hparams(translate_const=100.0, cutout_const=40.0)
 
 
 def _random_sign(seed) -> tf.Tensor:
   return tf.where(tf.random.stateless_uniform([], seed) < 0.5, -1.0, 1.0)
 
 
-def _blend(degenerate, image, factor: float) -> tf.Tensor:
-  """degenerate + factor * (image - degenerate), clipped; PIL's enhance."""
+def _blend(degenerate, image, factor) -> tf.Tensor:
+  """degenerate + factor * (image - degenerate), clipped and truncated."""
   degenerate = tf.cast(degenerate, tf.float32)
   mixed = degenerate + factor * (tf.cast(image, tf.float32) - degenerate)
-  return tf.cast(tf.clip_by_value(tf.round(mixed), 0.0, 255.0), tf.uint8)
-
-
-def _grayscale(image) -> tf.Tensor:
-  """Float32 luma (ITU-R 601, PIL's 'L') repeated in every channel; one
-  matmul, since broadcasting ops are slow on small images."""
-  channels = image.shape[-1]
-  x = tf.cast(image, tf.float32)
-  if channels == 1:
-    return x
-  weights = tf.tile(tf.constant([[0.299], [0.587], [0.114]]), [1, channels])
-  return tf.reshape(
-      tf.matmul(tf.reshape(x, [-1, channels]), weights), tf.shape(x)
-  )
+  return tf.cast(tf.clip_by_value(mixed, 0.0, 255.0), tf.uint8)
 
 
 def _affine(image, row) -> tf.Tensor:
   """Output (x, y) reads input (a0 x + a1 y + a2, b0 x + b1 y + b2), with
-  row = [a0, a1, a2, b0, b1, b2] (PIL's convention); nearest neighbour as in
-  the released code, FILL outside the image."""
+  row = [a0, a1, a2, b0, b1, b2]; nearest neighbour, FILL outside."""
   transform = tf.concat([tf.cast(tf.stack(row), tf.float32), [0.0, 0.0]], 0)
   return tf.raw_ops.ImageProjectiveTransformV3(
       images=image[None],
@@ -76,32 +78,30 @@ def _affine(image, row) -> tf.Tensor:
   )[0]
 
 
-# Every operation is op(image, level, seed, translate_fraction) -> image, with
-# `level` a float32 scalar tensor in [0, 10], so that one graph serves every
-# magnitude of a policy table.
+# Every operation is op(image, level, seed, hparams) -> image, with `level` a
+# float32 scalar tensor in [0, 10], so that one graph serves every magnitude
+# of a policy table.
 
 
-def identity(image, level, seed, translate_fraction):
-  del level, seed, translate_fraction
+def identity(image, level, seed, hparams):
+  del level, seed, hparams
   return image
 
 
-def auto_contrast(image, level, seed, translate_fraction):
+def auto_contrast(image, level, seed, hparams):
   """Stretches each channel to span [0, 255]; flat channels stay as is."""
-  del level, seed, translate_fraction
+  del level, seed, hparams
   x = tf.cast(image, tf.float32)
   low = tf.reduce_min(x, axis=[0, 1])
   high = tf.reduce_max(x, axis=[0, 1])
   scale = tf.where(high > low, 255.0 / tf.maximum(high - low, 1.0), 1.0)
-  offset = tf.where(high > low, low, 0.0)
-  return tf.cast(
-      tf.clip_by_value(tf.round((x - offset) * scale), 0, 255), tf.uint8
-  )
+  offset = tf.where(high > low, -low * scale, 0.0)
+  return tf.cast(tf.clip_by_value(x * scale + offset, 0, 255), tf.uint8)
 
 
-def equalize(image, level, seed, translate_fraction):
+def equalize(image, level, seed, hparams):
   """Per-channel histogram equalisation with PIL's lookup table."""
-  del level, seed, translate_fraction
+  del level, seed, hparams
   channels = image.shape[-1]
   values = tf.reshape(tf.cast(image, tf.int32), [-1, channels])
   # One bincount for all channels: channel c counts into bins [256c, 256c+256).
@@ -124,14 +124,18 @@ def equalize(image, level, seed, translate_fraction):
   return tf.cast(tf.reshape(out, tf.shape(image)), tf.uint8)
 
 
-def invert(image, level, seed, translate_fraction):
-  del level, seed, translate_fraction
+def invert(image, level, seed, hparams):
+  del level, seed, hparams
   return 255 - image
 
 
-def rotate(image, level, seed, translate_fraction):
+def _random_sign(seed) -> tf.Tensor:
+  return tf.where(tf.random.stateless_uniform([], seed) < 0.5, -1.0, 1.0)
+
+
+def rotate(image, level, seed, hparams):
   """Rotates about the centre by up to 30 degrees, random direction."""
-  del translate_fraction
+  del hparams
   angle = _random_sign(seed) * level / MAX_LEVEL * (30.0 * math.pi / 180.0)
   height = tf.cast(tf.shape(image)[0], tf.float32)
   width = tf.cast(tf.shape(image)[1], tf.float32)
@@ -143,20 +147,21 @@ def rotate(image, level, seed, translate_fraction):
   )
 
 
-def solarize(image, level, seed, translate_fraction):
-  """Inverts pixels at or above 256 - 256 m / 10."""
-  del seed, translate_fraction
-  threshold = 256 - tf.cast(tf.floor(level * 256.0 / MAX_LEVEL), tf.int32)
+def solarize(image, level, seed, hparams):
+  """Inverts the pixels at or above m / 10 * 256 (the official threshold)."""
+  del seed, hparams
+  threshold = tf.cast(level / MAX_LEVEL * 256.0, tf.int32)
   # x ^ 255 == 255 - x on uint8; XOR with a 0/255 mask avoids tf.where,
   # which is several times slower on small images.
   flip = tf.cast(tf.cast(image, tf.int32) >= threshold, tf.uint8) * 255
   return tf.bitwise.bitwise_xor(image, flip)
 
 
-def posterize(image, level, seed, translate_fraction):
-  """Keeps the top 8 - 4 m / 10 bits of every pixel."""
-  del seed, translate_fraction
-  shift = tf.cast(tf.floor(level * 4.0 / MAX_LEVEL), tf.uint8)
+def posterize(image, level, seed, hparams):
+  """Keeps the top m / 10 * 4 bits of every pixel (the official count)."""
+  del seed, hparams
+  bits = tf.cast(level / MAX_LEVEL * 4.0, tf.uint8)
+  shift = tf.cast(8, tf.uint8) - bits
   return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
 
 
@@ -164,27 +169,33 @@ def _enhance_factor(level):
   return 0.1 + 1.8 * level / MAX_LEVEL
 
 
-def color(image, level, seed, translate_fraction):
+def color(image, level, seed, hparams):
   """Saturation: blends with the greyscale image."""
-  del seed, translate_fraction
-  return _blend(tf.round(_grayscale(image)), image, _enhance_factor(level))
+  del seed, hparams
+  if image.shape[-1] == 1:
+    return image
+  grey = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
+  return _blend(grey, image, _enhance_factor(level))
 
 
-def contrast(image, level, seed, translate_fraction):
-  """Blends with a flat image at the mean grey level."""
-  del seed, translate_fraction
-  mean = tf.round(tf.reduce_mean(_grayscale(image)))
-  return _blend(tf.fill(tf.shape(image), mean), image, _enhance_factor(level))
+def contrast(image, level, seed, hparams):
+  """Blends with a flat grey of value H * W / 256: the official code's mean
+  is the sum of its 256-bin histogram divided by 256, the pixel count."""
+  del seed, hparams
+  shape = tf.shape(image)
+  grey = tf.minimum(tf.cast(shape[0] * shape[1], tf.float32) / 256.0, 255.0)
+  grey = tf.cast(tf.cast(grey, tf.uint8), tf.float32)
+  return _blend(tf.fill(shape, grey), image, _enhance_factor(level))
 
 
-def brightness(image, level, seed, translate_fraction):
-  del seed, translate_fraction
+def brightness(image, level, seed, hparams):
+  del seed, hparams
   return _blend(tf.zeros_like(image), image, _enhance_factor(level))
 
 
-def sharpness(image, level, seed, translate_fraction):
-  """Blends with PIL's 3x3 smoothed image (border pixels left unsmoothed)."""
-  del seed, translate_fraction
+def sharpness(image, level, seed, hparams):
+  """Blends with the 3x3-smoothed image (border pixels left unsmoothed)."""
+  del seed, hparams
   # The kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 as nine shifted
   # slices: three times faster than a depthwise convolution at 32x32.
   x = tf.cast(image, tf.float32)
@@ -193,16 +204,15 @@ def sharpness(image, level, seed, translate_fraction):
       x[dy : ends[dy], dx : ends[dx]] for dy in range(3) for dx in range(3)
   ]
   smooth = (tf.add_n(neighbours) + 4.0 * x[1:-1, 1:-1]) / 13.0
+  smooth = tf.floor(tf.clip_by_value(smooth, 0.0, 255.0))  # uint8 cast.
   # Replace the interior by the smoothed values; the border keeps x.
-  degenerate = x + tf.pad(
-      tf.round(smooth) - x[1:-1, 1:-1], [[1, 1], [1, 1], [0, 0]]
-  )
+  degenerate = x + tf.pad(smooth - x[1:-1, 1:-1], [[1, 1], [1, 1], [0, 0]])
   return _blend(degenerate, image, _enhance_factor(level))
 
 
 def _shear(horizontal: bool):
-  def shear(image, level, seed, translate_fraction):
-    del translate_fraction
+  def shear(image, level, seed, hparams):
+    del hparams
     amount = _random_sign(seed) * level / MAX_LEVEL * 0.3
     return _affine(
         image,
@@ -214,24 +224,17 @@ def _shear(horizontal: bool):
   return shear
 
 
-def _translate_pixels(level, side, translate_fraction, seed):
-  """Whole pixels, m / 10 of the largest shift, with a random sign."""
-  largest = tf.cast(side, tf.float32) * translate_fraction
-  return _random_sign(seed) * tf.floor(level / MAX_LEVEL * largest)
-
-
 def _translate(horizontal: bool):
-  """Output pixel i reads input i + shift (pad and slice: cheaper than an
-  affine transform, and the same for whole-pixel shifts)."""
+  """Moves the image by m / 10 * translate_const pixels, random direction
+  (pad and slice: the same as an affine transform for whole pixels)."""
   axis = 1 if horizontal else 0
 
-  def translate(image, level, seed, translate_fraction):
+  def translate(image, level, seed, hparams):
     shape = tf.shape(image)
-    shift = tf.cast(
-        _translate_pixels(level, shape[axis], translate_fraction, seed),
-        tf.int32,
+    pixels = _random_sign(seed) * level / MAX_LEVEL * hparams.translate_const
+    shift = tf.clip_by_value(
+        tf.cast(pixels, tf.int32), -shape[axis], shape[axis]
     )
-    shift = tf.clip_by_value(shift, -shape[axis], shape[axis])
     paddings = [[0, 0], [0, 0], [0, 0]]
     paddings[axis] = [shape[axis], shape[axis]]
     padded = tf.pad(image, paddings, constant_values=FILL)
@@ -241,16 +244,14 @@ def _translate(horizontal: bool):
   return translate
 
 
-def cutout_op(image, level, seed, translate_fraction):
-  """A grey square of side m / 10 * 20/32 of the shorter side."""
-  del translate_fraction
-  side = tf.cast(tf.reduce_min(tf.shape(image)[:2]), tf.float32)
-  size = tf.cast(level / MAX_LEVEL * CUTOUT_FRACTION * side, tf.int32)
+def cutout_op(image, level, seed, hparams):
+  """A grey square of half-side m / 10 * cutout_const pixels, clipped."""
+  half = tf.cast(level / MAX_LEVEL * hparams.cutout_const, tf.int32)
   center = (
       tf.random.stateless_uniform([2], seed, 0, tf.int32.max, tf.int32)
       % tf.shape(image)[:2]
   )
-  return cutout.cutout_at(image, center[0], center[1], size, FILL)
+  return cutout.cutout_at(image, center[0], center[1], 2 * half, FILL)
 
 
 OPS: dict[str, Callable[..., tf.Tensor]] = {
@@ -274,58 +275,45 @@ OPS: dict[str, Callable[..., tf.Tensor]] = {
 
 
 def apply_op(
-    name: str,
-    image,
-    level: float,
-    seed,
-    translate_fraction: float = CIFAR_TRANSLATE_FRACTION,
+    name: str, image, level: float, seed, hparams: Hparams = AUTOAUGMENT_HPARAMS
 ):
   """Applies operation `name` at magnitude `level` (for tests and figures)."""
   if name not in OPS:
     raise ValueError(
         f'autoaugment op must be one of {sorted(OPS)}, got ' f'{name!r}'
     )
-  return OPS[name](
-      image, tf.constant(level, tf.float32), seed, translate_fraction
-  )
+  return OPS[name](image, tf.constant(level, tf.float32), seed, hparams)
 
 
-def _switch_op(names, index, image, level, seed, translate_fraction):
+def _switch_op(names, index, image, level, seed, hparams):
   """Runs OPS[names[index]]. One branch per distinct operation (not per
   sub-policy) keeps tracing and tf.data iterator start-up cheap."""
   branches = [
-      functools.partial(OPS[name], image, level, seed, translate_fraction)
+      functools.partial(OPS[name], image, level, seed, hparams)
       for name in names
   ]
   return tf.switch_case(index, branches)
 
 
 def make_autoaugment(
-    policy: str = 'cifar10', translate_fraction: float | None = None
+    policy: str = 'cifar10', hparams: Hparams = AUTOAUGMENT_HPARAMS
 ):
   """Returns fn(image, seed) applying one random sub-policy of `policy`.
 
-  Each call picks one of the 25 sub-policies uniformly, then applies its two
-  operations in order, each with its own probability.
+  Each call picks one of the policy's sub-policies uniformly, then applies
+  its two operations in order, each with its own probability.
 
   Args:
-    policy: 'cifar10', 'svhn' or 'imagenet'.
-    translate_fraction: largest translation as a fraction of the side; None
-      takes the policy's own (150/331 for ImageNet, else 10/32).
+    policy: a key of policies.POLICIES ('cifar10', 'svhn', 'imagenet').
+    hparams: the magnitude constants.
 
   Returns:
     fn(image uint8 [H, W, C], seed int [2]) -> uint8 [H, W, C].
   """
   if policy not in policies.POLICIES:
     raise ValueError(
-        f'autoaugment policy must be one of {sorted(policies.POLICIES)}, '
-        f'got {policy!r}'
-    )
-  if translate_fraction is None:
-    translate_fraction = (
-        IMAGENET_TRANSLATE_FRACTION
-        if policy == 'imagenet'
-        else CIFAR_TRANSLATE_FRACTION
+        f'autoaugment policy must be one of '
+        f'{sorted(policies.POLICIES)}, got {policy!r}'
     )
   sub_policies = policies.POLICIES[policy]
   names = ['Identity'] + sorted(
@@ -359,7 +347,7 @@ def make_autoaugment(
           image,
           level_table[index, slot],
           tf.random.experimental.stateless_fold_in(seed, slot + 1),
-          translate_fraction,
+          hparams,
       )
     return image
 
@@ -369,14 +357,14 @@ def make_autoaugment(
 def make_randaugment(
     num_layers: int = 2,
     magnitude: float = 9.0,
-    translate_fraction: float = IMAGENET_TRANSLATE_FRACTION,
+    hparams: Hparams = RANDAUGMENT_HPARAMS,
 ):
   """Returns fn(image, seed) applying `num_layers` random ops at `magnitude`.
 
   Args:
     num_layers: N, the number of operations applied in sequence.
     magnitude: M in [0, 10], shared by every operation.
-    translate_fraction: largest translation as a fraction of the side.
+    hparams: the magnitude constants.
 
   Returns:
     fn(image uint8 [H, W, C], seed int [2]) -> uint8 [H, W, C].
@@ -402,7 +390,7 @@ def make_randaugment(
           image,
           level,
           tf.random.experimental.stateless_fold_in(seed, layer + 1),
-          translate_fraction,
+          hparams,
       )
     return image
 

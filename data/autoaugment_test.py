@@ -1,4 +1,6 @@
-"""Tests for data/autoaugment.py, with PIL as the independent reference."""
+"""Tests for data/autoaugment.py: PIL, numpy and the official code's
+formulas (google-research/sam, autoaugment/autoaugment.py) as independent
+references."""
 
 import numpy as np
 from PIL import Image
@@ -26,10 +28,10 @@ def _image(channels=3, size=32, seed=0):
 
 
 def _apply(
-    name, image, level, seed=SEED, fraction=autoaugment.CIFAR_TRANSLATE_FRACTION
+    name, image, level, seed=SEED, hparams=autoaugment.AUTOAUGMENT_HPARAMS
 ):
   return autoaugment.apply_op(
-      name, tf.constant(image), level, seed, fraction
+      name, tf.constant(image), level, seed, hparams
   ).numpy()
 
 
@@ -80,16 +82,24 @@ def test_histogram_ops_match_pil(op, pil_fn, channels):
   np.testing.assert_allclose(_apply(op, image, 5).astype(int), expected, atol=1)
 
 
-@pytest.mark.parametrize('level', [0, 3, 7, 10])
-def test_solarize_and_posterize_match_pil(level):
+@pytest.mark.parametrize('level', [0, 3, 7, 9])
+def test_solarize_inverts_at_or_above_the_official_threshold(level):
+  # The official threshold is m / 10 * 256 (the AutoAugment code's is
+  # 256 - that): magnitude 0 inverts every pixel.
   image = _image()
   np.testing.assert_array_equal(
       _apply('Solarize', image, level),
-      np.asarray(ImageOps.solarize(_pil(image), 256 - int(level * 25.6))),
+      np.asarray(ImageOps.solarize(_pil(image), int(level * 25.6))),
   )
+
+
+@pytest.mark.parametrize('level', [3, 7, 10])
+def test_posterize_keeps_the_official_number_of_bits(level):
+  # m / 10 * 4 bits kept (the AutoAugment code keeps 4 - that).
+  image = _image()
   np.testing.assert_array_equal(
       _apply('Posterize', image, level),
-      np.asarray(ImageOps.posterize(_pil(image), 8 - int(level * 0.4))),
+      np.asarray(ImageOps.posterize(_pil(image), int(level * 0.4))),
   )
 
 
@@ -97,7 +107,6 @@ def test_solarize_and_posterize_match_pil(level):
     'op, enhancer',
     [
         ('Color', ImageEnhance.Color),
-        ('Contrast', ImageEnhance.Contrast),
         ('Brightness', ImageEnhance.Brightness),
         ('Sharpness', ImageEnhance.Sharpness),
     ],
@@ -108,9 +117,27 @@ def test_enhance_ops_match_pil(op, enhancer, level):
   factor = 0.1 + 1.8 * level / 10
   expected = np.asarray(enhancer(_pil(image)).enhance(factor)).astype(int)
   got = _apply(op, image, level).astype(int)
-  # PIL's rounding of the grey level and of the blend differs by one step.
+  # PIL rounds the grey level and the blend; the official code truncates.
   assert np.abs(got - expected).max() <= 2
-  assert np.abs(got - expected).mean() < 0.6
+  assert np.abs(got - expected).mean() < 1.0
+
+
+@pytest.mark.parametrize('size', [32, 64])
+@pytest.mark.parametrize('level', [0, 2, 9])
+def test_contrast_blends_with_the_official_grey(size, level):
+  # The official `contrast` takes the histogram's sum over 256 bins as the
+  # mean: the pixel count / 256 (4 on 32x32), truncated to uint8.
+  image = _image(size=size)
+  grey = float(int(size * size / 256))
+  factor = 0.1 + 1.8 * level / 10
+  expected = np.clip(
+      grey + factor * (image.astype(np.float32) - grey), 0, 255
+  ).astype(np.uint8)
+  got = _apply('Contrast', image, level).astype(int)
+  # Truncation of values that land on an integer can differ by one with the
+  # order of float32 operations.
+  assert np.abs(got - expected).max() <= 1
+  assert (got != expected).mean() < 0.05
 
 
 def test_level_five_enhance_is_identity():
@@ -121,16 +148,34 @@ def test_level_five_enhance_is_identity():
 
 @pytest.mark.parametrize('op', ['TranslateX', 'TranslateY'])
 @pytest.mark.parametrize('seed', range(6))
-def test_translate_moves_whole_pixels_and_never_blanks(op, seed):
+def test_translate_moves_the_official_number_of_pixels(op, seed):
+  # m / 10 * 250 pixels, whatever the image size (the official constant,
+  # meant for ImageNet): level 1 moves a 32-pixel image by 25 pixels.
   image = _image()
-  out = _apply(op, image, 10, tf.constant([seed, 9]))
+  out = _apply(op, image, 1, tf.constant([seed, 9]))
   axis = 1 if op == 'TranslateX' else 0
-  # The largest shift on a 32-pixel side is 10 pixels; it is one of +-10.
   matches = [
-      s for s in range(-10, 11) if np.array_equal(out, _shifted(image, s, axis))
+      s for s in (-25, 25) if np.array_equal(out, _shifted(image, s, axis))
   ]
-  assert len(matches) == 1 and abs(matches[0]) == 10
-  assert (out != autoaugment.FILL).any(axis=-1).mean() >= 22 / 32
+  assert len(matches) == 1
+
+
+@pytest.mark.parametrize('op', ['TranslateX', 'TranslateY', 'Cutout'])
+def test_official_constants_blank_a_cifar_image_from_magnitude_two(op):
+  # The bug kept from the official code: 50 pixels of translation, or a
+  # cutout of half-side 20, on a 32-pixel image.
+  out = _apply(op, _image(), 2)
+  assert (out == autoaugment.FILL).all() or op == 'Cutout'
+  if op == 'Cutout':
+    assert (out == autoaugment.FILL).all(-1).mean() > 0.35
+  assert (_apply(op, _image(), 9) == autoaugment.FILL).all()
+
+
+def test_randaugment_constants_are_smaller():
+  image = _image(size=64)
+  out = _apply('TranslateX', image, 1, hparams=autoaugment.RANDAUGMENT_HPARAMS)
+  grey_columns = np.all(out == autoaugment.FILL, axis=(0, 2)).sum()
+  assert grey_columns == 10
 
 
 def _shifted(image, shift, axis):
@@ -144,13 +189,6 @@ def _shifted(image, shift, axis):
   index_src[axis], index_dst[axis] = src, dst
   out[tuple(index_dst)] = image[tuple(index_src)]
   return out
-
-
-def test_translate_scales_with_image_size():
-  image = _image(size=64)
-  out = _apply('TranslateX', image, 10, fraction=0.25)
-  grey_columns = np.all(out == autoaugment.FILL, axis=(0, 2)).sum()
-  assert grey_columns == 16
 
 
 def test_geometric_ops_at_level_zero_are_identity():
@@ -175,16 +213,19 @@ def test_rotate_keeps_centre_of_odd_image():
   assert not np.array_equal(out, image)
 
 
-def test_cutout_op_size_scales_with_level():
-  image = _image()
-  out = _apply('Cutout', image, 10)
-  painted = (out != image).any(-1).sum()
-  assert 0 < painted <= 20 * 20
+def test_cutout_op_half_side_is_the_official_constant():
+  # Level 1: half-side 0.1 * 100 = 10 pixels, a square of up to 20 x 20.
+  image = _image(size=64)
+  out = _apply('Cutout', image, 1)
+  painted = (out == autoaugment.FILL).all(-1)
+  assert 10 * 10 <= painted.sum() <= 20 * 20
 
 
 def test_policies_are_well_formed():
+  # The official CIFAR policy is the AutoAugment release's 95 sub-policies.
+  sizes = {'cifar10': 95, 'svhn': 25, 'imagenet': 25}
   for name, policy in policies.POLICIES.items():
-    assert len(policy) == 25, name
+    assert len(policy) == sizes[name], name
     for sub_policy in policy:
       assert len(sub_policy) == 2
       for op, probability, level in sub_policy:
@@ -224,7 +265,7 @@ def test_autoaugment_draws_every_sub_policy():
   # output reveals which sub-policy was drawn.
   name = 'test_signature'
   policies.POLICIES[name] = tuple(
-      (('Solarize', 1.0, k + 1), ('Identity', 1.0, 0)) for k in range(10)
+      (('Solarize', 1.0, k + 1), ('Identity', 1.0, 0)) for k in range(9)
   )
   try:
     transform = autoaugment.make_autoaugment(name)
@@ -235,8 +276,8 @@ def test_autoaugment_draws_every_sub_policy():
   for i in range(60):
     out = transform(tf.constant(image), tf.constant([i, 1])).numpy()
     seen.add(int((out.ravel() != image.ravel()).argmax()))
-  # Solarize at level L first changes pixel 256 - floor(25.6 L).
-  assert seen == {256 - int(25.6 * level) for level in range(1, 11)}
+  # Solarize at level L first changes pixel floor(25.6 L).
+  assert seen == {int(25.6 * level) for level in range(1, 10)}
 
 
 def test_randaugment_with_zero_layers_is_identity():
@@ -260,3 +301,12 @@ def test_bad_arguments():
     autoaugment.make_randaugment(2, 11)
   with pytest.raises(ValueError, match='num_layers'):
     autoaugment.make_randaugment(-1, 5)
+
+
+def test_cifar_policy_is_the_official_release():
+  cifar = policies.POLICIES['cifar10']
+  assert cifar[0] == (('Invert', 0.1, 7), ('Contrast', 0.2, 6))
+  assert cifar[61] == (('Cutout', 0.2, 4), ('Equalize', 0.1, 1))
+  assert cifar[-1] == (('Equalize', 0.6, 9), ('Equalize', 0.4, 4))
+  ops = [op for sub in cifar for op, _, _ in sub]
+  assert len(ops) == 190 and ops.count('Cutout') == 3

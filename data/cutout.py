@@ -1,13 +1,10 @@
-"""Cutout (DeVries & Taylor, 2017): one square patch per image is blanked.
+"""Cutout (DeVries & Taylor, 2017): a square patch is blanked.
 
 The patch centre is uniform over the image and the patch is clipped at the
-border, as in the original method, so a patch near an edge covers less area.
-Every image of a batch gets its own position (`random_cutout`); `cutout_at`
-paints one image, for AutoAugment's Cutout operation.
-
-The original code zeroes the patch after normalisation, i.e. paints it with
-the dataset mean. Our transforms run before normalisation on uint8 images, so
-the default fill is mid-grey (128), close to the mean of natural-image data.
+border, so a patch near an edge covers less area. `batch_cutout` is the
+paper's (the official code's): one patch for the whole batch, after
+normalisation, filled with 0 (the mean). `cutout_at` paints one uint8 image,
+for AutoAugment's Cutout operation (filled with grey, 128).
 """
 
 import tensorflow as tf
@@ -51,39 +48,38 @@ def cutout_at(
   return image + mask * (tf.cast(fill, image.dtype) - image)
 
 
-def random_cutout(
+def batch_cutout(
     images: tf.Tensor,
     seed: tf.Tensor,
     size: int = DEFAULT_SIZE,
-    fill: int = DEFAULT_FILL,
+    fill: float = 0.0,
 ) -> tf.Tensor:
-  """One patch per image, each at its own uniformly drawn centre.
+  """One patch, at one uniformly drawn centre, for the whole batch.
+
+  The official SAM code's cutout (sam_jax/datasets/augmentation.py), whose
+  README calls it critical that one mask serves the whole batch: it runs on
+  the normalised batch and fills 0, the dataset mean.
 
   Args:
-    images: uint8 [B, H, W, C].
-    seed: int tensor [2]; every image's centre comes from one draw.
-    size: side of the square in pixels.
+    images: float [B, H, W, C], normalised.
+    seed: int tensor [2]; the same seed gives the same patch.
+    size: side of the square in pixels; clipped at the borders.
     fill: value written into the patch.
 
   Returns:
-    uint8 [B, H, W, C]; the same seed gives the same patches.
+    float [B, H, W, C].
   """
   if size < 0:
     raise ValueError(f'cutout size must be >= 0, got {size}')
   shape = tf.shape(images)
   centre = (
-      tf.random.stateless_uniform(
-          [shape[0], 2], seed, 0, tf.int32.max, tf.int32
-      )
+      tf.random.stateless_uniform([2], seed, 0, tf.int32.max, tf.int32)
       % shape[1:3]
   )
-  start = centre - size // 2  # [B, 2]: top, left.
-  inside = []
-  for axis in (0, 1):
-    pixel = tf.range(shape[1 + axis])[None]
-    inside.append(
-        (pixel >= start[:, axis : axis + 1])
-        & (pixel < start[:, axis : axis + 1] + size)
-    )
-  patch = inside[0][:, :, None, None] & inside[1][:, None, :, None]
-  return tf.where(patch, tf.cast(fill, images.dtype), images)
+  start = centre - size // 2
+  rows = tf.range(shape[1])
+  columns = tf.range(shape[2])
+  inside_rows = (rows >= start[0]) & (rows < start[0] + size)
+  inside_columns = (columns >= start[1]) & (columns < start[1] + size)
+  patch = inside_rows[:, None, None] & inside_columns[None, :, None]
+  return tf.where(patch[None], tf.cast(fill, images.dtype), images)

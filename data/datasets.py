@@ -68,6 +68,11 @@ class Datasets(Protocol):
     """A whole split as (uint8 images, int32 labels); in memory only."""
     ...
 
+  def model_inputs(self, images: np.ndarray) -> np.ndarray:
+    """uint8 images as evaluation feeds them to the model (normalised,
+    resized); in memory only."""
+    ...
+
   def label_noise_record(self) -> dict | None:
     """Which training labels were corrupted, or None without label noise."""
     ...

@@ -4,7 +4,8 @@ Training: sample a box covering 8%-100% of the image with aspect ratio in
 [3/4, 4/3] (Szegedy et al., 2015), resize it to `size` x `size`, flip
 horizontally with probability 1/2. If ten attempts find no such box, fall back
 to the evaluation crop. Evaluation: the central square of side 0.875 x the
-shorter side (224 of 256), resized to `size`.
+shorter side (224 of 256), resized to `size`. Resizing is bicubic, as in the
+official SAM code (sam_jax/datasets/dataset_source_imagenet.py).
 
 Each transform comes in two forms: on a decoded uint8 image (the pipeline's
 per-example contract, also used for fine-tuning sets held in memory) and on
@@ -52,7 +53,9 @@ def _random_crop_window(shape, seed) -> tf.Tensor:
 
 
 def _resize(image, size: int) -> tf.Tensor:
-  resized = tf.image.resize(image, [size, size], method='bilinear')
+  """Bicubic, as the official code (tf.compat.v1 resize_bicubic), rounded
+  back to uint8 (the official code normalises the float result)."""
+  resized = tf.compat.v1.image.resize_bicubic(image[None], [size, size])[0]
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from data import augment
+from data import cutout
 from data import label_noise
 from data import policies
 from data import sharding
@@ -48,27 +49,24 @@ def holdout_split(num_examples: int, fraction: float):
   return np.sort(order[num_val:]), np.sort(order[:num_val])
 
 
-def resize(images: np.ndarray, size: int) -> np.ndarray:
-  """Bilinear resize of uint8 images to size x size, done once at load."""
-  if not size or images.shape[1:3] == (size, size):
-    return images
-  return np.concatenate(
-      [
-          np.clip(
-              np.rint(
-                  tf.image.resize(images[i : i + 1024], (size, size)).numpy()
-              ),
-              0,
-              255,
-          ).astype(np.uint8)
-          for i in range(0, len(images), 1024)
-      ]
-  )
-
-
 def normalize(images: tf.Tensor, mean, std) -> tf.Tensor:
   """uint8 0..255 -> float32 with zero mean and unit std per channel."""
   return (tf.cast(images, tf.float32) - mean) / std
+
+
+def resize_batch(images: tf.Tensor, size: int) -> tf.Tensor:
+  """A normalised batch resized to size x size, bicubically, as the official
+  code upsamples CIFAR for finetuning (tf.compat.v1 resize_bicubic); the
+  identity at size 0 or at the images' own size."""
+  if not size or images.shape[1:3] == (size, size):
+    return images
+  return tf.compat.v1.image.resize_bicubic(images, [size, size])
+
+
+def to_model_inputs(images, mean, std, size: int) -> np.ndarray:
+  """uint8 images as evaluation feeds them to the model: normalised, then
+  resized to size x size when size > 0."""
+  return resize_batch(normalize(images, mean, std), size).numpy()
 
 
 @dataclasses.dataclass
@@ -77,8 +75,9 @@ class Datasets:
 
   Attributes:
     num_classes: number of classes.
-    image_shape: (H, W, C) of one example.
-    train_images / train_labels: the training examples (after any holdout).
+    image_shape: (H, W, C) of one example as the model sees it.
+    train_images / train_labels: the training examples (after any holdout),
+      at the dataset's own resolution.
     eval_splits: split name -> (images, labels); 'test', plus 'validation'
       when the config holds out part of train.
     mean / std: per-channel normalisation on the 0-255 scale.
@@ -86,6 +85,9 @@ class Datasets:
     global_batch_size: training batch over all hosts and devices.
     steps_per_epoch: whole global batches in one epoch (the remainder of
       each epoch's permutation is dropped).
+    augmentation: the training augmentation (data/augment.py).
+    image_size: > 0: batches are resized to it after augmentation and
+      normalisation (finetuning at a model's resolution).
   """
 
   num_classes: int
@@ -97,8 +99,9 @@ class Datasets:
   std: tuple[float, ...]
   global_batch_size: int
   eval_batch_size: int
-  transform: augment.Transform
+  augmentation: augment.Augmentation
   seed: int
+  image_size: int = 0
   clean_train_labels: np.ndarray | None = None
   process_index: int = 0
   process_count: int = 1
@@ -183,9 +186,17 @@ class Datasets:
               step * self.process_count + self.process_index,
           ]
       )
-      batch_images = self.transform(tf.gather(images, rows), augment_seed)
+      image_seed, cutout_seed = tf.unstack(
+          tf.random.experimental.stateless_split(augment_seed, 2)
+      )
+      batch = self.augmentation.images(tf.gather(images, rows), image_seed)
+      batch = normalize(batch, self.mean, self.std)
+      if self.augmentation.cutout_size:
+        batch = cutout.batch_cutout(
+            batch, cutout_seed, self.augmentation.cutout_size
+        )
       return {
-          'image': normalize(batch_images, self.mean, self.std),
+          'image': resize_batch(batch, self.image_size),
           'label': tf.gather(labels, rows),
       }
 
@@ -201,6 +212,17 @@ class Datasets:
     )
     for batch in ds.prefetch(2).as_numpy_iterator():
       yield sharding.to_device_shape(batch, self.local_device_count)
+
+  def model_inputs(self, images: np.ndarray) -> np.ndarray:
+    """uint8 images [n, h, w, c] as the model sees them in evaluation.
+
+    Args:
+      images: examples at the dataset's resolution.
+
+    Returns:
+      float32 [n, *image_shape]: normalised and resized to image_size.
+    """
+    return to_model_inputs(images, self.mean, self.std, self.image_size)
 
   def eval_batches(self, split: str) -> Iterator[Batch]:
     """Yields padded, masked batches covering `split` exactly once.
@@ -221,7 +243,7 @@ class Datasets:
     ).positions()
     for rows, row_mask in zip(index, mask):
       batch = {
-          'image': normalize(images[rows], self.mean, self.std).numpy(),
+          'image': self.model_inputs(images[rows]),
           'label': labels[rows],
           'mask': row_mask,
       }
@@ -232,14 +254,17 @@ def _relabelled(
     images: np.ndarray,
     mean,
     std,
+    size: int,
     relabel: Callable[[np.ndarray], np.ndarray],
     batch_size: int = 256,
 ) -> np.ndarray:
-  """relabel() of the normalised images, in batches."""
+  """relabel() of the normalised (and resized) images, in batches."""
   return np.concatenate(
       [
           np.asarray(
-              relabel(normalize(images[i : i + batch_size], mean, std).numpy())
+              relabel(
+                  to_model_inputs(images[i : i + batch_size], mean, std, size)
+              )
           )
           for i in range(0, len(images), batch_size)
       ]
@@ -251,8 +276,7 @@ def _splits(config: ml_collections.ConfigDict, source: sources.Source):
   the validation holdout taken out of train if the config asks for it."""
   train_images, train_labels = source.load('train')
   test_images, test_labels = source.load('test')
-  train_images = resize(train_images, config.image_size)
-  eval_splits = {'test': (resize(test_images, config.image_size), test_labels)}
+  eval_splits = {'test': (test_images, test_labels)}
   if config.validation_split:
     train_rows, val_rows = holdout_split(
         len(train_labels), config.validation_fraction
@@ -263,13 +287,17 @@ def _splits(config: ml_collections.ConfigDict, source: sources.Source):
   return train_images, train_labels, eval_splits
 
 
-def _train_transform(
+def _model_shape(shape, size: int) -> tuple[int, ...]:
+  return tuple(shape) if not size else (size, size, shape[-1])
+
+
+def _train_augmentation(
     config: ml_collections.ConfigDict, image_side: int
 ) -> augment.Transform:
   policy = config.autoaugment_policy or policies.policy_for_dataset(
       config.dataset, image_side
   )
-  return augment.make_train_transform(
+  return augment.make_train_augmentation(
       config.augment,
       config.crop_padding,
       autoaugment_policy=policy,
@@ -325,10 +353,12 @@ def create_datasets(
   mean = tuple(config.input_mean) or source.mean
   std = tuple(config.input_std) or source.std
   if relabel is not None:
-    train_labels = _relabelled(train_images, mean, std, relabel)
+    train_labels = _relabelled(
+        train_images, mean, std, config.image_size, relabel
+    )
   return Datasets(
       num_classes=source.num_classes,
-      image_shape=train_images.shape[1:],
+      image_shape=_model_shape(train_images.shape[1:], config.image_size),
       train_images=train_images,
       train_labels=train_labels,
       eval_splits=eval_splits,
@@ -336,7 +366,8 @@ def create_datasets(
       std=std,
       global_batch_size=batch_size,
       eval_batch_size=eval_batch_size,
-      transform=_train_transform(config, train_images.shape[1]),
+      augmentation=_train_augmentation(config, train_images.shape[1]),
+      image_size=config.image_size,
       seed=seed,
       clean_train_labels=clean_train_labels,
       process_index=process_index,

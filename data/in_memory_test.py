@@ -4,6 +4,7 @@ import collections
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
@@ -185,3 +186,42 @@ def test_eval_shares_cover_every_example_once(n, batch, hosts):
     assert rows.shape == (share.num_batches, batch // hosts)
     seen += rows[mask.astype(bool)].tolist()
   assert sorted(seen) == list(range(n))
+
+
+def test_cutout_zeroes_one_square_of_the_whole_normalised_batch(mock_cifar):
+  # The same (seed, step) draws the same flips and crops with or without
+  # cutout, so the two batches differ exactly on the patch.
+  basic = next(create(make_config(augment='basic')).train_batches(2, 3))
+  cut = next(create(make_config(augment='cutout')).train_batches(2, 3))
+  basic, cut = (b['image'].reshape(8, 32, 32, 3) for b in (basic, cut))
+  zero = np.all(cut == 0, axis=-1)
+  patch = zero[0]
+  # One mask for the host's whole batch (the official README's point).
+  assert all(np.array_equal(z, patch) for z in zero)
+  rows, cols = np.nonzero(patch)
+  height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+  assert patch.sum() == height * width and 8 <= min(height, width)
+  assert max(height, width) <= 16
+  # Filled with 0 after normalisation (the mean), everything else untouched.
+  np.testing.assert_array_equal(cut[:, ~patch], basic[:, ~patch])
+  assert not np.any(basic[:, patch] == 0)
+
+
+def test_image_size_augments_at_32_then_resizes_the_whole_image(mock_cifar):
+  """Finetuning on CIFAR (C.2): the augmentation runs at 32 px and the
+  normalised batch is resized bicubically; evaluation resizes too."""
+  small = create(make_config(augment='basic'))
+  large = create(make_config(augment='basic', image_size=64))
+  assert large.image_shape == (64, 64, 3)
+  for batches in (
+      lambda d: d.train_batches(1, 2),
+      lambda d: d.eval_batches('test'),
+  ):
+    at_32 = next(batches(small))['image']
+    at_64 = next(batches(large))['image']
+    expected = tf.compat.v1.image.resize_bicubic(
+        at_32.reshape(-1, 32, 32, 3), [64, 64]
+    )
+    np.testing.assert_allclose(
+        at_64.reshape(-1, 64, 64, 3), expected.numpy(), atol=1e-5
+    )

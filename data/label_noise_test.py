@@ -13,7 +13,9 @@ def _labels(n=10_000, k=10, seed=1):
 @pytest.mark.parametrize('fraction', [0.2, 0.4, 0.6, 0.8])
 def test_different_mode_flips_exact_count_never_to_same_class(fraction):
   labels = _labels()
-  noisy, changed = label_noise.corrupt_labels(labels, 10, fraction, seed=0)
+  noisy, changed = label_noise.corrupt_labels(
+      labels, 10, fraction, seed=0, mode='different'
+  )
   assert noisy.dtype == np.int32 and noisy.shape == labels.shape
   assert changed.sum() == round(fraction * labels.size)
   np.testing.assert_array_equal(changed, noisy != labels)
@@ -22,7 +24,9 @@ def test_different_mode_flips_exact_count_never_to_same_class(fraction):
 
 def test_different_mode_per_class_roughly_uniform():
   labels = _labels(n=20_000)
-  noisy, changed = label_noise.corrupt_labels(labels, 10, 0.4, seed=3)
+  noisy, changed = label_noise.corrupt_labels(
+      labels, 10, 0.4, seed=3, mode='different'
+  )
   stats = label_noise.noise_statistics(labels, noisy, 10)
   # Each class keeps ~40% corrupted (binomial std ~1.1% for ~2000 examples).
   np.testing.assert_allclose(
@@ -36,14 +40,37 @@ def test_different_mode_per_class_roughly_uniform():
   np.testing.assert_allclose(counts[1:] / counts.sum(), 1 / 9, atol=0.04)
 
 
-def test_uniform_mode_keeps_about_one_in_k():
+def test_uniform_mode_is_the_default_and_keeps_about_one_in_k():
   labels = _labels(n=20_000)
+  default = label_noise.corrupt_labels(labels, 10, 0.5, seed=0)
   noisy, changed = label_noise.corrupt_labels(
       labels, 10, 0.5, seed=0, mode='uniform'
   )
-  # 10,000 labels redrawn; 1/10 of them land on their own class.
+  np.testing.assert_array_equal(default[0], noisy)
+  # About 10,000 labels are redrawn and 1/10 of those keep their class:
+  # 9,000 change (binomial std ~67).
   assert abs(changed.sum() - 9_000) < 300
   np.testing.assert_array_equal(changed, noisy != labels)
+
+
+def test_uniform_mode_redraws_over_all_classes():
+  labels = _labels(n=50_000)
+  noisy, _ = label_noise.corrupt_labels(labels, 10, 0.4, seed=2)
+  # A class-0 label stays 0 with probability (1 - r) + r / K = 0.64 and
+  # lands on each other class with probability r / K = 0.04.
+  landed = np.bincount(noisy[labels == 0], minlength=10) / (labels == 0).sum()
+  np.testing.assert_allclose(landed[0], 0.64, atol=0.02)
+  np.testing.assert_allclose(landed[1:], 0.04, atol=0.01)
+
+
+def test_uniform_mode_draws_each_example_independently():
+  labels = _labels(n=7)
+  counts = {
+      int(label_noise.corrupt_labels(labels, 10, 0.3, seed=s)[1].sum())
+      for s in range(50)
+  }
+  # Not a fixed count: per-example coin flips give several totals.
+  assert len(counts) > 2
 
 
 def test_deterministic_for_seed_and_differs_across_seeds():
@@ -60,8 +87,11 @@ def test_zero_fraction_is_identity_and_rounding():
   noisy, changed = label_noise.corrupt_labels(labels, 10, 0.0, seed=0)
   np.testing.assert_array_equal(noisy, labels)
   assert not changed.any()
-  # 0.3 * 7 = 2.1 examples round to 2.
-  assert label_noise.corrupt_labels(labels, 10, 0.3, seed=0)[1].sum() == 2
+  # 'different': 0.3 * 7 = 2.1 examples round to 2.
+  _, changed = label_noise.corrupt_labels(
+      labels, 10, 0.3, seed=0, mode='different'
+  )
+  assert changed.sum() == 2
 
 
 def test_does_not_modify_input():

@@ -5,11 +5,9 @@ int32 labels [N]). The paper's small datasets (CIFAR, SVHN, Fashion-MNIST)
 fit in host memory, so they are decoded once and every epoch after that is a
 gather.
 
-Fashion-MNIST's 28x28x1 images are zero-padded by 2 pixels on every side to
-32x32x1 when loaded (its background is 0, so the border is invisible): the
-32x32 CIFAR models then see the same geometry as on CIFAR, the basic
-augmentation's 4-pixel pad-and-crop means the same, and the models' first
-convolution takes one input channel. A folder of images (`folder`, with
+Fashion-MNIST stays at 28x28x1, as in the official code (the CIFAR models
+pool globally, and their first convolution takes one input channel). A
+folder of images (`folder`, with
 config.data_dir its root) reads `train/<label>/*.png|jpg` and
 `test/<label>/*.png|jpg`; its images must share one size unless
 config.image_size is set, which resizes each as it is read.
@@ -142,24 +140,6 @@ def svhn_source(data_dir: str | None = None, extra: bool = False) -> Source:
   return Source(load, *catalog.IN_MEMORY['svhn_cropped'])
 
 
-FASHION_MNIST_PAD = 2  # 28 + 2 * 2 = 32.
-
-
-def load_fashion_mnist_split(split: str, data_dir: str | None = None):
-  """Fashion-MNIST zero-padded from 28x28x1 to 32x32x1 (see module doc).
-
-  Args:
-    split: tfds split name.
-    data_dir: tfds data directory, or None for the default.
-
-  Returns:
-    (images uint8 [N, 32, 32, 1], labels int32 [N]).
-  """
-  images, labels = load_tfds_split('fashion_mnist', split, data_dir)
-  pad = FASHION_MNIST_PAD
-  return np.pad(images, [(0, 0), (pad, pad), (pad, pad), (0, 0)]), labels
-
-
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 
 
@@ -281,9 +261,6 @@ SOURCES: dict[str, Callable[[str | None], Source]] = {
     'cifar100': functools.partial(tfds_source, 'cifar100'),
     'digits': lambda d: Source(load_digits_split, *catalog.IN_MEMORY['digits']),
     'svhn_cropped': svhn_source,
-    'fashion_mnist': lambda d: Source(
-        functools.partial(load_fashion_mnist_split, data_dir=d),
-        *catalog.IN_MEMORY['fashion_mnist'],
-    ),
+    'fashion_mnist': functools.partial(tfds_source, 'fashion_mnist'),
     'folder': folder_source,
 }

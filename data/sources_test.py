@@ -37,7 +37,8 @@ def test_svhn_extra_reads_train_plus_extra(monkeypatch):
   ]
 
 
-def test_fashion_mnist_is_zero_padded_to_32():
+def test_fashion_mnist_stays_28x28_with_the_official_statistics():
+  # The official code: image_size 28, one channel, MNIST's mean and std.
   with tfds.testing.mock_data(num_examples=5):
     source = sources.create_source('fashion_mnist')
     images, labels = source.load('train')
@@ -48,14 +49,37 @@ def test_fashion_mnist_is_zero_padded_to_32():
             )
         )
     )['image']
-  assert images.shape == (5, 32, 32, 1) and images.dtype == np.uint8
+  assert images.shape == (5, 28, 28, 1) and images.dtype == np.uint8
   assert labels.shape == (5,)
-  np.testing.assert_array_equal(images[:, 2:30, 2:30], raw)
-  assert not images[:, :2].any() and not images[:, :, 30:].any()
-  # 55.84 = 72.93 * 784 / 1024: the 28x28 mean diluted by the zero border.
-  np.testing.assert_allclose(
-      source.mean[0], 0.2860 * 255 * 784 / 1024, atol=0.05
-  )
+  np.testing.assert_array_equal(images, raw)
+  np.testing.assert_allclose(source.mean, [0.1307 * 255], rtol=1e-6)
+  np.testing.assert_allclose(source.std, [0.3081 * 255], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    'name,mean,std',
+    [
+        (
+            'cifar10',
+            (0.49139968, 0.48215841, 0.44653091),
+            (0.24703223, 0.24348513, 0.26158784),
+        ),
+        (
+            'cifar100',
+            (0.50707516, 0.48654887, 0.44091784),
+            (0.26733429, 0.25643846, 0.27615047),
+        ),
+        (
+            'svhn_cropped',
+            (0.43090966, 0.4302428, 0.44634357),
+            (0.19759192, 0.20029082, 0.19811132),
+        ),
+    ],
+)
+def test_statistics_are_the_official_codes(name, mean, std):
+  source = sources.create_source(name)
+  np.testing.assert_allclose(np.array(source.mean) / 255, mean, rtol=1e-7)
+  np.testing.assert_allclose(np.array(source.std) / 255, std, rtol=1e-7)
 
 
 def _write_folder(root, split, counts, size=(6, 5), fmt='png'):

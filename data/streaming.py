@@ -154,9 +154,15 @@ class StreamedDatasets:
     return tuple(self.eval_splits)
 
   def examples(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-    raise ValueError(
+    raise self._not_in_memory(f'split {split!r}')
+
+  def model_inputs(self, images: np.ndarray) -> np.ndarray:
+    raise self._not_in_memory('model inputs')
+
+  def _not_in_memory(self, what: str) -> ValueError:
+    return ValueError(
         f'the analyses take a dataset held in memory, not the '
-        f'streamed {self.builder.name!r} (split {split!r}); set '
+        f'streamed {self.builder.name!r} ({what}); set '
         'config.data.streaming = False for a dataset of '
         'data.catalog.IN_MEMORY'
     )

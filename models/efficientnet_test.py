@@ -17,6 +17,8 @@ from models import efficientnet
         # Keras applications' trainable count (measured with keras 3.15; B2-B6
         # match Keras too, left out to keep the suite fast).
         ('efficientnet_b1', 7_794_184),
+        # Noisy Student's L2: 480M (timm's tf_efficientnet_l2_ns: 480.31M).
+        ('efficientnet_l2', 480_309_308),
     ],
 )
 def test_parameter_counts(name, expected, param_count):

@@ -31,11 +31,8 @@ from typing import Any
 
 from absl import app
 from absl import flags
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-import models
 from models import pretrained
 
 # Model names of models/__init__.py -> keras.applications constructors.
@@ -202,26 +199,17 @@ def build_keras(name: str, weights=None, input_shape=None, classes=1000):
 
 def convert_and_save(keras_model, output: str) -> str:
   """Converts a Keras application, checks it against the Flax model's
-  structure (pretrained.merge) and saves it with pretrained.save.
+  structure and saves it (pretrained.save_converted).
 
   Returns:
     The checkpoint path.
   """
-  variables = convert(keras_model)
-  num_classes = variables['params']['head']['bias'].shape[0]
-  flax_model = models.create_model(model_name(keras_model), num_classes)
-  shapes = jax.eval_shape(
-      lambda: flax_model.init(
-          jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False
-      )
+  return pretrained.save_converted(
+      convert(keras_model),
+      model_name(keras_model),
+      f'converted Keras {keras_model.name}',
+      output,
   )
-  variables = pretrained.merge(
-      shapes,
-      variables,
-      reinit_head=False,
-      source=f'converted Keras {keras_model.name}',
-  )
-  return pretrained.save(variables, output)
 
 
 def main(argv):

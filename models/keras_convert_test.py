@@ -1,8 +1,9 @@
 """Keras applications -> Flax equivalence (models/keras_convert.py).
 
 Randomly initialised Keras models (no download) with random BatchNorm
-statistics, conv biases and head biases; 72x72 inputs so that stride-2 layers
-also meet odd sizes (the conversion does not depend on the resolution).
+statistics, conv biases and head biases (models/conftest.py); 72x72 inputs so
+that stride-2 layers also meet odd sizes (the conversion does not depend on the
+resolution).
 """
 
 import jax
@@ -15,32 +16,9 @@ import models
 from models import keras_convert
 from models import pretrained
 
-RESOLUTION = 72
+KERAS_RESOLUTION = 72  # As models/conftest.py.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
-
-
-def randomise(keras_model, rng):
-  """Random BN statistics and affine terms, conv and dense biases; ImageNet
-  statistics in an EfficientNet's input Normalization layer."""
-  for layer in keras_model.layers:
-    kind = type(layer).__name__
-    if kind == 'BatchNormalization':
-      n = layer.weights[0].shape[0]
-      layer.set_weights(
-          [
-              rng.uniform(0.5, 1.5, n),
-              rng.normal(0, 0.2, n),
-              rng.normal(0, 0.2, n),
-              rng.uniform(0.5, 1.5, n),
-          ]
-      )
-    elif kind in ('Conv2D', 'Dense') and len(layer.weights) == 2:
-      kernel, bias = layer.get_weights()
-      layer.set_weights([kernel, rng.normal(0, 0.2, bias.shape)])
-    elif kind == 'Normalization':
-      layer.set_weights([IMAGENET_MEAN, IMAGENET_STD**2, np.array(0)])
-      layer.finalize_state()
 
 
 def relative_error(keras_model, keras_input, pixels):
@@ -58,31 +36,22 @@ def relative_error(keras_model, keras_input, pixels):
   return np.max(np.abs(logits - expected)) / np.max(np.abs(expected))
 
 
-def test_resnet50_logits_match_keras():
+def test_resnet50_logits_match_keras(randomise_keras):
   rng = np.random.default_rng(0)
   keras_model = keras_convert.build_keras(
-      'resnet50_keras', input_shape=(RESOLUTION, RESOLUTION, 3)
+      'resnet50_keras', input_shape=(KERAS_RESOLUTION, KERAS_RESOLUTION, 3)
   )
-  randomise(keras_model, rng)
-  pixels = rng.uniform(0, 255, (2, RESOLUTION, RESOLUTION, 3))
+  randomise_keras(keras_model, rng)
+  pixels = rng.uniform(0, 255, (2, KERAS_RESOLUTION, KERAS_RESOLUTION, 3))
   # Keras ResNets take caffe input: BGR minus the mean pixel.
   caffe = (pixels - keras_convert.CAFFE_MEAN_RGB)[..., ::-1]
   assert relative_error(keras_model, caffe.astype(np.float32), pixels) < 1e-4
 
 
-@pytest.fixture(scope='module')
-def efficientnet_b0():
-  keras_model = keras_convert.build_keras(
-      'efficientnet_b0', input_shape=(RESOLUTION, RESOLUTION, 3)
-  )
-  randomise(keras_model, np.random.default_rng(0))
-  return keras_model
-
-
-def test_efficientnet_b0_logits_match_keras(efficientnet_b0):
-  keras_model = efficientnet_b0
+def test_keras_efficientnet_b0_logits_match_keras(keras_efficientnet_b0):
+  keras_model = keras_efficientnet_b0
   pixels = np.random.default_rng(1).uniform(
-      0, 255, (2, RESOLUTION, RESOLUTION, 3)
+      0, 255, (2, KERAS_RESOLUTION, KERAS_RESOLUTION, 3)
   )
   np.testing.assert_allclose(
       keras_convert.input_normalisation(keras_model),
@@ -113,10 +82,10 @@ def test_second_sizes_convert_onto_the_flax_structure(name):
 
 
 def test_convert_and_save_writes_a_loadable_checkpoint(
-    efficientnet_b0, tmp_path
+    keras_efficientnet_b0, tmp_path
 ):
-  path = keras_convert.convert_and_save(efficientnet_b0, tmp_path / 'b0')
-  converted = keras_convert.convert(efficientnet_b0)
+  path = keras_convert.convert_and_save(keras_efficientnet_b0, tmp_path / 'b0')
+  converted = keras_convert.convert(keras_efficientnet_b0)
   jax.tree_util.tree_map(
       np.testing.assert_array_equal, pretrained.restore(path), converted
   )

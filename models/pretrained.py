@@ -23,8 +23,11 @@ from typing import Any, Mapping, Optional
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+import models
 
 HEAD = 'head'
 
@@ -44,6 +47,46 @@ def save(variables: Mapping[str, Any], path: str) -> str:
   checkpointer.save(path, jax.tree_util.tree_map(np.asarray, dict(variables)))
   checkpointer.wait_until_finished()
   return path
+
+
+def model_shapes(model) -> dict[str, Any]:
+  """The variables' shapes (jax.ShapeDtypeStruct) of a model, uncomputed.
+
+  Args:
+    model: an unbound module of models.MODELS.
+
+  Returns:
+    {'params': ..., 'batch_stats': ...} of shape structs.
+  """
+  # Parameter shapes do not depend on the resolution; 64 px keeps it cheap.
+  return jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False
+      )
+  )
+
+
+def save_converted(
+    variables: Mapping[str, Any], model_name: str, source: str, path: str
+) -> str:
+  """Checks converted weights against a model's structure and saves them.
+
+  Args:
+    variables: {'params': ..., 'batch_stats': ...} converted from elsewhere.
+    model_name: the models.MODELS entry they are for.
+    source: how error messages call the weights.
+    path: checkpoint directory to create.
+
+  Returns:
+    The checkpoint path.
+
+  Raises:
+    ValueError: from `merge`, naming a missing, extra or misshapen entry.
+  """
+  num_classes = np.shape(variables['params'][HEAD]['bias'])[0]
+  shapes = model_shapes(models.create_model(model_name, num_classes))
+  checked = merge(shapes, variables, reinit_head=False, source=source)
+  return save(checked, path)
 
 
 def restore(path: str) -> dict[str, Any]:

@@ -73,6 +73,28 @@ def top1_error(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return (jnp.argmax(logits, -1) != labels).astype(jnp.float32)
 
 
+def top_k_error(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """Per-example 0/1 error: the label is not among the k largest logits
+  (all of them when there are fewer than k classes)."""
+  if labels.ndim == logits.ndim:
+    labels = jnp.argmax(labels, -1)
+  k = min(k, logits.shape[-1])
+  _, top = jax.lax.top_k(logits, k)
+  return 1.0 - jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def per_example_outputs(
+    logits: jax.Array, labels: jax.Array
+) -> dict[str, jax.Array]:
+  """What a pass reports per example: logits, cross-entropy (without label
+  smoothing) and 0/1 error against the batch's targets."""
+  return {
+      'logits': logits,
+      'loss': cross_entropy(logits, labels),
+      'error': top1_error(logits, labels),
+  }
+
+
 def make_loss_fn(
     model: nn.Module,
     *,
@@ -104,9 +126,10 @@ def make_loss_fn(
 
   Returns:
     loss_fn(params, batch_stats, batch, key, ascent=False) -> (loss,
-    (batch_stats, logits)) for batch {'image', 'label'}; `key` feeds the
-    random regularisers (the same key gives the same network) and `ascent`
-    marks SAM's ascent pass (models/__init__.py).
+    (batch_stats, per-example outputs)) for batch {'image', 'label'}, the
+    outputs as `per_example_outputs`; `key` feeds the random regularisers
+    (the same key gives the same network) and `ascent` marks SAM's ascent
+    pass (models/__init__.py).
   """
   if bn_mode not in BN_MODES:
     raise ValueError(f'bn_mode must be one of {BN_MODES}, got {bn_mode!r}')
@@ -131,6 +154,6 @@ def make_loss_fn(
     loss = jnp.mean(cross_entropy(logits, batch['label'], label_smoothing))
     if weight_decay:
       loss += l2_penalty(params, weight_decay, exclude_bn_bias)
-    return loss, (batch_stats, logits)
+    return loss, (batch_stats, per_example_outputs(logits, batch['label']))
 
   return loss_fn

@@ -39,7 +39,8 @@ class Objective(NamedTuple):
   Attributes:
     grad: (params, ascent=False) -> ((loss, aux), grads) on the replica's
       examples, accumulated over its micro-batches; aux is (averaged,
-      per_example) outputs. `ascent=True` is an ascent pass: models with
+      per_example) outputs, per_example a dict with the examples' 'loss'
+      and 'error' (and 'logits'). `ascent=True` is an ascent pass: models with
       shake regularisers backpropagate through the sampled coefficients
       there. Every call sees the same examples and random key.
     sync: grads -> grads shared by every replica that shares one
@@ -75,6 +76,30 @@ class Gradient(NamedTuple):
 def _no_metrics(grads: PyTree, extras: dict[str, PyTree]) -> dict:
   del grads, extras
   return {}
+
+
+def perturbed_pass(aux: Any) -> dict[str, jax.Array]:
+  """The mean loss and error of a pass at w + eps (from its per-example
+  outputs, when it has them), for `pass_metrics`."""
+  per_example = aux[1] if isinstance(aux, tuple) and len(aux) == 2 else None
+  if not isinstance(per_example, dict) or 'loss' not in per_example:
+    return {}
+  return {
+      'perturbed_loss': jnp.mean(per_example['loss']),
+      'perturbed_error': jnp.mean(per_example['error']),
+  }
+
+
+def pass_metrics(grads: PyTree, extras: dict[str, PyTree]) -> dict:
+  """Train loss and error at w + eps: what the official code logs as the
+  train loss and error (Appendix C.4 reports them), beside the loss and
+  error at w that the step logs for every method."""
+  del grads
+  names = {
+      'perturbed_loss': 'train_loss_perturbed',
+      'perturbed_error': 'train_error_perturbed',
+  }
+  return {names[k]: v for k, v in extras.items() if k in names}
 
 
 def _no_state(params: PyTree) -> PyTree:
@@ -175,8 +200,8 @@ def sam_gradient(
     _, grads = objective.grad(ball.perturb(params, eps), ascent=True)
     step = ball.perturbation(objective.sync(grads), params, rho, **options)
     eps = ball.project(jax.tree.map(jnp.add, eps, step), params, rho, **options)
-  _, g2 = objective.grad(ball.perturb(params, eps))
-  return Gradient(g2, loss, aux)
+  (_, perturbed), g2 = objective.grad(ball.perturb(params, eps))
+  return Gradient(g2, loss, aux, extras=perturbed_pass(perturbed))
 
 
 def random_sam_gradient(
@@ -197,8 +222,8 @@ def random_sam_gradient(
   """
   (loss, aux), _ = objective.grad(params, ascent=True)
   eps = ball.random_perturbation(objective.key, params, rho)
-  _, g2 = objective.grad(ball.perturb(params, eps))
-  return Gradient(g2, loss, aux)
+  (_, perturbed), g2 = objective.grad(ball.perturb(params, eps))
+  return Gradient(g2, loss, aux, extras=perturbed_pass(perturbed))
 
 
 def second_order_sam_gradient(
@@ -227,7 +252,8 @@ def second_order_sam_gradient(
 
   Returns:
     The Gradient, with extras {'first_order': g2}, the first-order SAM
-    gradient (for their cosine similarity).
+    gradient (for their cosine similarity), and the perturbed pass's loss
+    and error.
   """
   # linearize: the first pass runs once and leaves w -> H(w) v to apply.
   g1, hessian_vector_product, (loss, aux) = jax.linearize(
@@ -237,11 +263,13 @@ def second_order_sam_gradient(
       g, w, rho, p=p, adaptive=adaptive, adaptive_eta=adaptive_eta
   )
   eps, eps_vjp = jax.vjp(eps_fn, objective.sync(g1), params)
-  _, g2 = objective.grad(ball.perturb(params, eps))
+  (_, perturbed), g2 = objective.grad(ball.perturb(params, eps))
   through_g, through_w = eps_vjp(objective.sync(g2))
   curvature = hessian_vector_product(through_g)
   grads = jax.tree.map(lambda a, b, c: a + b + c, g2, through_w, curvature)
-  return Gradient(grads, loss, aux, extras={'first_order': g2})
+  return Gradient(
+      grads, loss, aux, extras={'first_order': g2, **perturbed_pass(perturbed)}
+  )
 
 
 # The constructors: each takes its own config.sam fields as keywords.
@@ -276,7 +304,7 @@ def sam(
         adaptive_eta=adaptive_eta,
     )
 
-  return Method(_no_state, gradient)
+  return Method(_no_state, gradient, pass_metrics)
 
 
 def random(rho: float) -> Method:
@@ -286,6 +314,7 @@ def random(rho: float) -> Method:
       lambda objective, params, state: random_sam_gradient(
           objective, params, rho
       ),
+      pass_metrics,
   )
 
 
@@ -293,7 +322,8 @@ def _second_order_metrics(grads, extras):
   return {
       'second_order_cosine': ball.cosine_similarity(
           grads, extras['first_order']
-      )
+      ),
+      **pass_metrics(grads, extras),
   }
 
 

@@ -71,7 +71,8 @@ def make_batch_loss(
 def split_examples(
     datasets: Any, split: str, num_examples: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-  """A fixed random subset of a split, normalised, without augmentation.
+  """A fixed random subset of a split as evaluation sees it: normalised and
+  resized to the run's resolution, without augmentation.
 
   Args:
     datasets: a `data.datasets.Datasets` held in memory.
@@ -86,12 +87,8 @@ def split_examples(
   rows = np.random.default_rng(seed).permutation(len(labels))
   if 0 < num_examples < len(labels):
     rows = np.sort(rows[:num_examples])
-  mean = np.asarray(datasets.mean, np.float32)
-  std = np.asarray(datasets.std, np.float32)
-  return (
-      (images[rows].astype(np.float32) - mean) / std,
-      np.asarray(labels[rows], np.int32),
-  )
+  images = datasets.model_inputs(images[rows])
+  return images, np.asarray(labels[rows], np.int32)
 
 
 def stack_batches(

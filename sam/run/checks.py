@@ -10,6 +10,7 @@ import ml_collections
 
 from configs import base
 from data import catalog
+from data import label_noise
 import models
 from sam import methods
 from sam.run import files
@@ -111,7 +112,7 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
   config = ml_collections.ConfigDict({'data': data})
   _one_of(config, 'data.augment', catalog.augmentations(streamed))
   _in_range(config, 'data.label_noise', 0, 1)
-  _one_of(config, 'data.label_noise_mode', ('different', 'uniform'))
+  _one_of(config, 'data.label_noise_mode', label_noise.MODES)
   _require(
       data.mixup_alpha >= 0,
       'data.mixup_alpha',

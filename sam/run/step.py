@@ -57,12 +57,13 @@ class StepOptions:
   skip_nonfinite: bool
 
 
-def _metric_outputs(logits, labels, grads, scalars) -> dict[str, jax.Array]:
-  """Per-example loss and error of the pass at w, the update's norm, and
-  the method's own scalars."""
+def _metric_outputs(per_example, grads, scalars) -> dict[str, jax.Array]:
+  """Per-example loss and error of the pass at w (against the batch's
+  targets: mixed ones with mixup), the update's norm, and the method's own
+  scalars."""
   return {
-      'loss': losses.cross_entropy(logits, labels),
-      'error': losses.top1_error(logits, labels),
+      'loss': per_example['loss'],
+      'error': per_example['error'],
       'grad_norm': optax.global_norm(grads),
       **scalars,
   }
@@ -94,6 +95,7 @@ def train_metrics(extra_names=()):
 EvalMetrics = clu_metrics.Collection.create(
     loss=clu_metrics.Average.from_output('loss'),
     error=clu_metrics.Average.from_output('error'),
+    top5_error=clu_metrics.Average.from_output('top5_error'),
 )
 
 
@@ -261,7 +263,7 @@ def train_step(state, batch, *, loss_fn, method, options: StepOptions):
       grads=grads, batch_stats=batch_stats, method_state=method_state
   )
   scalars = method.metrics(grads, extras)
-  outputs = _metric_outputs(gradient.aux[1], labels, grads, scalars)
+  outputs = _metric_outputs(gradient.aux[1], grads, scalars)
   # batch: metrics over the global batch (all_gather inside clu).
   step_metrics = train_metrics(tuple(scalars)).gather_from_model_output(
       axis_name=AXIS, **outputs
@@ -272,7 +274,8 @@ def train_step(state, batch, *, loss_fn, method, options: StepOptions):
 
 
 def eval_step(state, batch, *, model: nn.Module):
-  """Masked loss and error on this device's share of an eval batch.
+  """Masked loss, error and top-5 error on this device's share of an eval
+  batch.
 
   Args:
     state: this device's replica of the TrainState.
@@ -291,6 +294,7 @@ def eval_step(state, batch, *, model: nn.Module):
       axis_name=AXIS,
       loss=losses.cross_entropy(logits, batch['label']),
       error=losses.top1_error(logits, batch['label']),
+      top5_error=losses.top_k_error(logits, batch['label'], 5),
       mask=batch['mask'],
   )
 

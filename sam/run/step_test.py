@@ -1,5 +1,6 @@
 """The pmapped train step on 2 fake CPU devices against manual computations."""
 
+import functools
 import math
 from typing import Any
 
@@ -588,3 +589,64 @@ def test_a_new_method_is_one_function_and_one_table_line(monkeypatch):
   np.testing.assert_allclose(
       ravel(got.params), ravel(expected), rtol=1e-5, atol=1e-6
   )
+
+
+def test_sam_logs_the_loss_and_error_of_both_passes():
+  # The official code logs the pass at w + eps (Appendix C.4); the step
+  # logs both, the pass at w as train_loss and the other as
+  # train_loss_perturbed.
+  model, config, batch = TinyMLP(), make_config(), make_batch(30)
+  state, _ = init_state(model, config, (4, 4, 1))
+  _, metrics = run_steps(model, config, state, [batch])
+  computed = metrics.compute()
+  w = ravel(state.params)
+  losses_w, losses_eps, errors_eps = [], [], []
+  for i in range(NUM_DEVICES):
+    half = part(batch, i, 4)
+    g1 = ravel(mlp_grad(model, config, state.params, half))
+    perturbed = unravel_like(
+        w + config.sam.rho * g1 / np.linalg.norm(g1), state.params
+    )
+    for params, out in ((state.params, losses_w), (perturbed, losses_eps)):
+      logits = model.apply({'params': params}, half['image'])
+      out.append(np.asarray(losses.cross_entropy(logits, half['label'])))
+    errors_eps.append(
+        np.asarray(
+            losses.top1_error(
+                model.apply({'params': perturbed}, half['image']), half['label']
+            )
+        )
+    )
+  np.testing.assert_allclose(
+      computed['train_loss'], np.mean(losses_w), rtol=1e-5
+  )
+  np.testing.assert_allclose(
+      computed['train_loss_perturbed'], np.mean(losses_eps), rtol=1e-5
+  )
+  np.testing.assert_allclose(
+      computed['train_error_perturbed'], np.mean(errors_eps), rtol=1e-6
+  )
+  assert computed['train_loss_perturbed'] > computed['train_loss']
+  _, sgd_metrics = run_steps(model, make_config('sgd'), state, [batch])
+  assert 'train_loss_perturbed' not in sgd_metrics.compute()
+
+
+def test_eval_step_counts_top5_errors_and_ignores_padding():
+  model = TinyMLP(num_classes=7)
+  state, _ = init_state(model, make_config(), (4, 4, 1))
+  batch = make_batch(31, num_classes=7)
+  batch['mask'] = np.array([1, 1, 1, 1, 1, 1, 0, 0], np.float32)
+  p_eval = jax.pmap(
+      functools.partial(step_lib.eval_step, model=model), axis_name='batch'
+  )
+  mesh = state_lib.device_mesh(jax.local_devices()[:NUM_DEVICES])
+  shaped = jax.tree.map(
+      lambda x: x.reshape((NUM_DEVICES, -1) + x.shape[1:]), batch
+  )
+  metrics = state_lib.unreplicate(
+      p_eval(state_lib.replicate(state, mesh), state_lib.shard(shaped, mesh))
+  )
+  logits = np.asarray(model.apply({'params': state.params}, batch['image']))
+  ranks = (logits > logits[np.arange(8), batch['label']][:, None]).sum(-1)
+  expected = np.mean((ranks >= 5)[:6])
+  np.testing.assert_allclose(metrics.compute()['top5_error'], expected)
