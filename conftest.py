@@ -120,6 +120,7 @@ def write_run(
     *,
     test_error=None,
     validation_error=None,
+    test_top5_error=None,
     finished=True,
     summary=True,
     **overrides,
@@ -170,6 +171,8 @@ def write_run(
       final.update(test_error=test_error, test_loss=1.0)
     if validation_error is not None:
       final.update(validation_error=validation_error, validation_loss=1.0)
+    if test_top5_error is not None:
+      final.update(test_top5_error=test_top5_error)
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
       json.dump(
           {

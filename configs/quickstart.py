@@ -6,8 +6,9 @@
 
 No download: the 1,797 real 8x8 digit images ship inside scikit-learn
 (fixed split, data/sources.py: 1,500 train / 297 test). WRN-10-2 at the
-native 8x8 resolution, batch 64, 30 epochs, random 1-pixel shifts (no flips:
-digits are not mirror-symmetric). Not a paper number; a few minutes on
+native 8x8 resolution, batch 64 in two replicas of 32, 30 epochs, random
+1-pixel shifts (reflection-padded crops; no flips: digits are not
+mirror-symmetric). Not a paper number; a few minutes on
 2 CPU cores. Knobs: opt [sam | sgd | any sam.methods name], rho [0.05],
 epochs_x [1], validation [false], seed [0], model [wrn10_2], epochs [30].
 """

@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,3 +62,50 @@ def test_pyramidnet_last_block_bn_starts_at_one():
       )
   )()['params']
   np.testing.assert_array_equal(params['group0_block0']['bn_4']['scale'], 1.0)
+
+
+def _batch_norm_settings(name: str, image_size: int = 8) -> set:
+  """(momentum, epsilon) of every BatchNorm a model calls."""
+  seen = set()
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm):
+      seen.add((context.module.momentum, context.module.epsilon))
+    return next_fun(*args, **kwargs)
+
+  model = models.create_model(name, 10)
+  with nn.intercept_methods(record):
+    jax.eval_shape(
+        lambda: model.init(
+            jax.random.key(0),
+            jnp.zeros((1, image_size, image_size, 3)),
+            train=False,
+        )
+    )
+  return seen
+
+
+@pytest.mark.parametrize(
+    'name', ['wrn_mini', 'shake_shake_mini', 'pyramidnet_mini', 'resnet32_mini']
+)
+def test_cifar_batch_norm_is_the_officials(name):
+  # sam_jax/models/utils.py: momentum 0.9, epsilon 1e-5.
+  assert _batch_norm_settings(name) == {(0.9, 1e-5)}
+
+
+def test_conv_kernels_are_he_normal_over_the_fan_out():
+  model = models.create_model('wrn16_4', 10)
+  params = jax.jit(
+      lambda: model.init(
+          jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False
+      )['params']
+  )()
+  kernels = [
+      np.asarray(leaf)
+      for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+      if leaf.ndim == 4 and leaf.shape[-1] >= 64
+  ]
+  assert len(kernels) >= 10
+  for kernel in kernels:
+    fan_out = kernel.shape[0] * kernel.shape[1] * kernel.shape[3]
+    np.testing.assert_allclose(kernel.std(), np.sqrt(2 / fan_out), rtol=0.05)

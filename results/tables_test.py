@@ -273,6 +273,29 @@ def test_missing_metric_is_reported(tmp_path, make_run):
   assert cells['top5_error'].paper == 6.28
 
 
+def test_top5_error_is_aggregated_over_seeds(tmp_path, make_run):
+  for seed, top5 in enumerate((0.061, 0.065)):
+    make_run(
+        str(tmp_path),
+        f'r50_{seed}',
+        test_error=0.22,
+        test_top5_error=top5,
+        dataset='imagenet2012',
+        model='resnet50',
+        num_epochs=100,
+        seed=seed,
+    )
+  cells = {
+      c.metric: c
+      for c in cells_lib.build_cells(
+          runs_lib.load_runs(str(tmp_path)), cells_lib.load_paper()
+      )
+      if c.method == 'sam' and c.row.model == 'resnet50' and c.row.epochs == 100
+  }
+  assert cells['top5_error'].values == pytest.approx([6.1, 6.5])
+  assert cells['top5_error'].mean == pytest.approx(6.3)
+
+
 def test_every_method_of_the_family_is_its_own_cell(tmp_path, make_run):
   root = str(tmp_path)
   make_run(root, 'sam', test_error=0.03)
