@@ -41,6 +41,7 @@ USER_ERRORS = (
     sources.DatasetNotPreparedError,
     loop.NonFiniteError,
     checkpoints.CheckpointWriteError,
+    checkpoints.CheckpointReadError,
     ValueError,
     OSError,
 )

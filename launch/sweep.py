@@ -23,9 +23,10 @@ of rows.M_SHARPNESS_M at every rho of the grid (--rho_values with
 --rho_grid, else rows.RHO_GRID), on test; `python -m results.figures`
 then draws test error against rho per m.
 
-Note: with one GPU per run the per-device batch is the whole batch (256), so
-SAM's m-sharpness m is 256, not the paper's 32 (8 GPUs); pass
-`--train_args=--config.sam.m=32` for the paper's m.
+The paper configs fix the examples per replica (config.optim.replica_batch_size,
+32 on CIFAR), so a run on one GPU trains as the paper's 8 did. `--runs_dir`
+may be a gs:// bucket: each run's output is spooled locally and appended to
+its `launch.log` there when the run ends.
 """
 
 import importlib.util
@@ -35,6 +36,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Optional, Sequence
 
@@ -46,6 +48,7 @@ from launch import experiments
 from launch import rows as rows_lib
 from results import cells
 from results import runs
+from sam.run import files
 
 flags.DEFINE_string(
     'table', None, f'Paper table: {", ".join(rows_lib.TABLES)}.'
@@ -176,9 +179,36 @@ def gpu_slots(gpus_per_run: str) -> list[Optional[str]]:
   return [','.join(gpus)] if gpus_per_run == 'all' else gpus
 
 
+class RunLog:
+  """A run's output, kept in `<workdir>/launch.log`.
+
+  The child process needs a local file: for a remote workdir (gs://) the
+  output goes to a local spool file, appended to the workdir's log when the
+  run ends.
+  """
+
+  def __init__(self, workdir: epath.Path):
+    self.target = workdir / 'launch.log'
+    self.remote = '://' in str(workdir)
+    if self.remote:
+      spool = tempfile.mkdtemp(prefix='sam_sweep_log_')
+      self.local = epath.Path(spool) / 'launch.log'
+    else:
+      self.local = self.target
+    self.file = self.local.open('a')
+
+  def close(self) -> None:
+    self.file.close()
+    if self.remote:
+      previous = self.target.read_text() if self.target.exists() else ''
+      self.target.write_text(previous + self.local.read_text())
+      self.local.unlink()
+      self.local.parent.rmdir()
+
+
 def _launch(spec, runs_dir, python, train_args, gpus):
-  workdir = os.path.join(runs_dir, spec.workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = epath.Path(runs_dir) / spec.workdir
+  workdir.mkdir(parents=True, exist_ok=True)
   command = spec.command(runs_dir, python, train_args)
   try:
     config = load_config(
@@ -187,21 +217,22 @@ def _launch(spec, runs_dir, python, train_args, gpus):
   except Exception:  # pylint: disable=broad-except
     config = {}  # The lead's config file may not exist yet; the run says so.
   # Atomic: a reader (results.tables) sees no half-written record.
-  record = epath.Path(workdir) / 'launch.json'
-  record.with_suffix('.tmp').write_text(
-      json.dumps({'command': command, 'config': config}, default=str)
+  record = json.loads(json.dumps(config, default=str))
+  files.write_json_atomically(
+      workdir / 'launch.json', {'command': command, 'config': record}
   )
-  record.with_suffix('.tmp').replace(record)
   env = dict(os.environ)
   if gpus is not None:
     env['CUDA_VISIBLE_DEVICES'] = gpus
-  log = open(os.path.join(workdir, 'launch.log'), 'a')
+  log = RunLog(workdir)
   print(
       f'[sweep] start {spec.workdir} (gpus={gpus}): {shlex.join(command)}',
       flush=True,
   )
   return (
-      subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT),
+      subprocess.Popen(
+          command, env=env, stdout=log.file, stderr=subprocess.STDOUT
+      ),
       log,
   )
 

@@ -18,9 +18,9 @@ The finetuning mode itself, BatchNorm with frozen statistics, is
 `models.batch_norm.frozen()`.
 """
 
-import os
 from typing import Any, Mapping, Optional
 
+from etils import epath
 import flax
 import jax
 import jax.numpy as jnp
@@ -32,7 +32,14 @@ import models
 HEAD = 'head'
 
 
-def save(variables: Mapping[str, Any], path: str) -> str:
+def _absolute(path) -> epath.Path:
+  """Orbax wants absolute paths: local ones against the working directory,
+  URLs (gs://...) as given."""
+  path = epath.Path(path)
+  return path if '://' in str(path) else path.absolute()
+
+
+def save(variables: Mapping[str, Any], path: epath.PathLike) -> str:
   """Writes `variables` as an orbax checkpoint directory at `path`.
 
   Args:
@@ -40,13 +47,13 @@ def save(variables: Mapping[str, Any], path: str) -> str:
     path: checkpoint directory to create (must not exist).
 
   Returns:
-    The absolute checkpoint path.
+    The absolute checkpoint path (a local path or a gs:// URL).
   """
-  path = os.path.abspath(path)
+  path = _absolute(path)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path, jax.tree_util.tree_map(np.asarray, dict(variables)))
   checkpointer.wait_until_finished()
-  return path
+  return str(path)
 
 
 def model_shapes(model) -> dict[str, Any]:
@@ -91,7 +98,7 @@ def save_converted(
 
 def restore(path: str) -> dict[str, Any]:
   """Reads a checkpoint written by `save` as a nested dict of numpy arrays."""
-  restored = ocp.StandardCheckpointer().restore(os.path.abspath(path))
+  restored = ocp.StandardCheckpointer().restore(_absolute(path))
   return jax.tree_util.tree_map(np.asarray, restored)
 
 

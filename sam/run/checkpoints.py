@@ -2,21 +2,51 @@
 
 Orbax writes each step into a temporary directory and renames it when
 complete, so a run killed mid-save leaves the previous checkpoint as the
-latest one.
+latest one. The progress record carries a digest of the state's bytes:
+tensorstore does not checksum array chunks, so a flipped byte would
+otherwise restore as a silently different state.
+
+Restoring never destroys a run. A failure that proves the files damaged (a
+missing or truncated file, a format error, a digest mismatch) moves on to
+the previous checkpoint, and the damaged ones are set aside only once an
+older one has restored. Any other failure (permission, network, a timeout,
+an unknown error) is retried with backoff and then raised as one line,
+with nothing moved.
 """
 
+import hashlib
+import json
 import time
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from absl import logging
 from etils import epath
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from sam.run import files
 
 CHECKPOINTS = 'checkpoints'
 DAMAGED = 'checkpoints_damaged'
+DIGEST = 'state_digest'
+# Seconds between attempts at a checkpoint that fails for a transient reason.
+RETRY_DELAYS_S = (1.0, 4.0, 16.0)
+# Tensorstore raises ValueError('<STATUS>: ...'); these statuses mean the
+# bytes on storage are wrong or missing, not that storage is unreachable.
+DAMAGE_STATUSES = (
+    'NOT_FOUND',
+    'DATA_LOSS',
+    'OUT_OF_RANGE',
+    'FAILED_PRECONDITION',
+    'INVALID_ARGUMENT',
+)
+DAMAGE_TYPES = (
+    FileNotFoundError,
+    json.JSONDecodeError,
+    UnicodeDecodeError,
+    EOFError,
+)
 
 
 def create_manager(workdir: epath.PathLike, keep: int) -> ocp.CheckpointManager:
@@ -67,13 +97,15 @@ def save(
   Raises:
     CheckpointWriteError: this or an earlier (asynchronous) save failed.
   """
+  state = jax.device_get(state)
+  progress = {**progress, DIGEST: state_digest(state)}
   # Orbax raises many types for a failed write (OSError, ValueError,
   # tensorstore errors); any of them means no new checkpoint.
   try:
     manager.save(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardSave(jax.device_get(state)),
+            state=ocp.args.StandardSave(state),
             progress=ocp.args.JsonSave(progress),
         ),
     )
@@ -93,44 +125,146 @@ def wait_until_saved(manager: ocp.CheckpointManager) -> None:
     raise _write_error(manager, 'pending', e) from e
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any):
-  """Restores the newest readable checkpoint, or returns None if none is.
+def state_digest(state: Any) -> str:
+  """SHA-256 of every leaf's dtype, shape and bytes, in tree order."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(state):
+    array = np.asarray(leaf)
+    digest.update(f'{array.dtype}{array.shape}'.encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()
 
-  A checkpoint whose files were damaged after it was written (a truncated
-  or deleted file) is skipped with a warning and moved to
-  `checkpoints_damaged/` (kept for inspection, out of the way of the step
-  that will be saved again), and the one before it is used.
+
+class CheckpointReadError(RuntimeError):
+  """Checkpoints exist but none could be restored; nothing was moved."""
+
+
+class DamagedCheckpointError(ValueError):
+  """The checkpoint's files restore to a state that fails its digest."""
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+  while error is not None:
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def is_damage(error: BaseException) -> bool:
+  """Whether a restore error proves the checkpoint's files damaged.
+
+  Args:
+    error: what restoring raised.
+
+  Returns:
+    True for missing, truncated or malformed files and digest mismatches;
+    False for anything else (permission, network, timeouts, unknown), which
+    may succeed on another attempt.
+  """
+  for cause in _causes(error):
+    if isinstance(cause, (DamagedCheckpointError, *DAMAGE_TYPES)):
+      return True
+    if isinstance(cause, ValueError) and str(cause).startswith(DAMAGE_STATUSES):
+      return True
+  return False
+
+
+def _one_line(error: BaseException) -> str:
+  text = str(error).splitlines()[0] if str(error) else ''
+  return f'{type(error).__name__}: {text[:200]}'
+
+
+def _restore_step(manager, step, abstract_state):
+  restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          progress=ocp.args.JsonRestore(),
+      ),
+  )
+  state, progress = restored['state'], dict(restored['progress'])
+  expected = progress.pop(DIGEST, None)
+  if expected is not None and state_digest(state) != expected:
+    raise DamagedCheckpointError(
+        f'the restored state does not match the digest saved with step {step}'
+    )
+  return state, progress
+
+
+def _restore_with_retries(manager, step, abstract_state, delays):
+  """Restores one step, retrying errors that do not prove damage."""
+  for attempt in range(len(delays) + 1):
+    try:
+      return _restore_step(manager, step, abstract_state)
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax and tensorstore raise many types; is_damage sorts them.
+      if is_damage(e):
+        raise
+      if attempt == len(delays):
+        raise CheckpointReadError(
+            f'cannot read the checkpoint of step {step} in '
+            f'{manager.directory} after {attempt + 1} attempts '
+            f'({_one_line(e)}); nothing was moved or overwritten: fix the '
+            'access and rerun'
+        ) from e
+      logging.warning(
+          'Reading checkpoint %d failed (%s); retrying in %.0f s.',
+          step,
+          _one_line(e),
+          delays[attempt],
+      )
+      time.sleep(delays[attempt])
+
+
+def restore_latest(
+    manager: ocp.CheckpointManager,
+    abstract_state: Any,
+    retry_delays_s: Sequence[float] | None = None,
+):
+  """Restores the newest checkpoint that is not damaged.
 
   Args:
     manager: from `create_manager`.
     abstract_state: a train state with the expected structure (its values
       are only used for their shapes and dtypes).
+    retry_delays_s: waits between attempts at a step whose failure does not
+      prove damage; None: RETRY_DELAYS_S.
 
   Returns:
-    (step, state, progress) or None.
+    (step, state, progress), or None if the run has no checkpoint.
+
+  Raises:
+    CheckpointReadError: a checkpoint stays unreadable for a reason that
+      does not prove damage, or every checkpoint is damaged; nothing is
+      moved in either case.
   """
+  delays = RETRY_DELAYS_S if retry_delays_s is None else retry_delays_s
+  damaged = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      restored = manager.restore(
-          step,
-          args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract_state),
-              progress=ocp.args.JsonRestore(),
-          ),
+      state, progress = _restore_with_retries(
+          manager, step, abstract_state, delays
       )
+    except CheckpointReadError:
+      raise
     except Exception as e:  # pylint: disable=broad-except
-      # Orbax raises many types for damaged files (ValueError, OSError,
-      # tensorstore errors); any of them means this step is unusable.
-      logging.warning(
-          'Checkpoint at step %d is unreadable (%s: %s); falling '
-          'back to the previous one.',
-          step,
-          type(e).__name__,
-          str(e).splitlines()[0] if str(e) else '',
-      )
-      set_aside(manager, step)
+      logging.warning('Checkpoint %d is damaged (%s).', step, _one_line(e))
+      damaged.append((step, _one_line(e)))
       continue
-    return step, restored['state'], dict(restored['progress'])
+    for bad_step, reason in damaged:
+      logging.warning(
+          'Setting aside damaged checkpoint %d (%s); resuming from %d.',
+          bad_step,
+          reason,
+          step,
+      )
+      set_aside(manager, bad_step)
+    return step, state, progress
+  if damaged:
+    raise CheckpointReadError(
+        f'every checkpoint in {manager.directory} is damaged (steps '
+        f'{[s for s, _ in damaged]}; newest: {damaged[0][1]}); nothing was '
+        'moved: inspect them, or use a new workdir'
+    )
   return None
 
 

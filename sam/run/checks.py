@@ -300,13 +300,26 @@ def check_workdir(
     workdir: the run's workdir.
 
   Raises:
-    ConfigError: naming the differing fields.
+    ConfigError: naming the differing fields, or a workdir that is a file
+      or holds an unreadable config.json.
   """
-  path = epath.Path(workdir) / 'config.json'
+  workdir = epath.Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise ConfigError(f'--workdir={workdir} is a file; a workdir is a folder')
+  path = workdir / 'config.json'
   if not path.exists():
     return
+  try:
+    record = files.read_json(path)
+  except ValueError as e:
+    raise ConfigError(
+        f'{e}: it records which config this workdir holds; restore it or '
+        'use a new workdir'
+    ) from e
+  if not isinstance(record, dict):
+    raise ConfigError(f'{path} holds no config record; use a new workdir')
   # Over today's defaults, so a run saved before a field existed resumes.
-  stored = identity(base.from_record(files.read_json(path)))
+  stored = identity(base.from_record(record))
   differing = _differing(stored, identity(config))
   if differing:
     raise ConfigError(

@@ -200,6 +200,29 @@ def test_workdir_holding_another_config_is_untouched(tmp_path):
 
 
 @pytest.mark.parametrize(
+    'content', ['{"data": {', '', '[1, 2]', '\x00\x01 binary']
+)
+def test_a_damaged_config_record_is_one_line_and_stays(tmp_path, content):
+  (tmp_path / 'config.json').write_text(content)
+  before = snapshot(tmp_path)
+  with pytest.raises(checks.ConfigError) as error:
+    experiment.train_and_evaluate(quickstart.get_config(), str(tmp_path))
+  message = str(error.value)
+  assert str(tmp_path / 'config.json') in message and '\n' not in message
+  assert 'use a new workdir' in message
+  assert snapshot(tmp_path) == before
+  assert (tmp_path / 'config.json').read_text() == content
+
+
+def test_a_file_given_as_workdir_is_one_line(tmp_path):
+  path = tmp_path / 'run'
+  path.write_text('not a folder')
+  with pytest.raises(checks.ConfigError, match='is a file; a workdir is a'):
+    experiment.train_and_evaluate(quickstart.get_config(), str(path))
+  assert path.read_text() == 'not a folder'
+
+
+@pytest.mark.parametrize(
     'arg,message',
     [
         ('modle=wrn28_10', "bad knob 'modle=wrn28_10'; valid knobs: opt="),
@@ -250,6 +273,17 @@ def test_wrong_type_is_refused_by_the_config():
         (
             ['--config=configs/quickstart.py', '--config.sam.method=adam'],
             "config.sam.method = 'adam': valid: [",
+        ),
+        (
+            [
+                '--config=configs/quickstart.py',
+                '--config.optim.learning_rate=inf',
+            ],
+            'config.optim.learning_rate = inf: must be finite',
+        ),
+        (
+            ['--config=configs/quickstart.py', '--config.data.label_noise=nan'],
+            'config.data.label_noise = nan',
         ),
     ],
 )

@@ -132,6 +132,29 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(
   assert_same_run(workdir, reference)
 
 
+def test_a_transient_restore_error_stops_and_keeps_checkpoints_and_metrics(
+    reference, tmp_path, monkeypatch
+):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  os.remove(os.path.join(workdir, 'summary.json'))
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    metrics = f.read()
+  steps = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+
+  def io_error(manager, step, abstract_state):
+    raise OSError('[Errno 5] Input/output error')
+
+  monkeypatch.setattr(checkpoints, '_restore_step', io_error)
+  monkeypatch.setattr(checkpoints, 'RETRY_DELAYS_S', (0.0, 0.0))
+  with pytest.raises(checkpoints.CheckpointReadError, match='after 3 attempts'):
+    experiment.train_and_evaluate(smoke.get_config(), workdir)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    assert f.read() == metrics
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == steps
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints_damaged'))
+
+
 def test_non_finite_loss_stops_naming_the_step_and_keeps_good_checkpoint(
     tmp_path,
 ):

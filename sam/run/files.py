@@ -19,8 +19,16 @@ def resolve(path: str | epath.PathLike) -> epath.Path:
 
 
 def read_json(path: epath.PathLike) -> Any:
-  """The JSON value stored at `path`."""
-  return json.loads(epath.Path(path).read_text())
+  """The JSON value stored at `path`.
+
+  Raises:
+    ValueError: naming the file, if it does not hold valid JSON.
+  """
+  text = epath.Path(path).read_text()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path} is not valid JSON ({e})') from e
 
 
 def write_json_atomically(path: epath.PathLike, value: Any) -> None:
