@@ -6,7 +6,9 @@ r"""Runs train.py on a Cloud TPU VM or pod slice, on every worker.
       --config=configs/imagenet.py:model=resnet50,epochs=100,opt=sam --dry_run
 
 `--action=up` (default) creates the TPU VM unless it exists (`--spot` for a
-preemptible one), copies the project (`git archive HEAD`) to every worker,
+preemptible one), copies the project to every worker (the files git tracks
+or would add, as on disk, packed into a temporary archive of this launch;
+uncommitted changes are refused unless `--allow_dirty`),
 installs requirements.txt with the TPU build of jax, and starts the same
 train.py on every worker (`ssh --worker=all`) with
 `--config.run.distributed.enabled=True`, so that train.py joins
@@ -30,14 +32,18 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from typing import Sequence
 
 from absl import app
 from absl import flags
 
+from launch import archive
+
 JAX_TPU_INDEX = (
     'https://storage.googleapis.com/jax-releases/libtpu_releases.html'
 )
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REMOTE_DIR = '~/sam'
 REMOTE_LOG = '~/sam_train.log'
 DISTRIBUTED = '--config.run.distributed'
@@ -89,7 +95,7 @@ def gcloud_commands(
     data_dir: str,
     train_args: Sequence[str] = (),
     jax_pin: str = '',
-    tarball: str = '/tmp/sam_project.tar.gz',
+    tarball: str = 'ARCHIVE',
 ) -> list[list[str]]:
   """The commands of one action, in order.
 
@@ -98,7 +104,8 @@ def gcloud_commands(
     name, zone, project, accelerator_type, version, spot: the TPU VM.
     config, workdir, data_dir, train_args: the run.
     jax_pin: jax version for `jax[tpu]`.
-    tarball: local path of the project archive.
+    tarball: local path of the project archive (`archive.write_archive`
+      writes it before these commands run).
 
   Returns:
     Argument lists; the first of 'up' is the existence check, whose failure
@@ -143,7 +150,6 @@ def gcloud_commands(
           f'--version={version}',
       ]
       + (['--spot'] if spot else []),
-      ['git', 'archive', '--format=tar.gz', f'--output={tarball}', 'HEAD'],
       tpu
       + [
           'scp',
@@ -234,6 +240,12 @@ def _define_flags():
   flags.DEFINE_string('data_dir', '', 'tfds data_dir (gs:// on a pod).')
   flags.DEFINE_string('train_args', '', 'Extra train.py arguments.')
   flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
+  flags.DEFINE_bool(
+      'allow_dirty',
+      False,
+      'Ship uncommitted changes (the working tree as it is) instead of '
+      'refusing them.',
+  )
   flags.DEFINE_integer(
       'local_processes',
       0,
@@ -275,22 +287,39 @@ def main(argv):
     )
     print(f'exit codes: {codes}')
     sys.exit(max(codes, key=abs))
-  commands = gcloud_commands(
-      f.action,
-      f.name,
-      f.zone,
-      f.project,
-      f.accelerator_type,
-      f.version,
-      f.spot,
-      f.config,
-      f.workdir,
-      f.data_dir,
-      train_args,
-      jax_version() if f.action == 'up' else '',
-  )
-  if f.dry_run:
-    if f.action == 'up':  # Create only where describe fails.
+  if f.action == 'up':
+    try:
+      changes = archive.check_committed(REPO, f.allow_dirty)
+    except ValueError as e:
+      sys.exit(f'error: {e}')
+  with tempfile.TemporaryDirectory(prefix='sam_tpu_') as scratch:
+    tarball = os.path.join(scratch, 'sam_project.tar.gz')
+    commands = gcloud_commands(
+        f.action,
+        f.name,
+        f.zone,
+        f.project,
+        f.accelerator_type,
+        f.version,
+        f.spot,
+        f.config,
+        f.workdir,
+        f.data_dir,
+        train_args,
+        jax_version() if f.action == 'up' else '',
+        tarball,
+    )
+    if f.action == 'up':
+      shipped = f'{len(changes)} uncommitted changes' if changes else 'clean'
+      print(f'# archive of the working tree ({shipped}) -> {tarball}')
+      if not f.dry_run:
+        archive.write_archive(REPO, tarball)
+    _run_or_print(f.action, commands, f.dry_run)
+
+
+def _run_or_print(action, commands, dry_run):
+  if dry_run:
+    if action == 'up':  # Create only where describe fails.
       print(
           shlex.join(commands[0])
           + ' >/dev/null 2>&1 || '
@@ -300,7 +329,7 @@ def main(argv):
     for command in commands:
       print(shlex.join(command))
     return
-  if f.action == 'up':
+  if action == 'up':
     exists = subprocess.run(commands[0], capture_output=True).returncode == 0
     commands = commands[2:] if exists else commands[1:]
   for command in commands:

@@ -43,10 +43,10 @@ def test_up_commands():
       '--version=tpu-vm-base',
       '--spot',
   ]
-  assert commands[2][:2] == ['git', 'archive']
-  assert commands[3][4] == 'scp' and '--worker=all' in commands[3]
-  install, train = commands[4][-1], commands[5][-1]
-  assert '--worker=all' in commands[4] and '--worker=all' in commands[5]
+  assert commands[2][4] == 'scp' and '--worker=all' in commands[2]
+  assert commands[2][5] == 'ARCHIVE'
+  install, train = commands[3][-1], commands[4][-1]
+  assert '--worker=all' in commands[3] and '--worker=all' in commands[4]
   assert '"jax[tpu]==0.10.2"' in install and 'requirements.txt' in install
   assert train == (
       '--command=cd ~/sam && nohup python3 train.py '
@@ -97,6 +97,7 @@ def test_dry_run_prints_gcloud_commands():
           '--config=configs/cifar.py:model=wrn28_10,dataset=cifar10',
           '--workdir=gs://b/runs/wrn',
           '--data_dir=gs://b/tfds',
+          '--allow_dirty',
       ],
       cwd=REPO,
       capture_output=True,
@@ -105,7 +106,11 @@ def test_dry_run_prints_gcloud_commands():
   ).stdout
   lines = out.splitlines()
   assert len(lines) == 5
-  assert lines[0].startswith(
+  # A temporary archive of this launch, not a path shared by every user.
+  assert lines[0].startswith('# archive of the working tree (')
+  archive_path = lines[0].split(' -> ')[1]
+  assert '/sam_tpu_' in archive_path and archive_path in lines[2]
+  assert lines[1].startswith(
       'gcloud compute tpus tpu-vm describe sam-v4 --zone=us-central2-b '
       "'--format=value(state)' >/dev/null 2>&1 || gcloud compute tpus tpu-vm "
       'create sam-v4 --zone=us-central2-b --accelerator-type=v4-32'

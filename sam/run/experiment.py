@@ -235,9 +235,7 @@ def train_and_evaluate(
   start_step, state, progress = _restore_or_start(
       config, built, manager, workdir
   )
-  if is_primary:
-    writers.truncate_metrics(workdir, start_step)
-  writer = writers.create_writer(workdir, is_primary)
+  writer = writers.create_writer(workdir, is_primary, start_step)
   if start_step == 0:
     writer.write_hparams(config.to_dict())
   run = loop.Loop(

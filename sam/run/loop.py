@@ -181,6 +181,8 @@ class Loop:
     checkpoints.save(
         self.manager, step, state_lib.unreplicate(self.state), self.progress
     )
+    # Records up to a checkpoint are kept (a gs:// workdir writes them now).
+    self.writer.flush()
     self.segment_started = time.time()
 
   def _after_step(self, step: int, batch, preempted: bool) -> None:

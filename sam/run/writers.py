@@ -1,7 +1,12 @@
 """Metric writers: clu's TensorBoard/logging writer plus a JSON-lines file.
 
 The JSON-lines file (`workdir/metrics.jsonl`, one {"step": s, name: value}
-object per write) is what the results aggregator and figures read.
+object per write) is what the results aggregator and figures read. On a
+local disk each record is appended as it is written. Cloud Storage objects
+cannot be appended to, so for a gs:// workdir the records are kept in memory
+and the whole file is rewritten at each flush (every checkpoint and the end
+of the run): a killed run loses only records after its last checkpoint,
+which the resumed run writes again.
 """
 
 import json
@@ -16,14 +21,36 @@ METRICS_FILE = 'metrics.jsonl'
 
 
 class JsonLinesWriter(interface.MetricWriter):
-  """Appends scalars to a JSON-lines file; other kinds are not recorded."""
+  """Writes scalars to a JSON-lines file; other kinds are not recorded."""
 
-  def __init__(self, path: epath.PathLike):
+  def __init__(self, path: epath.PathLike, last_kept_step: int | None = None):
+    """Opens the file, dropping records after `last_kept_step`.
+
+    Args:
+      path: the JSON-lines file (local or gs://).
+      last_kept_step: the step a resumed run restarts from; later records
+        are dropped (the run writes them again). None keeps every record.
+    """
     self._path = epath.Path(path)
+    self._remote = '://' in str(self._path)
+    records = read_metrics_file(self._path)
+    kept = [
+        r
+        for r in records
+        if last_kept_step is None or r['step'] <= last_kept_step
+    ]
+    self._records = kept if self._remote else []
+    self._unflushed = False
+    if len(kept) != len(records):
+      _write_atomically(self._path, kept)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     record = {'step': int(step)}
     record.update({k: float(np.asarray(v)) for k, v in scalars.items()})
+    if self._remote:
+      self._records.append(record)
+      self._unflushed = True
+      return
     with self._path.open('a') as f:
       f.write(json.dumps(record) + '\n')
 
@@ -49,15 +76,23 @@ class JsonLinesWriter(interface.MetricWriter):
     pass
 
   def flush(self):
-    pass
+    if self._unflushed:
+      _write_atomically(self._path, self._records)
+      self._unflushed = False
 
   def close(self):
-    pass
+    self.flush()
 
 
-def read_metrics(workdir: epath.PathLike) -> list[dict[str, float]]:
-  """The records of `workdir/metrics.jsonl`, in order ([] if none)."""
-  path = epath.Path(workdir) / METRICS_FILE
+def _write_atomically(path: epath.Path, records: list[dict]) -> None:
+  temporary = path.with_name(path.name + '.tmp')
+  temporary.write_text(''.join(json.dumps(r) + '\n' for r in records))
+  temporary.replace(path)
+
+
+def read_metrics_file(path: epath.PathLike) -> list[dict[str, float]]:
+  """The records of a JSON-lines file, in order ([] if it does not exist)."""
+  path = epath.Path(path)
   if not path.exists():
     return []
   return [
@@ -65,22 +100,21 @@ def read_metrics(workdir: epath.PathLike) -> list[dict[str, float]]:
   ]
 
 
-def truncate_metrics(workdir: epath.PathLike, last_step: int) -> None:
-  """Drops records after `last_step`, which a resumed run will write again."""
-  records = [r for r in read_metrics(workdir) if r['step'] <= last_step]
-  (epath.Path(workdir) / METRICS_FILE).write_text(
-      ''.join(json.dumps(r) + '\n' for r in records)
-  )
+def read_metrics(workdir: epath.PathLike) -> list[dict[str, float]]:
+  """The records of `workdir/metrics.jsonl`, in order ([] if none)."""
+  return read_metrics_file(epath.Path(workdir) / METRICS_FILE)
 
 
 def create_writer(
-    workdir: epath.PathLike, is_primary: bool
+    workdir: epath.PathLike, is_primary: bool, start_step: int = 0
 ) -> metric_writers.MetricWriter:
   """TensorBoard + logging (+ JSON lines on the primary host).
 
   Args:
     workdir: the run's workdir.
     is_primary: whether this process writes files (process 0).
+    start_step: the step the run starts from; JSON records after it are
+      dropped, never records up to it.
 
   Returns:
     A clu MetricWriter.
@@ -91,5 +125,8 @@ def create_writer(
   if not is_primary:
     return default
   return metric_writers.MultiWriter(
-      [default, JsonLinesWriter(epath.Path(workdir) / METRICS_FILE)]
+      [
+          default,
+          JsonLinesWriter(epath.Path(workdir) / METRICS_FILE, start_step),
+      ]
   )
