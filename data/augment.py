@@ -2,11 +2,14 @@
 code's order.
 
 An augmentation is two stages (`Augmentation`): `images`, a batch transform
-`fn(images uint8 [B, H, W, C], seed int[2]) -> uint8 [B, H, W, C]` applied
-before normalisation, and `cutout_size`, the side of one cutout patch that
-the pipeline applies to the whole normalised batch (data/cutout.py). The
-pipeline seeds each batch with (run seed, step, host), so a run's
-augmentations are a function of those and a resumed run repeats them.
+`fn(images uint8 [B, H, W, C], seed) -> uint8 [B, H, W, C]` applied before
+normalisation, and `cutout_size`, the side of one cutout patch that the
+pipeline applies to the whole normalised global batch (data/cutout.py). The
+seed is an int[2] or a `SliceSeed`: the pipeline seeds each global batch
+with (run seed, step), and every random draw is made for the whole global
+batch and sliced to the host's rows, so an example's augmentation depends on
+the run seed, the step and its row only, not on how many hosts share the
+batch, and a resumed run repeats it.
 
 The order is the official SAM code's (sam_jax/datasets/dataset_source.py):
 the AutoAugment policy (per image, data/autoaugment.py), then flip, pad by
@@ -30,7 +33,59 @@ from data import catalog
 from data import cutout
 from data import policies
 
-Transform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+class SliceSeed(NamedTuple):
+  """The randomness of rows [start, start + B) of a global batch.
+
+  Attributes:
+    seed: int tensor [2], the seed of the whole global batch.
+    start: the first row of this host's slice.
+    total: rows of the global batch; None: the batch is the whole of it.
+  """
+
+  seed: tf.Tensor
+  start: int = 0
+  total: int | None = None
+
+
+def _as_slice_seed(seed) -> SliceSeed:
+  return seed if isinstance(seed, SliceSeed) else SliceSeed(seed)
+
+
+def uniform_rows(seed, count, columns: int, dtype=tf.int32) -> tf.Tensor:
+  """Uniform integers for `count` rows, drawn for the whole global batch.
+
+  Args:
+    seed: an int[2] seed or a `SliceSeed`.
+    count: rows of this slice.
+    columns: draws per row.
+    dtype: tf.int32 (in [0, 2^31 - 1)) or tf.int64 (full range: seeds).
+
+  Returns:
+    [count, columns] of `dtype`: rows start..start + count of the draws of
+    the global batch.
+  """
+  seed = _as_slice_seed(seed)
+  total = count if seed.total is None else seed.total
+  if dtype == tf.int64:
+    draws = tf.random.stateless_uniform(
+        [total, columns], seed.seed, None, None, tf.int64
+    )
+  else:
+    draws = tf.random.stateless_uniform(
+        [total, columns], seed.seed, 0, tf.int32.max, tf.int32
+    )
+  return draws[seed.start : seed.start + count]
+
+
+def split_seed(seed, count: int) -> list[SliceSeed]:
+  """`count` independent seeds for the same slice."""
+  seed = _as_slice_seed(seed)
+  subs = tf.unstack(tf.random.experimental.stateless_split(seed.seed, count))
+  return [seed._replace(seed=sub) for sub in subs]
+
+
+Transform = Callable[[tf.Tensor, SliceSeed | tf.Tensor], tf.Tensor]
 
 
 class Augmentation(NamedTuple):
@@ -58,7 +113,7 @@ def flip_and_crop(
 
   Args:
     images: uint8 [B, H, W, C].
-    seed: int tensor [2].
+    seed: int tensor [2] or a `SliceSeed`.
     padding: pixels of reflection padding on each side.
     flip: whether to flip.
 
@@ -67,9 +122,7 @@ def flip_and_crop(
   """
   shape = tf.shape(images)
   height, width = shape[1], shape[2]
-  draws = tf.random.stateless_uniform(
-      [shape[0], 3], seed, 0, tf.int32.max, tf.int32
-  )
+  draws = uniform_rows(seed, shape[0], 3)
   top = draws[:, :1] % (2 * padding + 1)
   left = draws[:, 1:2] % (2 * padding + 1)
   flipped = tf.logical_and(flip, draws[:, 2:] % 2 == 1)
@@ -91,9 +144,7 @@ def per_image(fn: Transform) -> Transform:
   """Lifts fn(image [H, W, C], seed [2]) to batches, one seed per image."""
 
   def apply(images, seed):
-    seeds = tf.random.stateless_uniform(
-        [tf.shape(images)[0], 2], seed, None, None, tf.int64
-    )
+    seeds = uniform_rows(seed, tf.shape(images)[0], 2, tf.int64)
     out = tf.map_fn(
         lambda args: fn(*args),
         (images, seeds),
@@ -104,10 +155,6 @@ def per_image(fn: Transform) -> Transform:
   return apply
 
 
-def _sub_seeds(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
-  return tf.unstack(tf.random.experimental.stateless_split(seed, count))
-
-
 def policy_then(
     policy: Transform,
     crop: Transform | None,
@@ -115,7 +162,7 @@ def policy_then(
     seed: tf.Tensor,
 ) -> tf.Tensor:
   """A per-image policy, then (if given) the batch flip and crop."""
-  policy_seed, crop_seed = _sub_seeds(seed, 2)
+  policy_seed, crop_seed = split_seed(seed, 2)
   images = per_image(policy)(images, policy_seed)
   return crop(images, crop_seed) if crop else images
 

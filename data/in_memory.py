@@ -1,12 +1,13 @@
 """Input pipeline: in-memory examples -> device-shaped, normalised batches.
 
 Training batches are a pure function of (seed, step): the examples of step s
-are a slice of a per-epoch permutation drawn from (seed, epoch), and each
-host's batch is augmented as a whole (data/augment.py) with seed (seed, step,
-host). A run resumed
-at step s therefore sees exactly the batches an uninterrupted run sees, with
-nothing repeated or skipped. Each host takes its own slice of every global
-batch; each local device gets an equal share of the host's slice.
+are a slice of a per-epoch permutation drawn from (seed, epoch), augmented
+(data/augment.py) with draws made for the whole global batch from (seed,
+step), and one cutout patch serves the whole global batch. Each host takes
+its own slice of every global batch and the same rows of those draws, so the
+batches do not depend on the number of hosts, and a run resumed at step s
+sees exactly the batches an uninterrupted run sees, with nothing repeated or
+skipped. Each local device gets an equal share of the host's slice.
 
 Evaluation covers every example exactly once: each host's share of the split
 is padded to whole batches and the padding is masked out (data/sharding.py).
@@ -180,16 +181,16 @@ class Datasets:
       )
 
     def batch_of_step(step, rows):
-      augment_seed = tf.stack(
-          [
-              tf.constant(2 * seed + 1, tf.int64),
-              step * self.process_count + self.process_index,
-          ]
-      )
+      # One seed per global batch; every host draws for the whole batch and
+      # takes its rows, so the augmentation is the same on any host count.
+      augment_seed = tf.stack([tf.constant(2 * seed + 1, tf.int64), step])
       image_seed, cutout_seed = tf.unstack(
           tf.random.experimental.stateless_split(augment_seed, 2)
       )
-      batch = self.augmentation.images(tf.gather(images, rows), image_seed)
+      batch = self.augmentation.images(
+          tf.gather(images, rows),
+          augment.SliceSeed(image_seed, columns.start, global_batch),
+      )
       batch = normalize(batch, self.mean, self.std)
       if self.augmentation.cutout_size:
         batch = cutout.batch_cutout(

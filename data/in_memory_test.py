@@ -106,10 +106,19 @@ def test_a_resumed_stream_continues_the_exact_sequence(mock_cifar):
   )
 
 
-def test_hosts_take_disjoint_slices_of_each_global_batch(mock_cifar):
-  one_host = create(make_config(), devices=2)
+@pytest.mark.parametrize('augment', ['none', 'basic', 'autoaugment_cutout'])
+def test_hosts_take_disjoint_slices_of_each_global_batch(mock_cifar, augment):
+  # Augmented too: each host draws for the whole global batch and takes its
+  # rows, and one cutout patch serves the global batch, so two hosts give
+  # exactly the batch of one.
+  one_host = create(make_config(augment=augment), devices=2)
   hosts = [
-      create(make_config(), process_index=i, process_count=2, devices=1)
+      create(
+          make_config(augment=augment),
+          process_index=i,
+          process_count=2,
+          devices=1,
+      )
       for i in range(2)
   ]
   whole = next(one_host.train_batches(3, 4))['image'].reshape(8, -1)
@@ -196,7 +205,7 @@ def test_cutout_zeroes_one_square_of_the_whole_normalised_batch(mock_cifar):
   basic, cut = (b['image'].reshape(8, 32, 32, 3) for b in (basic, cut))
   zero = np.all(cut == 0, axis=-1)
   patch = zero[0]
-  # One mask for the host's whole batch (the official README's point).
+  # One mask for the whole batch (the official README's point).
   assert all(np.array_equal(z, patch) for z in zero)
   rows, cols = np.nonzero(patch)
   height, width = np.ptp(rows) + 1, np.ptp(cols) + 1

@@ -17,6 +17,7 @@ from absl import logging
 from clu import periodic_actions
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 
 from sam.run import checkpoints
@@ -29,16 +30,27 @@ class NonFiniteError(RuntimeError):
   """The loss or gradient stopped being finite."""
 
 
-class PreemptionSignal:
-  """Turns SIGTERM (TPU / spot preemption) into a flag the loop polls, so
-  the run checkpoints its current step before exiting."""
+class Preemption:
+  """SIGTERM (TPU / spot preemption) as a step at which every process stops.
+
+  One process: a Python handler sets a flag that the loop reads after each
+  step. Several processes (jax.distributed): the host that gets the signal
+  may be any one of them, so the processes must agree. jax's preemption
+  service (started by jax.distributed.initialize) catches SIGTERM on any
+  host, and `reached_preemption_sync_point`, called by every process after
+  every step, returns True on all of them at the same step. No Python
+  handler is installed then: one set after jax.distributed.initialize
+  replaces jax's and silently turns the service off.
+  """
 
   def __init__(self):
     self.received = False
+    self._shared = jax.process_count() > 1
     self._previous = signal.getsignal(signal.SIGTERM)
 
   def __enter__(self):
-    signal.signal(signal.SIGTERM, self._handle)
+    if not self._shared:
+      signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
@@ -46,8 +58,16 @@ class PreemptionSignal:
     logging.warning('SIGTERM: checkpointing the current step, then exiting.')
     self.received = True
 
+  def reached(self, step: int) -> bool:
+    """Whether to checkpoint and stop after `step`; every process must call
+    this after every step, from the same first step."""
+    if self._shared:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.received
+
   def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self._previous)
+    if not self._shared:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def evaluate(p_eval_step, state, datasets) -> dict[str, float]:
@@ -224,7 +244,7 @@ class Loop:
         jax.device_count(),
     )
     self.segment_started = time.time()
-    with PreemptionSignal() as preemption:
+    with Preemption() as preemption:
       for step in range(self.start_step + 1, total + 1):
         batch = next(batches)
         self.state, step_metrics = self.p_train(self.state, batch)
@@ -235,7 +255,7 @@ class Loop:
           jax.block_until_ready(self.state.step)
           self.first_step_done = (step, time.time())
         report_progress(step)
-        self._after_step(step, batch, preemption.received)
+        self._after_step(step, batch, preemption.reached(step))
     checkpoints.wait_until_saved(self.manager)
     self.writer.flush()
 
