@@ -162,6 +162,9 @@ def run_section() -> ml_collections.ConfigDict:
           'log_every_steps': 100,
           'checkpoint_every_steps': 1000,
           'keep_checkpoints': 2,
+          # TensorBoard event files in the workdir (written by TensorFlow's own
+          # filesystem; metrics.jsonl and everything else go through epath).
+          'tensorboard': True,
           # Multi-host runs (launch/tpu.py sets these): join jax.distributed
           # before touching the devices. On a TPU pod jax finds the coordinator
           # and the process ids itself; local CPU processes name them.
@@ -179,7 +182,7 @@ def run_section() -> ml_collections.ConfigDict:
 
 # Fields that say where a run executes, not what it computes: a workdir's
 # run may be resumed with other values.
-PLACEMENT_FIELDS = ('run.distributed',)
+PLACEMENT_FIELDS = ('run.distributed', 'run.tensorboard')
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -189,7 +189,7 @@ class RunLog:
 
   def __init__(self, workdir: epath.Path):
     self.target = workdir / 'launch.log'
-    self.remote = '://' in str(workdir)
+    self.remote = files.is_remote(workdir)
     if self.remote:
       spool = tempfile.mkdtemp(prefix='sam_sweep_log_')
       self.local = epath.Path(spool) / 'launch.log'

@@ -235,7 +235,9 @@ def train_and_evaluate(
   start_step, state, progress = _restore_or_start(
       config, built, manager, workdir
   )
-  writer = writers.create_writer(workdir, is_primary, start_step)
+  writer = writers.create_writer(
+      workdir, is_primary, start_step, config.run.tensorboard
+  )
   if start_step == 0:
     writer.write_hparams(config.to_dict())
   run = loop.Loop(

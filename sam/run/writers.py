@@ -17,6 +17,8 @@ from clu.metric_writers import interface
 from etils import epath
 import numpy as np
 
+from sam.run import files
+
 METRICS_FILE = 'metrics.jsonl'
 
 
@@ -32,7 +34,7 @@ class JsonLinesWriter(interface.MetricWriter):
         are dropped (the run writes them again). None keeps every record.
     """
     self._path = epath.Path(path)
-    self._remote = '://' in str(self._path)
+    self._remote = files.is_remote(self._path)
     records = read_metrics_file(self._path)
     kept = [
         r
@@ -85,9 +87,9 @@ class JsonLinesWriter(interface.MetricWriter):
 
 
 def _write_atomically(path: epath.Path, records: list[dict]) -> None:
-  temporary = path.with_name(path.name + '.tmp')
-  temporary.write_text(''.join(json.dumps(r) + '\n' for r in records))
-  temporary.replace(path)
+  files.write_text_atomically(
+      path, ''.join(json.dumps(r) + '\n' for r in records)
+  )
 
 
 def read_metrics_file(path: epath.PathLike) -> list[dict[str, float]]:
@@ -106,27 +108,30 @@ def read_metrics(workdir: epath.PathLike) -> list[dict[str, float]]:
 
 
 def create_writer(
-    workdir: epath.PathLike, is_primary: bool, start_step: int = 0
+    workdir: epath.PathLike,
+    is_primary: bool,
+    start_step: int = 0,
+    tensorboard: bool = True,
 ) -> metric_writers.MetricWriter:
-  """TensorBoard + logging (+ JSON lines on the primary host).
+  """Logging (+ TensorBoard and JSON lines on the primary host).
 
   Args:
     workdir: the run's workdir.
     is_primary: whether this process writes files (process 0).
     start_step: the step the run starts from; JSON records after it are
       dropped, never records up to it.
+    tensorboard: also write TensorBoard event files (through TensorFlow's
+      own filesystem, not epath).
 
   Returns:
     A clu MetricWriter.
   """
-  default = metric_writers.create_default_writer(
-      str(workdir), just_logging=not is_primary, asynchronous=False
-  )
   if not is_primary:
-    return default
-  return metric_writers.MultiWriter(
-      [
-          default,
-          JsonLinesWriter(epath.Path(workdir) / METRICS_FILE, start_step),
-      ]
-  )
+    return metric_writers.LoggingWriter()
+  primary = [
+      metric_writers.LoggingWriter(),
+      JsonLinesWriter(epath.Path(workdir) / METRICS_FILE, start_step),
+  ]
+  if tensorboard:
+    primary.append(metric_writers.SummaryWriter(str(workdir)))
+  return metric_writers.MultiWriter(primary)

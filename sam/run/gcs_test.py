@@ -1,0 +1,274 @@
+"""A run that lives on Cloud Storage, against a real GCS API on localhost.
+
+gcp-storage-emulator (from PyPI) serves the GCS JSON API in this process;
+train.py runs in subprocesses with a gs:// workdir: train, kill -9,
+resume, finish, rerun (a no-op), then results.tables over the bucket.
+Nothing may be written to local disk.
+
+Endpoints: etils.epath reaches the emulator through gcsfs (EPATH_USE_TF=false;
+TensorFlow's GCS client has its endpoint compiled in and cannot be pointed
+at an emulator), and orbax's tensorstore through TENSORSTORE_GCS_HTTP_URL.
+TensorBoard event files are written by TensorFlow's filesystem for the same
+reason not through the emulator, so these runs set run.tensorboard=False.
+
+The emulator lacks two behaviours of GCS that tensorstore's OCDBT manifest
+updates rely on: media reads carry no x-goog-generation header, and the
+ifGenerationNotMatch / ifGenerationMatch preconditions of a read are
+ignored (GCS answers 304 / 412). Tensorstore then fails a checkpoint write
+with "Malformed StorageGeneration" whenever it re-reads a manifest it has
+just written. `_read_preconditions` adds both to the emulator in this
+process, as GCS documents them.
+"""
+
+import http
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from gcp_storage_emulator import exceptions as emulator_exceptions
+from gcp_storage_emulator import server as emulator_server
+from gcp_storage_emulator.handlers import objects as emulator_objects
+from google.auth import credentials
+from google.cloud import storage
+import pytest
+
+from configs import smoke
+from sam.run import experiment
+
+REPO = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
+BUCKET = 'sam-runs'
+WORKDIR = f'gs://{BUCKET}/runs/digits/smoke'
+
+
+def _read_preconditions(download):
+  """The emulator's media download with GCS's generation header and read
+  preconditions (see the module doc)."""
+
+  def read(request, response, storage, *args, **kwargs):
+    names = request.params['bucket_name'], request.params['object_id']
+    try:
+      generation = str(storage.get_file_obj(*names)['generation'])
+    except emulator_exceptions.NotFound:
+      response.status = http.HTTPStatus.NOT_FOUND
+      return None
+    response['x-goog-generation'] = generation
+    match = request.query.get('ifGenerationMatch')
+    not_match = request.query.get('ifGenerationNotMatch')
+    if match and match[0] != generation:
+      response.status = http.HTTPStatus.PRECONDITION_FAILED
+      return None
+    if not_match and not_match[0] == generation:
+      response.status = http.HTTPStatus.NOT_MODIFIED
+      return None
+    return download(request, response, storage, *args, **kwargs)
+
+  return read
+
+
+@pytest.fixture(scope='module')
+def emulator():
+  """(environment for the run processes, the bucket as a client sees it)."""
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  monkeypatch = pytest.MonkeyPatch()
+  monkeypatch.setattr(
+      emulator_objects,
+      'download',
+      _read_preconditions(emulator_objects.download),
+  )
+  server = emulator_server.create_server(
+      'localhost', port, in_memory=True, default_bucket=BUCKET
+  )
+  server._api.daemon = True  # pylint: disable=protected-access
+  server.start()
+  url = f'http://localhost:{port}'
+  env = {
+      **os.environ,
+      'EPATH_USE_TF': 'false',
+      'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT': 'false',
+      'FSSPEC_GCS_TOKEN': 'anon',
+      'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'dummy',
+      'STORAGE_EMULATOR_HOST': url,
+      'TENSORSTORE_GCS_HTTP_URL': url,
+      'PYTHONPATH': REPO,
+  }
+  client = storage.Client(
+      project='test',
+      credentials=credentials.AnonymousCredentials(),
+      client_options={'api_endpoint': url},
+  )
+  yield env, client.bucket(BUCKET)
+  server.stop()
+  monkeypatch.undo()
+
+
+def _train(env, cwd, *extra):
+  return subprocess.Popen(
+      [
+          sys.executable,
+          os.path.join(REPO, 'train.py'),
+          f'--config={os.path.join(REPO, "configs", "smoke.py")}',
+          f'--workdir={WORKDIR}',
+          '--config.run.tensorboard=False',
+          *extra,
+      ],
+      cwd=cwd,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
+
+
+def _finish(process, timeout_s=600):
+  out, err = process.communicate(timeout=timeout_s)
+  assert process.returncode == 0, err[-3000:]
+  return out
+
+
+def _records(text):
+  """(evaluation records, steps of the training records) of metrics.jsonl.
+
+  Training records average the steps since the previous record, and a
+  resumed run starts its average afresh, so only their steps are compared.
+  """
+  records = [json.loads(line) for line in text.splitlines()]
+  evaluations = [r for r in records if 'test_error' in r]
+  return evaluations, [r['step'] for r in records if 'train_loss' in r]
+
+
+def _object(bucket, path):
+  return bucket.blob(path).download_as_text()
+
+
+def _exists(bucket, path):
+  return bucket.blob(path).exists()
+
+
+def _committed_steps(bucket):
+  prefix = 'runs/digits/smoke/checkpoints/'
+  return sorted(
+      int(blob.name[len(prefix) :].split('/')[0])
+      for blob in bucket.list_blobs(prefix=prefix)
+      if blob.name.count('/') == 5 and blob.name.endswith('/commit_success.txt')
+  )
+
+
+def test_a_gs_workdir_trains_resumes_finishes_and_aggregates(
+    emulator, tmp_path
+):
+  env, client = emulator
+  cwd = tmp_path / 'cwd'  # The processes' working directory: stays empty.
+  cwd.mkdir()
+  reference = experiment.train_and_evaluate(
+      smoke.get_config(), str(tmp_path / 'local_reference')
+  )
+
+  process = _train(env, cwd)
+  deadline = time.time() + 300
+  while not _committed_steps(client):
+    if process.poll() is not None:
+      pytest.fail(process.communicate()[1][-3000:])
+    assert time.time() < deadline
+    time.sleep(0.2)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL
+  # Killed mid-run: a checkpoint before the last step, no summary.
+  assert 0 < _committed_steps(client)[-1] < 23
+  assert not _exists(client, 'runs/digits/smoke/summary.json')
+
+  # Rerun: resumes from the bucket's checkpoint and finishes.
+  _finish(_train(env, cwd))
+  summary = json.loads(_object(client, 'runs/digits/smoke/summary.json'))
+  assert summary['finished'] and summary['num_steps'] == 23
+  # Same computation as the uninterrupted local run.
+  assert summary['final'] == reference['final']
+  metrics = _object(client, 'runs/digits/smoke/metrics.jsonl')
+  # The evaluations of the uninterrupted run, and each step logged once.
+  assert _records(metrics) == _records(
+      (tmp_path / 'local_reference' / 'metrics.jsonl').read_text()
+  )
+  config_record = _object(client, 'runs/digits/smoke/config.json')
+
+  # A finished run rerun changes nothing.
+  out = _finish(_train(env, cwd))
+  assert 'test error' in out
+  assert _object(client, 'runs/digits/smoke/metrics.jsonl') == metrics
+  assert _object(client, 'runs/digits/smoke/config.json') == config_record
+  assert json.loads(_object(client, 'runs/digits/smoke/summary.json')) == (
+      summary
+  )
+
+  # The result tables read and write the bucket.
+  tables = subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'results.tables',
+          f'--runs_dir=gs://{BUCKET}/runs',
+          f'--output_dir=gs://{BUCKET}/results',
+      ],
+      cwd=cwd,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert tables.returncode == 0, tables.stderr[-3000:]
+  assert '1 finished runs' in _object(client, 'results/tables.md')
+  assert os.listdir(cwd) == []
+  assert not any(name.startswith('gs:') for name in os.listdir(REPO))
+
+
+def test_pretrained_weights_load_from_a_bucket(emulator, tmp_path):
+  env, client = emulator
+  export = (
+      'import jax, jax.numpy as jnp, models\n'
+      'from models import pretrained\n'
+      'model = models.create_model("wrn_mini", 10)\n'
+      'variables = model.init(jax.random.key(1), jnp.zeros((1, 8, 8, 1)),'
+      ' train=False)\n'
+      f'pretrained.save(variables, "gs://{BUCKET}/pretrained/wrn_mini")\n'
+  )
+  subprocess.run(
+      [sys.executable, '-c', export], env=env, check=True, timeout=300
+  )
+  assert _exists(client, 'pretrained/wrn_mini/_METADATA')
+
+  def finetune(checkpoint, workdir):
+    return subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, 'train.py'),
+            f'--config={os.path.join(REPO, "configs", "smoke.py")}',
+            f'--workdir=gs://{BUCKET}/{workdir}',
+            '--config.run.tensorboard=False',
+            f'--config.model.init_checkpoint={checkpoint}',
+            '--config.optim.num_steps=4',
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+  missing = finetune(f'gs://{BUCKET}/pretrained/none', 'runs/missing')
+  assert missing.returncode != 0
+  assert missing.stderr.strip().splitlines()[-1] == (
+      f"error: config.model.init_checkpoint = 'gs://{BUCKET}/pretrained/none'"
+      ': no such path'
+  )
+  done = finetune(f'gs://{BUCKET}/pretrained/wrn_mini', 'runs/finetuned')
+  assert done.returncode == 0, done.stderr[-3000:]
+  summary = json.loads(_object(client, 'runs/finetuned/summary.json'))
+  assert summary['finished'] and summary['num_steps'] == 4
+  assert os.listdir(tmp_path) == []
