@@ -370,7 +370,12 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   if f.dry_run:
-    print_dry_run(*runs_and_waiting, f.runs_dir, python, train_args)
+    try:
+      print_dry_run(*runs_and_waiting, f.runs_dir, python, train_args)
+    except BrokenPipeError:
+      # The reader stopped early (`--dry_run | head`): not an error. Point
+      # stdout at /dev/null so that the flush at exit does not fail again.
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return
   slots = gpu_slots(f.gpus_per_run) or [None] * max(1, f.parallel)
   signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -176,3 +176,29 @@ def test_stop_runs_sends_sigterm_then_waits(tmp_path):
   sweep.stop_runs({'run': (process, log, 0)}, grace_s=30)
   assert process.returncode == 0
   assert marker.read_text() == 'final checkpoint'
+
+
+def test_dry_run_into_a_reader_that_stops_early_is_quiet():
+  # `python -m launch.sweep ... --dry_run | head -1`
+  process = subprocess.Popen(
+      [
+          sys.executable,
+          '-m',
+          'launch.sweep',
+          '--table=1',
+          '--rho_grid',
+          '--seeds=5',
+          '--runs_dir=runs',
+          '--dry_run',
+      ],
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
+  first = process.stdout.readline()
+  process.stdout.close()
+  stderr = process.stderr.read()
+  assert process.wait(timeout=120) == 0, stderr
+  assert first.startswith('python train.py --config=configs/cifar.py')
+  assert 'Traceback' not in stderr and 'BrokenPipe' not in stderr
