@@ -48,7 +48,6 @@ from launch import experiments
 from launch import rows as rows_lib
 from results import cells
 from results import runs
-from sam.run import files
 
 flags.DEFINE_string(
     'table', None, f'Paper table: {", ".join(rows_lib.TABLES)}.'
@@ -179,6 +178,23 @@ def gpu_slots(gpus_per_run: str) -> list[Optional[str]]:
   return [','.join(gpus)] if gpus_per_run == 'all' else gpus
 
 
+def _is_remote(path) -> bool:
+  return '://' in str(path)
+
+
+def _write_record(path: epath.Path, record: dict) -> None:
+  """Writes a JSON record that a reader (results.tables) never sees half
+  written: locally through a renamed temporary file; a Cloud Storage upload
+  is all-or-nothing already (and a rename there is a copy)."""
+  text = json.dumps(record, default=str)
+  if _is_remote(path):
+    path.write_text(text)
+    return
+  temporary = path.with_name(path.name + '.tmp')
+  temporary.write_text(text)
+  temporary.replace(path)
+
+
 class RunLog:
   """A run's output, kept in `<workdir>/launch.log`.
 
@@ -189,7 +205,7 @@ class RunLog:
 
   def __init__(self, workdir: epath.Path):
     self.target = workdir / 'launch.log'
-    self.remote = files.is_remote(workdir)
+    self.remote = _is_remote(workdir)
     if self.remote:
       spool = tempfile.mkdtemp(prefix='sam_sweep_log_')
       self.local = epath.Path(spool) / 'launch.log'
@@ -217,10 +233,7 @@ def _launch(spec, runs_dir, python, train_args, gpus):
   except Exception:  # pylint: disable=broad-except
     config = {}  # The lead's config file may not exist yet; the run says so.
   # Atomic: a reader (results.tables) sees no half-written record.
-  record = json.loads(json.dumps(config, default=str))
-  files.write_json_atomically(
-      workdir / 'launch.json', {'command': command, 'config': record}
-  )
+  _write_record(workdir / 'launch.json', {'command': command, 'config': config})
   env = dict(os.environ)
   if gpus is not None:
     env['CUDA_VISIBLE_DEVICES'] = gpus
