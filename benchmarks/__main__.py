@@ -7,7 +7,7 @@ SAM vs variants, then the input pipeline, in one process.
 Every ratio is measured in this process (interleaved timing), so machine load
 affects all variants alike. On an accelerator it also reports model FLOP
 utilisation: XLA's FLOP count of one compiled step divided by step time and
-the device's peak (`--peak_tflops`, default by device kind).
+the device's dense peak (`benchmarks.accelerator.PEAK_FLOPS`).
 """
 
 import statistics
@@ -19,23 +19,8 @@ from absl import app
 from absl import flags
 import jax
 
+from benchmarks import accelerator
 from benchmarks import step_time
-
-# Dense bf16 / fp32 peak TFLOP/s by device kind (vendor figures).
-PEAK_TFLOPS = {
-    'NVIDIA H100': {'bfloat16': 989.0, 'float32': 67.0},
-    'NVIDIA H200': {'bfloat16': 989.0, 'float32': 67.0},
-    'NVIDIA A100': {'bfloat16': 312.0, 'float32': 19.5},
-    'TPU v3': {'bfloat16': 123.0, 'float32': 123.0},
-    'TPU v4': {'bfloat16': 275.0, 'float32': 275.0},
-}
-
-
-def peak_tflops(device, dtype: str) -> float | None:
-  for kind, peaks in PEAK_TFLOPS.items():
-    if device.device_kind.startswith(kind):
-      return peaks[dtype]
-  return None
 
 
 def measure(name, args, devices, repeats):
@@ -49,8 +34,7 @@ def measure(name, args, devices, repeats):
       args.batch, args.image_size, args.num_classes, devices
   )
   compiled = step.lower(state, batch).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  cost = accelerator.xla_cost(compiled)
   memory = compiled.memory_analysis()
   state, _ = step_time.time_steps(step, state, batch, 1)  # Warm-up.
   seconds = []
@@ -59,7 +43,7 @@ def measure(name, args, devices, repeats):
     seconds.append(per_step)
   return (
       statistics.median(seconds),
-      (cost or {}).get('flops'),
+      cost.get('flops'),
       getattr(memory, 'temp_size_in_bytes', None),
       config.model.dtype,
   )
@@ -87,12 +71,8 @@ def main(argv):
       f'{"GFLOP":>9}{"temp MiB":>10}{"MFU":>7}'
   )
   for name, (seconds, flops, temp, dtype) in rows.items():
-    peak = peak_tflops(devices[0], dtype) if platform != 'cpu' else None
-    mfu = (
-        f'{flops / seconds / (peak * 1e12):7.1%}'
-        if peak and flops
-        else f'{"-":>7}'
-    )
+    peak = accelerator.peak_flops(devices[0].device_kind, dtype)
+    mfu = f'{flops / seconds / peak:7.1%}' if peak and flops else f'{"-":>7}'
     ratio = f'{seconds / sgd:7.2f}' if sgd else f'{"-":>7}'
     print(
         f'{name:<14}{1e3 * seconds:9.0f}{args.batch / seconds:9.1f}'

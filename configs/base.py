@@ -165,6 +165,9 @@ def run_section() -> ml_collections.ConfigDict:
           # TensorBoard event files in the workdir (written by TensorFlow's own
           # filesystem; metrics.jsonl and everything else go through epath).
           'tensorboard': True,
+          # JAX's persistent compilation cache: a resumed run or another run of
+          # the same shapes loads its compiled steps ('' turns it off).
+          'compilation_cache_dir': '~/.cache/sam_jax/compilation',
           # Multi-host runs (launch/tpu.py sets these): join jax.distributed
           # before touching the devices. On a TPU pod jax finds the coordinator
           # and the process ids itself; local CPU processes name them.
@@ -182,7 +185,11 @@ def run_section() -> ml_collections.ConfigDict:
 
 # Fields that say where a run executes, not what it computes: a workdir's
 # run may be resumed with other values.
-PLACEMENT_FIELDS = ('run.distributed', 'run.tensorboard')
+PLACEMENT_FIELDS = (
+    'run.distributed',
+    'run.tensorboard',
+    'run.compilation_cache_dir',
+)
 
 
 def base_config() -> ml_collections.ConfigDict:

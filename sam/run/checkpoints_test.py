@@ -131,7 +131,7 @@ def test_a_damaged_newest_step_falls_back_and_is_set_aside(workdir, damage):
       if os.path.isfile(path):
         os.truncate(path, os.path.getsize(path) // 2)
   elif damage == 'delete':
-    os.remove(newest / 'state' / '_METADATA')
+    os.remove(newest / 'state' / 'manifest.ocdbt')
   elif damage == 'flip':
     # Tensorstore does not checksum chunks: the digest catches this.
     _flip_a_byte(_largest_file(newest / 'state'))
@@ -149,7 +149,7 @@ def test_a_damaged_newest_step_falls_back_and_is_set_aside(workdir, damage):
 
 def test_damaged_steps_are_kept_when_no_older_one_restores(workdir):
   for step in ('1', '2', '3'):
-    os.remove(workdir / 'checkpoints' / step / 'state' / '_METADATA')
+    os.remove(workdir / 'checkpoints' / step / 'state' / 'manifest.ocdbt')
   with pytest.raises(checkpoints.CheckpointReadError) as raised:
     _restore(workdir)
   assert 'every checkpoint' in str(raised.value)

@@ -7,8 +7,8 @@ uninterrupted run); rerunning a finished run returns its summary without
 training; a workdir holding another config is refused.
 """
 
-import functools
-from typing import Any, Callable, NamedTuple
+import time
+from typing import Any, Callable
 
 from absl import logging
 from etils import epath
@@ -17,18 +17,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from configs import base
 from data import datasets as datasets_lib
-import models
 from models import pretrained
 from sam import losses
 from sam import methods
-from sam import optim
 from sam import sharpness
 from sam.run import checkpoints
 from sam.run import checks
+from sam.run import compile_cache
 from sam.run import files
 from sam.run import loop
 from sam.run import state as state_lib
@@ -39,28 +37,10 @@ CONFIG_FILE = 'config.json'
 LABEL_NOISE_FILE = 'label_noise.json'
 
 
-class Built(NamedTuple):
-  """What a config builds before training.
-
-  Attributes:
-    datasets: the run's data (data.datasets.Datasets).
-    model: the linen module.
-    schedule: step -> learning rate.
-    abstract_state: the TrainState's shapes and dtypes.
-    total_steps: optimizer steps of the run.
-  """
-
-  datasets: Any
-  model: nn.Module
-  schedule: optax.Schedule
-  abstract_state: Any
-  total_steps: int
-
-
 def build(
     config: ml_collections.ConfigDict,
     relabel: datasets_lib.Relabel | None = None,
-) -> Built:
+) -> loop.Run:
   """Data, model, schedule and the state's shapes for a config.
 
   Args:
@@ -68,7 +48,7 @@ def build(
     relabel: replaces the training labels (bootstrap).
 
   Returns:
-    The Built run.
+    The loop.Run.
   """
   datasets = datasets_lib.create_datasets(
       config.data,
@@ -85,32 +65,10 @@ def build(
         f'config.optim.batch_size = {config.optim.batch_size}: larger than '
         f'the {datasets.num_train_examples} training examples'
     )
-  model = models.create_model(
-      config.model.name, datasets.num_classes, config.model.dtype
-  )
-  schedule = optim.learning_rate_schedule(
-      config.optim, datasets.steps_per_epoch
-  )
-  abstract_state = jax.eval_shape(
-      functools.partial(
-          state_lib.create_train_state,
-          model,
-          datasets.image_shape,
-          optim.create_optimizer(config.optim, schedule),
-          config.seed,
-          methods.create(config.sam).init,
-      )
-  )
-  return Built(
-      datasets,
-      model,
-      schedule,
-      abstract_state,
-      optim.total_train_steps(config.optim, datasets.steps_per_epoch),
-  )
+  return loop.prepare(config, datasets)
 
 
-def initial_state(config: ml_collections.ConfigDict, built: Built):
+def initial_state(config: ml_collections.ConfigDict, built: loop.Run):
   """The step-0 state: a fresh initialisation, or pretrained weights."""
   state = state_lib.create_train_state(
       built.model,
@@ -212,6 +170,8 @@ def train_and_evaluate(
   Returns:
     The run summary (also written to workdir/summary.json).
   """
+  started = time.time()
+  compile_cache.enable(config.run.compilation_cache_dir)
   try:
     datasets_lib.check_dataset(config.data)
   except ValueError as e:
@@ -259,6 +219,10 @@ def train_and_evaluate(
       progress['wall_time_s'],
       run.images_per_second(),
   )
+  if run.first_step_done is not None:
+    # From the start of this call (data, model, compilation) to the end of
+    # this process's first step.
+    summary['time_to_first_step_s'] = run.first_step_done[1] - started
   if is_primary:
     files.write_json_atomically(workdir / SUMMARY_FILE, summary)
   return summary

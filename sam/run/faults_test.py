@@ -23,7 +23,7 @@ from configs import smoke
 from sam.run import checkpoints
 from sam.run import experiment
 from sam.run import loop
-from sam.run import writers
+from sam.run import metrics_file
 
 REPO = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,7 +216,9 @@ def test_skip_option_skips_non_finite_steps_and_counts_them(tmp_path):
   summary = experiment.train_and_evaluate(config, str(tmp_path))
   assert summary['finished']
   records = [
-      r for r in writers.read_metrics(str(tmp_path)) if 'skipped_steps' in r
+      r
+      for r in metrics_file.read_metrics(str(tmp_path))
+      if 'skipped_steps' in r
   ]
   assert records[-1]['skipped_steps'] > 0
   *_, variables, _ = experiment.load_run(str(tmp_path))

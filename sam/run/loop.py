@@ -8,22 +8,27 @@ only. A non-finite state is never checkpointed: the run stops naming the
 step where it happened, with the last good checkpoint kept.
 """
 
+import functools
 import json
 import signal
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import logging
-from clu import periodic_actions
 from etils import epath
+import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
+import optax
 
+import models
+from sam import methods
+from sam import optim
 from sam.run import checkpoints
+from sam.run import metrics_file
 from sam.run import state as state_lib
 from sam.run import step as step_lib
-from sam.run import writers
 
 
 class NonFiniteError(RuntimeError):
@@ -92,6 +97,59 @@ def merge_all(collections: list[Any]):
   return merged
 
 
+class Run(NamedTuple):
+  """What the loop trains, built from a config and its datasets.
+
+  Attributes:
+    datasets: the run's data (the data.datasets.Datasets protocol).
+    model: the linen module.
+    schedule: step -> learning rate.
+    abstract_state: the TrainState's shapes and dtypes.
+    total_steps: optimizer steps of the run.
+  """
+
+  datasets: Any
+  model: nn.Module
+  schedule: optax.Schedule
+  abstract_state: Any
+  total_steps: int
+
+
+def prepare(config: ml_collections.ConfigDict, datasets) -> Run:
+  """The model, schedule and state shapes of a config over its datasets.
+
+  Args:
+    config: the run config.
+    datasets: anything with the data.datasets.Datasets interface.
+
+  Returns:
+    The Run.
+  """
+  model = models.create_model(
+      config.model.name, datasets.num_classes, config.model.dtype
+  )
+  schedule = optim.learning_rate_schedule(
+      config.optim, datasets.steps_per_epoch
+  )
+  abstract_state = jax.eval_shape(
+      functools.partial(
+          state_lib.create_train_state,
+          model,
+          datasets.image_shape,
+          optim.create_optimizer(config.optim, schedule),
+          config.seed,
+          methods.create(config.sam).init,
+      )
+  )
+  return Run(
+      datasets,
+      model,
+      schedule,
+      abstract_state,
+      optim.total_train_steps(config.optim, datasets.steps_per_epoch),
+  )
+
+
 class Loop:
   """The steps of one process of a run, from a start state to the end.
 
@@ -117,7 +175,7 @@ class Loop:
     Args:
       config: the run config.
       workdir: the run's workdir.
-      run: the built run (sam.run.experiment.Built).
+      run: the Run to train (`prepare`).
       manager: the run's checkpoint manager.
       state: the TrainState to start from, on the host.
       start_step: the steps it has taken.
@@ -140,7 +198,8 @@ class Loop:
         1, round(config.eval.every_epochs * run.datasets.steps_per_epoch)
     )
     self.segment_started = time.time()
-    self.first_step_done = None
+    self.first_step_done = None  # (step, time) once the first step is done.
+    self.last_log = None  # (step, time) of the last log.
 
   def _finite_so_far(self) -> int:
     """Reads the on-device record of non-finite steps (a host sync).
@@ -176,6 +235,12 @@ class Loop:
         logging.warning('%d non-finite steps skipped so far.', skipped)
     scalars['learning_rate'] = float(self.run.schedule(step - 1))
     scalars['epoch'] = self._epoch(step)
+    # The state was just read, so the steps since the last log are done.
+    now = time.time()
+    last_step, last_time = self.last_log or (step, now)
+    if step > last_step:
+      scalars['steps_per_sec'] = (step - last_step) / max(now - last_time, 1e-9)
+    self.last_log = (step, now)
     self.writer.write_scalars(step, scalars)
 
   def _epoch(self, step: int) -> float:
@@ -229,11 +294,6 @@ class Loop:
   def run_steps(self) -> None:
     """Takes every step from start_step + 1 to the run's last."""
     total = self.run.total_steps
-    report_progress = periodic_actions.ReportProgress(
-        num_train_steps=total,
-        writer=self.writer,
-        every_steps=self.config.run.log_every_steps,
-    )
     batches = state_lib.prefetch(
         self.run.datasets.train_batches(self.start_step, total), self.mesh
     )
@@ -254,7 +314,7 @@ class Loop:
           # (compiling) step.
           jax.block_until_ready(self.state.step)
           self.first_step_done = (step, time.time())
-        report_progress(step)
+          self.last_log = self.first_step_done
         self._after_step(step, batch, preemption.reached(step))
     checkpoints.wait_until_saved(self.manager)
     self.writer.flush()
@@ -276,7 +336,7 @@ def summarize(
     config, workdir, total_steps, wall_time_s, images_per_s
 ) -> dict[str, Any]:
   """The summary.json record of a finished run."""
-  records = writers.read_metrics(workdir)
+  records = metrics_file.read_metrics(workdir)
   evals = [r for r in records if 'test_error' in r]
   final = {
       k: v

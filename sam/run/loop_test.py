@@ -11,7 +11,7 @@ import pytest
 from sam.run import checkpoints
 from sam.run import checks
 from sam.run import experiment
-from sam.run import writers
+from sam.run import metrics_file
 
 
 @pytest.fixture(scope='module')
@@ -39,7 +39,7 @@ def test_sam_run_writes_summary_metrics_and_checkpoints(sam_run):
   )
   with open(os.path.join(workdir, 'summary.json')) as f:
     assert json.load(f) == summary
-  records = writers.read_metrics(workdir)
+  records = metrics_file.read_metrics(workdir)
   train = [r for r in records if 'train_loss' in r]
   assert [r['step'] for r in train] == [2, 4, 6, 8]
   # SAM logs both passes: at w and at w + eps (what the official code logs).
@@ -68,7 +68,7 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(
   resumed_summary = experiment.train_and_evaluate(cifar_config(), resumed)
   np.testing.assert_array_equal(final_params(resumed), final_params(workdir))
   assert resumed_summary['final'] == summary['final']
-  assert writers.read_metrics(resumed)[-1]['step'] == 8
+  assert metrics_file.read_metrics(resumed)[-1]['step'] == 8
 
 
 def test_rerun_of_a_finished_run_changes_nothing(sam_run, cifar_config):
@@ -154,6 +154,8 @@ def test_sharpness_probe_is_logged_during_training(
   config.optim.num_epochs = 1
   config.eval.sharpness_every_steps = 2
   experiment.train_and_evaluate(config, str(tmp_path))
-  probes = [r for r in writers.read_metrics(str(tmp_path)) if 'sharpness' in r]
+  probes = [
+      r for r in metrics_file.read_metrics(str(tmp_path)) if 'sharpness' in r
+  ]
   assert [r['step'] for r in probes] == [2, 4]
   assert all(np.isfinite(r['sharpness']) and r['sharpness'] > 0 for r in probes)

@@ -1,8 +1,8 @@
-"""Tests for sam/run/writers.py: the JSON-lines metrics file."""
+"""Tests for sam/run/metrics_file.py: the JSON-lines metrics file."""
 
 import json
 
-from sam.run import writers
+from sam.run import metrics_file
 
 
 def _write(path, steps):
@@ -13,22 +13,22 @@ def _write(path, steps):
 
 def test_records_are_appended_as_they_are_written(tmp_path):
   path = tmp_path / 'metrics.jsonl'
-  writer = writers.JsonLinesWriter(path)
+  writer = metrics_file.JsonLinesWriter(path)
   writer.write_scalars(2, {'loss': 0.5})
   # On a local disk the record is there before any flush.
-  assert writers.read_metrics(tmp_path) == [{'step': 2, 'loss': 0.5}]
+  assert metrics_file.read_metrics(tmp_path) == [{'step': 2, 'loss': 0.5}]
   writer.write_scalars(4, {'loss': 0.25, 'error': 0.1})
-  assert [r['step'] for r in writers.read_metrics(tmp_path)] == [2, 4]
+  assert [r['step'] for r in metrics_file.read_metrics(tmp_path)] == [2, 4]
 
 
 def test_a_resumed_run_keeps_records_up_to_its_restored_step(tmp_path):
   path = tmp_path / 'metrics.jsonl'
   _write(path, [2, 4, 6, 8])
-  writers.JsonLinesWriter(path, last_kept_step=6)
-  assert [r['step'] for r in writers.read_metrics(tmp_path)] == [2, 4, 6]
+  metrics_file.JsonLinesWriter(path, last_kept_step=6)
+  assert [r['step'] for r in metrics_file.read_metrics(tmp_path)] == [2, 4, 6]
   # None (and a step past the last record) changes nothing.
   before = path.read_text()
-  writers.JsonLinesWriter(path)
-  writers.JsonLinesWriter(path, last_kept_step=100)
+  metrics_file.JsonLinesWriter(path)
+  metrics_file.JsonLinesWriter(path, last_kept_step=100)
   assert path.read_text() == before
   assert not (tmp_path / 'metrics.jsonl.tmp').exists()
