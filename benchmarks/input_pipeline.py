@@ -13,17 +13,25 @@ machine's cores, and images per second of CPU time the process consumed
 a free core does (the load average printed beside it says how contended the
 cores were); the second is the robust one.
 
-  python -m benchmarks.input_pipeline [--images=20000]
+  python -m benchmarks.input_pipeline [--images=20000] \
+      [--demand_from=results/benchmarks/gpu.json]
+
+Then the demand: host cores = the images/s a training step consumes / the
+images per CPU-second of its transform, for a ladder of step rates and for
+every step of the `benchmarks.accelerator` records named by --demand_from
+(CIFAR-sized steps against the CIFAR transforms, 224 px against ImageNet's).
 """
 
 import io
 import json
+import math
 import os
 import time
 from typing import NamedTuple
 
 from absl import app
 from absl import flags
+from etils import epath
 import numpy as np
 from PIL import Image
 import tensorflow as tf
@@ -118,6 +126,54 @@ def measure_imagenet(num_images, batch_size=64):
   )
 
 
+# Accelerator step rates (images/s) to size the host for when no measured
+# record is given: from a slow GPU to a pod slice's host.
+DEMAND_LADDER = (1_000, 5_000, 10_000, 20_000, 50_000)
+
+
+def cores_needed(images_per_s: float, images_per_cpu_second: float) -> float:
+  """Host cores one transform needs to feed `images_per_s`.
+
+  Args:
+    images_per_s: what the training step consumes.
+    images_per_cpu_second: the transform's rate per core (Rate.cpu).
+
+  Returns:
+    The cores, fractional.
+  """
+  return images_per_s / images_per_cpu_second
+
+
+def _demand_rows(rows, records):
+  """(label, images/s, {transform: cores}) for the ladder and each record."""
+  demands = [(f'{rate:,} images/s', rate, None) for rate in DEMAND_LADDER]
+  for record in records:
+    for step in record['steps']:
+      label = (
+          f'{record["device_kind"]} {step["name"]} ({step["image_size"]} px)'
+      )
+      demands.append((label, step['images_per_s'], step['image_size']))
+  table = []
+  for label, rate, size in demands:
+    wanted = {
+        name: cores_needed(rate, r.cpu)
+        for name, r in rows.items()
+        if size is None or name.startswith('imagenet') == (size >= 128)
+    }
+    table.append((label, rate, wanted))
+  return table
+
+
+def _print_demand(rows, records):
+  print('\nhost cores needed to feed a step rate (images/s / per CPU-second):')
+  print(f'{"step":<52}{"images/s":>10}  ' + ''.join(f'{n:>22}' for n in rows))
+  for label, rate, wanted in _demand_rows(rows, records):
+    cells = ''.join(
+        f'{math.ceil(wanted[n]) if n in wanted else "-":>22}' for n in rows
+    )
+    print(f'{label:<52}{rate:>10,.0f}  {cells}')
+
+
 def main(argv):
   del argv
   load_before = os.getloadavg()
@@ -141,6 +197,11 @@ def main(argv):
         f'{name:<24}{rate.wall:>10,.0f}{rate.wall / cores:>10,.0f}'
         f'{rate.cpu:>16,.0f}'
     )
+  records = [
+      json.loads(epath.Path(path).read_text())
+      for path in flags.FLAGS.demand_from
+  ]
+  _print_demand(rows, records)
   print(
       json.dumps(
           {
@@ -156,4 +217,7 @@ def main(argv):
 if __name__ == '__main__':
   flags.DEFINE_integer('images', 20_000, 'Images timed per CIFAR transform.')
   flags.DEFINE_integer('imagenet_images', 1_000, 'Images timed for ImageNet.')
+  flags.DEFINE_list(
+      'demand_from', [], 'benchmarks.accelerator JSON records to size for.'
+  )
   app.run(main)

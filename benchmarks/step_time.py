@@ -89,16 +89,20 @@ def build_step(config, image_size: int, num_classes: int, devices):
   model = models.create_model(
       config.model.name, num_classes, config.model.dtype
   )
-  tx = optim.create_optimizer(config.optim, optax.constant_schedule(0.1))
+  schedule = optax.constant_schedule(0.1)
+  tx = optim.create_optimizer(config.optim, schedule)
+  method = methods.create(config.sam, learning_rate=schedule, num_steps=1000)
   state = state_lib.create_train_state(
       model,
       (image_size, image_size, 3),
       tx,
       config.seed,
-      methods.create(config.sam).init,
+      method.init,
   )
   step = jax.pmap(
-      step_lib.make_train_step(config, model, num_classes, len(devices)),
+      step_lib.make_train_step(
+          config, model, num_classes, len(devices), method
+      ),
       axis_name=step_lib.AXIS,
       devices=devices,
       donate_argnums=(0,),

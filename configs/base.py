@@ -109,7 +109,9 @@ def sam_section() -> ml_collections.ConfigDict:
           # A name of sam.methods.METHODS: 'sgd' (no ascent), 'sam',
           # 'random' (eps = rho z / ||z||, z ~ N(0, I), Appendix C.5),
           # 'second_order' (keeps the d eps / dw term, C.4; logs
-          # second_order_cosine).
+          # second_order_cosine), or the family after the paper: 'gsam',
+          # 'esam', 'looksam', 'aesam', 'rst', 'msam', 'fsam', 'samon',
+          # 'sampa', 'rwp' (their fields below).
           'method': 'sam',
           'rho': 0.05,
           # False: each device perturbs with its own sub-batch gradient
@@ -137,6 +139,44 @@ def sam_section() -> ml_collections.ConfigDict:
           # (CIFAR-10) and 1.0 (CIFAR-100) with eta = 0.01.
           'adaptive': False,
           'adaptive_eta': 0.01,
+          # The SAM family after the paper (README, "The SAM family"); each
+          # field is read only by its method, defaults from its paper's code.
+          # gsam: rho (rho_max) follows the learning rate down to rho_min;
+          # the update subtracts alpha x the gradient's component orthogonal
+          # to the perturbed one (alpha from big_vision's GSAM config; its
+          # rho_min of 0.1 pairs with rho_max 0.6: 0.01 here, our choice).
+          'gsam_rho_min': 0.01,
+          'gsam_alpha': 0.6,
+          # esam: each weight perturbed with this probability; the second
+          # pass on this fraction of the examples, those whose loss rose
+          # most (needs optim.accumulation_steps = 1).
+          'esam_weight_fraction': 0.5,
+          'esam_example_fraction': 0.5,
+          # looksam: the SAM ascent every k steps; in between, the stored
+          # orthogonal component scaled by alpha is added to the gradient.
+          'looksam_every': 5,
+          'looksam_alpha': 0.7,
+          # aesam: SAM on steps whose squared gradient norm exceeds its EMA
+          # (coefficient aesam_ema) by c_t standard deviations, c_t moving
+          # linearly from lambda_start to lambda_end over the run.
+          'aesam_ema': 0.9,
+          'aesam_lambda_start': -1.0,
+          'aesam_lambda_end': 1.0,
+          # rst: each step is SAM with this probability, SGD otherwise.
+          'rst_probability': 0.5,
+          # msam: one pass at w - rho m / ||m||, m a momentum of gradients
+          # (its paper's rho is 3, not SAM's 0.05).
+          'msam_momentum': 0.9,
+          # fsam: the perturbation direction g - sigma m, m the EMA (decay
+          # lambda) of past gradients.
+          'fsam_sigma': 1.0,
+          'fsam_lambda': 0.95,
+          # sampa: the update mixes in this weight of the gradient at the
+          # auxiliary point.
+          'sampa_lambda': 0.2,
+          # rwp: one pass at w + eps, eps Gaussian with a filter-wise std of
+          # rwp_sigma x the filter's norm.
+          'rwp_sigma': 0.01,
       }
   )
 

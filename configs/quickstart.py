@@ -10,7 +10,9 @@ native 8x8 resolution, batch 64 in two replicas of 32, 30 epochs, random
 1-pixel shifts (reflection-padded crops; no flips: digits are not
 mirror-symmetric). Not a paper number; a few minutes on
 2 CPU cores. Knobs: opt [sam | sgd | any sam.methods name], rho [0.05],
-epochs_x [1], validation [false], seed [0], model [wrn10_2], epochs [30].
+epochs_x [1], validation [false], seed [0], model [wrn10_2], epochs [30],
+noise [0: the fraction of training labels redrawn uniformly over the ten
+classes, Table 4's setting in miniature (data/label_noise.py)].
 """
 
 from configs import base
@@ -21,6 +23,7 @@ KNOBS = {
     'rho': knobs.Knob(float, 0.05),
     'model': knobs.Knob(str, 'wrn10_2'),
     'epochs': knobs.Knob(int, 30),
+    'noise': knobs.Knob(float, 0.0),
 }
 
 
@@ -30,6 +33,7 @@ def get_config(arg: str | None = None):
   c.data.dataset = 'digits'
   c.data.augment = 'crop'
   c.data.crop_padding = 1
+  c.data.label_noise = k['noise']
   c.model.name = k['model']
   c.optim.num_epochs = k['epochs']
   c.optim.batch_size = 64

@@ -72,7 +72,9 @@ def _sam_runs(
   split = 'val' if validation else 'test'
   runs = []
   for seed in range(seeds):
-    knobs = dict(opt='sam', rho=float(rho), seed=seed)
+    knobs = dict(
+        opt=method.removeprefix('bootstrap_'), rho=float(rho), seed=seed
+    )
     if validation:
       knobs['validation'] = 'true'
     runs.append(
@@ -129,7 +131,7 @@ def _mixup_runs(row: Row, seeds: int) -> list[RunSpec]:
 
 def _teacher(row: Row, method: str, rho: float, split: str):
   """seed -> the SAM teacher workdir of a bootstrap run (None for SAM)."""
-  if method == 'sam':
+  if not method.startswith('bootstrap_'):
     return None
   return lambda seed: f'{row.name}/sam_rho{rho:g}_{split}/seed{seed}'
 
@@ -147,7 +149,12 @@ def _searched_sam_runs(row, method, seeds, rho_grid, chosen_rho):
     return runs, [
         RunSpec(
             f'{row.name}/{method}_rhoCHOSEN_test/seed{seed}',
-            _knobs(row, opt='sam', rho='CHOSEN', seed=seed),
+            _knobs(
+                row,
+                opt=method.removeprefix('bootstrap_'),
+                rho='CHOSEN',
+                seed=seed,
+            ),
             row,
             method,
         )
@@ -156,7 +163,7 @@ def _searched_sam_runs(row, method, seeds, rho_grid, chosen_rho):
   runs += _sam_runs(
       row, method, rho, seeds, False, _teacher(row, method, rho, 'test')
   )
-  if method != 'sam':  # Its teachers, when SAM's own choice differs.
+  if method.startswith('bootstrap_'):  # Its teachers, at its own rho.
     runs += _sam_runs(row, 'sam', rho, seeds, False)
   return runs, []
 
@@ -191,9 +198,10 @@ def expand_row(
     for rho in test_rho_grid:
       runs += _sam_runs(row, 'sam', rho, seeds, False)
   else:
-    for method in ('sam', 'bootstrap_sam') if row.table4 else ('sam',):
+    table4 = (('sam', None), ('bootstrap_sam', None))
+    for method, own_rho in table4 if row.table4 else row.methods:
       if fixed_rho is not None or rho_grid is None:
-        rho = row.rho if fixed_rho is None else fixed_rho
+        rho = (own_rho or row.rho) if fixed_rho is None else fixed_rho
         runs += _sam_runs(
             row, method, rho, seeds, False, _teacher(row, method, rho, 'test')
         )

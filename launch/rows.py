@@ -35,6 +35,9 @@ class Row:
   rho: float  # The paper's rho for this row.
   sgd_epochs_x: tuple[float, ...] = (1.0, 2.0)
   table4: bool = False  # Adds the mixup and bootstrap lines.
+  # (sam.methods name, its rho or None for the row's) of the perturbing
+  # runs; a custom set may list the SAM family (launch.sweep --methods).
+  methods: tuple[tuple[str, float | None], ...] = (('sam', None),)
 
 
 def _cifar_rows(dataset: str) -> list[Row]:
@@ -183,6 +186,7 @@ def custom_rows(
     rho_of: Callable[[str], float],
     dataset: str,
     sgd_epochs_x: Sequence[float] = (1.0, 2.0),
+    methods: Sequence[tuple[str, float | None]] = (('sam', None),),
 ) -> list[Row]:
   """Rows of a user's own set: one config file, one knob string per row.
 
@@ -192,6 +196,8 @@ def custom_rows(
     rho_of: knob string -> the config's default rho (SAM's rho without grid).
     dataset: directory name for the runs.
     sgd_epochs_x: SGD epoch multipliers.
+    methods: (sam.methods name, rho or None for the config's) of the
+      perturbing runs.
 
   Returns:
     Rows named after the config file and the knobs.
@@ -208,6 +214,7 @@ def custom_rows(
             dataset,
             rho_of(knobs),
             tuple(float(x) for x in sgd_epochs_x),
+            methods=tuple(methods),
         )
     )
   return rows

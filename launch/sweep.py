@@ -48,6 +48,7 @@ from launch import experiments
 from launch import rows as rows_lib
 from results import cells
 from results import runs
+from sam import methods
 
 flags.DEFINE_string(
     'table', None, f'Paper table: {", ".join(rows_lib.TABLES)}.'
@@ -75,6 +76,12 @@ flags.DEFINE_string(
     "per row ('' is the config's defaults).",
 )
 flags.DEFINE_list('epochs_x', ['1', '2'], 'Custom set: SGD epoch multipliers.')
+flags.DEFINE_list(
+    'methods',
+    ['sam'],
+    'Custom set: the perturbing methods (sam.methods names), each run at '
+    "the row's rho or at its own as name:rho (e.g. sam,gsam,msam:0.5).",
+)
 flags.DEFINE_string(
     'train_args',
     '',
@@ -121,6 +128,31 @@ def rho_chooser(runs_dir: str, rho_values: Sequence[float], seeds: int):
   return choose
 
 
+def parse_methods(specs: Sequence[str]) -> list[tuple[str, float | None]]:
+  """--methods entries ('name' or 'name:rho') as (name, rho or None).
+
+  Args:
+    specs: the entries.
+
+  Returns:
+    The pairs, in order.
+
+  Raises:
+    ValueError: an unknown name (listing the valid ones) or a bad rho.
+  """
+  parsed = []
+  for spec in specs:
+    name, _, rho = spec.partition(':')
+    if name not in methods.METHODS or name == 'sgd':
+      valid = sorted(set(methods.METHODS) - {'sgd'})
+      raise ValueError(f'--methods: unknown method {name!r}; valid: {valid}')
+    try:
+      parsed.append((name, float(rho) if rho else None))
+    except ValueError:
+      raise ValueError(f'--methods: {spec!r}: rho must be a number') from None
+  return parsed
+
+
 def build_set(
     runs_dir: str,
     table: Optional[str],
@@ -130,6 +162,7 @@ def build_set(
     config_file: Optional[str] = None,
     rows: str = '',
     epochs_x: Sequence[float] = (1.0, 2.0),
+    method_specs: Sequence[str] = ('sam',),
 ):
   """(runs, runs waiting for their rho) of a table or a custom set."""
   custom = None
@@ -144,6 +177,7 @@ def build_set(
         lambda k: load_config(f'{config_file}:{k}').sam.rho,
         name,
         epochs_x,
+        parse_methods(method_specs),
     )
   elif table is None:
     raise ValueError(
@@ -375,6 +409,7 @@ def main(argv):
         f.config_file,
         f.rows,
         [float(x) for x in f.epochs_x],
+        f.methods,
     )
 
   python = 'python' if f.dry_run and f.python == sys.executable else f.python

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from sam import methods
+from sam import interface
 
 PyTree = Any
 PartFn = Callable[[PyTree, jax.Array], tuple[PyTree, PyTree]]
@@ -164,7 +164,7 @@ def accumulated_value_and_grad(
 
 
 # (examples, group index, number of groups, micro-batches) -> Gradient.
-GroupFn = Callable[[PyTree, Any, int, int], methods.Gradient]
+GroupFn = Callable[[PyTree, Any, int, int], interface.Gradient]
 
 
 def grouped_gradient(
@@ -173,7 +173,7 @@ def grouped_gradient(
     group_size: int,
     num_micro: int,
     mode: str = 'unroll',
-) -> methods.Gradient:
+) -> interface.Gradient:
   """A method's gradient over groups of `group_size` examples of `batch`.
 
   Each group is a virtual device: the method runs on it alone (its own
@@ -226,4 +226,4 @@ def grouped_gradient(
   else:
     averaged, per_example = scan_mean(micro_batch, batch, num_micro)
   grads, loss, outputs, state, extras = averaged
-  return methods.Gradient(grads, loss, (outputs, per_example), state, extras)
+  return interface.Gradient(grads, loss, (outputs, per_example), state, extras)

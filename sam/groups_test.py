@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sam import groups
+from sam import interface
 from sam import methods
 
 RHO = 0.3
@@ -57,7 +58,9 @@ def test_groups_each_run_the_method_on_their_own_examples(mode, num_micro):
 
   def group_fn(examples, index, num_groups, micro):
     grad = groups.accumulated_value_and_grad(loss, examples, micro)
-    objective = methods.Objective(lambda p, ascent=False: grad(p), lambda g: g)
+    objective = interface.Objective(
+        lambda p, ascent=False: grad(p), lambda g: g
+    )
     return method.gradient(objective, w, ())
 
   result = groups.grouped_gradient(group_fn, data, 2, num_micro, mode)

@@ -21,128 +21,22 @@ devices, or the identity) for methods whose ascent direction is shared.
 """
 
 import inspect
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
+from sam import directions
+from sam import efficient
 from sam import perturbation as ball
+from sam.interface import Gradient
+from sam.interface import Method
+from sam.interface import Objective
+from sam.interface import no_state
+from sam.interface import pass_metrics
+from sam.interface import perturbed_pass
 
 PyTree = Any
-# (params) -> ((loss, aux), grads), as `jax.value_and_grad(f, has_aux=True)`.
-GradFn = Callable[[PyTree], tuple[tuple[jax.Array, Any], PyTree]]
-
-
-class Objective(NamedTuple):
-  """The training loss on one replica's examples, as a method may query it.
-
-  Attributes:
-    grad: (params, ascent=False) -> ((loss, aux), grads) on the replica's
-      examples, accumulated over its micro-batches; aux is (averaged,
-      per_example) outputs, per_example a dict with the examples' 'loss'
-      and 'error' (and 'logits'). `ascent=True` is an ascent pass: models with
-      shake regularisers backpropagate through the sampled coefficients
-      there. Every call sees the same examples and random key.
-    sync: grads -> grads shared by every replica that shares one
-      perturbation (the identity, or a mean over devices for
-      sam.sync_perturbation); applied to ascent directions only.
-    key: the replica's random key for the method's own draws.
-  """
-
-  grad: Callable[..., tuple[tuple[jax.Array, Any], PyTree]]
-  sync: Callable[[PyTree], PyTree]
-  key: jax.Array | None = None
-
-
-class Gradient(NamedTuple):
-  """What a method returns for one replica.
-
-  Attributes:
-    grads: the direction the optimizer applies (the step averages it over
-      replicas).
-    loss: the loss at w.
-    aux: aux of the pass at w; its BatchNorm statistics are the ones kept.
-    state: the method's state after this step (averaged over replicas).
-    extras: pytrees averaged over replicas for `Method.metrics`.
-  """
-
-  grads: PyTree
-  loss: jax.Array
-  aux: Any
-  state: PyTree = ()
-  extras: dict[str, PyTree] = {}
-
-
-def _no_metrics(grads: PyTree, extras: dict[str, PyTree]) -> dict:
-  del grads, extras
-  return {}
-
-
-def perturbed_pass(aux: Any) -> dict[str, jax.Array]:
-  """The mean loss and error of a pass at w + eps (from its per-example
-  outputs, when it has them), for `pass_metrics`."""
-  per_example = aux[1] if isinstance(aux, tuple) and len(aux) == 2 else None
-  if not isinstance(per_example, dict) or 'loss' not in per_example:
-    return {}
-  return {
-      'perturbed_loss': jnp.mean(per_example['loss']),
-      'perturbed_error': jnp.mean(per_example['error']),
-  }
-
-
-def pass_metrics(grads: PyTree, extras: dict[str, PyTree]) -> dict:
-  """Train loss and error at w + eps: what the official code logs as the
-  train loss and error (Appendix C.4 reports them), beside the loss and
-  error at w that the step logs for every method."""
-  del grads
-  names = {
-      'perturbed_loss': 'train_loss_perturbed',
-      'perturbed_error': 'train_error_perturbed',
-  }
-  return {names[k]: v for k, v in extras.items() if k in names}
-
-
-def _no_state(params: PyTree) -> PyTree:
-  del params
-  return ()
-
-
-class Method(NamedTuple):
-  """A member of the SAM family.
-
-  Attributes:
-    init: params -> the method's initial state (() when it keeps none).
-    gradient: (objective, params, state) -> Gradient.
-    metrics: (averaged grads, averaged extras) -> scalars to log.
-  """
-
-  init: Callable[[PyTree], PyTree]
-  gradient: Callable[[Objective, PyTree, PyTree], Gradient]
-  metrics: Callable[[PyTree, dict], dict[str, jax.Array]] = _no_metrics
-
-
-def objective(
-    grad_fn: GradFn,
-    ascent_grad_fn: GradFn | None = None,
-    sync: Callable[[PyTree], PyTree] | None = None,
-    key: jax.Array | None = None,
-) -> Objective:
-  """An Objective from plain gradient functions (tests, notebooks).
-
-  Args:
-    grad_fn: params -> ((loss, aux), grads).
-    ascent_grad_fn: the ascent pass, if it differs from grad_fn.
-    sync: the ascent directions' transform; identity if None.
-    key: the random key.
-
-  Returns:
-    An Objective.
-  """
-
-  def grad(params, ascent=False):
-    return (ascent_grad_fn if ascent and ascent_grad_fn else grad_fn)(params)
-
-  return Objective(grad, sync or (lambda g: g), key)
 
 
 def sgd_gradient(objective: Objective, params: PyTree) -> Gradient:
@@ -278,7 +172,7 @@ def second_order_sam_gradient(
 def sgd() -> Method:
   """SGD: the gradient at w."""
   return Method(
-      _no_state,
+      no_state,
       lambda objective, params, state: sgd_gradient(objective, params),
   )
 
@@ -304,13 +198,13 @@ def sam(
         adaptive_eta=adaptive_eta,
     )
 
-  return Method(_no_state, gradient, pass_metrics)
+  return Method(no_state, gradient, pass_metrics)
 
 
 def random(rho: float) -> Method:
   """A random perturbation of norm rho (the paper's C.5 ablation)."""
   return Method(
-      _no_state,
+      no_state,
       lambda objective, params, state: random_sam_gradient(
           objective, params, rho
       ),
@@ -346,7 +240,7 @@ def second_order(
         adaptive_eta=adaptive_eta,
     )
 
-  return Method(_no_state, gradient, _second_order_metrics)
+  return Method(no_state, gradient, _second_order_metrics)
 
 
 METHODS: dict[str, Callable[..., Method]] = {
@@ -354,7 +248,25 @@ METHODS: dict[str, Callable[..., Method]] = {
     'sam': sam,
     'random': random,
     'second_order': second_order,
+    # The family after the paper: where to perturb (sam/directions.py) ...
+    'gsam': directions.gsam,
+    'msam': directions.msam,
+    'fsam': directions.fsam,
+    'samon': directions.samon,
+    'sampa': directions.sampa,
+    'rwp': directions.rwp,
+    # ... and how to pay less for the second pass (sam/efficient.py).
+    'esam': efficient.esam,
+    'looksam': efficient.looksam,
+    'aesam': efficient.aesam,
+    'rst': efficient.rst,
 }
+
+
+# Facts of the run (not config.sam fields) that a constructor may take as
+# keyword-only arguments: the learning-rate schedule (step -> lr) and the
+# run's optimizer steps.
+CONTEXT = ('learning_rate', 'num_steps')
 
 
 def fields(name: str) -> dict[str, Any]:
@@ -363,15 +275,24 @@ def fields(name: str) -> dict[str, Any]:
   return {
       k: v.default
       for k, v in inspect.signature(METHODS[name]).parameters.items()
+      if k not in CONTEXT
   }
 
 
-def create(sam_config: Any) -> Method:
+def create(
+    sam_config: Any,
+    *,
+    learning_rate: Callable[[Any], Any] | None = None,
+    num_steps: int | None = None,
+) -> Method:
   """Builds the method that `sam_config.method` names.
 
   Args:
     sam_config: the config's `sam` section (or any mapping with `method`
       and the method's fields).
+    learning_rate: the run's schedule, for methods tied to it (gsam, sampa).
+    num_steps: the run's optimizer steps, for methods with a schedule over
+      the run (gsam, aesam).
 
   Returns:
     The Method.
@@ -379,4 +300,12 @@ def create(sam_config: Any) -> Method:
   name = sam_config['method']
   if name not in METHODS:
     raise ValueError(f'unknown sam.method {name!r}; valid: {sorted(METHODS)}')
-  return METHODS[name](**{k: sam_config[k] for k in fields(name)})
+  context = {'learning_rate': learning_rate, 'num_steps': num_steps}
+  wanted = inspect.signature(METHODS[name]).parameters
+  for key in CONTEXT:
+    if key in wanted and context[key] is None:
+      raise ValueError(f"sam.method={name} needs the run's {key}")
+  return METHODS[name](
+      **{k: sam_config[k] for k in fields(name)},
+      **{k: context[k] for k in CONTEXT if k in wanted},
+  )

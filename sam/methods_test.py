@@ -6,8 +6,11 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from configs import base
+from sam import interface
 from sam import methods
 from sam import perturbation as ball
 
@@ -31,7 +34,7 @@ def quadratic_grad_fn(a, b):
 def sam(grad_fn, params, rho, *, ascent_grad_fn=None, sync=None, **options):
   """methods.sam_gradient on plain gradient functions."""
   return methods.sam_gradient(
-      methods.objective(grad_fn, ascent_grad_fn, sync), params, rho, **options
+      interface.objective(grad_fn, ascent_grad_fn, sync), params, rho, **options
   )
 
 
@@ -133,7 +136,7 @@ def test_random_sam_gradient_is_the_gradient_at_the_random_point():
   loss, grad_fn, params = toy_problem()
   key = jax.random.key(3)
   result = methods.random_sam_gradient(
-      methods.objective(grad_fn, key=key), params, RHO
+      interface.objective(grad_fn, key=key), params, RHO
   )
   eps = ball.random_perturbation(key, params, RHO)
   np.testing.assert_allclose(
@@ -181,7 +184,7 @@ def test_second_order_equals_grad_of_the_composed_function(p, adaptive):
     return loss(ball.perturb(w, eps))
 
   result = methods.second_order_sam_gradient(
-      methods.objective(grad_fn), params, RHO, p=p, adaptive=adaptive
+      interface.objective(grad_fn), params, RHO, p=p, adaptive=adaptive
   )
   grads, value = result.grads, result.loss
   first_order = result.extras['first_order']
@@ -214,7 +217,7 @@ def test_second_order_with_averaged_first_gradient_over_shards():
         lambda p: (toy_loss(p, data), None), has_aux=True
     )
     return methods.second_order_sam_gradient(
-        methods.objective(grad_fn, sync=lambda g: jax.lax.pmean(g, 'shards')),
+        interface.objective(grad_fn, sync=lambda g: jax.lax.pmean(g, 'shards')),
         params,
         RHO,
     ).grads
@@ -229,17 +232,17 @@ def test_second_order_with_averaged_first_gradient_over_shards():
 
 
 def test_table_builds_every_method_from_its_config_fields():
-  options = {
-      'method': 'sam',
-      'rho': 0.1,
-      'p': 2.0,
-      'ascent_steps': 1,
-      'adaptive': False,
-      'adaptive_eta': 0.01,
-  }
+  options = {**base.sam_section().to_dict(), 'rho': 0.1}
+  stateful = {'looksam', 'aesam', 'msam', 'fsam', 'sampa'}
   for name in methods.METHODS:
-    method = methods.create({**options, 'method': name})
-    assert method.init({'w': jnp.zeros(2)}) == ()
+    method = methods.create(
+        {**options, 'method': name},
+        learning_rate=optax.constant_schedule(0.1),
+        num_steps=10,
+    )
+    state = method.init({'w': jnp.zeros(2)})
+    assert (state != ()) == (name in stateful), name
+    assert set(methods.fields(name)) <= set(options), name
   assert set(methods.fields('sam')) == {
       'rho',
       'p',
@@ -248,13 +251,16 @@ def test_table_builds_every_method_from_its_config_fields():
       'adaptive_eta',
   }
   assert methods.fields('sgd') == {}
+  assert set(methods.fields('gsam')) == {'rho', 'gsam_rho_min', 'gsam_alpha'}
   with pytest.raises(ValueError, match="unknown sam.method 'adam'; valid"):
     methods.create({**options, 'method': 'adam'})
+  with pytest.raises(ValueError, match="gsam needs the run's learning_rate"):
+    methods.create({**options, 'method': 'gsam'}, num_steps=10)
 
 
 def test_sgd_entry_is_the_plain_gradient_and_sam_entry_is_sam_gradient():
   loss, grad_fn, params = toy_problem(5)
-  objective = methods.objective(grad_fn)
+  objective = interface.objective(grad_fn)
   sgd = methods.create({'method': 'sgd'}).gradient(objective, params, ())
   np.testing.assert_allclose(ravel(sgd.grads), ravel(jax.grad(loss)(params)))
   entry = methods.create(

@@ -99,10 +99,16 @@ def save(
     CheckpointWriteError: this or an earlier (asynchronous) save failed.
   """
   progress = {**progress, DIGEST: state_digest(state)}
-  # Host copies, taken before the next step donates the device buffers:
-  # handing orbax the device arrays aborted XLA now and then (2 runs in 5
-  # of faults_test.py), as a write racing the donation would.
-  state = jax.device_get(state)
+  if jax.process_count() > 1:
+    # Orbax writes a process's own device arrays only in a one-process run;
+    # on several hosts (whose replicas agree) it takes host copies.
+    state = jax.device_get(state)
+  else:
+    # Copies on the device, which no step donates: orbax then copies them
+    # to the host in the background while training goes on. (Handing it the
+    # step's own buffers, which the next step donates, aborted XLA now and
+    # then: 2 runs in 5 of faults_test.py.)
+    state = jax.tree.map(jnp.copy, state)
   # Orbax raises many types for a failed write (OSError, ValueError,
   # tensorstore errors); any of them means no new checkpoint.
   try:

@@ -71,6 +71,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _check_data(config.data)
   _check_optim(config, num_devices)
   _check_sam(config, num_devices)
+  _check_family(config)
   _positive(
       config,
       'eval.batch_size',
@@ -262,6 +263,66 @@ def _check_sam(config: ml_collections.ConfigDict, num_devices: int) -> None:
   field = 'sam.m' if s.m and s.method != 'sgd' else 'optim.replica_batch_size'
   why = replicas.problem(config, num_devices)
   _require(not why, field, _get(config, field), why)
+
+
+# (field, low, high, closed at high): the SAM family's fractions and rates.
+_FAMILY_RANGES = {
+    'gsam': (
+        ('gsam_rho_min', 0.0, None, True),
+        ('gsam_alpha', 0.0, None, True),
+    ),
+    'esam': (
+        ('esam_weight_fraction', 0.0, 1.0, True),
+        ('esam_example_fraction', 0.0, 1.0, True),
+    ),
+    'looksam': (('looksam_alpha', 0.0, None, True),),
+    'aesam': (('aesam_ema', 0.0, 1.0, False),),
+    'rst': (('rst_probability', 0.0, 1.0, True),),
+    'msam': (('msam_momentum', 0.0, 1.0, False),),
+    'fsam': (('fsam_sigma', 0.0, None, True), ('fsam_lambda', 0.0, 1.0, False)),
+    'sampa': (('sampa_lambda', 0.0, 1.0, True),),
+    'rwp': (('rwp_sigma', 0.0, None, True),),
+}
+
+
+def _check_family(config: ml_collections.ConfigDict) -> None:
+  """The fields of the SAM family's methods after the paper, when chosen."""
+  s = config.sam
+  for field, low, high, closed in _FAMILY_RANGES.get(s.method, ()):
+    value = s[field]
+    inside = math.isfinite(value) and value >= low
+    if high is not None:
+      inside = inside and (value <= high if closed else value < high)
+    bound = '' if high is None else f' and {"<=" if closed else "<"} {high}'
+    _require(inside, f'sam.{field}', value, f'must be >= {low}{bound}')
+  if s.method == 'gsam':
+    _require(
+        s.gsam_rho_min <= s.rho,
+        'sam.gsam_rho_min',
+        s.gsam_rho_min,
+        f"must be <= sam.rho ({s.rho}), which is GSAM's rho_max",
+    )
+  if s.method == 'looksam':
+    _require(
+        s.looksam_every >= 1,
+        'sam.looksam_every',
+        s.looksam_every,
+        'must be >= 1',
+    )
+  if s.method == 'esam':
+    _require(
+        s.esam_example_fraction == 1 or config.optim.accumulation_steps == 1,
+        'sam.esam_example_fraction',
+        s.esam_example_fraction,
+        'selects examples, which needs optim.accumulation_steps = 1 '
+        f'(got {config.optim.accumulation_steps}); or set it to 1.0',
+    )
+    _require(
+        s.esam_weight_fraction > 0,
+        'sam.esam_weight_fraction',
+        s.esam_weight_fraction,
+        'must be > 0',
+    )
 
 
 def _without_placement(record: dict) -> dict:

@@ -328,7 +328,7 @@ def test_command_line_errors_are_one_line_before_compiling(
             {'optim.accumulation_steps': 4, 'sam.m': 4},
             r'must divide the ' r'micro-batch \(2\)',
         ),
-        ({'sam.method': 'gaussian'}, r"valid: \['random', 'sam', "),
+        ({'sam.method': 'gaussian'}, r"valid: \['aesam', 'esam', 'fsam', "),
         (
             {'sam.method': 'random', 'sam.adaptive': True},
             'random takes no adaptive',
@@ -336,6 +336,26 @@ def test_command_line_errors_are_one_line_before_compiling(
         (
             {'sam.method': 'second_order', 'sam.ascent_steps': 2},
             'second_order takes no ascent_steps',
+        ),
+        (
+            {'sam.method': 'rst', 'sam.rst_probability': 1.5},
+            r'config.sam.rst_probability = 1.5: must be >= 0.0 and <= 1.0',
+        ),
+        (
+            {'sam.method': 'gsam', 'sam.gsam_rho_min': 0.1},
+            r"must be <= sam.rho \(0.05\), which is GSAM's rho_max",
+        ),
+        (
+            {'sam.method': 'msam', 'sam.msam_momentum': 1.0},
+            r'msam_momentum = 1.0: must be >= 0.0 and < 1.0',
+        ),
+        (
+            {'sam.method': 'looksam', 'sam.looksam_every': 0},
+            'looksam_every = 0: must be >= 1',
+        ),
+        (
+            {'sam.method': 'sam', 'sam.looksam_every': 3},
+            'sam.method=sam takes no looksam_every',
         ),
     ],
 )

@@ -22,7 +22,6 @@ from configs import base
 from data import datasets as datasets_lib
 from models import pretrained
 from sam import losses
-from sam import methods
 from sam import sharpness
 from sam.run import checkpoints
 from sam.run import checks
@@ -75,7 +74,7 @@ def initial_state(config: ml_collections.ConfigDict, built: loop.Run):
       built.datasets.image_shape,
       built.abstract_state.tx,
       config.seed,
-      methods.create(config.sam).init,
+      built.method.init,
   )
   if not config.model.init_checkpoint:
     return state

@@ -23,6 +23,7 @@ import ml_collections
 import optax
 
 import models
+from sam import interface
 from sam import methods
 from sam import optim
 from sam.run import checkpoints
@@ -106,6 +107,7 @@ class Run(NamedTuple):
     schedule: step -> learning rate.
     abstract_state: the TrainState's shapes and dtypes.
     total_steps: optimizer steps of the run.
+    method: the SAM-family member (sam/methods.py).
   """
 
   datasets: Any
@@ -113,6 +115,7 @@ class Run(NamedTuple):
   schedule: optax.Schedule
   abstract_state: Any
   total_steps: int
+  method: interface.Method
 
 
 def prepare(config: ml_collections.ConfigDict, datasets) -> Run:
@@ -131,6 +134,10 @@ def prepare(config: ml_collections.ConfigDict, datasets) -> Run:
   schedule = optim.learning_rate_schedule(
       config.optim, datasets.steps_per_epoch
   )
+  total_steps = optim.total_train_steps(config.optim, datasets.steps_per_epoch)
+  method = methods.create(
+      config.sam, learning_rate=schedule, num_steps=total_steps
+  )
   abstract_state = jax.eval_shape(
       functools.partial(
           state_lib.create_train_state,
@@ -138,16 +145,10 @@ def prepare(config: ml_collections.ConfigDict, datasets) -> Run:
           datasets.image_shape,
           optim.create_optimizer(config.optim, schedule),
           config.seed,
-          methods.create(config.sam).init,
+          method.init,
       )
   )
-  return Run(
-      datasets,
-      model,
-      schedule,
-      abstract_state,
-      optim.total_train_steps(config.optim, datasets.steps_per_epoch),
-  )
+  return Run(datasets, model, schedule, abstract_state, total_steps, method)
 
 
 class Loop:
@@ -190,7 +191,7 @@ class Loop:
     self.writer, self.probe = writer, probe
     self.mesh = state_lib.device_mesh()
     self.p_train, self.p_eval = step_lib.pmap_steps(
-        config, run.model, run.datasets.num_classes
+        config, run.model, run.datasets.num_classes, run.method
     )
     self.state = state_lib.replicate(state, self.mesh)
     self.pending_metrics = []

@@ -20,8 +20,8 @@ import optax
 
 from data import mixup
 from sam import groups
+from sam import interface
 from sam import losses
-from sam import methods
 from sam.run import replicas
 from sam.run import state as state_lib
 
@@ -145,11 +145,12 @@ def _group_objective(
     step_key,
     options,
     sync,
+    step,
     examples,
     index,
     num_groups,
     num_micro,
-) -> methods.Objective:
+) -> interface.Objective:
   """The Objective of one group: its own keys, and the loss accumulated over
   `num_micro` micro-batches; only a lone group shares its ascent (`sync`)."""
   dropout_key, method_key = _group_keys(step_key, options, index)
@@ -162,8 +163,34 @@ def _group_objective(
         functools.partial(loss, ascent), examples, num_micro
     )(params)
 
-  return methods.Objective(
-      grad, sync if num_groups == 1 else _identity, method_key
+  losses = subset = None
+  if num_micro == 1:
+
+    def losses(params):
+      return loss(False, params, examples, 0)[1][1]['loss']
+
+    def subset(indices):
+      chosen = jax.tree.map(lambda x: x[indices], examples)
+      return _group_objective(
+          loss_fn,
+          batch_stats,
+          step_key,
+          options,
+          sync,
+          step,
+          chosen,
+          index,
+          num_groups,
+          1,
+      )
+
+  return interface.Objective(
+      grad,
+      sync if num_groups == 1 else _identity,
+      method_key,
+      step,
+      losses,
+      subset,
   )
 
 
@@ -243,7 +270,13 @@ def train_step(state, batch, *, loss_fn, method, options: StepOptions):
   # Both passes see the same mixed batch (the key is the step's).
   batch = _mixed(batch, step_key, options)
   objective = functools.partial(
-      _group_objective, loss_fn, state.batch_stats, step_key, options, sync
+      _group_objective,
+      loss_fn,
+      state.batch_stats,
+      step_key,
+      options,
+      sync,
+      state.step,
   )
 
   def group_gradient(*group):
@@ -322,6 +355,7 @@ def make_train_step(
     model: nn.Module,
     num_classes: int,
     num_devices: int,
+    method: interface.Method,
 ) -> Callable[..., Any]:
   """The train step of a run, with everything it needs from config bound.
 
@@ -330,6 +364,7 @@ def make_train_step(
     model: the linen module.
     num_classes: the dataset's classes.
     num_devices: the devices the step is mapped over (all hosts).
+    method: the SAM-family member, from `methods.create(config.sam, ...)`.
 
   Returns:
     (state, batch) -> (state, metrics), to be pmapped over AXIS.
@@ -349,7 +384,7 @@ def make_train_step(
   return functools.partial(
       train_step,
       loss_fn=loss_fn,
-      method=methods.create(config.sam),
+      method=method,
       options=options,
   )
 
@@ -358,12 +393,13 @@ def pmap_steps(
     config: ml_collections.ConfigDict,
     model: nn.Module,
     num_classes: int,
+    method: interface.Method,
     devices=None,
 ):
   """(pmapped train step donating its state, pmapped eval step)."""
   num_devices = len(devices) if devices else jax.device_count()
   train = jax.pmap(
-      make_train_step(config, model, num_classes, num_devices),
+      make_train_step(config, model, num_classes, num_devices, method),
       axis_name=AXIS,
       devices=devices,
       donate_argnums=(0,),

@@ -14,6 +14,7 @@ import pytest
 
 from configs import base
 import models
+from sam import interface
 from sam import losses
 from sam import methods
 from sam import optim
@@ -216,11 +217,21 @@ def test_batchnorm_statistics_come_from_the_unperturbed_pass():
 _COMPILED = {}
 
 
+def _method(config):
+  return methods.create(
+      config.sam,
+      learning_rate=optax.constant_schedule(config.optim.learning_rate),
+      num_steps=1000,
+  )
+
+
 def compiled_step(model, config, num_devices=NUM_DEVICES):
   key = (model, config.to_json(), num_devices)
   if key not in _COMPILED:
     _COMPILED[key] = jax.pmap(
-        step_lib.make_train_step(config, model, model.num_classes, num_devices),
+        step_lib.make_train_step(
+            config, model, model.num_classes, num_devices, _method(config)
+        ),
         axis_name='batch',
         devices=jax.local_devices()[:num_devices],
     )
@@ -273,7 +284,7 @@ def mlp_grad_fn(model, config, data):
 def sam_variant(**options):
   """(grad_fn, params) -> the grads of methods.sam_gradient."""
   return lambda grad_fn, params: methods.sam_gradient(
-      methods.objective(grad_fn), params, 0.5, **options
+      interface.objective(grad_fn), params, 0.5, **options
   ).grads
 
 
@@ -383,7 +394,7 @@ def test_accumulation_with_m_groups_equals_the_groups_without_it():
 
 def second_order_variant(grad_fn, params):
   return methods.second_order_sam_gradient(
-      methods.objective(grad_fn), params, 0.5
+      interface.objective(grad_fn), params, 0.5
   ).grads
 
 
@@ -564,15 +575,15 @@ def test_mixup_step_trains_on_mixed_soft_targets():
 
 def test_a_new_method_is_one_function_and_one_table_line(monkeypatch):
   # The README's "Adding a SAM variant" example, registered for this test.
-  def my_sam(rho: float, my_knob: float = 0.5) -> methods.Method:
+  def my_sam(rho: float, my_knob: float = 0.5) -> interface.Method:
     def gradient(objective, params, state):
       del state
       (loss, aux), g1 = objective.grad(params, ascent=True)
       eps = ball.l2_perturbation(objective.sync(g1), my_knob * rho)
       _, g2 = objective.grad(ball.perturb(params, eps))
-      return methods.Gradient(g2, loss, aux)
+      return interface.Gradient(g2, loss, aux)
 
-    return methods.Method(lambda params: (), gradient)
+    return interface.Method(lambda params: (), gradient)
 
   monkeypatch.setitem(methods.METHODS, 'my_sam', my_sam)
   model, batch = TinyMLP(), make_batch(14)
@@ -583,7 +594,7 @@ def test_a_new_method_is_one_function_and_one_table_line(monkeypatch):
   got, _ = run_steps(model, config, state, [batch])
   # SAM at rho = 0.3 * 0.5 on each device's half.
   variant = lambda grad_fn, params: methods.sam_gradient(
-      methods.objective(grad_fn), params, 0.15
+      interface.objective(grad_fn), params, 0.15
   ).grads
   expected = manual_group_update(model, config, state, tx, batch, 4, variant)
   np.testing.assert_allclose(

@@ -1,0 +1,456 @@
+"""Methods that change where SAM perturbs, behind the `Method` interface.
+
+SAM evaluates its update gradient at w + rho g / ||g||. These methods move
+that point, or find it from what earlier steps computed (passes a step):
+`gsam` (2: a learning-rate-tied rho and an ascent along the surrogate gap),
+`msam` (1: against a momentum buffer), `fsam` (2: along g minus an EMA of
+past gradients), `samon` (2: the normalisation layers only), `sampa` (2 in
+one `jax.vmap`: from the previous step's auxiliary gradient), `rwp` (1: a
+filter-wise Gaussian point).
+
+State (where a method keeps one) is float32 pytrees shaped like params; the
+step averages it over replicas. `objective.sync` is applied to ascent
+directions only; nothing here communicates across devices.
+"""
+
+import re
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sam import perturbation as ball
+from sam.interface import Gradient
+from sam.interface import Method
+from sam.interface import Objective
+from sam.interface import no_state
+from sam.interface import pass_metrics
+from sam.interface import perturbed_pass
+
+PyTree = Any
+Schedule = Callable[[Any], Any]
+
+
+def _vdot(a: PyTree, b: PyTree) -> jax.Array:
+  return sum(
+      jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
+
+
+def _zeros(params: PyTree) -> PyTree:
+  return jax.tree.map(lambda w: jnp.zeros(w.shape, jnp.float32), params)
+
+
+def _step(objective: Objective, method: str) -> jax.Array:
+  if objective.step is None:
+    raise ValueError(
+        f'{method} follows the learning rate: needs objective.step'
+    )
+  return objective.step
+
+
+# GSAM.
+
+
+def gsam_gradient(
+    objective: Objective, params: PyTree, rho: jax.Array, alpha: float
+) -> Gradient:
+  """GSAM's update direction (Algorithm 1 of Zhuang et al., 2022).
+
+  With g = grad L(w), eps = rho g / ||g|| and g_p = grad L(w + eps), g splits
+  into its part along g_p and g_orth = g - (g . g_p / ||g_p||^2) g_p; the
+  update g_p - alpha g_orth descends the perturbed loss and ascends along
+  g_orth, which lowers the surrogate gap L(w + eps) - L(w) without changing
+  the perturbed loss to first order.
+
+  Args:
+    objective: the loss on the replica's examples.
+    params: the weights w.
+    rho: this step's radius rho_t (see `gsam`).
+    alpha: the weight of the orthogonal ascent; 0 gives SAM.
+
+  Returns:
+    The Gradient, with the loss and aux of the pass at w and extras with the
+    perturbed pass's loss and error.
+  """
+  (loss, aux), g = objective.grad(params, ascent=True)
+  eps = ball.l2_perturbation(objective.sync(g), rho)
+  (_, perturbed), g_p = objective.grad(ball.perturb(params, eps))
+  # Per replica, as the official code: its g_gsam is averaged afterwards.
+  squared = _vdot(g_p, g_p)
+  coefficient = jnp.where(
+      squared > 0, _vdot(g, g_p) / jnp.where(squared > 0, squared, 1.0), 0.0
+  )
+  grads = jax.tree.map(
+      lambda gp, gc: (gp - alpha * (gc - coefficient * gp)).astype(gp.dtype),
+      g_p,
+      g,
+  )
+  return Gradient(grads, loss, aux, extras=perturbed_pass(perturbed))
+
+
+def _gsam_metrics(grads, extras):
+  return {'gsam_rho': extras['gsam_rho'], **pass_metrics(grads, extras)}
+
+
+def gsam(
+    rho: float,
+    # big_vision configs/proj/gsam/vit_i1k_gsam_no_aug.py (the official
+    # code): rho_max = 0.6, rho_min = 0.1, alpha = 0.6 for ViT. rho_min here
+    # is 0.01 (our choice) so that it stays below SAM's CIFAR rho of 0.05.
+    gsam_rho_min: float = 0.01,
+    gsam_alpha: float = 0.6,
+    *,
+    learning_rate: Schedule,
+    num_steps: int,
+) -> Method:
+  """GSAM: rho_t = rho_min + (rho - rho_min) (lr_t - lr_min) / (lr_max -
+  lr_min), lr_max and lr_min over steps 0..num_steps (rho_t = rho when they
+  are equal); rho = rho_min and alpha = 0 give SAM. Logs gsam_rho."""
+  if gsam_rho_min > rho:
+    raise ValueError(
+        f"gsam_rho_min = {gsam_rho_min} > rho = {rho}: rho is GSAM's rho_max "
+        '(the official ViT config pairs rho_min = 0.1 with rho_max = 0.6)'
+    )
+  # Once, outside the step: the schedule's range over the whole run.
+  rates = np.asarray(jax.vmap(learning_rate)(jnp.arange(num_steps + 1)))
+  lr_max, lr_min = float(rates.max()), float(rates.min())
+
+  def gradient(objective, params, state):
+    del state
+    if lr_max == lr_min:
+      rho_t = jnp.asarray(rho, jnp.float32)
+    else:
+      lr = learning_rate(_step(objective, 'gsam'))
+      rho_t = gsam_rho_min + (rho - gsam_rho_min) * (lr - lr_min) / (
+          lr_max - lr_min
+      )
+    result = gsam_gradient(objective, params, rho_t, gsam_alpha)
+    return result._replace(extras={**result.extras, 'gsam_rho': rho_t})
+
+  return Method(no_state, gradient, _gsam_metrics)
+
+
+# Momentum-SAM.
+
+
+def msam_gradient(
+    objective: Objective,
+    params: PyTree,
+    velocity: PyTree,
+    rho: float,
+    momentum: float,
+) -> Gradient:
+  """Momentum-SAM: the one gradient of the step, at w - rho v / ||v||.
+
+  v accumulates past gradients (v <- mu v + g, as SGD's momentum buffer), so
+  -v points where the optimizer is heading: the perturbation costs no pass
+  (a Nesterov-like look-ahead, scaled to norm rho). v = 0 gives eps = 0, so
+  the first step is plain SGD.
+
+  Args:
+    objective: the loss on the replica's examples.
+    params: the weights w.
+    velocity: v, the momentum buffer of the previous steps' gradients.
+    rho: the radius; MSAM's is much larger than SAM's (3 in the paper's
+      code, against 0.2 for SAM there).
+    momentum: mu of v <- mu v + g.
+
+  Returns:
+    The Gradient: grad L(w - rho v / ||v||), with that pass's loss and aux
+    (there is no pass at w), and the updated v as state.
+  """
+  eps = jax.tree.map(
+      jnp.negative, ball.l2_perturbation(objective.sync(velocity), rho)
+  )
+  (loss, aux), grads = objective.grad(ball.perturb(params, eps))
+  velocity = jax.tree.map(
+      lambda v, g: momentum * v + g.astype(jnp.float32), velocity, grads
+  )
+  return Gradient(grads, loss, aux, state=velocity)
+
+
+def msam(
+    rho: float,
+    # MarlonBecker/MSAM optimizer/msam.py and every configs/*.ini: 0.9.
+    msam_momentum: float = 0.9,
+) -> Method:
+  """Momentum-SAM (Becker, Altrock & Conrad, 2023): 1 pass a step.
+
+  The paper's rho is 3 for every setting (the official README runs MSAM with
+  --rho 3 and SAM with --rho 0.2), far above SAM's 0.05: pass it explicitly.
+  The reported loss is the perturbed pass's.
+  """
+  return Method(
+      _zeros,
+      lambda objective, params, state: msam_gradient(
+          objective, params, state, rho, msam_momentum
+      ),
+  )
+
+
+# Friendly SAM.
+
+
+def fsam_gradient(
+    objective: Objective,
+    params: PyTree,
+    average: PyTree,
+    rho: float,
+    sigma: float,
+    decay: float,
+) -> Gradient:
+  """F-SAM: SAM perturbing along the batch's gradient noise.
+
+  m <- lambda m + (1 - lambda) g estimates the full-batch gradient; the
+  perturbation follows d = g - sigma m, eps = rho d / ||d||: the full-gradient
+  part of g raises the sharpness of the whole data set rather than of the
+  batch the update sees, and hurts generalization (the paper, Section 3).
+
+  Args:
+    objective: the loss on the replica's examples.
+    params: the weights w.
+    average: m, the EMA of the previous steps' gradients at w.
+    rho: the radius.
+    sigma: the weight of m in d (the paper's sigma).
+    decay: the EMA's lambda.
+
+  Returns:
+    The Gradient, with the loss and aux of the pass at w and the new m.
+  """
+  (loss, aux), g = objective.grad(params, ascent=True)
+  average = jax.tree.map(
+      lambda m, x: decay * m + (1 - decay) * x.astype(jnp.float32), average, g
+  )
+  direction = jax.tree.map(
+      lambda x, m: (x - sigma * m).astype(x.dtype), g, average
+  )
+  eps = ball.l2_perturbation(objective.sync(direction), rho)
+  (_, perturbed), grads = objective.grad(ball.perturb(params, eps))
+  return Gradient(
+      grads, loss, aux, state=average, extras=perturbed_pass(perturbed)
+  )
+
+
+def fsam(
+    rho: float,
+    # nblt/F-SAM run.sh (the official sample run): sigma = 1, lmbda = 0.95.
+    fsam_sigma: float = 1.0,
+    fsam_lambda: float = 0.95,
+) -> Method:
+  """Friendly SAM (Li et al., CVPR 2024); m starts at 0 (see fsam_gradient).
+
+  fsam_sigma weighs m in the direction and fsam_lambda is the EMA's decay, as
+  in the paper (m_t = lambda m_{t-1} + (1 - lambda) g_t, d_t = g_t - sigma
+  m_t) and its code (sigma, lmbda).
+  """
+  return Method(
+      _zeros,
+      lambda objective, params, state: fsam_gradient(
+          objective, params, state, rho, fsam_sigma, fsam_lambda
+      ),
+      pass_metrics,
+  )
+
+
+# SAM-ON.
+
+_NORM_TOKENS = frozenset({'bn', 'ln', 'gn'})
+
+
+def _is_norm_parameter(path) -> bool:
+  """A scale or bias of a normalisation layer, by name: flax's
+  BatchNorm_0 / LayerNorm_0 / GroupNorm_0 and the models' bn, bn1, init_bn,
+  shortcut_bn, stem_bn, ... (a head's or a squeeze-excite bias is not)."""
+  names = [str(getattr(k, 'key', getattr(k, 'name', k))) for k in path]
+  if len(names) < 2 or names[-1] not in ('scale', 'bias'):
+    return False
+  module = names[-2].lower()
+  tokens = set(re.split(r'[_\d]+', module))
+  return 'norm' in module or bool(tokens & _NORM_TOKENS)
+
+
+def samon_gradient(
+    objective: Objective, params: PyTree, rho: float
+) -> Gradient:
+  """SAM-ON: SAM's perturbation on the normalisation parameters only.
+
+  eps = rho g_N / ||g_N|| on the normalisation layers' scales and biases
+  (g_N: their part of g) and 0 elsewhere; the radius is spent on those few
+  leaves alone, which the paper finds is where SAM's benefit comes from.
+
+  Args:
+    objective: the loss on the replica's examples.
+    params: the weights w.
+    rho: the radius, over the normalisation leaves.
+
+  Returns:
+    The Gradient, with the loss and aux of the pass at w.
+
+  Raises:
+    ValueError: when params has no normalisation parameters.
+  """
+  mask = jax.tree_util.tree_map_with_path(
+      lambda path, _: _is_norm_parameter(path), params
+  )
+  if not any(jax.tree.leaves(mask)):
+    raise ValueError(
+        'samon perturbs normalisation parameters only, and params has none '
+        "(no 'scale' or 'bias' under a *norm* or *bn* module)"
+    )
+  (loss, aux), g = objective.grad(params, ascent=True)
+  masked = jax.tree.map(
+      lambda keep, x: x if keep else jnp.zeros_like(x),
+      mask,
+      objective.sync(g),
+  )
+  eps = ball.l2_perturbation(masked, rho)
+  (_, perturbed), grads = objective.grad(ball.perturb(params, eps))
+  return Gradient(grads, loss, aux, extras=perturbed_pass(perturbed))
+
+
+def samon(rho: float) -> Method:
+  """SAM-ON (Mueller et al., NeurIPS 2023): SAM on the normalisation layers.
+
+  Only the normalisation leaves share rho, so its best value is larger than
+  full SAM's; tune it.
+  """
+  return Method(
+      no_state,
+      lambda objective, params, state: samon_gradient(objective, params, rho),
+      pass_metrics,
+  )
+
+
+# SAMPa.
+
+
+def sampa_gradient(
+    objective: Objective,
+    params: PyTree,
+    auxiliary: PyTree,
+    rho: float,
+    weight: float,
+    learning_rate: jax.Array,
+) -> Gradient:
+  """SAMPa's step (Xie et al., 2024, equation 3 / the README's recursion).
+
+  With x_t = w and g_y = grad f(y_t) from the previous step:
+    x~_t = x_t + rho g_y / ||g_y||,   y_{t+1} = x_t - eta_t g_y,
+    update = (1 - lambda) grad f(x~_t) + lambda grad f(y_{t+1}).
+  Neither point needs the other's gradient, so both run in one `jax.vmap`
+  over the two parameter sets; grad f(y_{t+1}) is the next step's g_y.
+  g_y = 0 at the start (as the official code) makes step 0 plain SGD.
+
+  Args:
+    objective: the loss on the replica's examples.
+    params: the weights x_t.
+    auxiliary: g_y = grad f(y_t), the state.
+    rho: the radius.
+    weight: lambda, the weight of grad f(y_{t+1}) in the update.
+    learning_rate: eta_t.
+
+  Returns:
+    The Gradient, with the loss and aux of the pass at y_{t+1} (the point
+    nearest w: y_1 = w), extras with the x~ pass's loss and error, and
+    grad f(y_{t+1}) as state.
+  """
+  eps = ball.l2_perturbation(objective.sync(auxiliary), rho)
+  perturbed = ball.perturb(params, eps)
+  descended = jax.tree.map(
+      lambda w, g: (w - learning_rate * g).astype(w.dtype), params, auxiliary
+  )
+  stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), perturbed, descended)
+  (losses, auxes), grads = jax.vmap(objective.grad)(stacked)
+  pick = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
+  update = jax.tree.map(
+      lambda a, b: ((1 - weight) * a + weight * b).astype(a.dtype),
+      pick(grads, 0),
+      pick(grads, 1),
+  )
+  return Gradient(
+      update,
+      losses[1],
+      pick(auxes, 1),
+      state=jax.tree.map(lambda x: x.astype(jnp.float32), pick(grads, 1)),
+      extras=perturbed_pass(pick(auxes, 0)),
+  )
+
+
+def sampa(
+    rho: float,
+    # LIONS-EPFL/SAMPa train.py: --og (lambda) defaults to 0.2.
+    sampa_lambda: float = 0.2,
+    *,
+    learning_rate: Schedule,
+) -> Method:
+  """SAMPa (Xie et al., NeurIPS 2024): two gradients a step, in parallel."""
+
+  def gradient(objective, params, state):
+    lr = learning_rate(_step(objective, 'sampa'))
+    return sampa_gradient(objective, params, state, rho, sampa_lambda, lr)
+
+  return Method(_zeros, gradient, pass_metrics)
+
+
+# Random weight perturbation.
+
+
+def _filter_scale(w: jax.Array) -> jax.Array:
+  """||w_filter|| per output filter (the last axis: flax's HWIO and IO
+  kernels), broadcastable to w; a 1-D or scalar leaf is one filter, ||w||."""
+  w = w.astype(jnp.float32)
+  if w.ndim < 2:
+    return jnp.linalg.norm(w.ravel())
+  return jnp.sqrt(jnp.sum(jnp.square(w), axis=tuple(range(w.ndim - 1))))
+
+
+def rwp_gradient(
+    objective: Objective, params: PyTree, sigma: float
+) -> Gradient:
+  """The gradient at w + eps, eps ~ N(0, (sigma ||w_filter||)^2) filter-wise.
+
+  The noise of a filter scales with its norm, so that it is the same relative
+  size in every layer whatever the layer's scale (BatchNorm makes a filter's
+  scale arbitrary). 1-D leaves (biases, normalisation scales) take the
+  leaf's whole norm, as the official RWP code does for them.
+
+  Args:
+    objective: the loss on the replica's examples; `objective.key` draws eps
+      (the same key gives the same eps).
+    params: the weights w.
+    sigma: the noise's std relative to the filter norm.
+
+  Returns:
+    The Gradient: the one pass's, at w + eps (its loss and aux too).
+  """
+  if objective.key is None:
+    raise ValueError(
+        'rwp draws its perturbation from objective.key: none given'
+    )
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(objective.key, len(leaves))
+  eps = [
+      (sigma * _filter_scale(w) * jax.random.normal(k, w.shape)).astype(w.dtype)
+      for k, w in zip(keys, leaves)
+  ]
+  (loss, aux), grads = objective.grad(
+      ball.perturb(params, jax.tree.unflatten(treedef, eps))
+  )
+  return Gradient(grads, loss, aux)
+
+
+def rwp(
+    # Li et al.'s RWP code (rwp_first_step, std=0.01; the RWP class's
+    # gamma=0.01).
+    rwp_sigma: float = 0.01,
+) -> Method:
+  """Random weight perturbation: 1 pass at a filter-wise Gaussian w + eps."""
+  return Method(
+      no_state,
+      lambda objective, params, state: rwp_gradient(
+          objective, params, rwp_sigma
+      ),
+  )

@@ -1,0 +1,419 @@
+"""sam/directions.py against closed forms and independent recursions on
+quadratics, and SAM-ON / RWP on small models."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import models
+from sam import directions
+from sam import interface
+from sam import methods
+
+RHO = 0.3
+
+
+def ravel(tree):
+  return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+def quadratic(seed=0):
+  """(A, b, grad_fn) of L(w) = 0.5 w^T A w + b^T w on {'x': w[:2], 'y': w[2:]}."""
+  rng = np.random.default_rng(seed)
+  m = rng.normal(size=(4, 4))
+  a, b = m @ m.T + np.eye(4), rng.normal(size=4)
+
+  def loss(params):
+    w = jnp.concatenate([params['x'], params['y']])
+    return 0.5 * w @ jnp.array(a) @ w + jnp.array(b) @ w, None
+
+  return a, b, jax.value_and_grad(loss, has_aux=True)
+
+
+def tree(w):
+  return {
+      'x': jnp.array(w[:2], jnp.float32),
+      'y': jnp.array(w[2:], jnp.float32),
+  }
+
+
+def unit(v):
+  norm = np.linalg.norm(v)
+  return v / norm if norm > 0 else 0 * v
+
+
+def recording(grad_fn):
+  """grad_fn, and the list of the params it is called with."""
+  calls = []
+
+  def fn(params):
+    calls.append(params)
+    return grad_fn(params)
+
+  return fn, calls
+
+
+def constant(lr=0.1):
+  return optax.constant_schedule(lr)
+
+
+# GSAM.
+
+
+def test_gsam_reduces_to_sam():
+  _, _, grad_fn = quadratic(1)
+  params = tree(np.random.default_rng(1).normal(size=4))
+  method = directions.gsam(
+      RHO,
+      gsam_rho_min=RHO,
+      gsam_alpha=0.0,
+      learning_rate=optax.cosine_decay_schedule(0.1, 100),
+      num_steps=100,
+  )
+  objective = interface.objective(grad_fn, step=jnp.array(37))
+  result = method.gradient(objective, params, method.init(params))
+  expected = methods.sam_gradient(objective, params, RHO)
+  np.testing.assert_allclose(ravel(result.grads), ravel(expected.grads))
+  assert method.init(params) == ()
+
+
+@pytest.mark.parametrize('alpha', [0.3, 1.0])
+def test_gsam_quadratic_closed_form(alpha):
+  a, b, grad_fn = quadratic(2)
+  w = np.random.default_rng(2).normal(size=4)
+  g = a @ w + b
+  g_p = a @ (w + RHO * unit(g)) + b
+  g_orth = g - (g @ g_p) / (g_p @ g_p) * g_p
+  method = directions.gsam(
+      RHO, gsam_alpha=alpha, learning_rate=constant(), num_steps=10
+  )
+  result = method.gradient(
+      interface.objective(grad_fn, step=jnp.array(3)), tree(w), ()
+  )
+  np.testing.assert_allclose(
+      ravel(result.grads), g_p - alpha * g_orth, rtol=1e-5, atol=1e-6
+  )
+  assert abs(g_orth @ g_p) < 1e-6 * np.linalg.norm(g) * np.linalg.norm(g_p)
+  assert float(result.extras['gsam_rho']) == pytest.approx(RHO)  # lr constant
+
+
+def test_gsam_rho_follows_a_linear_decay():
+  _, _, grad_fn = quadratic(3)
+  params = tree(np.random.default_rng(3).normal(size=4))
+  num_steps, rho_min = 10, 0.1
+  method = directions.gsam(
+      0.5,
+      gsam_rho_min=rho_min,
+      gsam_alpha=0.0,
+      learning_rate=optax.linear_schedule(1.0, 0.0, num_steps),
+      num_steps=num_steps,
+  )
+  for step in (0, 4, 10):
+    objective = interface.objective(grad_fn, step=jnp.array(step))
+    result = method.gradient(objective, params, ())
+    rho_t = rho_min + (0.5 - rho_min) * (1 - step / num_steps)
+    assert float(result.extras['gsam_rho']) == pytest.approx(rho_t, rel=1e-6)
+    np.testing.assert_allclose(
+        ravel(result.grads),
+        ravel(methods.sam_gradient(objective, params, rho_t).grads),
+        rtol=1e-6,
+    )
+    assert method.metrics(result.grads, result.extras)['gsam_rho'] == (
+        result.extras['gsam_rho']
+    )
+
+
+def test_gsam_rho_zero_is_the_plain_gradient_and_rho_min_is_checked():
+  _, _, grad_fn = quadratic(4)
+  params = tree(np.ones(4))
+  method = directions.gsam(
+      0.0, gsam_rho_min=0.0, learning_rate=constant(), num_steps=5
+  )
+  result = method.gradient(interface.objective(grad_fn, step=0), params, ())
+  np.testing.assert_array_equal(ravel(result.grads), ravel(grad_fn(params)[1]))
+  with pytest.raises(ValueError, match='gsam_rho_min = 0.1 > rho = 0.05'):
+    directions.gsam(
+        0.05, gsam_rho_min=0.1, learning_rate=constant(), num_steps=5
+    )
+
+
+# Momentum-SAM.
+
+
+def test_msam_three_steps_closed_form():
+  a, b, grad_fn = quadratic(5)
+  rho, mu = 2.0, 0.9
+  points = np.random.default_rng(5).normal(size=(3, 4))
+  method = directions.msam(rho, msam_momentum=mu)
+  state = method.init(tree(points[0]))
+  for leaf in jax.tree.leaves(state):
+    assert leaf.shape == (2,) and leaf.dtype == jnp.float32
+    np.testing.assert_array_equal(leaf, 0.0)
+  v = np.zeros(4)
+  for t, w in enumerate(points):
+    perturbed = w - rho * unit(v)
+    g = a @ perturbed + b
+    result = method.gradient(interface.objective(grad_fn), tree(w), state)
+    np.testing.assert_allclose(ravel(result.grads), g, rtol=1e-5, atol=1e-6)
+    loss = 0.5 * perturbed @ a @ perturbed + b @ perturbed
+    np.testing.assert_allclose(result.loss, loss, rtol=1e-5)
+    if t == 0:  # v = 0: plain SGD.
+      np.testing.assert_allclose(
+          ravel(result.grads), a @ w + b, rtol=1e-5, atol=1e-6
+      )
+    v = mu * v + g
+    state = result.state
+    np.testing.assert_allclose(ravel(state), v, rtol=1e-5, atol=1e-6)
+
+
+def test_msam_rho_zero_is_the_plain_gradient():
+  _, _, grad_fn = quadratic(6)
+  params = tree(np.arange(4.0))
+  state = tree(np.ones(4))
+  result = directions.msam(0.0).gradient(
+      interface.objective(grad_fn), params, state
+  )
+  np.testing.assert_array_equal(ravel(result.grads), ravel(grad_fn(params)[1]))
+
+
+# Friendly SAM.
+
+
+def test_fsam_two_steps_closed_form():
+  a, b, grad_fn = quadratic(7)
+  sigma, decay = 0.8, 0.6
+  points = np.random.default_rng(7).normal(size=(2, 4))
+  method = directions.fsam(RHO, fsam_sigma=sigma, fsam_lambda=decay)
+  state = method.init(tree(points[0]))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state))
+  np.testing.assert_array_equal(ravel(state), 0.0)
+  m = np.zeros(4)
+  for w in points:
+    g = a @ w + b
+    m = decay * m + (1 - decay) * g
+    expected = a @ (w + RHO * unit(g - sigma * m)) + b
+    result = method.gradient(interface.objective(grad_fn), tree(w), state)
+    np.testing.assert_allclose(ravel(result.grads), expected, rtol=1e-5)
+    np.testing.assert_allclose(result.loss, 0.5 * w @ a @ w + b @ w, rtol=1e-5)
+    state = result.state
+    np.testing.assert_allclose(ravel(state), m, rtol=1e-5, atol=1e-6)
+  # The second step's direction is not g's: the EMA moved it.
+  assert np.max(np.abs(expected - (a @ (w + RHO * unit(g)) + b))) > 1e-4
+
+
+def test_fsam_rho_zero_is_the_plain_gradient():
+  _, _, grad_fn = quadratic(8)
+  params = tree(np.arange(4.0))
+  result = directions.fsam(0.0).gradient(
+      interface.objective(grad_fn), params, tree(np.ones(4))
+  )
+  np.testing.assert_array_equal(ravel(result.grads), ravel(grad_fn(params)[1]))
+
+
+# SAM-ON.
+
+
+class TwoLayer(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.BatchNorm(use_running_average=False)(nn.Dense(5)(x)))
+    return nn.Dense(3)(nn.LayerNorm()(x))
+
+
+def two_layer_problem():
+  model = TwoLayer()
+  x = jax.random.normal(jax.random.key(0), (8, 4))
+  variables = model.init(jax.random.key(1), x)
+
+  def loss(params):
+    out, _ = model.apply(
+        {'params': params, 'batch_stats': variables['batch_stats']},
+        x,
+        mutable=['batch_stats'],
+    )
+    return jnp.mean(jnp.sin(out) ** 2), None
+
+  return variables['params'], jax.value_and_grad(loss, has_aux=True)
+
+
+def is_norm(path):
+  return 'Norm' in jax.tree_util.keystr(path)
+
+
+def test_samon_perturbs_only_the_normalisation_layers():
+  params, grad_fn = two_layer_problem()
+  fn, calls = recording(grad_fn)
+  result = directions.samon(RHO).gradient(interface.objective(fn), params, ())
+  assert len(calls) == 2
+  eps = jax.tree.map(jnp.subtract, calls[1], params)
+  _, g = grad_fn(params)
+  flat_g = jax.tree_util.tree_flatten_with_path(g)[0]
+  norm_g = np.sqrt(sum(np.sum(x**2) for p, x in flat_g if is_norm(p)))
+  kinds = set()
+  for (path, e), (_, x) in zip(
+      jax.tree_util.tree_flatten_with_path(eps)[0], flat_g
+  ):
+    kinds.add(is_norm(path))
+    if is_norm(path):
+      np.testing.assert_allclose(e, RHO * x / norm_g, rtol=1e-4, atol=1e-7)
+    else:
+      np.testing.assert_array_equal(e, 0.0)
+  assert kinds == {True, False}
+  np.testing.assert_allclose(
+      ravel(result.grads), ravel(grad_fn(calls[1])[1]), rtol=1e-6
+  )
+
+
+def test_samon_mask_on_wrn_mini():
+  model = models.create_model('wrn_mini', 10)
+  shapes = jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False
+      )
+  )['params']
+  params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes)
+  fn, calls = recording(
+      jax.value_and_grad(
+          lambda p: (sum(jnp.sum(x**2) for x in jax.tree.leaves(p)), None),
+          has_aux=True,
+      )
+  )
+  directions.samon(RHO).gradient(interface.objective(fn), params, ())
+  eps = jax.tree.map(jnp.subtract, calls[1], params)
+  flat = jax.tree_util.tree_flatten_with_path(eps)[0]
+  norm_leaves = [e for p, e in flat if 'BatchNorm' in jax.tree_util.keystr(p)]
+  assert norm_leaves and len(norm_leaves) < len(flat)
+  for path, e in flat:
+    if 'BatchNorm' not in jax.tree_util.keystr(path):
+      np.testing.assert_array_equal(e, 0.0)  # conv kernels and the head.
+  # g = 2w = 2 on every norm leaf: eps is uniform there with norm rho.
+  np.testing.assert_allclose(
+      ravel(norm_leaves),
+      RHO / np.sqrt(sum(e.size for e in norm_leaves)),
+      rtol=1e-5,
+  )
+
+
+def test_samon_rejects_trees_without_normalisation_and_rho_zero():
+  _, _, grad_fn = quadratic(9)
+  with pytest.raises(ValueError, match='normalisation parameters only'):
+    directions.samon(RHO).gradient(
+        interface.objective(grad_fn), tree(np.ones(4)), ()
+    )
+  params, grad_fn = two_layer_problem()
+  result = directions.samon(0.0).gradient(
+      interface.objective(grad_fn), params, ()
+  )
+  np.testing.assert_array_equal(ravel(result.grads), ravel(grad_fn(params)[1]))
+
+
+# SAMPa.
+
+
+def test_sampa_matches_a_sequential_recursion_over_three_steps():
+  a, b, grad_fn = quadratic(10)
+  rho, weight = 0.4, 0.3
+  schedule = optax.linear_schedule(0.2, 0.05, 3)
+  grad = lambda v: a @ v + b
+  points = np.random.default_rng(10).normal(size=(3, 4))
+  method = directions.sampa(rho, sampa_lambda=weight, learning_rate=schedule)
+  state = method.init(tree(points[0]))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state))
+  np.testing.assert_array_equal(ravel(state), 0.0)
+  g_y = np.zeros(4)
+  for t, x in enumerate(points):
+    lr = float(schedule(t))
+    x_tilde = x + rho * unit(g_y)
+    y = x - lr * g_y
+    expected = (1 - weight) * grad(x_tilde) + weight * grad(y)
+    g_y = grad(y)
+    fn, calls = recording(grad_fn)
+    result = method.gradient(
+        interface.objective(fn, step=jnp.array(t)), tree(x), state
+    )
+    assert len(calls) == 1  # One call, vmapped over the two points.
+    np.testing.assert_allclose(ravel(result.grads), expected, rtol=1e-5)
+    np.testing.assert_allclose(result.loss, 0.5 * y @ a @ y + b @ y, rtol=1e-5)
+    state = result.state
+    np.testing.assert_allclose(ravel(state), g_y, rtol=1e-5, atol=1e-6)
+    if t == 0:  # g_y = 0: both points are x_0, plain SGD.
+      np.testing.assert_allclose(ravel(result.grads), grad(x), rtol=1e-5)
+
+
+def test_sampa_under_jit_and_rho_zero_first_step():
+  _, _, grad_fn = quadratic(11)
+  params = tree(np.arange(4.0))
+  method = directions.sampa(0.0, learning_rate=constant())
+  step = jax.jit(
+      lambda p, s, t: method.gradient(
+          interface.objective(grad_fn, step=t), p, s
+      )
+  )
+  result = step(params, method.init(params), jnp.array(0))
+  np.testing.assert_allclose(
+      ravel(result.grads), ravel(grad_fn(params)[1]), rtol=1e-6
+  )
+
+
+# RWP.
+
+
+def test_rwp_same_key_same_eps_and_grads_at_the_point():
+  _, _, grad_fn = quadratic(12)
+  params = tree(np.random.default_rng(12).normal(size=4))
+  method = directions.rwp(rwp_sigma=0.1)
+  assert method.init(params) == ()
+  points = []
+  for key in (1, 1, 2):
+    fn, calls = recording(grad_fn)
+    result = method.gradient(
+        interface.objective(fn, key=jax.random.key(key)), params, ()
+    )
+    assert len(calls) == 1
+    np.testing.assert_allclose(
+        ravel(result.grads), ravel(grad_fn(calls[0])[1]), rtol=1e-6
+    )
+    points.append(ravel(calls[0]))
+  np.testing.assert_array_equal(points[0], points[1])
+  assert np.max(np.abs(points[0] - points[2])) > 1e-6
+  assert np.max(np.abs(points[0] - ravel(params))) > 1e-6
+  with pytest.raises(ValueError, match='objective.key'):
+    method.gradient(interface.objective(grad_fn), params, ())
+
+
+def test_rwp_noise_std_is_sigma_times_the_filter_norm():
+  rng = np.random.default_rng(13)
+  sigma = 0.05
+  kernel = rng.normal(size=(3, 3, 400, 4)) * np.array([0.1, 1.0, 3.0, 10.0])
+  bias = rng.normal(size=20000)
+  params = {'kernel': jnp.array(kernel, jnp.float32), 'bias': jnp.array(bias)}
+  fn, calls = recording(
+      jax.value_and_grad(
+          lambda p: (sum(jnp.sum(x) for x in jax.tree.leaves(p)), None),
+          has_aux=True,
+      )
+  )
+  directions.rwp(sigma).gradient(
+      interface.objective(fn, key=jax.random.key(0)), params, ()
+  )
+  eps = jax.tree.map(jnp.subtract, calls[0], params)
+  filter_norms = np.linalg.norm(kernel.reshape(-1, 4), axis=0)
+  np.testing.assert_allclose(
+      np.std(np.asarray(eps['kernel']).reshape(-1, 4), axis=0),
+      sigma * filter_norms,
+      rtol=0.05,
+  )
+  np.testing.assert_allclose(
+      np.std(eps['bias']), sigma * np.linalg.norm(bias), rtol=0.05
+  )
+  assert abs(np.mean(eps['bias'])) < 0.05 * sigma * np.linalg.norm(bias)
+  np.testing.assert_allclose(
+      directions.rwp(0.0)
+      .gradient(interface.objective(fn, key=jax.random.key(0)), params, ())
+      .grads['bias'],
+      1.0,
+  )

@@ -1,0 +1,441 @@
+"""Methods that cut SAM's cost by skipping or shrinking its second pass.
+
+SAM (Algorithm 1) takes two sequential gradients per step: g = grad L(w) and
+grad L(w + eps). The methods here keep its ascent eps = rho g / ||g|| but pay
+for less of the second pass:
+
+- `esam` (Du et al., ICLR 2022) perturbs a random fraction of the weights and
+  takes the second gradient on the examples whose loss rose most (two
+  gradients and one forward pass a step, the second gradient on a subset).
+- `looksam` (Liu et al., CVPR 2022) runs SAM every k steps and, in between,
+  reuses the component of SAM's gradient orthogonal to g.
+- `aesam` (Jiang et al., ICLR 2023) runs SAM when ||g||^2 is large against
+  its running mean and deviation, SGD otherwise.
+- `rst` (Zhao et al., 2022) runs SAM with probability p, SGD otherwise.
+
+A skipped pass is skipped in the compiled step too: the choice is a
+`jax.lax.cond`, whose branches return the same pytrees (`extras` of a step
+without a perturbed pass hold the pass at w). Nothing here communicates: the
+choices depend on `objective.step`, on the state, or on quantities passed
+through `objective.sync`, so replicas that share a perturbation share them.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from sam import perturbation as ball
+from sam.interface import Gradient
+from sam.interface import Method
+from sam.interface import Objective
+from sam.interface import no_state
+from sam.interface import pass_metrics
+from sam.interface import perturbed_pass
+
+PyTree = Any
+
+# RST's draws come from a key of their own, folded with the step alone: every
+# replica and host draws the same choice, and a resumed run repeats it.
+_RST_SEED = 20220611
+
+
+def _squared_norm(tree: PyTree) -> jax.Array:
+  return sum(
+      jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)
+  )
+
+
+def _vdot(a: PyTree, b: PyTree) -> jax.Array:
+  return sum(
+      jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
+
+
+def _safe_ratio(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
+  """numerator / denominator, and 0 where denominator = 0."""
+  nonzero = denominator > 0
+  return jnp.where(nonzero, numerator / jnp.where(nonzero, denominator, 1.0), 0)
+
+
+def _axpy(a: jax.Array, x: PyTree, y: PyTree) -> PyTree:
+  """a x + y, leaf by leaf, in y's dtypes."""
+  return jax.tree.map(lambda u, v: (a * u + v).astype(v.dtype), x, y)
+
+
+def _step(objective: Objective, name: str) -> jax.Array:
+  if objective.step is None:
+    raise ValueError(f'{name} acts on a schedule: it needs objective.step')
+  return jnp.asarray(objective.step)
+
+
+def _sam_pass(objective: Objective, params: PyTree, g: PyTree, rho: float):
+  """SAM's second pass from the first gradient g: (grads, extras)."""
+  eps = ball.perturbation(objective.sync(g), params, rho)
+  (_, perturbed), grads = objective.grad(ball.perturb(params, eps))
+  return grads, perturbed_pass(perturbed)
+
+
+def _with_sam_fraction(extras: dict, use_sam: jax.Array) -> dict:
+  return {**extras, 'sam_fraction': jnp.asarray(use_sam, jnp.float32)}
+
+
+def _fraction_metrics(grads: PyTree, extras: dict) -> dict:
+  """pass_metrics (on an SGD step: the loss and error at w) and the fraction
+  of steps that ran SAM's second pass."""
+  return {**pass_metrics(grads, extras), 'sam_fraction': extras['sam_fraction']}
+
+
+# ESAM.
+
+
+def swp_mask(key: jax.Array, params: PyTree, beta: float) -> PyTree:
+  """ESAM's Stochastic Weight Perturbation mask, like params: each element
+  is 1 with probability beta, else 0 (the same key, the same mask)."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(
+      treedef,
+      [
+          jax.random.bernoulli(k, beta, w.shape).astype(w.dtype)
+          for k, w in zip(keys, leaves)
+      ],
+  )
+
+
+def esam_gradient(
+    objective: Objective,
+    params: PyTree,
+    rho: float,
+    weight_fraction: float,
+    example_fraction: float,
+) -> Gradient:
+  """ESAM's gradient: SWP's sparse eps and SDS's second pass on a subset.
+
+  eps = (rho / beta) m * g / ||g||, m ~ Bernoulli(beta) per element as the
+  paper writes SWP, with the 1/beta of its code (`rho / grad_norm / beta`):
+  E[eps] is SAM's eps. (The official code draws m per tensor and skips
+  those tensors' gradients in the next first pass, so its ||g|| is the kept
+  tensors'; a jitted pass saves nothing by skipping, so ||g|| here is over
+  all weights.) The second gradient is grad L_{B+}(w + eps) over the
+  k = round(gamma n) examples B+ with the largest l_i(w + eps) - l_i(w)
+  (the official code keeps those above the int(gamma n)-th largest: one
+  fewer; exactly k here, a static shape).
+
+  Args:
+    objective: the loss on the replica's examples; its key draws the mask,
+      its `losses` and `subset` select the examples (when gamma < 1).
+    params: the weights w.
+    rho: radius of the neighbourhood.
+    weight_fraction: beta in (0, 1], the probability that a weight is
+      perturbed; 1 perturbs all of them, as SAM does.
+    example_fraction: gamma in (0, 1], the fraction of the examples in the
+      second pass; 1 keeps all of them (no forward pass to rank them).
+
+  Returns:
+    The Gradient, with the loss and aux of the pass at w, and extras the
+    loss and error at w + eps on the selected examples.
+  """
+  if not 0 < weight_fraction <= 1 or not 0 < example_fraction <= 1:
+    raise ValueError(
+        'esam_weight_fraction and esam_example_fraction must be in (0, 1],'
+        f' got {weight_fraction} and {example_fraction}'
+    )
+  (loss, aux), g = objective.grad(params, ascent=True)
+  eps = ball.l2_perturbation(objective.sync(g), rho / weight_fraction)
+  if weight_fraction < 1:
+    if objective.key is None:
+      raise ValueError('esam_weight_fraction < 1 needs objective.key')
+    mask = swp_mask(objective.key, params, weight_fraction)
+    eps = jax.tree.map(jnp.multiply, eps, mask)
+  perturbed_params = ball.perturb(params, eps)
+  before = aux[1]['loss']
+  n = before.shape[0]
+  k = max(1, min(n, round(example_fraction * n)))
+  if k == n:
+    (_, perturbed), grads = objective.grad(perturbed_params)
+    return Gradient(grads, loss, aux, extras=perturbed_pass(perturbed))
+  if objective.losses is None or objective.subset is None:
+    raise ValueError(
+        'esam needs per-example losses and subsets of the batch, which the'
+        ' step gives only without gradient accumulation: set'
+        ' optim.accumulation_steps = 1 (or esam_example_fraction = 1)'
+    )
+  # SDS ranks by each example's own loss increase: the examples are the
+  # replica's, so the ranking needs no sync.
+  sharpness = objective.losses(perturbed_params) - before
+  _, indices = jax.lax.top_k(jax.lax.stop_gradient(sharpness), k)
+  (_, perturbed), grads = objective.subset(indices).grad(perturbed_params)
+  return Gradient(grads, loss, aux, extras=perturbed_pass(perturbed))
+
+
+# LookSAM.
+
+
+def orthogonal_component(g_s: PyTree, g: PyTree) -> PyTree:
+  """g_v = g_s - (<g_s, g> / ||g||^2) g, the part of g_s orthogonal to g
+  (g_s itself when g = 0)."""
+  coefficient = _safe_ratio(_vdot(g_s, g), _squared_norm(g))
+  return _axpy(-coefficient, g, g_s)
+
+
+def looksam_gradient(
+    objective: Objective,
+    params: PyTree,
+    g_v: PyTree,
+    rho: float,
+    every: int,
+    alpha: float,
+) -> Gradient:
+  """LookSAM's gradient: SAM every k steps, else g + alpha ||g||/||g_v|| g_v.
+
+  On a SAM step (step % k == 0) it returns SAM's g_s and keeps
+  g_v = g_s - proj_g(g_s); in between, one pass and the kept g_v, rescaled
+  to ||g|| so that its share of the update follows the current gradient.
+
+  Args:
+    objective: the loss on the replica's examples; `step` sets the schedule.
+    params: the weights w.
+    g_v: the state, the orthogonal component kept at the last SAM step.
+    rho, every, alpha: the radius, the period k and the reused weight.
+
+  Returns:
+    The Gradient, with state the g_v to keep and extras {'sam_fraction'} and
+    the perturbed pass's loss and error (the pass at w's on reuse steps).
+  """
+  if every < 1:
+    raise ValueError(f'looksam_every must be >= 1, got {every}')
+  # The ascent pass, as in SAM: its gradient is eps's direction on SAM steps
+  # and the SGD part of the update on the others (the two coincide except in
+  # models with shake regularisers).
+  (loss, aux), g = objective.grad(params, ascent=True)
+  use_sam = _step(objective, 'looksam') % every == 0
+
+  def sam_step(_):
+    g_s, extras = _sam_pass(objective, params, g, rho)
+    kept = jax.tree.map(
+        lambda new, old: new.astype(old.dtype),
+        orthogonal_component(g_s, g),
+        g_v,
+    )
+    return g_s, kept, extras
+
+  def reuse_step(_):
+    scale = alpha * _safe_ratio(
+        jnp.sqrt(_squared_norm(g)), jnp.sqrt(_squared_norm(g_v))
+    )
+    return _axpy(scale, g_v, g), g_v, perturbed_pass(aux)
+
+  grads, g_v, extras = jax.lax.cond(use_sam, sam_step, reuse_step, None)
+  return Gradient(
+      grads, loss, aux, state=g_v, extras=_with_sam_fraction(extras, use_sam)
+  )
+
+
+# AE-SAM.
+
+
+def aesam_threshold_scale(
+    step: jax.Array, lambda_start: float, lambda_end: float, num_steps: int
+) -> jax.Array:
+  """c_t = lambda_start + (lambda_end - lambda_start) t / T, held at
+  lambda_end after T steps."""
+  progress = jnp.clip(jnp.asarray(step, jnp.float32) / max(num_steps, 1), 0, 1)
+  return lambda_start + (lambda_end - lambda_start) * progress
+
+
+def aesam_gradient(
+    objective: Objective,
+    params: PyTree,
+    state: dict[str, jax.Array],
+    rho: float,
+    ema: float,
+    lambda_start: float,
+    lambda_end: float,
+    num_steps: int,
+) -> Gradient:
+  """AE-SAM's gradient: SAM where ||g||^2 is high for its recent history.
+
+  With s = ||g_t||^2 (of the synced ascent direction, so that replicas that
+  share a perturbation decide alike), the EMAs are updated first,
+  mu_t = delta mu_{t-1} + (1 - delta) s and
+  sigma_t^2 = delta sigma_{t-1}^2 + (1 - delta) (s - mu_t)^2, and the step is
+  SAM when s >= mu_t + c_t sigma_t, SGD otherwise (Algorithm 1).
+
+  Args:
+    objective: the loss on the replica's examples; `step` sets c_t.
+    params: the weights w.
+    state: {'mean': mu_{t-1}, 'variance': sigma_{t-1}^2}, float32 scalars.
+    rho: radius of the neighbourhood.
+    ema: delta, the EMAs' coefficient.
+    lambda_start, lambda_end, num_steps: c_0, c_T and T.
+
+  Returns:
+    The Gradient, with state {mu_t, sigma_t^2} and extras {'sam_fraction'}
+    and the perturbed pass's loss and error (the pass at w's on SGD steps).
+  """
+  # One pass at w serves both branches: the ascent pass, as in SAM (its
+  # gradient is also the SGD step's, which differs only with shake models).
+  (loss, aux), g = objective.grad(params, ascent=True)
+  squared = _squared_norm(objective.sync(g))
+  mean = ema * state['mean'] + (1 - ema) * squared
+  variance = ema * state['variance'] + (1 - ema) * jnp.square(squared - mean)
+  scale = aesam_threshold_scale(
+      _step(objective, 'aesam'), lambda_start, lambda_end, num_steps
+  )
+  use_sam = squared >= mean + scale * jnp.sqrt(variance)
+  grads, extras = jax.lax.cond(
+      use_sam,
+      lambda _: _sam_pass(objective, params, g, rho),
+      lambda _: (g, perturbed_pass(aux)),
+      None,
+  )
+  return Gradient(
+      grads,
+      loss,
+      aux,
+      state={'mean': mean, 'variance': variance},
+      extras=_with_sam_fraction(extras, use_sam),
+  )
+
+
+# RST.
+
+
+def rst_uses_sam(step: jax.Array, probability: float) -> jax.Array:
+  """RST's Bernoulli trial of step `step`: a function of the step alone."""
+  key = jax.random.fold_in(jax.random.key(_RST_SEED), step)
+  return jax.random.bernoulli(key, probability)
+
+
+def rst_gradient(
+    objective: Objective, params: PyTree, rho: float, probability: float
+) -> Gradient:
+  """RST's gradient: SAM with probability p, SGD otherwise.
+
+  The choice needs no gradient, so each branch makes its own first pass: the
+  SGD step is the plain descent pass and the SAM step is SAM's.
+
+  Args:
+    objective: the loss on the replica's examples; `step` seeds the trial.
+    params: the weights w.
+    rho, probability: the radius and p, the probability of a SAM step.
+
+  Returns:
+    The Gradient, with extras {'sam_fraction'} and the perturbed pass's loss
+    and error (the pass at w's on SGD steps).
+  """
+  use_sam = rst_uses_sam(_step(objective, 'rst'), probability)
+
+  def sam_step(_):
+    (loss, aux), g = objective.grad(params, ascent=True)
+    grads, extras = _sam_pass(objective, params, g, rho)
+    return grads, loss, aux, extras
+
+  def sgd_step(_):
+    (loss, aux), grads = objective.grad(params)
+    return grads, loss, aux, perturbed_pass(aux)
+
+  grads, loss, aux, extras = jax.lax.cond(use_sam, sam_step, sgd_step, None)
+  return Gradient(grads, loss, aux, extras=_with_sam_fraction(extras, use_sam))
+
+
+# The constructors: each takes its own config.sam fields as keywords.
+
+
+def esam(
+    rho: float,
+    # Du et al. (2022), official run.sh (CIFAR-10/100): beta = 0.5 and
+    # gamma = 0.5 for wideresnet18 and pyramidnet; ResNet-18 beta = 0.6.
+    esam_weight_fraction: float = 0.5,
+    esam_example_fraction: float = 0.5,
+) -> Method:
+  """ESAM: SWP (perturb a fraction beta of the weights) and SDS (the second
+  pass on the fraction gamma of examples most sensitive to eps)."""
+
+  def gradient(objective, params, state):
+    del state
+    return esam_gradient(
+        objective, params, rho, esam_weight_fraction, esam_example_fraction
+    )
+
+  return Method(no_state, gradient, pass_metrics)
+
+
+def looksam(
+    rho: float,
+    # Liu et al. (2022): k = 5 (LookSAM-5 of their tables), alpha = 0.7.
+    looksam_every: int = 5,
+    looksam_alpha: float = 0.7,
+) -> Method:
+  """LookSAM: SAM every k steps; in between, g plus the kept orthogonal
+  component of SAM's gradient."""
+
+  def init(params):
+    return jax.tree.map(jnp.zeros_like, params)
+
+  def gradient(objective, params, state):
+    return looksam_gradient(
+        objective, params, state, rho, looksam_every, looksam_alpha
+    )
+
+  return Method(init, gradient, _fraction_metrics)
+
+
+def aesam(
+    rho: float,
+    # Jiang et al. (2023), CIFAR setting: delta = 0.9, c_t from lambda_1 =
+    # -1 to lambda_2 = 1 (for a normal ||g||^2, half the steps are SAM's).
+    aesam_ema: float = 0.9,
+    aesam_lambda_start: float = -1.0,
+    aesam_lambda_end: float = 1.0,
+    *,
+    num_steps: int,
+) -> Method:
+  """AE-SAM: SAM on steps whose squared gradient norm is high against its
+  EMA mean and deviation; logs sam_fraction."""
+
+  def init(params):
+    del params
+    # mu_{-1} = sigma_{-1}^2 = 0: the first step's EMAs are (1 - delta)
+    # fractions of its own ||g||^2, and it is a SAM step for c_0 <= 0.
+    return {
+        'mean': jnp.zeros((), jnp.float32),
+        'variance': jnp.zeros((), jnp.float32),
+    }
+
+  def gradient(objective, params, state):
+    return aesam_gradient(
+        objective,
+        params,
+        state,
+        rho,
+        aesam_ema,
+        aesam_lambda_start,
+        aesam_lambda_end,
+        num_steps,
+    )
+
+  return Method(init, gradient, _fraction_metrics)
+
+
+def rst(
+    rho: float,
+    # Zhao, Zhang & Hu (2022) schedule p over training (constant, linear,
+    # ...); the constant p = 0.5 saves half of SAM's extra cost. Only the
+    # constant schedule is implemented.
+    rst_probability: float = 0.5,
+) -> Method:
+  """RST: each step is SAM with probability p, else SGD; logs
+  sam_fraction."""
+  if not 0 <= rst_probability <= 1:
+    raise ValueError(
+        f'rst_probability must be in [0, 1], got {rst_probability}'
+    )
+
+  def gradient(objective, params, state):
+    del state
+    return rst_gradient(objective, params, rho, rst_probability)
+
+  return Method(no_state, gradient, _fraction_metrics)

@@ -1,0 +1,141 @@
+"""The interface every SAM-family method implements (sam/methods.py).
+
+A method is a `Method`: `init(params) -> state` and
+`gradient(objective, params, state) -> Gradient`, where the `Objective` is the
+training loss on one replica's examples. Nothing here communicates across
+devices: the step function decides which examples an objective covers and
+passes `Objective.sync` for methods whose ascent direction is shared.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+# (params) -> ((loss, aux), grads), as `jax.value_and_grad(f, has_aux=True)`.
+GradFn = Callable[[PyTree], tuple[tuple[jax.Array, Any], PyTree]]
+
+
+class Objective(NamedTuple):
+  """The training loss on one replica's examples, as a method may query it.
+
+  Attributes:
+    grad: (params, ascent=False) -> ((loss, aux), grads) on the replica's
+      examples, accumulated over its micro-batches; aux is (averaged,
+      per_example) outputs, per_example a dict with the examples' 'loss'
+      and 'error' (and 'logits'). `ascent=True` is an ascent pass: models with
+      shake regularisers backpropagate through the sampled coefficients
+      there. Every call sees the same examples and random key.
+    sync: grads -> grads shared by every replica that shares one
+      perturbation (the identity, or a mean over devices for
+      sam.sync_perturbation); applied to ascent directions only.
+    key: the replica's random key for the method's own draws.
+    step: the number of optimizer steps taken before this one (for methods
+      that act on a schedule: every k steps, a learning-rate-tied rho).
+    losses: params -> the replica's per-example losses [n] (a forward pass
+      in training mode, with the same key; no gradient), or None where the
+      step cannot give it (with gradient accumulation).
+    subset: indices [k] -> the Objective of those k of the replica's
+      examples (static k), or None where the step cannot give it.
+  """
+
+  grad: Callable[..., tuple[tuple[jax.Array, Any], PyTree]]
+  sync: Callable[[PyTree], PyTree]
+  key: jax.Array | None = None
+  step: jax.Array | None = None
+  losses: Callable[[PyTree], jax.Array] | None = None
+  subset: Callable[[jax.Array], 'Objective'] | None = None
+
+
+class Gradient(NamedTuple):
+  """What a method returns for one replica.
+
+  Attributes:
+    grads: the direction the optimizer applies (the step averages it over
+      replicas).
+    loss: the loss at w.
+    aux: aux of the pass at w; its BatchNorm statistics are the ones kept.
+    state: the method's state after this step (averaged over replicas).
+    extras: pytrees averaged over replicas for `Method.metrics`.
+  """
+
+  grads: PyTree
+  loss: jax.Array
+  aux: Any
+  state: PyTree = ()
+  extras: dict[str, PyTree] = {}
+
+
+def no_metrics(grads: PyTree, extras: dict[str, PyTree]) -> dict:
+  del grads, extras
+  return {}
+
+
+def perturbed_pass(aux: Any) -> dict[str, jax.Array]:
+  """The mean loss and error of a pass at w + eps (from its per-example
+  outputs, when it has them), for `pass_metrics`."""
+  per_example = aux[1] if isinstance(aux, tuple) and len(aux) == 2 else None
+  if not isinstance(per_example, dict) or 'loss' not in per_example:
+    return {}
+  return {
+      'perturbed_loss': jnp.mean(per_example['loss']),
+      'perturbed_error': jnp.mean(per_example['error']),
+  }
+
+
+def pass_metrics(grads: PyTree, extras: dict[str, PyTree]) -> dict:
+  """Train loss and error at w + eps: what the official code logs as the
+  train loss and error (Appendix C.4 reports them), beside the loss and
+  error at w that the step logs for every method."""
+  del grads
+  names = {
+      'perturbed_loss': 'train_loss_perturbed',
+      'perturbed_error': 'train_error_perturbed',
+  }
+  return {names[k]: v for k, v in extras.items() if k in names}
+
+
+def no_state(params: PyTree) -> PyTree:
+  del params
+  return ()
+
+
+class Method(NamedTuple):
+  """A member of the SAM family.
+
+  Attributes:
+    init: params -> the method's initial state (() when it keeps none).
+    gradient: (objective, params, state) -> Gradient.
+    metrics: (averaged grads, averaged extras) -> scalars to log.
+  """
+
+  init: Callable[[PyTree], PyTree]
+  gradient: Callable[[Objective, PyTree, PyTree], Gradient]
+  metrics: Callable[[PyTree, dict], dict[str, jax.Array]] = no_metrics
+
+
+def objective(
+    grad_fn: GradFn,
+    ascent_grad_fn: GradFn | None = None,
+    sync: Callable[[PyTree], PyTree] | None = None,
+    key: jax.Array | None = None,
+    step: jax.Array | int | None = None,
+) -> Objective:
+  """An Objective from plain gradient functions (tests, notebooks).
+
+  Args:
+    grad_fn: params -> ((loss, aux), grads).
+    ascent_grad_fn: the ascent pass, if it differs from grad_fn.
+    sync: the ascent directions' transform; identity if None.
+    key: the random key.
+    step: the optimizer steps taken before this one.
+
+  Returns:
+    An Objective.
+  """
+
+  def grad(params, ascent=False):
+    return (ascent_grad_fn if ascent and ascent_grad_fn else grad_fn)(params)
+
+  return Objective(grad, sync or (lambda g: g), key, step)
