@@ -20,6 +20,7 @@ the groups vmapped), sync, bf16, accum<N> (accumulation).
 """
 
 from concurrent import futures
+import json
 import math
 import os
 import re
@@ -28,6 +29,7 @@ import time
 
 from absl import app
 from absl import flags
+from etils import epath
 import jax
 import numpy as np
 import optax
@@ -195,6 +197,32 @@ def main(argv):
       built[name][1], per_step = time_steps(step, state, batch, f.steps)
       seconds[name].append(per_step)
     print_table(f.batch, f.steps, names, seconds, repeat + 1)
+    if f.output_json:  # After every round: an interrupted run keeps its own.
+      write_json(f.output_json, names, seconds)
+
+
+def write_json(path: str, names, seconds) -> None:
+  """Every variant's per-step seconds of each round, median and ratios."""
+  median = {name: statistics.median(seconds[name]) for name in names}
+  sgd, sam = median.get('sgd'), median.get('sam')
+  f = flags.FLAGS
+  record = {
+      'model': f.model,
+      'batch': f.batch,
+      'image_size': f.image_size,
+      'steps_per_round': f.steps,
+      'platform': jax.local_devices()[0].platform,
+      'variants': {
+          name: {
+              'seconds_per_step': seconds[name],
+              'median_s': median[name],
+              'x_sgd': median[name] / sgd if sgd else None,
+              'x_sam': median[name] / sam if sam else None,
+          }
+          for name in names
+      },
+  }
+  epath.Path(path).write_text(json.dumps(record, indent=2))
 
 
 def print_table(batch, steps, names, seconds, repeats_done):
@@ -224,4 +252,5 @@ if __name__ == '__main__':
   define_step_flags()
   flags.DEFINE_integer('devices', 1, 'Local devices to map over.')
   flags.DEFINE_integer('compile_threads', 3, 'Variants compiled at once.')
+  flags.DEFINE_string('output_json', '', 'Also write the medians here.')
   app.run(main)

@@ -7,6 +7,8 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from launch import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,6 +92,38 @@ def test_dry_run_rho_grid():
   assert len(commands) == 15 * 6 * 2 + 15 * 2 * 2
   assert sum('validation=true' in c for c in commands) == 180
   assert '# 30 SAM test runs wait for the rho chosen' in out
+
+
+def test_dry_run_of_the_sam_family_runs_each_method_at_its_rho():
+  commands, out = _dry_run(
+      '--config_file=configs/quickstart.py',
+      '--rows=noise=0.4',
+      '--seeds=2',
+      '--epochs_x=1',
+      '--methods=sam,looksam,msam:3',
+      '--runs_dir=/r',
+  )
+  assert out.strip().endswith('# 8 commands, 0 waiting for rho')
+  assert (
+      'python train.py --config=configs/quickstart.py:noise=0.4,opt=msam,'
+      'rho=3,seed=1 --workdir=/r/digits/quickstart_noise0.4/msam_rho3_test/'
+      'seed1' in commands
+  )
+  assert sum('opt=looksam,rho=0.05' in c for c in commands) == 2
+  assert sum('opt=sgd' in c for c in commands) == 2
+
+
+def test_unknown_methods_list_the_valid_ones():
+  with pytest.raises(
+      ValueError, match=r"unknown method 'adam'; valid: \['aesam'"
+  ):
+    sweep.parse_methods(['sam', 'adam'])
+  with pytest.raises(ValueError, match='rho must be a number'):
+    sweep.parse_methods(['sam:x'])
+  assert sweep.parse_methods(['sam', 'msam:3']) == [
+      ('sam', None),
+      ('msam', 3.0),
+  ]
 
 
 def test_runner_chooses_rho_skips_finished_and_resumes(tmp_path):

@@ -32,13 +32,6 @@ PyTree = Any
 Schedule = Callable[[Any], Any]
 
 
-def _vdot(a: PyTree, b: PyTree) -> jax.Array:
-  return sum(
-      jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
-      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
-  )
-
-
 def _zeros(params: PyTree) -> PyTree:
   return jax.tree.map(lambda w: jnp.zeros(w.shape, jnp.float32), params)
 
@@ -79,9 +72,11 @@ def gsam_gradient(
   eps = ball.l2_perturbation(objective.sync(g), rho)
   (_, perturbed), g_p = objective.grad(ball.perturb(params, eps))
   # Per replica, as the official code: its g_gsam is averaged afterwards.
-  squared = _vdot(g_p, g_p)
+  squared = ball.tree_vdot(g_p, g_p)
   coefficient = jnp.where(
-      squared > 0, _vdot(g, g_p) / jnp.where(squared > 0, squared, 1.0), 0.0
+      squared > 0,
+      ball.tree_vdot(g, g_p) / jnp.where(squared > 0, squared, 1.0),
+      0.0,
   )
   grads = jax.tree.map(
       lambda gp, gc: (gp - alpha * (gc - coefficient * gp)).astype(gp.dtype),

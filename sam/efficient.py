@@ -46,13 +46,6 @@ def _squared_norm(tree: PyTree) -> jax.Array:
   )
 
 
-def _vdot(a: PyTree, b: PyTree) -> jax.Array:
-  return sum(
-      jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
-      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
-  )
-
-
 def _safe_ratio(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
   """numerator / denominator, and 0 where denominator = 0."""
   nonzero = denominator > 0
@@ -176,7 +169,7 @@ def esam_gradient(
 def orthogonal_component(g_s: PyTree, g: PyTree) -> PyTree:
   """g_v = g_s - (<g_s, g> / ||g||^2) g, the part of g_s orthogonal to g
   (g_s itself when g = 0)."""
-  coefficient = _safe_ratio(_vdot(g_s, g), _squared_norm(g))
+  coefficient = _safe_ratio(ball.tree_vdot(g_s, g), _squared_norm(g))
   return _axpy(-coefficient, g, g_s)
 
 

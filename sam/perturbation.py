@@ -222,6 +222,21 @@ def perturb(params: PyTree, eps: PyTree) -> PyTree:
   return jax.tree.map(jnp.add, params, eps)
 
 
+def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
+  """<a, b> over all leaves, in float32.
+
+  Args:
+    a: a pytree.
+    b: a pytree of the same structure.
+
+  Returns:
+    A float32 scalar.
+  """
+  return sum(
+      jnp.vdot(x, y) for x, y in zip(_float32_leaves(a), _float32_leaves(b))
+  )
+
+
 def cosine_similarity(a: PyTree, b: PyTree) -> jax.Array:
   """<a, b> / (||a|| ||b||) over all leaves (0 if either is 0).
 
@@ -232,7 +247,4 @@ def cosine_similarity(a: PyTree, b: PyTree) -> jax.Array:
   Returns:
     A float32 scalar.
   """
-  dot = sum(
-      jnp.vdot(x, y) for x, y in zip(_float32_leaves(a), _float32_leaves(b))
-  )
-  return dot * _safe_inverse(global_norm(a) * global_norm(b))
+  return tree_vdot(a, b) * _safe_inverse(global_norm(a) * global_norm(b))

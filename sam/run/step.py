@@ -153,6 +153,9 @@ def _group_objective(
 ) -> interface.Objective:
   """The Objective of one group: its own keys, and the loss accumulated over
   `num_micro` micro-batches; only a lone group shares its ascent (`sync`)."""
+  same_group = functools.partial(
+      _group_objective, loss_fn, batch_stats, step_key, options, sync, step
+  )
   dropout_key, method_key = _group_keys(step_key, options, index)
   loss = functools.partial(
       _micro_batch_loss, loss_fn, batch_stats, dropout_key, num_micro
@@ -171,18 +174,7 @@ def _group_objective(
 
     def subset(indices):
       chosen = jax.tree.map(lambda x: x[indices], examples)
-      return _group_objective(
-          loss_fn,
-          batch_stats,
-          step_key,
-          options,
-          sync,
-          step,
-          chosen,
-          index,
-          num_groups,
-          1,
-      )
+      return same_group(chosen, index, num_groups, 1)
 
   return interface.Objective(
       grad,
