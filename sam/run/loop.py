@@ -268,8 +268,21 @@ class Loop:
         self.manager, step, state_lib.unreplicate(self.state), self.progress
     )
     # Records up to a checkpoint are kept (a gs:// workdir writes them now).
-    self.writer.flush()
+    self._flush_metrics()
     self.segment_started = time.time()
+
+  def _flush_metrics(self) -> None:
+    """Flushes the writers; a failure (a full disk) becomes one OSError line."""
+    try:
+      self.writer.flush()
+    except Exception as e:  # pylint: disable=broad-except
+      # TensorFlow's event writer raises its own types (ResourceExhausted).
+      detail = str(e).splitlines()[0] if str(e) else ''
+      raise OSError(
+          f'cannot write the metrics in {self.workdir} ({type(e).__name__}: '
+          f'{detail[:300]}); the latest complete checkpoint is step '
+          f'{self.manager.latest_step()}'
+      ) from e
 
   def _after_step(self, step: int, batch, preempted: bool) -> None:
     """Logs, probes, evaluates and checkpoints as the config asks."""
@@ -286,7 +299,7 @@ class Loop:
       self._checkpoint(step)
     if preempted and not is_last:
       checkpoints.wait_until_saved(self.manager)
-      self.writer.flush()
+      self._flush_metrics()
       raise SystemExit(
           f'preempted: checkpointed step {step} of {total} in '
           f'{self.workdir}; rerun to resume'
@@ -318,7 +331,7 @@ class Loop:
           self.last_log = self.first_step_done
         self._after_step(step, batch, preemption.reached(step))
     checkpoints.wait_until_saved(self.manager)
-    self.writer.flush()
+    self._flush_metrics()
 
   def images_per_second(self) -> float | None:
     """Training throughput of this process after its first step."""
