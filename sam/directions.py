@@ -105,10 +105,7 @@ def gsam(
   lr_min), lr_max and lr_min over steps 0..num_steps (rho_t = rho when they
   are equal); rho = rho_min and alpha = 0 give SAM. Logs gsam_rho."""
   if gsam_rho_min > rho:
-    raise ValueError(
-        f"gsam_rho_min = {gsam_rho_min} > rho = {rho}: rho is GSAM's rho_max "
-        '(the official ViT config pairs rho_min = 0.1 with rho_max = 0.6)'
-    )
+    raise ValueError(f'gsam_rho_min = {gsam_rho_min} > rho = {rho} (rho_max)')
   # Once, outside the step: the schedule's range over the whole run.
   rates = np.asarray(jax.vmap(learning_rate)(jnp.arange(num_steps + 1)))
   lr_max, lr_min = float(rates.max()), float(rates.min())
