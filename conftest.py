@@ -9,7 +9,6 @@ import json
 import os
 import tempfile
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # A persistent compilation cache shared by the tests and the train.py
 # subprocesses they start: identical steps compile once per session.
@@ -21,6 +20,12 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+# jax reads the variables above when it is imported, XLA_FLAGS when it starts
+# a backend; the collective timeouts keep the fake devices from aborting on a
+# loaded host (sam/run/distributed.py).
+from sam.run import distributed
+
+os.environ.setdefault('XLA_FLAGS', distributed.cpu_devices_xla_flags(2))
 import jax
 import jax.numpy as jnp
 import numpy as np

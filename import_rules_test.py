@@ -127,7 +127,10 @@ FORBIDDEN = {
     'sam.run': {'sam.analysis', 'launch', 'results', 'train', 'benchmarks'},
     'sam.analysis': {'launch', 'results', 'train', 'benchmarks'},
     'results': {'sam.run', 'launch', 'train', 'benchmarks'},
-    'launch': {'sam.run', 'sam.analysis', 'train', 'benchmarks'},
+    # Launchers start runs, so they share two things with the run machinery:
+    # the workdir lock (a live run is skipped) and the flags of fake CPU
+    # devices (sam.run.workdir_lock, sam.run.distributed).
+    'launch': {'sam.analysis', 'train', 'benchmarks'},
     'train': {'launch'},
 }
 

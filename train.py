@@ -25,6 +25,7 @@ from sam.run import checks
 from sam.run import distributed
 from sam.run import experiment
 from sam.run import loop
+from sam.run import workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config',
@@ -92,6 +93,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
+  # float64 runs (the replica equivalence check) need jax's 64-bit mode,
+  # before any array exists.
+  jax.config.update('jax_enable_x64', config.model.dtype == 'float64')
   # Multi-host runs (launch/tpu.py) join jax.distributed before anything
   # else touches the devices.
   distributed.initialize(config.run.distributed)
@@ -101,6 +105,10 @@ def main(argv):
   )
   try:
     summary = experiment.train_and_evaluate(config, _WORKDIR.value)
+  except workdir_lock.WorkdirBusyError as e:
+    # Its own exit status: launchers report the run as live elsewhere.
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(workdir_lock.BUSY_EXIT_CODE)
   except USER_ERRORS as e:
     sys.exit(f'error: {e}')
   if jax.process_index() == 0:

@@ -22,6 +22,8 @@ from absl import app
 from absl import flags
 from etils import epath
 
+from sam.run import distributed
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_string(
@@ -43,7 +45,7 @@ def _environment(devices: int) -> dict[str, str]:
       for k, v in os.environ.items()
       if not k.startswith(('JAX_COMPILATION_CACHE', 'JAX_PERSISTENT_CACHE'))
   }
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['XLA_FLAGS'] = distributed.cpu_devices_xla_flags(devices)
   return env
 
 

@@ -39,6 +39,7 @@ from absl import app
 from absl import flags
 
 from launch import archive
+from sam.run import distributed
 
 JAX_TPU_INDEX = (
     'https://storage.googleapis.com/jax-releases/libtpu_releases.html'
@@ -180,9 +181,7 @@ def local_process_env(devices_per_process: int = 1) -> dict[str, str]:
   """jax's own environment of each local process: D CPU devices."""
   return {
       'JAX_PLATFORMS': 'cpu',
-      'XLA_FLAGS': (
-          '--xla_force_host_platform_device_count=' f'{devices_per_process}'
-      ),
+      'XLA_FLAGS': distributed.cpu_devices_xla_flags(devices_per_process),
   }
 
 

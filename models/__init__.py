@@ -1,7 +1,8 @@
 """Model zoo: a plain name -> constructor table.
 
 Every model is a Flax linen module called as `model.apply(variables, images,
-train=..., ascent=...)` and returning float32 logits. `train` switches
+train=..., ascent=...)` and returning float32 logits (float64 for a float64
+model). `train` switches
 BatchNorm to batch statistics and turns on random regularisers, which draw
 from the `dropout` rng collection; `ascent=True` marks the SAM ascent pass
 (models with stochastic shake coefficients backpropagate through the sampled
@@ -82,7 +83,14 @@ MODELS: dict[str, Callable[..., Any]] = {
     ),
 }
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# float64 needs jax's 64-bit mode (train.py turns it on for it): it checks that
+# a config trains the same on any number of devices, where float32 rounding
+# can flip a ReLU (README, "Replicas").
+DTYPES = {
+    'float32': jnp.float32,
+    'bfloat16': jnp.bfloat16,
+    'float64': jnp.float64,
+}
 
 
 def create_model(name: str, num_classes: int, dtype: str = 'float32'):
@@ -91,7 +99,7 @@ def create_model(name: str, num_classes: int, dtype: str = 'float32'):
   Args:
     name: a key of `MODELS`.
     num_classes: size of the output layer.
-    dtype: computation dtype name, 'float32' or 'bfloat16'.
+    dtype: computation dtype name, a key of DTYPES.
 
   Returns:
     An unbound linen module.

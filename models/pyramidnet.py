@@ -187,4 +187,4 @@ class PyramidNet(nn.Module):
     x = nn.Dense(
         self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
     )(x)
-    return x.astype(jnp.float32)
+    return x.astype(jnp.promote_types(self.dtype, jnp.float32))

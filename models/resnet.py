@@ -186,7 +186,7 @@ class ResNet(nn.Module):
         dtype=self.dtype,
         name='head',
     )(x)
-    return x.astype(jnp.float32)
+    return x.astype(jnp.promote_types(self.dtype, jnp.float32))
 
 
 class BasicBlock(nn.Module):
@@ -276,4 +276,4 @@ class CifarResNet(nn.Module):
     x = nn.Dense(
         self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
     )(x)
-    return x.astype(jnp.float32)
+    return x.astype(jnp.promote_types(self.dtype, jnp.float32))

@@ -32,7 +32,12 @@ def global_norm(tree: PyTree) -> jax.Array:
 
 
 def _float32_leaves(tree: PyTree) -> list[jax.Array]:
-  return [x.astype(jnp.float32) for x in jax.tree.leaves(tree)]
+  """The leaves in at least float32 (bfloat16 is widened; a float64 run's
+  leaves stay float64)."""
+  return [
+      x.astype(jnp.promote_types(x.dtype, jnp.float32))
+      for x in jax.tree.leaves(tree)
+  ]
 
 
 def _safe_inverse(x: jax.Array) -> jax.Array:

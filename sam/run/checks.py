@@ -6,6 +6,7 @@ import json
 import math
 
 from etils import epath
+import jax
 import ml_collections
 
 from configs import base
@@ -68,6 +69,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """
   _one_of(config, 'model.name', models.MODELS)
   _one_of(config, 'model.dtype', models.DTYPES)
+  _require(
+      config.model.dtype != 'float64' or jax.config.jax_enable_x64,
+      'model.dtype',
+      config.model.dtype,
+      "needs jax's 64-bit mode (train.py turns it on for this dtype; "
+      "elsewhere call jax.config.update('jax_enable_x64', True) first)",
+  )
   _check_data(config.data)
   _check_optim(config, num_devices)
   _check_sam(config, num_devices)
@@ -351,6 +359,17 @@ def _differing(stored, current, prefix=''):
   ]
 
 
+def check_workdir_is_folder(workdir: epath.PathLike) -> None:
+  """Refuses a workdir that is a file.
+
+  Raises:
+    ConfigError: naming it.
+  """
+  workdir = epath.Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise ConfigError(f'--workdir={workdir} is a file; a workdir is a folder')
+
+
 def check_workdir(
     config: ml_collections.ConfigDict, workdir: epath.PathLike
 ) -> None:
@@ -365,8 +384,7 @@ def check_workdir(
       or holds an unreadable config.json.
   """
   workdir = epath.Path(workdir)
-  if workdir.exists() and not workdir.is_dir():
-    raise ConfigError(f'--workdir={workdir} is a file; a workdir is a folder')
+  check_workdir_is_folder(workdir)
   path = workdir / 'config.json'
   if not path.exists():
     return

@@ -14,6 +14,7 @@ from absl import logging
 from etils import epath
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -29,6 +30,7 @@ from sam.run import compile_cache
 from sam.run import files
 from sam.run import loop
 from sam.run import state as state_lib
+from sam.run import workdir_lock
 from sam.run import writers
 
 SUMMARY_FILE = 'summary.json'
@@ -177,6 +179,39 @@ def train_and_evaluate(
     raise checks.ConfigError(str(e)) from e
   checks.validate(config, jax.device_count())
   workdir = files.resolve(workdir)
+  checks.check_workdir_is_folder(workdir)
+  # One workdir, one run: nothing below reads or writes the workdir before
+  # this process (the primary, for every process) holds it.
+  lock = _lock_workdir(workdir)
+  try:
+    return _train_and_evaluate(config, workdir, started)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _lock_workdir(workdir: epath.Path) -> workdir_lock.Lock | None:
+  """The primary process takes the workdir's lock; every process learns
+  whether it was refused, so that all of them stop together."""
+  lock, error = None, ''
+  if jax.process_index() == 0:
+    try:
+      lock = workdir_lock.acquire(workdir)
+    except workdir_lock.WorkdirBusyError as e:
+      error = str(e)
+  if jax.process_count() > 1:
+    refused = multihost_utils.broadcast_one_to_all(np.int32(bool(error)))
+    if refused and not error:
+      error = f'workdir {str(workdir)!r} is in use by a live run (process 0)'
+  if error:
+    raise workdir_lock.WorkdirBusyError(error)
+  return lock
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: epath.Path, started: float
+) -> dict[str, Any]:
+  """`train_and_evaluate` once the workdir is held."""
   checks.check_workdir(config, workdir)
   if (workdir / SUMMARY_FILE).exists():
     logging.info('%s is a finished run; not training again.', workdir)

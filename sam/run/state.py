@@ -58,6 +58,9 @@ def create_train_state(
   variables = jax.jit(functools.partial(model.init, train=False))(
       jax.random.key(seed), jnp.zeros((1,) + tuple(image_shape))
   )
+  if model.dtype == jnp.float64:
+    # The same initial values, held in float64 like the computation.
+    variables = jax.tree.map(lambda x: x.astype(jnp.float64), variables)
   zero = jnp.zeros((), jnp.int32)
   # Strongly typed counters: flax's weakly typed 0 would make the second
   # call of the jitted step compile it again.
