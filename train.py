@@ -9,6 +9,7 @@ type or out of range) is one line on stderr, before anything compiles or is
 written.
 """
 
+import os
 import re
 import sys
 
@@ -16,6 +17,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import ml_collections
 from ml_collections import config_flags
 
 from configs import knobs
@@ -84,14 +86,24 @@ def flag_error_line(error: Exception, argv: list[str]) -> str:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with a bad config or override as one line."""
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except
     sys.exit(f'error: {flag_error_line(e, argv)}')
+  if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
+    # config_flags defers a config file it cannot read until its first use.
+    path = config_flags.get_config_filename(flags.FLAGS['config'])
+    why = 'cannot be read' if os.path.isfile(path) else 'no such file'
+    sys.exit(f'error: --config={path}: {why}')
+  if len(remaining) > 1:
+    sys.exit(
+        f'error: unexpected arguments {remaining[1:]}; train.py takes '
+        '--config and --workdir'
+    )
+  return remaining
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  del argv  # Checked by parse_flags.
   config = _CONFIG.value
   # float64 runs (the replica equivalence check) need jax's 64-bit mode,
   # before any array exists.

@@ -49,6 +49,7 @@ from launch import rows as rows_lib
 from results import cells
 from results import runs
 from sam import methods
+from sam.run import workdir_lock
 
 flags.DEFINE_string(
     'table', None, f'Paper table: {", ".join(rows_lib.TABLES)}.'
@@ -295,13 +296,17 @@ def run_set(
   """Runs every unfinished run, `len(slots)` at a time; re-expands the set
   after each finished run (the chosen rho and teachers become known).
 
+  A run whose workdir a live train.py holds (another sweep, or the same
+  command started twice) is skipped and reported, never started beside it.
+
   Returns:
-    Counts: finished, failed, waiting (never became runnable).
+    Counts: finished, failed, live (held by a run this sweep did not start),
+    waiting (never became runnable).
   """
-  running, failed = {}, set()
+  running, ended = {}, {'failed': set(), 'live': set()}
   try:
     return _run_loop(
-        build, runs_dir, slots, python, train_args, poll_s, running, failed
+        build, runs_dir, slots, python, train_args, poll_s, running, ended
     )
   except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via `_raise_interrupt`.
     stop_runs(running)
@@ -330,8 +335,19 @@ def _raise_interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
+def _is_live(runs_dir, spec, live: set) -> bool:
+  """Whether another process holds the run's workdir (reported once)."""
+  holder = workdir_lock.live_holder(epath.Path(runs_dir) / spec.workdir)
+  if holder is None:
+    return False
+  who = holder.describe() if isinstance(holder, workdir_lock.Holder) else ''
+  print(f'[sweep] skip {spec.workdir}: a live run holds it {who}', flush=True)
+  live.add(spec.workdir)
+  return True
+
+
 def _run_loop(
-    build, runs_dir, slots, python, train_args, poll_s, running, failed
+    build, runs_dir, slots, python, train_args, poll_s, running, ended
 ):
   while True:
     runs, waiting = build()
@@ -339,44 +355,57 @@ def _run_loop(
         r
         for r in runs
         if r.workdir not in running
-        and r.workdir not in failed
+        and r.workdir not in ended['failed'] | ended['live']
         and not is_finished(os.path.join(runs_dir, r.workdir))
         and (not r.after or is_finished(os.path.join(runs_dir, r.after)))
     ]
     busy = {slot for _, _, slot in running.values()}
     free = [i for i in range(len(slots)) if i not in busy]
     while todo and free:
-      spec, slot = todo.pop(0), free.pop(0)
+      spec = todo.pop(0)
+      if _is_live(runs_dir, spec, ended['live']):
+        continue
+      slot = free.pop(0)
       process, log = _launch(spec, runs_dir, python, train_args, slots[slot])
       running[spec.workdir] = (process, log, slot)
     if not running:
-      blocked = [
-          r
-          for r in runs
-          if not is_finished(os.path.join(runs_dir, r.workdir))
-          and r.workdir not in failed
-      ]
-      finished = sum(
-          is_finished(os.path.join(runs_dir, r.workdir)) for r in runs
-      )
-      return {
-          'finished': finished,
-          'failed': len(failed),
-          'waiting': len(waiting) + len(blocked),
-      }
+      return _counts(runs, waiting, runs_dir, ended)
     time.sleep(poll_s)
     for workdir, (process, log, _) in list(running.items()):
       if process.poll() is not None:
         log.close()
         del running[workdir]
-        status = (
-            'done'
-            if process.returncode == 0
-            else (f'FAILED (exit {process.returncode}, see launch.log)')
+        print(
+            f'[sweep] {_ended(workdir, process.returncode, ended)}', flush=True
         )
-        if process.returncode != 0:
-          failed.add(workdir)
-        print(f'[sweep] {status}: {workdir}', flush=True)
+
+
+def _ended(workdir: str, code: int, ended: dict) -> str:
+  """Records how a run ended; the line the sweep prints for it."""
+  if code == 0:
+    return f'done: {workdir}'
+  if code == workdir_lock.BUSY_EXIT_CODE:
+    # Another process took the workdir between the check and the start.
+    ended['live'].add(workdir)
+    return f'skip {workdir}: a live run holds it (see launch.log)'
+  ended['failed'].add(workdir)
+  return f'FAILED (exit {code}, see launch.log): {workdir}'
+
+
+def _counts(runs, waiting, runs_dir, ended) -> dict[str, int]:
+  finished = sum(is_finished(os.path.join(runs_dir, r.workdir)) for r in runs)
+  blocked = [
+      r
+      for r in runs
+      if not is_finished(os.path.join(runs_dir, r.workdir))
+      and r.workdir not in ended['failed'] | ended['live']
+  ]
+  return {
+      'finished': finished,
+      'failed': len(ended['failed']),
+      'live': len(ended['live']),
+      'waiting': len(waiting) + len(blocked),
+  }
 
 
 def print_dry_run(runs, waiting, runs_dir, python, train_args) -> None:

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from launch import sweep
+from sam.run import workdir_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,6 +25,8 @@ with open(os.path.join(workdir, 'calls.txt'), 'a') as f:
   f.write('call\n')
 if knobs.get('epochs') == '13':
   sys.exit(3)
+if knobs.get('epochs') == '75':
+  sys.exit(75)  # train.py's exit status for a workdir a live run holds.
 rho = float(knobs.get('rho', 0.05))
 validation = knobs.get('validation') == 'true'
 config = {'data': {'dataset': 'fashion_mnist', 'augment': 'basic',
@@ -151,7 +154,7 @@ def test_runner_chooses_rho_skips_finished_and_resumes(tmp_path):
   python = _fake_python(tmp_path)
   counts = sweep.run_set(build, runs_dir, [None, None], python, [], 0.01)
   # 6 validation + 4 SGD, then 2 SAM test runs at the chosen rho.
-  assert counts == {'finished': 12, 'failed': 0, 'waiting': 0}
+  assert counts == {'finished': 12, 'failed': 0, 'live': 0, 'waiting': 0}
   assert sorted(os.listdir(row)) == [
       'sam_rho0.02_val',
       'sam_rho0.05_test',
@@ -189,6 +192,38 @@ def test_runner_reports_failures(tmp_path):
       build, runs_dir, [None], _fake_python(tmp_path), [], 0.01
   )
   assert counts['failed'] == 2 and counts['finished'] == 0
+
+
+def test_runs_held_by_live_processes_are_skipped_and_reported(tmp_path, capsys):
+  runs_dir = str(tmp_path / 'runs')
+  config_file = os.path.join(REPO, 'configs', 'fashion_mnist.py')
+
+  def build(epochs):
+    return lambda: sweep.build_set(
+        runs_dir, None, None, 1, None, config_file, f'epochs={epochs}', (1.0,)
+    )
+
+  runs, _ = build(200)()
+  held = os.path.join(runs_dir, runs[0].workdir)
+  # A live run of another sweep holds the first workdir.
+  lock = workdir_lock.acquire(held)
+  try:
+    counts = sweep.run_set(
+        build(200), runs_dir, [None], _fake_python(tmp_path), [], 0.01
+    )
+    assert sorted(os.listdir(held)) == ['.lock']  # Nothing written beside it.
+  finally:
+    lock.release()
+  assert counts == {'finished': 1, 'failed': 0, 'live': 1, 'waiting': 0}
+  out = capsys.readouterr().out
+  assert f'[sweep] skip {runs[0].workdir}: a live run holds it pid ' in out
+
+  # A run refused by train.py itself (taken between the check and the
+  # start) is reported the same way, not as a failure.
+  counts = sweep.run_set(
+      build(75), runs_dir, [None], _fake_python(tmp_path), [], 0.01
+  )
+  assert counts == {'finished': 0, 'failed': 0, 'live': 2, 'waiting': 0}
 
 
 def test_stop_runs_sends_sigterm_then_waits(tmp_path):

@@ -15,7 +15,9 @@ train.py on every worker (`ssh --worker=all`) with
 `jax.distributed`, which finds the coordinator and process ids of a TPU pod
 by itself. The workdir and data_dir are GCS paths that every worker reads.
 `--action=train` only restarts training (after a spot preemption: the run
-resumes from its last checkpoint in the workdir), `--action=logs` follows
+resumes from its last checkpoint in the workdir); `up` and `train` start
+nothing when a live run holds the workdir (its lock, sam/run/workdir_lock.py)
+and say so, `--action=logs` follows
 worker 0's log, `--action=delete` deletes the VM. `--dry_run` prints the exact
 commands.
 
@@ -40,6 +42,7 @@ from absl import flags
 
 from launch import archive
 from sam.run import distributed
+from sam.run import workdir_lock
 
 JAX_TPU_INDEX = (
     'https://storage.googleapis.com/jax-releases/libtpu_releases.html'
@@ -255,6 +258,22 @@ def _define_flags():
   flags.DEFINE_integer('local_devices', 1, 'CPU devices per local process.')
 
 
+def live_run_line(workdir: str) -> str:
+  """A line saying that a live run holds `workdir`, or '' if none does (or
+  the lock cannot be read from here: train.py checks it again on the
+  workers, and worker 0 refuses a held workdir for all of them)."""
+  try:
+    holder = workdir_lock.live_holder(workdir)
+  except Exception as e:  # pylint: disable=broad-except
+    # No credentials for Cloud Storage on this machine, say.
+    print(f'# cannot check the workdir lock from here ({e}); train.py will')
+    return ''
+  if holder is None:
+    return ''
+  who = holder.describe() if isinstance(holder, workdir_lock.Holder) else ''
+  return f'skip: a live run holds {workdir} {who}; nothing started'
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
@@ -262,6 +281,10 @@ def main(argv):
   if f.action in ('up', 'train') or f.local_processes:
     if not f.config or not f.workdir:
       raise app.UsageError('--config and --workdir are required')
+    line = '' if f.dry_run else live_run_line(f.workdir)
+    if line:
+      print(line)
+      sys.exit(workdir_lock.BUSY_EXIT_CODE)
   if f.local_processes:
     command = [
         sys.executable,
@@ -272,7 +295,8 @@ def main(argv):
     command += train_args
     if f.dry_run:
       env = ' '.join(
-          f'{k}={v}' for k, v in local_process_env(f.local_devices).items()
+          f'{k}={shlex.quote(v)}'
+          for k, v in local_process_env(f.local_devices).items()
       )
       for extra in local_process_args(f.local_processes, f.port):
         print(env, shlex.join(command + extra))

@@ -12,6 +12,7 @@ import pytest
 from configs import base
 from launch import tpu
 from sam.run import distributed
+from sam.run import workdir_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = dict(
@@ -164,6 +165,35 @@ def test_local_processes_join_one_distributed_run(tmp_path):
     log = (tmp_path / 'logs' / f'process{i}.log').read_text()
     # 2 processes x 2 CPU devices: one run over 4 devices.
     assert f'RESULT 2 {i} 4 [1.0, 2.0]' in log, log
+
+
+def test_a_live_workdir_starts_nothing(tmp_path):
+  workdir = tmp_path / 'run'
+  lock = workdir_lock.acquire(workdir)
+  try:
+    result = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'launch.tpu',
+            '--local_processes=2',
+            '--config=configs/smoke.py',
+            f'--workdir={workdir}',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert sorted(os.listdir(workdir)) == ['.lock']
+  finally:
+    lock.release()
+  assert result.returncode == workdir_lock.BUSY_EXIT_CODE, result.stderr
+  assert result.stdout.strip() == (
+      f'skip: a live run holds {workdir} pid {os.getpid()} on '
+      f'{socket.gethostname()} (since '
+      f'{result.stdout.split("(since ")[1].split(")")[0]}); nothing started'
+  )
 
 
 def test_not_distributed_by_default():

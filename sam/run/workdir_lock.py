@@ -8,15 +8,17 @@ second one is refused with one line naming the holder and writes nothing.
 - Local (or any POSIX) workdir: an `fcntl.flock` on the file, held for the
   life of the process. The kernel releases it when the process dies, even by
   kill -9, so a stale lock cannot outlive its holder. The file also records
-  the holder (host, pid, start time), for the refusal's line; a record left
-  by a process that died is reported when the next run takes over.
+  the holder (host, pid, start time), for the refusal's line; a clean end
+  removes it, and one left by a process that died is reported when the next
+  run takes over. A run refused or failing before it writes anything leaves
+  the workdir as it found it.
 - Cloud Storage (gs://): an object created with the precondition
   ifGenerationMatch=0 (create only if absent), so of two runs exactly one
   creates it. The holder rewrites it every REFRESH_S seconds (each rewrite
-  conditional on the generation it last wrote); one not refreshed for
-  STALE_S seconds belongs to a run that is gone and is taken over, again
-  conditionally, so two runs taking over the same stale lock cannot both win.
-  A clean exit deletes it.
+  conditional on the generation it last wrote, with the time of the rewrite
+  in the record); one not refreshed for STALE_S seconds belongs to a run that
+  is gone and is taken over, again conditionally, so two runs taking over
+  the same stale lock cannot both win. A clean exit deletes it.
 
 Only the primary process (process 0) of a multi-host run holds the lock.
 """
@@ -44,9 +46,8 @@ LOCK_FILE = '.lock'
 BUSY_EXIT_CODE = 75
 # Cloud Storage: how often the holder rewrites its lock object, and how long
 # an object may go without a rewrite before its holder counts as gone. The
-# ratio leaves room for a slow write, a busy host and clock skew between
-# machines (the age is the object's update time, set by the server, against
-# the reader's clock).
+# ratio leaves room for slow writes, a busy host and clock skew between the
+# holder's machine (which stamps each rewrite) and the reader's.
 REFRESH_S = 30.0
 STALE_S = 300.0
 
@@ -63,11 +64,13 @@ class Holder:
     host: the holder's host name.
     pid: its process id.
     started: when it took the lock (seconds since the epoch).
+    refreshed: when it last rewrote a Cloud Storage lock.
   """
 
   host: str
   pid: int
   started: float
+  refreshed: float = 0.0
 
   def describe(self) -> str:
     when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started))
@@ -78,7 +81,8 @@ class Holder:
 
 
 def _this_process() -> Holder:
-  return Holder(socket.gethostname(), os.getpid(), time.time())
+  now = time.time()
+  return Holder(socket.gethostname(), os.getpid(), now, now)
 
 
 def _parse(text: str) -> Holder | None:
@@ -107,15 +111,24 @@ class LocalLock:
   """An flock on `workdir/.lock` (see the module doc)."""
 
   def __init__(self, workdir: epath.Path):
-    path = os.fspath(workdir / LOCK_FILE)
-    os.makedirs(os.fspath(workdir), exist_ok=True)
-    self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      holder = _parse(os.pread(self._fd, 4096, 0).decode(errors='replace'))
+    self._workdir = os.fspath(workdir)
+    self._path = os.path.join(self._workdir, LOCK_FILE)
+    self._created_workdir = not os.path.exists(self._workdir)
+    os.makedirs(self._workdir, exist_ok=True)
+    while True:
+      self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = _parse(os.pread(self._fd, 4096, 0).decode(errors='replace'))
+        os.close(self._fd)
+        self._remove_created_workdir()
+        raise _busy(workdir, holder) from None
+      # A holder that released between our open and our flock removed the
+      # file we locked; lock the one now at the path instead.
+      if _same_file(self._fd, self._path):
+        break
       os.close(self._fd)
-      raise _busy(workdir, holder) from None
     previous = _parse(os.pread(self._fd, 4096, 0).decode(errors='replace'))
     if previous is not None:
       logging.warning(
@@ -128,11 +141,27 @@ class LocalLock:
     os.pwrite(self._fd, _this_process().to_json().encode(), 0)
     os.fsync(self._fd)
 
+  def _remove_created_workdir(self) -> None:
+    """A run that ends having written nothing leaves no folder behind."""
+    if self._created_workdir:
+      try:
+        os.rmdir(self._workdir)
+      except OSError:
+        pass  # Not empty: another process wrote there meanwhile.
+
   def release(self) -> None:
-    # An empty file tells the next run that this one ended cleanly.
-    os.ftruncate(self._fd, 0)
-    fcntl.flock(self._fd, fcntl.LOCK_UN)
+    # Removed while still held, so that no other run can lock this file
+    # after us and then lose it (the check in __init__ covers the reverse).
+    os.unlink(self._path)
     os.close(self._fd)
+    self._remove_created_workdir()
+
+
+def _same_file(fd: int, path: str) -> bool:
+  try:
+    return os.fstat(fd).st_ino == os.stat(path).st_ino
+  except FileNotFoundError:
+    return False
 
 
 def _blob(workdir: epath.Path) -> storage.Blob:
@@ -143,8 +172,11 @@ def _blob(workdir: epath.Path) -> storage.Blob:
   return storage.Client().bucket(bucket).blob(name)
 
 
-def _age_s(blob: storage.Blob) -> float:
-  return time.time() - blob.updated.timestamp()
+def _age_s(blob: storage.Blob, holder: Holder | None) -> float:
+  """Seconds since the lock object was last refreshed: by its record, or
+  by the object's update time for a record that is not ours."""
+  refreshed = holder.refreshed if holder else blob.updated.timestamp()
+  return time.time() - refreshed
 
 
 class CloudLock:
@@ -164,16 +196,18 @@ class CloudLock:
     self._thread.start()
 
   def _take_over_if_stale(self, workdir) -> None:
+    """Replaces a lock object whose holder is gone, or raises."""
     try:
       self._blob.reload()
       holder = _parse(self._blob.download_as_text())
+      generation = self._blob.generation
     except google_exceptions.NotFound:
-      holder, self._blob.generation = None, 0  # Released meanwhile.
-    if self._blob.generation and _age_s(self._blob) < STALE_S:
+      holder, generation = None, 0  # Released in the meantime.
+    if generation and _age_s(self._blob, holder) < STALE_S:
       raise _busy(workdir, holder)
     try:
       self._blob.upload_from_string(
-          self._holder.to_json(), if_generation_match=self._blob.generation
+          self._holder.to_json(), if_generation_match=generation
       )
     except google_exceptions.PreconditionFailed:
       raise _busy(workdir, None) from None  # Another run took it first.
@@ -188,6 +222,7 @@ class CloudLock:
 
   def _refresh(self) -> None:
     while not self._stop.wait(REFRESH_S):
+      self._holder = dataclasses.replace(self._holder, refreshed=time.time())
       try:
         self._blob.upload_from_string(
             self._holder.to_json(), if_generation_match=self._blob.generation
@@ -244,14 +279,14 @@ def live_holder(workdir: epath.PathLike) -> Any:
     blob = _blob(workdir)
     try:
       blob.reload()
-      text = blob.download_as_text()
+      holder = _parse(blob.download_as_text())
     except google_exceptions.NotFound:
       return None
-    return (_parse(text) or True) if _age_s(blob) < STALE_S else None
-  path = os.fspath(workdir / LOCK_FILE)
-  if not os.path.exists(path):
-    return None
-  fd = os.open(path, os.O_RDONLY)
+    return (holder or True) if _age_s(blob, holder) < STALE_S else None
+  try:
+    fd = os.open(os.fspath(workdir / LOCK_FILE), os.O_RDONLY)
+  except FileNotFoundError:
+    return None  # Never run, or ended cleanly.
   try:
     fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
   except BlockingIOError:
