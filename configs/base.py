@@ -60,7 +60,11 @@ def model_section() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(
       {
           'name': 'wrn28_10',  # A key of models.MODELS.
-          'dtype': 'float32',  # Computation dtype; parameters stay float32.
+          # Computation dtype: 'bfloat16' keeps the parameters float32;
+          # 'float64' holds them in float64 too (train.py turns on jax's 64-bit
+          # mode), to check that a config trains the same on any device count
+          # (README, "Replicas").
+          'dtype': 'float32',
           # Finetuning (paper C.2): start from this orbax checkpoint of converted
           # weights; the head is re-initialised when the number of classes
           # differs.

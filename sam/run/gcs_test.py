@@ -16,8 +16,10 @@ updates rely on: media reads carry no x-goog-generation header, and the
 ifGenerationNotMatch / ifGenerationMatch preconditions of a read are
 ignored (GCS answers 304 / 412). Tensorstore then fails a checkpoint write
 with "Malformed StorageGeneration" whenever it re-reads a manifest it has
-just written. `_read_preconditions` adds both to the emulator in this
-process, as GCS documents them.
+just written. It also ignores ifGenerationMatch on uploads and deletes,
+which the workdir lock (sam/run/workdir_lock.py) relies on: 0 creates an
+object only if it is absent. `_read_preconditions` and `_write_preconditions`
+add these to the emulator in this process, as GCS documents them.
 """
 
 import http
@@ -38,6 +40,7 @@ import pytest
 
 from configs import smoke
 from sam.run import experiment
+from sam.run import workdir_lock
 
 REPO = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,6 +74,32 @@ def _read_preconditions(download):
   return read
 
 
+def _write_preconditions(handler):
+  """The emulator's upload or delete with GCS's ifGenerationMatch
+  precondition: the object's generation must match, 0 for none (see the
+  module doc)."""
+
+  def write(request, response, storage, *args, **kwargs):
+    match = request.query.get('ifGenerationMatch')
+    if match:
+      name = request.params.get('object_id') or (
+          request.query['name'][0]
+          if 'name' in request.query
+          else request.data['meta']['name']
+      )
+      try:
+        obj = storage.get_file_obj(request.params['bucket_name'], name)
+        generation = str(obj['generation'])
+      except emulator_exceptions.NotFound:
+        generation = '0'
+      if match[0] != generation:
+        response.status = http.HTTPStatus.PRECONDITION_FAILED
+        return None
+    return handler(request, response, storage, *args, **kwargs)
+
+  return write
+
+
 @pytest.fixture(scope='module')
 def emulator():
   """(environment for the run processes, the bucket as a client sees it)."""
@@ -78,11 +107,18 @@ def emulator():
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
   monkeypatch = pytest.MonkeyPatch()
-  monkeypatch.setattr(
-      emulator_objects,
-      'download',
-      _read_preconditions(emulator_objects.download),
-  )
+  for original, guard in (
+      (emulator_objects.download, _read_preconditions),
+      (emulator_objects.insert, _write_preconditions),
+      (emulator_objects.delete, _write_preconditions),
+  ):
+    guarded = guard(original)
+    monkeypatch.setattr(emulator_objects, original.__name__, guarded)
+    # The server's route table holds the handler functions themselves.
+    for _, handlers in emulator_server.HANDLERS:
+      for method, handler in list(handlers.items()):
+        if handler is original:
+          monkeypatch.setitem(handlers, method, guarded)
   server = emulator_server.create_server(
       'localhost', port, in_memory=True, default_bucket=BUCKET
   )
@@ -109,13 +145,13 @@ def emulator():
   monkeypatch.undo()
 
 
-def _train(env, cwd, *extra):
+def _train(env, cwd, *extra, workdir=WORKDIR):
   return subprocess.Popen(
       [
           sys.executable,
           os.path.join(REPO, 'train.py'),
           f'--config={os.path.join(REPO, "configs", "smoke.py")}',
-          f'--workdir={WORKDIR}',
+          f'--workdir={workdir}',
           '--config.run.tensorboard=False',
           *extra,
       ],
@@ -152,8 +188,8 @@ def _exists(bucket, path):
   return bucket.blob(path).exists()
 
 
-def _committed_steps(bucket):
-  prefix = 'runs/digits/smoke/checkpoints/'
+def _committed_steps(bucket, run='runs/digits/smoke'):
+  prefix = f'{run}/checkpoints/'
   return sorted(
       int(blob.name[len(prefix) :].split('/')[0])
       for blob in bucket.list_blobs(prefix=prefix)
@@ -272,3 +308,71 @@ def test_pretrained_weights_load_from_a_bucket(emulator, tmp_path):
   summary = json.loads(_object(client, 'runs/finetuned/summary.json'))
   assert summary['finished'] and summary['num_steps'] == 4
   assert os.listdir(tmp_path) == []
+
+
+def _objects(bucket, prefix):
+  """{name: generation} of every object under `prefix`."""
+  return {b.name: b.generation for b in bucket.list_blobs(prefix=prefix)}
+
+
+def test_two_runs_on_one_gs_workdir_one_is_refused(emulator, tmp_path):
+  env, client = emulator
+  run = 'runs/digits/twice'
+  workdir = f'gs://{BUCKET}/{run}'
+  reference = experiment.train_and_evaluate(
+      smoke.get_config(), str(tmp_path / 'local_reference')
+  )
+  first = _train(env, tmp_path, workdir=workdir)
+  deadline = time.time() + 300
+  while not _committed_steps(client, run):
+    if first.poll() is not None:
+      pytest.fail(first.communicate()[1][-3000:])
+    assert time.time() < deadline
+    time.sleep(0.2)
+  holder = json.loads(_object(client, f'{run}/.lock'))
+  assert holder['pid'] == first.pid
+  # Stopped (alive, holding the lock) while the second run tries, so that
+  # the bucket changes only if the second run writes.
+  first.send_signal(signal.SIGSTOP)
+  try:
+    before = _objects(client, run)
+    second = _train(env, tmp_path, workdir=workdir)
+    _, err = second.communicate(timeout=300)
+    after = _objects(client, run)
+  finally:
+    first.send_signal(signal.SIGCONT)
+  assert second.returncode == workdir_lock.BUSY_EXIT_CODE, err[-3000:]
+  last = err.strip().splitlines()[-1]
+  assert last.startswith(
+      f"error: workdir '{workdir}' is in use by a live run: pid {first.pid} "
+      f'on {socket.gethostname()} (since '
+  ), err[-3000:]
+  assert after == before
+  _finish(first)
+  summary = json.loads(_object(client, f'{run}/summary.json'))
+  assert summary['final'] == reference['final']
+  _, steps = _records(_object(client, f'{run}/metrics.jsonl'))
+  assert steps == [5, 10, 15, 20, 23]
+  assert not _exists(client, f'{run}/.lock')  # Released at the end.
+
+
+def test_a_lock_whose_holder_is_gone_is_taken_over(emulator, tmp_path):
+  env, client = emulator
+  run = 'runs/digits/abandoned'
+  # A holder on another machine that stopped refreshing an hour ago.
+  gone = {
+      'host': 'preempted-vm',
+      'pid': 4242,
+      'started': time.time() - 7200,
+      'refreshed': time.time() - 3600,
+  }
+  client.blob(f'{run}/.lock').upload_from_string(json.dumps(gone))
+  process = _train(env, tmp_path, workdir=f'gs://{BUCKET}/{run}')
+  out, err = process.communicate(timeout=600)
+  assert process.returncode == 0, err[-3000:]
+  assert (
+      f'Taking over the lock of workdir gs://{BUCKET}/{run} from pid 4242 on '
+      'preempted-vm' in err
+  )
+  assert 'test error' in out
+  assert not _exists(client, f'{run}/.lock')

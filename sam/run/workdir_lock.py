@@ -16,9 +16,11 @@ second one is refused with one line naming the holder and writes nothing.
   ifGenerationMatch=0 (create only if absent), so of two runs exactly one
   creates it. The holder rewrites it every REFRESH_S seconds (each rewrite
   conditional on the generation it last wrote, with the time of the rewrite
-  in the record); one not refreshed for STALE_S seconds belongs to a run that
-  is gone and is taken over, again conditionally, so two runs taking over
-  the same stale lock cannot both win. A clean exit deletes it.
+  in the record). One not refreshed for STALE_S seconds belongs to a run that
+  is gone, and so does one whose holder ran on this host under a pid that no
+  longer exists (a rerun after kill -9 need not wait). Such a lock is taken
+  over, again conditionally, so two runs taking over the same stale lock
+  cannot both win. A clean exit deletes it.
 
 Only the primary process (process 0) of a multi-host run holds the lock.
 """
@@ -172,11 +174,22 @@ def _blob(workdir: epath.Path) -> storage.Blob:
   return storage.Client().bucket(bucket).blob(name)
 
 
-def _age_s(blob: storage.Blob, holder: Holder | None) -> float:
-  """Seconds since the lock object was last refreshed: by its record, or
-  by the object's update time for a record that is not ours."""
+def _holder_is_gone(blob: storage.Blob, holder: Holder | None) -> bool:
+  """Whether a lock object's holder has ended: not refreshed for STALE_S
+  (by its record, or by the object's update time for a record that is not
+  ours), or a process of this host that no longer exists."""
   refreshed = holder.refreshed if holder else blob.updated.timestamp()
-  return time.time() - refreshed
+  if time.time() - refreshed > STALE_S:
+    return True
+  if holder is None or holder.host != socket.gethostname():
+    return False
+  try:
+    os.kill(holder.pid, 0)  # Signal 0: only asks whether the pid exists.
+  except ProcessLookupError:
+    return True
+  except PermissionError:
+    pass  # It exists, under another user.
+  return False
 
 
 class CloudLock:
@@ -199,11 +212,15 @@ class CloudLock:
     """Replaces a lock object whose holder is gone, or raises."""
     try:
       self._blob.reload()
-      holder = _parse(self._blob.download_as_text())
       generation = self._blob.generation
-    except google_exceptions.NotFound:
-      holder, generation = None, 0  # Released in the meantime.
-    if generation and _age_s(self._blob, holder) < STALE_S:
+      holder = _parse(
+          self._blob.download_as_text(if_generation_match=generation)
+      )
+    except (google_exceptions.NotFound, google_exceptions.PreconditionFailed):
+      # Released (or replaced) in the meantime: the conditional write below
+      # settles which run gets it.
+      holder, generation = None, 0
+    if generation and not _holder_is_gone(self._blob, holder):
       raise _busy(workdir, holder)
     try:
       self._blob.upload_from_string(
@@ -213,11 +230,9 @@ class CloudLock:
       raise _busy(workdir, None) from None  # Another run took it first.
     if holder is not None:
       logging.warning(
-          'Taking over the lock of workdir %s from %s, not refreshed for '
-          'over %.0f s.',
+          'Taking over the lock of workdir %s from %s, which is gone.',
           workdir,
           holder.describe(),
-          STALE_S,
       )
 
   def _refresh(self) -> None:
@@ -282,7 +297,7 @@ def live_holder(workdir: epath.PathLike) -> Any:
       holder = _parse(blob.download_as_text())
     except google_exceptions.NotFound:
       return None
-    return (holder or True) if _age_s(blob, holder) < STALE_S else None
+    return None if _holder_is_gone(blob, holder) else (holder or True)
   try:
     fd = os.open(os.fspath(workdir / LOCK_FILE), os.O_RDONLY)
   except FileNotFoundError:
