@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from configs import base
 from configs import cifar
 from configs import knobs
 from configs import quickstart
+from configs import smoke
 from sam.run import checks
 from sam.run import experiment
 
@@ -285,6 +287,15 @@ def test_wrong_type_is_refused_by_the_config():
             ['--config=configs/quickstart.py', '--config.data.label_noise=nan'],
             'config.data.label_noise = nan',
         ),
+        (
+            ['--config=configs/missing.py'],
+            'error: --config=configs/missing.py: no such file',
+        ),
+        (
+            ['--config=configs/quickstart.py', 'extra'],
+            "error: unexpected arguments ['extra']; train.py takes --config "
+            'and --workdir',
+        ),
     ],
 )
 def test_command_line_errors_are_one_line_before_compiling(
@@ -378,3 +389,10 @@ def test_sam_family_configs_that_pass_validation():
   config.sam.p = math.inf
   config.sam.ascent_steps = 3
   checks.validate(config, num_devices=2)
+
+
+def test_float64_needs_jax_64_bit_mode():
+  config = smoke.get_config()
+  config.model.dtype = 'float64'
+  with pytest.raises(checks.ConfigError, match="needs jax's 64-bit mode"):
+    checks.validate(config, jax.device_count())
