@@ -340,8 +340,9 @@ def _is_live(runs_dir, spec, live: set) -> bool:
   holder = workdir_lock.live_holder(epath.Path(runs_dir) / spec.workdir)
   if holder is None:
     return False
-  who = holder.describe() if isinstance(holder, workdir_lock.Holder) else ''
-  print(f'[sweep] skip {spec.workdir}: a live run holds it {who}', flush=True)
+  print(
+      f'[sweep] skip {spec.workdir}: a live run holds it, {holder}', flush=True
+  )
   live.add(spec.workdir)
   return True
 

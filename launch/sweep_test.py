@@ -216,7 +216,7 @@ def test_runs_held_by_live_processes_are_skipped_and_reported(tmp_path, capsys):
     lock.release()
   assert counts == {'finished': 1, 'failed': 0, 'live': 1, 'waiting': 0}
   out = capsys.readouterr().out
-  assert f'[sweep] skip {runs[0].workdir}: a live run holds it pid ' in out
+  assert f'[sweep] skip {runs[0].workdir}: a live run holds it, pid ' in out
 
   # A run refused by train.py itself (taken between the check and the
   # start) is reported the same way, not as a failure.

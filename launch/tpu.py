@@ -270,8 +270,7 @@ def live_run_line(workdir: str) -> str:
     return ''
   if holder is None:
     return ''
-  who = holder.describe() if isinstance(holder, workdir_lock.Holder) else ''
-  return f'skip: a live run holds {workdir} {who}; nothing started'
+  return f'skip: a live run holds {workdir}, {holder}; nothing started'
 
 
 def main(argv):

@@ -190,7 +190,7 @@ def test_a_live_workdir_starts_nothing(tmp_path):
     lock.release()
   assert result.returncode == workdir_lock.BUSY_EXIT_CODE, result.stderr
   assert result.stdout.strip() == (
-      f'skip: a live run holds {workdir} pid {os.getpid()} on '
+      f'skip: a live run holds {workdir}, pid {os.getpid()} on '
       f'{socket.gethostname()} (since '
       f'{result.stdout.split("(since ")[1].split(")")[0]}); nothing started'
   )

@@ -32,7 +32,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from absl import logging
 from etils import epath
@@ -279,15 +279,16 @@ def acquire(workdir: epath.PathLike) -> Lock:
   return LocalLock(workdir)
 
 
-def live_holder(workdir: epath.PathLike) -> Any:
-  """The holder of `workdir` if a live run holds it, else None; takes no
-  lock (for launchers deciding whether to start a run).
+def live_holder(workdir: epath.PathLike) -> str | None:
+  """Who holds `workdir`, if a live run does; takes no lock (for launchers
+  deciding whether to start a run).
 
   Args:
     workdir: a local path or a gs:// URL.
 
   Returns:
-    A Holder (or True where the holder is not recorded), or None.
+    'pid P on HOST (since T)' ('another process' for a record that is not
+    ours), or None when no live run holds it.
   """
   workdir = files.resolve(workdir)
   if str(workdir).startswith('gs://'):
@@ -297,15 +298,18 @@ def live_holder(workdir: epath.PathLike) -> Any:
       holder = _parse(blob.download_as_text())
     except google_exceptions.NotFound:
       return None
-    return None if _holder_is_gone(blob, holder) else (holder or True)
-  try:
-    fd = os.open(os.fspath(workdir / LOCK_FILE), os.O_RDONLY)
-  except FileNotFoundError:
-    return None  # Never run, or ended cleanly.
-  try:
-    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-  except BlockingIOError:
-    return _parse(os.pread(fd, 4096, 0).decode(errors='replace')) or True
-  finally:
-    os.close(fd)  # Closing drops the shared lock if it was taken.
-  return None
+    if _holder_is_gone(blob, holder):
+      return None
+  else:
+    try:
+      fd = os.open(os.fspath(workdir / LOCK_FILE), os.O_RDONLY)
+    except FileNotFoundError:
+      return None  # Never run, or ended cleanly.
+    try:
+      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+      return None  # Closing the file below drops this shared lock.
+    except BlockingIOError:
+      holder = _parse(os.pread(fd, 4096, 0).decode(errors='replace'))
+    finally:
+      os.close(fd)
+  return holder.describe() if holder else 'another process'
