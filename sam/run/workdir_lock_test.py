@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
 from configs import smoke
@@ -57,12 +59,17 @@ def tree(workdir):
   return found
 
 
+def final_parameters(workdir):
+  *_, variables, _ = experiment.load_run(workdir)
+  return np.concatenate([np.ravel(x) for x in jax.tree.leaves(variables)])
+
+
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
-  """An uninterrupted smoke run's summary and metrics records."""
+  """An uninterrupted smoke run's summary, metrics records and parameters."""
   workdir = str(tmp_path_factory.mktemp('reference'))
   summary = experiment.train_and_evaluate(smoke.get_config(), workdir)
-  return summary, metrics_file.read_metrics(workdir)
+  return summary, metrics_file.read_metrics(workdir), final_parameters(workdir)
 
 
 def test_a_second_run_on_a_live_workdir_is_refused_and_writes_nothing(
@@ -105,7 +112,7 @@ def test_a_second_run_on_a_live_workdir_is_refused_and_writes_nothing(
   _, stderr = first.communicate(timeout=300)
   assert first.returncode == 0, stderr[-3000:]
   # The first run's records: each step once, in order, as uninterrupted.
-  summary, records = reference
+  summary, records, parameters = reference
   ours = metrics_file.read_metrics(workdir)
   steps = [r['step'] for r in ours if 'train_loss' in r]
   assert steps == sorted(set(steps)) == [5, 10, 15, 20, 23]
@@ -114,6 +121,8 @@ def test_a_second_run_on_a_live_workdir_is_refused_and_writes_nothing(
   ]
   with open(os.path.join(workdir, 'summary.json')) as f:
     assert json.load(f)['final'] == summary['final']
+  # Its checkpoints: the parameters of the uninterrupted run, bit for bit.
+  np.testing.assert_array_equal(final_parameters(workdir), parameters)
 
 
 def test_kill_9_leaves_no_lock_behind(tmp_path):
