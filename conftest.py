@@ -7,6 +7,8 @@ batching run for real in every test.
 import functools
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -105,6 +107,30 @@ def random_variables(model, images, seed=0):
     return noise + 1 if name == 'scale' else noise
 
   return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def start_smoke_run(workdir, *overrides):
+  """train.py on configs/smoke.py in `workdir`, started in the background
+  from the repository root, its output captured as text."""
+  return subprocess.Popen(
+      [
+          sys.executable,
+          'train.py',
+          '--config=configs/smoke.py',
+          f'--workdir={workdir}',
+          *overrides,
+      ],
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
+
+
+@pytest.fixture(scope='session')
+def start_smoke():
+  """The `start_smoke_run` function."""
+  return start_smoke_run
 
 
 @pytest.fixture(scope='session')

@@ -12,7 +12,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -24,25 +23,6 @@ from sam.run import checkpoints
 from sam.run import experiment
 from sam.run import loop
 from sam.run import metrics_file
-
-REPO = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
-
-
-def start_run(workdir):
-  return subprocess.Popen(
-      [
-          sys.executable,
-          'train.py',
-          '--config=configs/smoke.py',
-          f'--workdir={workdir}',
-      ],
-      cwd=REPO,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-  )
 
 
 def final_state(workdir):
@@ -80,9 +60,9 @@ def assert_same_run(workdir, reference_workdir):
 
 
 @pytest.mark.parametrize('seed', [0, 1])
-def test_kill_9_mid_run_then_rerun(reference, tmp_path, seed):
+def test_kill_9_mid_run_then_rerun(reference, tmp_path, seed, start_smoke):
   workdir = str(tmp_path / 'run')
-  process = start_run(workdir)
+  process = start_smoke(workdir)
   # Training is under way once the first checkpoint is written (step 4 of
   # 23); then a random moment within the next steps.
   wait_for(os.path.join(workdir, 'checkpoints', '4'), process)
@@ -97,9 +77,11 @@ def test_kill_9_mid_run_then_rerun(reference, tmp_path, seed):
   assert_same_run(workdir, reference)
 
 
-def test_sigterm_checkpoints_the_current_step_then_resumes(reference, tmp_path):
+def test_sigterm_checkpoints_the_current_step_then_resumes(
+    reference, tmp_path, start_smoke
+):
   workdir = str(tmp_path / 'run')
-  process = start_run(workdir)
+  process = start_smoke(workdir)
   # Wait until training is under way (the first checkpoint, step 4).
   wait_for(os.path.join(workdir, 'checkpoints', '4'), process)
   process.send_signal(signal.SIGTERM)

@@ -8,8 +8,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import jax
@@ -21,24 +19,12 @@ from sam.run import experiment
 from sam.run import metrics_file
 from sam.run import workdir_lock
 
-REPO = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
 
-
-def start_run(workdir):
-  return subprocess.Popen(
-      [
-          sys.executable,
-          'train.py',
-          '--config=configs/smoke.py',
-          f'--workdir={workdir}',
-      ],
-      cwd=REPO,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-  )
+def run_to_the_end(start_smoke, workdir, timeout_s=600):
+  """(exit status, stderr) of a smoke run in `workdir`."""
+  process = start_smoke(workdir)
+  _, stderr = process.communicate(timeout=timeout_s)
+  return process.returncode, stderr
 
 
 def wait_for_checkpoint(workdir, process, step=4, timeout_s=300):
@@ -73,10 +59,10 @@ def reference(tmp_path_factory):
 
 
 def test_a_second_run_on_a_live_workdir_is_refused_and_writes_nothing(
-    reference, tmp_path
+    reference, tmp_path, start_smoke
 ):
   workdir = str(tmp_path / 'run')
-  first = start_run(workdir)
+  first = start_smoke(workdir)
   wait_for_checkpoint(workdir, first)
   # Stop the first run while the second one tries (SIGSTOP holds the lock:
   # the process is alive), so that nothing the first run writes hides a
@@ -84,30 +70,19 @@ def test_a_second_run_on_a_live_workdir_is_refused_and_writes_nothing(
   first.send_signal(signal.SIGSTOP)
   try:
     before = tree(workdir)
-    second = subprocess.run(
-        [
-            sys.executable,
-            'train.py',
-            '--config=configs/smoke.py',
-            f'--workdir={workdir}',
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    code, stderr = run_to_the_end(start_smoke, workdir)
     after = tree(workdir)
   finally:
     first.send_signal(signal.SIGCONT)
-  assert second.returncode == workdir_lock.BUSY_EXIT_CODE, second.stderr
-  last = second.stderr.strip().splitlines()[-1]
+  assert code == workdir_lock.BUSY_EXIT_CODE, stderr
+  last = stderr.strip().splitlines()[-1]
   assert last == (
       f'error: workdir {workdir!r} is in use by a live run: pid {first.pid} '
       f'on {socket.gethostname()} (since '
       f'{last.split("(since ")[1].split(")")[0]}); wait for it to finish, '
       'stop it, or use another workdir'
   )
-  assert 'Traceback' not in second.stderr
+  assert 'Traceback' not in stderr
   assert after == before
   _, stderr = first.communicate(timeout=300)
   assert first.returncode == 0, stderr[-3000:]
@@ -125,31 +100,20 @@ def test_a_second_run_on_a_live_workdir_is_refused_and_writes_nothing(
   np.testing.assert_array_equal(final_parameters(workdir), parameters)
 
 
-def test_kill_9_leaves_no_lock_behind(tmp_path):
+def test_kill_9_leaves_no_lock_behind(tmp_path, start_smoke):
   workdir = str(tmp_path / 'run')
-  process = start_run(workdir)
+  process = start_smoke(workdir)
   wait_for_checkpoint(workdir, process)
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert workdir_lock.live_holder(workdir) is None
-  rerun = subprocess.run(
-      [
-          sys.executable,
-          'train.py',
-          '--config=configs/smoke.py',
-          f'--workdir={workdir}',
-      ],
-      cwd=REPO,
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
-  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  code, stderr = run_to_the_end(start_smoke, workdir)
+  assert code == 0, stderr[-3000:]
   assert (
       f'Taking over the lock of workdir {workdir} from pid {process.pid}'
-      in rerun.stderr
+      in stderr
   )
-  assert 'Resuming from the checkpoint' in rerun.stderr
+  assert 'Resuming from the checkpoint' in stderr
   # A clean end removes the record: the next run starts silently.
   assert not os.path.exists(os.path.join(workdir, '.lock'))
 
