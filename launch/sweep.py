@@ -12,8 +12,9 @@ r"""Runs a paper table's experiment set (or a custom one) on this host.
 at a time), or `--parallel` at a time on a host without GPUs. A run whose
 workdir holds a finished summary.json is skipped; an unfinished one is
 relaunched with the same command, and train.py resumes it from its last
-checkpoint, so rerunning the sweep after a crash or preemption continues it.
-With `--rho_grid` the SAM test runs start once all validation runs of their
+checkpoint, so rerunning the sweep after a crash or preemption continues it;
+a run that a live train.py holds is skipped and reported (the runner is
+launch/local_runs.py). With `--rho_grid` the SAM test runs start once all validation runs of their
 row have finished, at the rho with the lowest mean validation error. Each run
 logs to `<workdir>/launch.log`; `<workdir>/launch.json` holds its command
 and config, so `python -m results.tables` counts runs that have not started.
@@ -29,27 +30,21 @@ may be a gs:// bucket: each run's output is spooled locally and appended to
 its `launch.log` there when the run ends.
 """
 
-import importlib.util
-import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
-import tempfile
-import time
 from typing import Optional, Sequence
 
 from absl import app
 from absl import flags
-from etils import epath
 
 from launch import experiments
+from launch import local_runs
 from launch import rows as rows_lib
 from results import cells
 from results import runs
 from sam import methods
-from sam.run import workdir_lock
 
 flags.DEFINE_string(
     'table', None, f'Paper table: {", ".join(rows_lib.TABLES)}.'
@@ -93,23 +88,6 @@ flags.DEFINE_string('python', sys.executable, 'Python that runs train.py.')
 flags.DEFINE_float('poll_s', 5.0, 'Seconds between checks of running runs.')
 
 
-def is_finished(workdir: epath.PathLike) -> bool:
-  """Whether `workdir` holds a finished run."""
-  run = runs.load_run(epath.Path(workdir))
-  return run is not None and run.finished
-
-
-def load_config(config: str):
-  """Builds the ConfigDict of 'configs/x.py:knobs' as train.py would."""
-  path, _, arg = config.partition(':')
-  spec = importlib.util.spec_from_file_location(
-      os.path.splitext(os.path.basename(path))[0], path
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def rho_chooser(runs_dir: str, rho_values: Sequence[float], seeds: int):
   """(row, method) -> rho with the lowest mean validation error, once every
   validation run of the row and method has finished; else None."""
@@ -121,7 +99,7 @@ def rho_chooser(runs_dir: str, rho_values: Sequence[float], seeds: int):
         workdir = os.path.join(
             runs_dir, row.name, f'{method}_rho{rho:g}_val', f'seed{seed}'
         )
-        if not is_finished(workdir):
+        if not local_runs.is_finished(workdir):
           return None
         found += runs.load_runs(workdir)
     return cells.select_rho(found)
@@ -171,11 +149,14 @@ def build_set(
     if not os.path.exists(config_file):
       raise ValueError(f'--config_file={config_file!r} does not exist')
     knob_sets = rows.split(';') if rows else ['']
-    name = dataset or load_config(config_file + ':' + knob_sets[0]).data.dataset
+    name = (
+        dataset
+        or local_runs.load_config(config_file + ':' + knob_sets[0]).data.dataset
+    )
     custom = rows_lib.custom_rows(
         config_file,
         knob_sets,
-        lambda k: load_config(f'{config_file}:{k}').sam.rho,
+        lambda k: local_runs.load_config(f'{config_file}:{k}').sam.rho,
         name,
         epochs_x,
         parse_methods(method_specs),
@@ -189,224 +170,6 @@ def build_set(
   return experiments.experiment_set(
       table or 'custom', dataset, seeds, rho_grid, chooser, custom
   )
-
-
-def gpu_slots(gpus_per_run: str) -> list[Optional[str]]:
-  """CUDA_VISIBLE_DEVICES values, one per concurrent run ([] without GPUs)."""
-  visible = os.environ.get('CUDA_VISIBLE_DEVICES')
-  if visible is not None:
-    gpus = [g for g in visible.split(',') if g]
-  else:
-    try:
-      out = subprocess.run(
-          ['nvidia-smi', '--query-gpu=index', '--format=csv,noheader'],
-          capture_output=True,
-          text=True,
-          check=True,
-          timeout=30,
-      ).stdout
-      gpus = out.split()
-    except (OSError, subprocess.SubprocessError):
-      gpus = []
-  if not gpus:
-    return []
-  return [','.join(gpus)] if gpus_per_run == 'all' else gpus
-
-
-def _is_remote(path) -> bool:
-  return '://' in str(path)
-
-
-def _write_record(path: epath.Path, record: dict) -> None:
-  """Writes a JSON record that a reader (results.tables) never sees half
-  written: locally through a renamed temporary file; a Cloud Storage upload
-  is all-or-nothing already (and a rename there is a copy)."""
-  text = json.dumps(record, default=str)
-  if _is_remote(path):
-    path.write_text(text)
-    return
-  temporary = path.with_name(path.name + '.tmp')
-  temporary.write_text(text)
-  temporary.replace(path)
-
-
-class RunLog:
-  """A run's output, kept in `<workdir>/launch.log`.
-
-  The child process needs a local file: for a remote workdir (gs://) the
-  output goes to a local spool file, appended to the workdir's log when the
-  run ends.
-  """
-
-  def __init__(self, workdir: epath.Path):
-    self.target = workdir / 'launch.log'
-    self.remote = _is_remote(workdir)
-    if self.remote:
-      spool = tempfile.mkdtemp(prefix='sam_sweep_log_')
-      self.local = epath.Path(spool) / 'launch.log'
-    else:
-      self.local = self.target
-    self.file = self.local.open('a')
-
-  def close(self) -> None:
-    self.file.close()
-    if self.remote:
-      previous = self.target.read_text() if self.target.exists() else ''
-      self.target.write_text(previous + self.local.read_text())
-      self.local.unlink()
-      self.local.parent.rmdir()
-
-
-def _launch(spec, runs_dir, python, train_args, gpus):
-  workdir = epath.Path(runs_dir) / spec.workdir
-  workdir.mkdir(parents=True, exist_ok=True)
-  command = spec.command(runs_dir, python, train_args)
-  try:
-    config = load_config(
-        spec.command(runs_dir)[2][len('--config=') :]
-    ).to_dict()
-  except Exception:  # pylint: disable=broad-except
-    config = {}  # The lead's config file may not exist yet; the run says so.
-  # Atomic: a reader (results.tables) sees no half-written record.
-  _write_record(workdir / 'launch.json', {'command': command, 'config': config})
-  env = dict(os.environ)
-  if gpus is not None:
-    env['CUDA_VISIBLE_DEVICES'] = gpus
-  log = RunLog(workdir)
-  print(
-      f'[sweep] start {spec.workdir} (gpus={gpus}): {shlex.join(command)}',
-      flush=True,
-  )
-  return (
-      subprocess.Popen(
-          command, env=env, stdout=log.file, stderr=subprocess.STDOUT
-      ),
-      log,
-  )
-
-
-def run_set(
-    build,
-    runs_dir: str,
-    slots: list[Optional[str]],
-    python: str,
-    train_args: Sequence[str],
-    poll_s: float = 5.0,
-) -> dict[str, int]:
-  """Runs every unfinished run, `len(slots)` at a time; re-expands the set
-  after each finished run (the chosen rho and teachers become known).
-
-  A run whose workdir a live train.py holds (another sweep, or the same
-  command started twice) is skipped and reported, never started beside it.
-
-  Returns:
-    Counts: finished, failed, live (held by a run this sweep did not start),
-    waiting (never became runnable).
-  """
-  running, ended = {}, {'failed': set(), 'live': set()}
-  try:
-    return _run_loop(
-        build, runs_dir, slots, python, train_args, poll_s, running, ended
-    )
-  except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via `_raise_interrupt`.
-    stop_runs(running)
-    print('[sweep] stopped; the same command resumes the set', flush=True)
-    raise
-
-
-def stop_runs(running: dict, grace_s: float = 300.0) -> None:
-  """SIGTERM to every run (train.py checkpoints and exits), SIGKILL after
-  `grace_s`."""
-  for process, _, _ in running.values():
-    if process.poll() is None:
-      process.send_signal(signal.SIGTERM)
-  deadline = time.time() + grace_s
-  for process, log, _ in running.values():
-    try:
-      process.wait(timeout=max(0.0, deadline - time.time()))
-    except subprocess.TimeoutExpired:
-      process.kill()
-      process.wait()
-    log.close()
-
-
-def _raise_interrupt(signum, frame):
-  del signum, frame
-  raise KeyboardInterrupt
-
-
-def _is_live(runs_dir, spec, live: set) -> bool:
-  """Whether another process holds the run's workdir (reported once)."""
-  holder = workdir_lock.live_holder(epath.Path(runs_dir) / spec.workdir)
-  if holder is None:
-    return False
-  print(
-      f'[sweep] skip {spec.workdir}: a live run holds it, {holder}', flush=True
-  )
-  live.add(spec.workdir)
-  return True
-
-
-def _run_loop(
-    build, runs_dir, slots, python, train_args, poll_s, running, ended
-):
-  while True:
-    runs, waiting = build()
-    todo = [
-        r
-        for r in runs
-        if r.workdir not in running
-        and r.workdir not in ended['failed'] | ended['live']
-        and not is_finished(os.path.join(runs_dir, r.workdir))
-        and (not r.after or is_finished(os.path.join(runs_dir, r.after)))
-    ]
-    busy = {slot for _, _, slot in running.values()}
-    free = [i for i in range(len(slots)) if i not in busy]
-    while todo and free:
-      spec = todo.pop(0)
-      if _is_live(runs_dir, spec, ended['live']):
-        continue
-      slot = free.pop(0)
-      process, log = _launch(spec, runs_dir, python, train_args, slots[slot])
-      running[spec.workdir] = (process, log, slot)
-    if not running:
-      return _counts(runs, waiting, runs_dir, ended)
-    time.sleep(poll_s)
-    for workdir, (process, log, _) in list(running.items()):
-      if process.poll() is not None:
-        log.close()
-        del running[workdir]
-        print(
-            f'[sweep] {_ended(workdir, process.returncode, ended)}', flush=True
-        )
-
-
-def _ended(workdir: str, code: int, ended: dict) -> str:
-  """Records how a run ended; the line the sweep prints for it."""
-  if code == 0:
-    return f'done: {workdir}'
-  if code == workdir_lock.BUSY_EXIT_CODE:
-    # Another process took the workdir between the check and the start.
-    ended['live'].add(workdir)
-    return f'skip {workdir}: a live run holds it (see launch.log)'
-  ended['failed'].add(workdir)
-  return f'FAILED (exit {code}, see launch.log): {workdir}'
-
-
-def _counts(runs, waiting, runs_dir, ended) -> dict[str, int]:
-  finished = sum(is_finished(os.path.join(runs_dir, r.workdir)) for r in runs)
-  blocked = [
-      r
-      for r in runs
-      if not is_finished(os.path.join(runs_dir, r.workdir))
-      and r.workdir not in ended['failed'] | ended['live']
-  ]
-  return {
-      'finished': finished,
-      'failed': len(ended['failed']),
-      'live': len(ended['live']),
-      'waiting': len(waiting) + len(blocked),
-  }
 
 
 def print_dry_run(runs, waiting, runs_dir, python, train_args) -> None:
@@ -455,9 +218,11 @@ def main(argv):
       # stdout at /dev/null so that the flush at exit does not fail again.
       os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return
-  slots = gpu_slots(f.gpus_per_run) or [None] * max(1, f.parallel)
-  signal.signal(signal.SIGTERM, _raise_interrupt)
-  counts = run_set(build, f.runs_dir, slots, python, train_args, f.poll_s)
+  slots = local_runs.gpu_slots(f.gpus_per_run) or [None] * max(1, f.parallel)
+  signal.signal(signal.SIGTERM, local_runs.raise_interrupt)
+  counts = local_runs.run_set(
+      build, f.runs_dir, slots, python, train_args, f.poll_s
+  )
   print(
       f'[sweep] {counts}; tables: python -m results.tables '
       f'--runs_dir={f.runs_dir}'

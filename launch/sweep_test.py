@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from launch import local_runs
 from launch import sweep
 from sam.run import workdir_lock
 
@@ -152,7 +153,7 @@ def test_runner_chooses_rho_skips_finished_and_resumes(tmp_path):
     json.dump({'config': {}, 'finished': False}, f)
 
   python = _fake_python(tmp_path)
-  counts = sweep.run_set(build, runs_dir, [None, None], python, [], 0.01)
+  counts = local_runs.run_set(build, runs_dir, [None, None], python, [], 0.01)
   # 6 validation + 4 SGD, then 2 SAM test runs at the chosen rho.
   assert counts == {'finished': 12, 'failed': 0, 'live': 0, 'waiting': 0}
   assert sorted(os.listdir(row)) == [
@@ -169,7 +170,7 @@ def test_runner_chooses_rho_skips_finished_and_resumes(tmp_path):
   assert launch['config']['data']['dataset'] == 'fashion_mnist'
 
   # Rerun: nothing to do, nothing relaunched.
-  assert sweep.run_set(build, runs_dir, [None], python, [], 0.01) == counts
+  assert local_runs.run_set(build, runs_dir, [None], python, [], 0.01) == counts
   calls = {
       d: open(os.path.join(row, d, 'seed0', 'calls.txt')).read().count('call')
       for d in os.listdir(row)
@@ -188,7 +189,7 @@ def test_runner_reports_failures(tmp_path):
     return runs, waiting
 
   # The fake trainer fails for epochs=13: one SAM and one SGD run.
-  counts = sweep.run_set(
+  counts = local_runs.run_set(
       build, runs_dir, [None], _fake_python(tmp_path), [], 0.01
   )
   assert counts['failed'] == 2 and counts['finished'] == 0
@@ -208,7 +209,7 @@ def test_runs_held_by_live_processes_are_skipped_and_reported(tmp_path, capsys):
   # A live run of another sweep holds the first workdir.
   lock = workdir_lock.acquire(held)
   try:
-    counts = sweep.run_set(
+    counts = local_runs.run_set(
         build(200), runs_dir, [None], _fake_python(tmp_path), [], 0.01
     )
     assert sorted(os.listdir(held)) == ['.lock']  # Nothing written beside it.
@@ -220,7 +221,7 @@ def test_runs_held_by_live_processes_are_skipped_and_reported(tmp_path, capsys):
 
   # A run refused by train.py itself (taken between the check and the
   # start) is reported the same way, not as a failure.
-  counts = sweep.run_set(
+  counts = local_runs.run_set(
       build(75), runs_dir, [None], _fake_python(tmp_path), [], 0.01
   )
   assert counts == {'finished': 0, 'failed': 0, 'live': 2, 'waiting': 0}
@@ -242,7 +243,7 @@ def test_stop_runs_sends_sigterm_then_waits(tmp_path):
       [sys.executable, '-c', child], stdout=subprocess.PIPE, text=True
   )
   assert process.stdout.readline().strip() == 'ready'
-  sweep.stop_runs({'run': (process, log, 0)}, grace_s=30)
+  local_runs.stop_runs({'run': (process, log, 0)}, grace_s=30)
   assert process.returncode == 0
   assert marker.read_text() == 'final checkpoint'
 
