@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 from etils import epath
 
 from results import runs
+from sam.run import files
 from sam.run import workdir_lock
 
 
@@ -66,23 +67,6 @@ def gpu_slots(gpus_per_run: str) -> list[Optional[str]]:
   return [','.join(gpus)] if gpus_per_run == 'all' else gpus
 
 
-def _is_remote(path) -> bool:
-  return '://' in str(path)
-
-
-def _write_record(path: epath.Path, record: dict) -> None:
-  """Writes a JSON record that a reader (results.tables) never sees half
-  written: locally through a renamed temporary file; a Cloud Storage upload
-  is all-or-nothing already (and a rename there is a copy)."""
-  text = json.dumps(record, default=str)
-  if _is_remote(path):
-    path.write_text(text)
-    return
-  temporary = path.with_name(path.name + '.tmp')
-  temporary.write_text(text)
-  temporary.replace(path)
-
-
 class RunLog:
   """A run's output, kept in `<workdir>/launch.log`.
 
@@ -93,7 +77,7 @@ class RunLog:
 
   def __init__(self, workdir: epath.Path):
     self.target = workdir / 'launch.log'
-    self.remote = _is_remote(workdir)
+    self.remote = files.is_remote(workdir)
     if self.remote:
       spool = tempfile.mkdtemp(prefix='sam_sweep_log_')
       self.local = epath.Path(spool) / 'launch.log'
@@ -121,7 +105,10 @@ def _launch(spec, runs_dir, python, train_args, gpus):
   except Exception:  # pylint: disable=broad-except
     config = {}  # The lead's config file may not exist yet; the run says so.
   # Atomic: a reader (results.tables) sees no half-written record.
-  _write_record(workdir / 'launch.json', {'command': command, 'config': config})
+  files.write_text_atomically(
+      workdir / 'launch.json',
+      json.dumps({'command': command, 'config': config}, default=str),
+  )
   env = dict(os.environ)
   if gpus is not None:
     env['CUDA_VISIBLE_DEVICES'] = gpus
