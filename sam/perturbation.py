@@ -31,7 +31,7 @@ def global_norm(tree: PyTree) -> jax.Array:
   return optax.global_norm(tree)
 
 
-def _float32_leaves(tree: PyTree) -> list[jax.Array]:
+def _at_least_float32(tree: PyTree) -> list[jax.Array]:
   """The leaves in at least float32 (bfloat16 is widened; a float64 run's
   leaves stay float64)."""
   return [
@@ -60,7 +60,7 @@ def l2_perturbation(grads: PyTree, rho: float) -> PyTree:
   Returns:
     A pytree like `grads` with global L2 norm rho (or 0).
   """
-  squared_norm = sum(jnp.sum(jnp.square(g)) for g in _float32_leaves(grads))
+  squared_norm = sum(jnp.sum(jnp.square(g)) for g in _at_least_float32(grads))
   # A zero gradient has no ascent direction: eps = 0, not 0/0 = NaN. The
   # square root sees a safe value so that its derivative is finite too.
   nonzero = squared_norm > 0
@@ -93,7 +93,7 @@ def lp_perturbation(grads: PyTree, rho: float, p: float = 2.0) -> PyTree:
   if p == math.inf:
     return jax.tree.map(lambda g: (rho * jnp.sign(g)).astype(g.dtype), grads)
   leaves, treedef = jax.tree.flatten(grads)
-  magnitudes = [jnp.abs(g) for g in _float32_leaves(grads)]
+  magnitudes = [jnp.abs(g) for g in _at_least_float32(grads)]
   inverse_max = _safe_inverse(
       jnp.max(jnp.stack([jnp.max(a) for a in magnitudes]))
   )
@@ -192,7 +192,7 @@ def project(
   if scale is not None:
     eps = jax.tree.map(jnp.divide, eps, scale)
   if p == 2:
-    norm = jnp.sqrt(sum(jnp.sum(jnp.square(e)) for e in _float32_leaves(eps)))
+    norm = jnp.sqrt(sum(jnp.sum(jnp.square(e)) for e in _at_least_float32(eps)))
     eps = _scale(eps, jnp.minimum(1.0, rho * _safe_inverse(norm)))
   elif p == math.inf:
     eps = jax.tree.map(lambda e: jnp.clip(e, -rho, rho), eps)
@@ -238,7 +238,7 @@ def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
     A float32 scalar.
   """
   return sum(
-      jnp.vdot(x, y) for x, y in zip(_float32_leaves(a), _float32_leaves(b))
+      jnp.vdot(x, y) for x, y in zip(_at_least_float32(a), _at_least_float32(b))
   )
 
 

@@ -161,7 +161,7 @@ class LocalLock:
 
 def _same_file(fd: int, path: str) -> bool:
   try:
-    return os.fstat(fd).st_ino == os.stat(path).st_ino
+    return os.path.samestat(os.fstat(fd), os.stat(path))
   except FileNotFoundError:
     return False
 
