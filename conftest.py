@@ -7,9 +7,11 @@ batching run for real in every test.
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # A persistent compilation cache shared by the tests and the train.py
@@ -44,6 +46,18 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 def repo_dir():
   """The repository root (train.py's directory)."""
   return REPO
+
+
+@pytest.fixture(scope='session')
+def readme_sam_variant():
+  """The code blocks of the README's "Adding a SAM variant", as printed:
+  (the constructor, its METHODS line, its configs/base.py line)."""
+  with open(os.path.join(REPO, 'README.md')) as f:
+    text = f.read()
+  section = text.split('## Adding a SAM variant\n')[1].split('\n## ')[0]
+  blocks = re.findall(r'```python\n(.*?)```', section, re.DOTALL)
+  assert len(blocks) == 3, blocks
+  return tuple(textwrap.dedent(block) for block in blocks)
 
 
 @pytest.fixture(scope='module')

@@ -264,20 +264,20 @@ def measure_loop(preset: str, devices) -> dict:
   datasets = synthetic.SyntheticDatasets(
       10, (image_size, image_size, 3), batch, total, len(devices)
   )
-  run = loop.prepare(config, datasets)
+  setup = loop.prepare(config, datasets)
   state = state_lib.create_train_state(
-      run.model,
+      setup.model,
       datasets.image_shape,
-      run.abstract_state.tx,
+      setup.abstract_state.tx,
       config.seed,
-      run.method.init,
+      setup.sam.method.init,
   )
   with tempfile.TemporaryDirectory(prefix='sam_loop_') as scratch:
     workdir = epath.Path(scratch)
     the_loop = loop.Loop(
         config,
         workdir,
-        run,
+        setup,
         checkpoints.create_manager(workdir, 2),
         state,
         0,

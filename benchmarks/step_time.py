@@ -93,18 +93,16 @@ def build_step(config, image_size: int, num_classes: int, devices):
   )
   schedule = optax.constant_schedule(0.1)
   tx = optim.create_optimizer(config.optim, schedule)
-  method = methods.create(config.sam, learning_rate=schedule, num_steps=1000)
+  sam = methods.create(config.sam, learning_rate=schedule, num_steps=1000)
   state = state_lib.create_train_state(
       model,
       (image_size, image_size, 3),
       tx,
       config.seed,
-      method.init,
+      sam.method.init,
   )
   step = jax.pmap(
-      step_lib.make_train_step(
-          config, model, num_classes, len(devices), method
-      ),
+      step_lib.make_train_step(config, model, num_classes, len(devices), sam),
       axis_name=step_lib.AXIS,
       devices=devices,
       donate_argnums=(0,),

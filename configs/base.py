@@ -144,7 +144,9 @@ def sam_section() -> ml_collections.ConfigDict:
           'adaptive': False,
           'adaptive_eta': 0.01,
           # The SAM family after the paper (README, "The SAM family"); each
-          # field is read only by its method, defaults from its paper's code.
+          # field is read only by its method (its line in sam.methods.METHODS)
+          # and its default, from its paper's code, is set here and nowhere
+          # else (sam/methods_test.py checks that the two agree).
           # gsam: rho (rho_max) follows the learning rate down to rho_min;
           # the update subtracts alpha x the gradient's component orthogonal
           # to the perturbed one (alpha from big_vision's GSAM config; its
@@ -153,33 +155,43 @@ def sam_section() -> ml_collections.ConfigDict:
           'gsam_alpha': 0.6,
           # esam: each weight perturbed with this probability; the second
           # pass on this fraction of the examples, those whose loss rose
-          # most (needs optim.accumulation_steps = 1).
+          # most (needs optim.accumulation_steps = 1). Du et al. (2022),
+          # official run.sh (CIFAR-10/100): beta = 0.5 and gamma = 0.5 for
+          # wideresnet18 and pyramidnet (ResNet-18: beta = 0.6).
           'esam_weight_fraction': 0.5,
           'esam_example_fraction': 0.5,
           # looksam: the SAM ascent every k steps; in between, the stored
           # orthogonal component scaled by alpha is added to the gradient.
+          # Liu et al. (2022): k = 5 (LookSAM-5 of their tables), alpha = 0.7.
           'looksam_every': 5,
           'looksam_alpha': 0.7,
           # aesam: SAM on steps whose squared gradient norm exceeds its EMA
           # (coefficient aesam_ema) by c_t standard deviations, c_t moving
-          # linearly from lambda_start to lambda_end over the run.
+          # linearly from lambda_start to lambda_end over the run. Jiang et
+          # al. (2023), CIFAR: delta = 0.9, c_t from -1 to 1 (for a normal
+          # ||g||^2, half the steps are SAM's).
           'aesam_ema': 0.9,
           'aesam_lambda_start': -1.0,
           'aesam_lambda_end': 1.0,
-          # rst: each step is SAM with this probability, SGD otherwise.
+          # rst: each step is SAM with this probability, SGD otherwise. Zhao,
+          # Zhang & Hu (2022) schedule p over training; the constant p = 0.5
+          # (the only schedule implemented) saves half of SAM's extra cost.
           'rst_probability': 0.5,
           # msam: one pass at w - rho m / ||m||, m a momentum of gradients
-          # (its paper's rho is 3, not SAM's 0.05).
+          # (its paper's rho is 3, not SAM's 0.05). MarlonBecker/MSAM
+          # optimizer/msam.py and every configs/*.ini: 0.9.
           'msam_momentum': 0.9,
           # fsam: the perturbation direction g - sigma m, m the EMA (decay
-          # lambda) of past gradients.
+          # lambda) of past gradients. nblt/F-SAM run.sh (the official sample
+          # run): sigma = 1, lmbda = 0.95.
           'fsam_sigma': 1.0,
           'fsam_lambda': 0.95,
           # sampa: the update mixes in this weight of the gradient at the
-          # auxiliary point.
+          # auxiliary point. LIONS-EPFL/SAMPa train.py: --og defaults to 0.2.
           'sampa_lambda': 0.2,
           # rwp: one pass at w + eps, eps Gaussian with a filter-wise std of
-          # rwp_sigma x the filter's norm.
+          # rwp_sigma x the filter's norm. Li et al.'s RWP code
+          # (rwp_first_step, std=0.01; the RWP class's gamma=0.01).
           'rwp_sigma': 0.01,
       }
   )

@@ -32,12 +32,13 @@ The SAM paper finetunes B7 at 600 and L2 at 475 (`FINETUNE_RESOLUTION`).
 Drop-connect rate 0.2, scaled linearly by block index, for every variant.
 """
 
-import functools
 import math
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from models import layers
 
 # name -> (width coefficient, depth coefficient, resolution, dropout rate).
 VARIANTS = {
@@ -68,6 +69,13 @@ SE_RATIO = 0.25
 DROP_CONNECT_RATE = 0.2
 
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'truncated_normal')
+
+
+def _batch_norm(train: bool, dtype: Any):
+  """The reference's BatchNorm: momentum 0.99, epsilon 1e-3."""
+  return layers.batch_norm(train, dtype, momentum=0.99, epsilon=1e-3)
+
+
 # The reference initialiser uses fan-out = k * k * (kernel's last dim) on a
 # TF depthwise kernel [k, k, C, 1]; on Flax's [k, k, 1, C] layout that is
 # the fan-in.
@@ -104,34 +112,19 @@ class MBConv(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    bn = functools.partial(
-        nn.BatchNorm,
-        use_running_average=not train,
-        momentum=0.99,
-        epsilon=1e-3,
-        dtype=self.dtype,
-    )
+    bn = _batch_norm(train, self.dtype)
+    conv = layers.conv(self.dtype, kernel_init=conv_init)
     channels = self.in_channels * self.expansion
     y = x
     if self.expansion != 1:
-      y = nn.Conv(
-          channels,
-          (1, 1),
-          use_bias=False,
-          kernel_init=conv_init,
-          dtype=self.dtype,
-          name='expand_conv',
-      )(y)
+      y = conv(channels, (1, 1), name='expand_conv')(y)
       y = nn.swish(bn(name='expand_bn')(y))
-    y = nn.Conv(
+    y = layers.conv(self.dtype, kernel_init=depthwise_init)(
         channels,
         (self.kernel, self.kernel),
         (self.stride, self.stride),
         padding='SAME',
         feature_group_count=channels,
-        use_bias=False,
-        kernel_init=depthwise_init,
-        dtype=self.dtype,
         name='dwconv',
     )(y)
     y = nn.swish(bn(name='bn')(y))
@@ -146,14 +139,7 @@ class MBConv(nn.Module):
         channels, kernel_init=conv_init, dtype=self.dtype, name='se_expand'
     )(nn.swish(squeezed))
     y = y * nn.sigmoid(squeezed)[:, None, None, :]
-    y = nn.Conv(
-        self.out_channels,
-        (1, 1),
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
-        name='project_conv',
-    )(y)
+    y = conv(self.out_channels, (1, 1), name='project_conv')(y)
     y = bn(name='project_bn')(y)
     if self.stride == 1 and self.in_channels == self.out_channels:
       # Drop-connect: drop the whole branch of an example.
@@ -196,21 +182,13 @@ class EfficientNet(nn.Module):
     width, depth, _, dropout_rate = VARIANTS[self.variant]
     width = self.width or width
     depth = self.depth or depth
-    bn = functools.partial(
-        nn.BatchNorm,
-        use_running_average=not train,
-        momentum=0.99,
-        epsilon=1e-3,
-        dtype=self.dtype,
-    )
-    x = nn.Conv(
+    bn = _batch_norm(train, self.dtype)
+    conv = layers.conv(self.dtype, kernel_init=conv_init)
+    x = conv(
         round_filters(32, width),
         (3, 3),
         (2, 2),
         padding='SAME',
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
         name='stem_conv',
     )(x.astype(self.dtype))
     x = nn.swish(bn(name='stem_bn')(x))
@@ -238,14 +216,7 @@ class EfficientNet(nn.Module):
             name=f'block{stage + 1}{chr(ord("a") + block)}',
         )(x, train)
         index += 1
-    x = nn.Conv(
-        round_filters(1280, width),
-        (1, 1),
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
-        name='top_conv',
-    )(x)
+    x = conv(round_filters(1280, width), (1, 1), name='top_conv')(x)
     x = nn.swish(bn(name='top_bn')(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(dropout_rate, deterministic=not train, name='top_dropout')(x)

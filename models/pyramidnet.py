@@ -19,15 +19,13 @@ SAM ascent pass (`ascent=True`) it backpropagates through the coefficient of
 the forward pass.
 """
 
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.wrn import conv_init
-from models.wrn import dense_init
+from models import layers
 
 ALPHA_RANGE = (-1.0, 1.0)
 BETA_RANGE = (0.0, 1.0)
@@ -83,20 +81,8 @@ class BottleneckBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train, ascent=False):
-    conv = functools.partial(
-        nn.Conv,
-        padding='SAME',
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
-    )
-    bn = functools.partial(
-        nn.BatchNorm,
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=self.dtype,
-    )
+    conv = layers.conv(self.dtype, padding='SAME')
+    bn = layers.batch_norm(train, self.dtype)
     y = bn(name='bn_1')(x)
     y = conv(self.channels, (1, 1), name='conv_1')(y)
     y = nn.relu(bn(name='bn_2')(y))
@@ -147,22 +133,10 @@ class PyramidNet(nn.Module):
       raise ValueError(f'PyramidNet depth must be 9n+2, got {self.depth}')
     blocks_per_group = (self.depth - 2) // 9
     total_blocks = 3 * blocks_per_group
-    x = nn.Conv(
-        16,
-        (3, 3),
-        padding='SAME',
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
-        name='init_conv',
-    )(x.astype(self.dtype))
-    x = nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=self.dtype,
-        name='init_bn',
-    )(x)
+    x = layers.conv(self.dtype)(16, (3, 3), padding='SAME', name='init_conv')(
+        x.astype(self.dtype)
+    )
+    x = layers.batch_norm(train, self.dtype)(name='init_bn')(x)
     width = 16.0
     for index in range(total_blocks):
       group, block = divmod(index, blocks_per_group)
@@ -175,16 +149,13 @@ class PyramidNet(nn.Module):
           dtype=self.dtype,
           name=f'group{group}_block{block}',
       )(x, train, ascent)
-    x = nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=self.dtype,
-        name='final_bn',
-    )(x)
+    x = layers.batch_norm(train, self.dtype)(name='final_bn')(x)
     x = nn.relu(x)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(
-        self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
+        self.num_classes,
+        kernel_init=layers.dense_init,
+        dtype=self.dtype,
+        name='head',
     )(x)
     return x.astype(jnp.promote_types(self.dtype, jnp.float32))

@@ -21,17 +21,15 @@ The CIFAR ResNet (`CifarResNet`, depth 6n+2, e.g. ResNet-32 for the label
 noise experiments) uses post-activation basic blocks with widths 16/32/64 and
 the parameter-free shortcut of the paper's option A (strided subsampling and
 zero channel padding); it has no counterpart in the official code and takes
-the CIFAR models' initialisers (models/wrn.py).
+the CIFAR models' initialisers (models/layers.py).
 """
 
-import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from models.wrn import conv_init
-from models.wrn import dense_init
+from models import layers
 
 STAGE_SIZES = {
     50: (3, 4, 6, 3),
@@ -68,8 +66,8 @@ LAYOUTS = {
         bn_epsilon=1.001e-5,
         stem_relu=True,
         pool_padding=((1, 1), (1, 1)),
-        kernel_init=conv_init,
-        head_init=dense_init,
+        kernel_init=layers.conv_init,
+        head_init=layers.dense_init,
     ),
 }
 
@@ -85,19 +83,8 @@ class BottleneckBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train):
     layout = LAYOUTS[self.layout]
-    conv = functools.partial(
-        nn.Conv,
-        use_bias=False,
-        kernel_init=layout.kernel_init,
-        dtype=self.dtype,
-    )
-    bn = functools.partial(
-        nn.BatchNorm,
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=layout.bn_epsilon,
-        dtype=self.dtype,
-    )
+    conv = layers.conv(self.dtype, kernel_init=layout.kernel_init)
+    bn = layers.batch_norm(train, self.dtype, epsilon=layout.bn_epsilon)
     strides = (self.stride, self.stride)
     shortcut = x
     if self.stride != 1 or x.shape[-1] != 4 * self.channels:
@@ -150,22 +137,11 @@ class ResNet(nn.Module):
     """Returns float32 logits; `ascent` is unused (no random regulariser)."""
     del ascent
     layout = LAYOUTS[self.layout]
-    x = nn.Conv(
-        self.width,
-        (7, 7),
-        (2, 2),
-        padding=[(3, 3), (3, 3)],
-        use_bias=False,
-        kernel_init=layout.kernel_init,
-        dtype=self.dtype,
-        name='conv1',
+    x = layers.conv(self.dtype, kernel_init=layout.kernel_init)(
+        self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name='conv1'
     )(x.astype(self.dtype))
-    x = nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=layout.bn_epsilon,
-        dtype=self.dtype,
-        name='bn1',
+    x = layers.batch_norm(train, self.dtype, epsilon=layout.bn_epsilon)(
+        name='bn1'
     )(x)
     if layout.stem_relu:
       x = nn.relu(x)
@@ -198,22 +174,10 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    conv = functools.partial(
-        nn.Conv,
-        self.channels,
-        (3, 3),
-        padding='SAME',
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
+    conv = layers.conv(
+        self.dtype, features=self.channels, kernel_size=(3, 3), padding='SAME'
     )
-    bn = functools.partial(
-        nn.BatchNorm,
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=self.dtype,
-    )
+    bn = layers.batch_norm(train, self.dtype)
     y = conv(strides=(self.stride, self.stride), name='conv_1')(x)
     y = nn.relu(bn(name='bn_1')(y))
     y = conv(name='conv_2')(y)
@@ -247,22 +211,10 @@ class CifarResNet(nn.Module):
     if (self.depth - 2) % 6:
       raise ValueError(f'CIFAR ResNet depth must be 6n+2, got {self.depth}')
     blocks_per_stage = (self.depth - 2) // 6
-    x = nn.Conv(
-        self.width,
-        (3, 3),
-        padding='SAME',
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
-        name='init_conv',
+    x = layers.conv(self.dtype)(
+        self.width, (3, 3), padding='SAME', name='init_conv'
     )(x.astype(self.dtype))
-    x = nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=self.dtype,
-        name='init_bn',
-    )(x)
+    x = layers.batch_norm(train, self.dtype)(name='init_bn')(x)
     x = nn.relu(x)
     for stage in range(3):
       for block in range(blocks_per_stage):
@@ -274,6 +226,9 @@ class CifarResNet(nn.Module):
         )(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(
-        self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
+        self.num_classes,
+        kernel_init=layers.dense_init,
+        dtype=self.dtype,
+        name='head',
     )(x)
     return x.astype(jnp.promote_types(self.dtype, jnp.float32))

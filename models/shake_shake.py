@@ -15,15 +15,13 @@ alpha ~ U(0, 1) in training and alpha = 0.5 in evaluation. In a normal
 gradient is the true gradient of the sampled network, i.e. through alpha.
 """
 
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.wrn import conv_init
-from models.wrn import dense_init
+from models import layers
 
 
 def shake_shake(a, b, rng, true_gradient: bool):
@@ -62,13 +60,8 @@ class GastaldiShortcut(nn.Module):
   def __call__(self, x, train):
     if x.shape[-1] == self.channels:
       return x
-    conv = functools.partial(
-        nn.Conv,
-        self.channels // 2,
-        (1, 1),
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
+    conv = layers.conv(
+        self.dtype, features=self.channels // 2, kernel_size=(1, 1)
     )
     s = self.stride
     path1 = conv(name='conv_path1')(x[:, ::s, ::s, :])
@@ -77,13 +70,7 @@ class GastaldiShortcut(nn.Module):
     shifted = jnp.pad(x, [(0, 0), (0, 1), (0, 1), (0, 0)])[:, 1:, 1:, :]
     path2 = conv(name='conv_path2')(shifted[:, ::s, ::s, :])
     x = jnp.concatenate([path1, path2], axis=-1)
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=self.dtype,
-        name='bn',
-    )(x)
+    return layers.batch_norm(train, self.dtype)(name='bn')(x)
 
 
 class ShakeShakeBlock(nn.Module):
@@ -94,22 +81,10 @@ class ShakeShakeBlock(nn.Module):
   dtype: Any = jnp.float32
 
   def _branch(self, x, train, name):
-    conv = functools.partial(
-        nn.Conv,
-        self.channels,
-        (3, 3),
-        padding='SAME',
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
+    conv = layers.conv(
+        self.dtype, features=self.channels, kernel_size=(3, 3), padding='SAME'
     )
-    bn = functools.partial(
-        nn.BatchNorm,
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=self.dtype,
-    )
+    bn = layers.batch_norm(train, self.dtype)
     y = nn.relu(x)
     y = conv(strides=(self.stride, self.stride), name=f'conv_{name}_1')(y)
     y = nn.relu(bn(name=f'bn_{name}_1')(y))
@@ -152,22 +127,10 @@ class ShakeShake(nn.Module):
     if (self.depth - 2) % 6:
       raise ValueError(f'Shake-Shake depth must be 6n+2, got {self.depth}')
     blocks_per_group = (self.depth - 2) // 6
-    x = nn.Conv(
-        16,
-        (3, 3),
-        padding='SAME',
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
-        name='init_conv',
-    )(x.astype(self.dtype))
-    x = nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=self.dtype,
-        name='init_bn',
-    )(x)
+    x = layers.conv(self.dtype)(16, (3, 3), padding='SAME', name='init_conv')(
+        x.astype(self.dtype)
+    )
+    x = layers.batch_norm(train, self.dtype)(name='init_bn')(x)
     for group, (channels, stride) in enumerate([(16, 1), (32, 2), (64, 2)]):
       for block in range(blocks_per_group):
         x = ShakeShakeBlock(
@@ -179,6 +142,9 @@ class ShakeShake(nn.Module):
     x = nn.relu(x)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(
-        self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
+        self.num_classes,
+        kernel_init=layers.dense_init,
+        dtype=self.dtype,
+        name='head',
     )(x)
     return x.astype(jnp.promote_types(self.dtype, jnp.float32))

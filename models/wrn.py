@@ -6,34 +6,12 @@ shortcut carries no parameters. WRN-28-10 with 100 classes has 36,278,324
 parameters.
 """
 
-import functools
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-# He initialisation over the fan-out, as the official implementation.
-conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-def dense_init(key, shape, dtype=jnp.float32):
-  """U(-1/sqrt(num_classes), 1/sqrt(num_classes)): the head initialiser of
-  the official SAM code's CIFAR models (sam_jax/models/utils.py,
-  `dense_layer_init_fn`), which scales by the output width, "as per the
-  autoaugment implementation"; its docstring reports that the default
-  initialiser gives about 0.5% more error on CIFAR-100.
-
-  Args:
-    key: PRNG key.
-    shape: the kernel's shape, [inputs, num_classes].
-    dtype: the kernel's dtype.
-
-  Returns:
-    The kernel.
-  """
-  bound = 1.0 / jnp.sqrt(shape[1])
-  return jax.random.uniform(key, shape, dtype, -bound, bound)
+from models import layers
 
 
 class BatchNormReLU(nn.Module):
@@ -43,13 +21,7 @@ class BatchNormReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    x = nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=self.dtype,
-    )(x)
-    return nn.relu(x)
+    return nn.relu(layers.batch_norm(train, self.dtype)()(x))
 
 
 def _shortcut(x, out_channels, stride):
@@ -70,14 +42,7 @@ class WideResNetBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    conv = functools.partial(
-        nn.Conv,
-        kernel_size=(3, 3),
-        padding='SAME',
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
-    )
+    conv = layers.conv(self.dtype, kernel_size=(3, 3), padding='SAME')
     if self.activate_before_residual:
       # The first block of the network shares its pre-activation with the
       # shortcut, as in the official code.
@@ -116,15 +81,9 @@ class WideResNet(nn.Module):
     if (self.depth - 4) % 6:
       raise ValueError(f'WRN depth must be 6n+4, got {self.depth}')
     blocks_per_group = (self.depth - 4) // 6
-    x = nn.Conv(
-        16,
-        (3, 3),
-        padding='SAME',
-        use_bias=False,
-        kernel_init=conv_init,
-        dtype=self.dtype,
-        name='init_conv',
-    )(x.astype(self.dtype))
+    x = layers.conv(self.dtype)(16, (3, 3), padding='SAME', name='init_conv')(
+        x.astype(self.dtype)
+    )
     for group, (channels, stride) in enumerate([(16, 1), (32, 2), (64, 2)]):
       for block in range(blocks_per_group):
         x = WideResNetBlock(
@@ -137,6 +96,9 @@ class WideResNet(nn.Module):
     x = BatchNormReLU(self.dtype, name='final_bn')(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(
-        self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head'
+        self.num_classes,
+        kernel_init=layers.dense_init,
+        dtype=self.dtype,
+        name='head',
     )(x)
     return x.astype(jnp.promote_types(self.dtype, jnp.float32))

@@ -27,6 +27,8 @@ from sam.interface import Objective
 from sam.interface import no_state
 from sam.interface import pass_metrics
 from sam.interface import perturbed_pass
+from sam.interface import require
+from sam.interface import require_in
 
 PyTree = Any
 Schedule = Callable[[Any], Any]
@@ -65,10 +67,10 @@ def gsam_gradient(
     alpha: the weight of the orthogonal ascent; 0 gives SAM.
 
   Returns:
-    The Gradient, with the loss and aux of the pass at w and extras with the
+    The Gradient, with the loss and outputs of the pass at w and extras with the
     perturbed pass's loss and error.
   """
-  (loss, aux), g = objective.grad(params, ascent=True)
+  (loss, outputs), g = objective.grad(params, ascent=True)
   eps = ball.l2_perturbation(objective.sync(g), rho)
   (_, perturbed), g_p = objective.grad(ball.perturb(params, eps))
   # Per replica, as the official code: its g_gsam is averaged afterwards.
@@ -83,29 +85,40 @@ def gsam_gradient(
       g_p,
       g,
   )
-  return Gradient(grads, loss, aux, extras=perturbed_pass(perturbed))
+  return Gradient(grads, loss, outputs, extras=perturbed_pass(perturbed))
 
 
 def _gsam_metrics(grads, extras):
   return {'gsam_rho': extras['gsam_rho'], **pass_metrics(grads, extras)}
 
 
+def require_run_facts(method: str, **facts) -> None:
+  """Raises ValueError naming the run's facts that `method` lacks (None)."""
+  missing = [name for name, value in facts.items() if value is None]
+  if missing:
+    raise ValueError(f"{method} needs the run's {' and '.join(missing)}")
+
+
 def gsam(
-    rho: float,
-    # big_vision configs/proj/gsam/vit_i1k_gsam_no_aug.py (the official
-    # code): rho_max = 0.6, rho_min = 0.1, alpha = 0.6 for ViT. rho_min here
-    # is 0.01 (our choice) so that it stays below SAM's CIFAR rho of 0.05.
-    gsam_rho_min: float = 0.01,
-    gsam_alpha: float = 0.6,
     *,
+    rho: float,
+    gsam_rho_min: float,
+    gsam_alpha: float,
     learning_rate: Schedule,
     num_steps: int,
 ) -> Method:
   """GSAM: rho_t = rho_min + (rho - rho_min) (lr_t - lr_min) / (lr_max -
   lr_min), lr_max and lr_min over steps 0..num_steps (rho_t = rho when they
   are equal); rho = rho_min and alpha = 0 give SAM. Logs gsam_rho."""
-  if gsam_rho_min > rho:
-    raise ValueError(f'gsam_rho_min = {gsam_rho_min} > rho = {rho} (rho_max)')
+  require_in('gsam_rho_min', gsam_rho_min, 0.0, None, True)
+  require_in('gsam_alpha', gsam_alpha, 0.0, None, True)
+  require(
+      gsam_rho_min <= rho,
+      'gsam_rho_min',
+      gsam_rho_min,
+      f"must be <= sam.rho ({rho}), which is GSAM's rho_max",
+  )
+  require_run_facts('gsam', learning_rate=learning_rate, num_steps=num_steps)
   # Once, outside the step: the schedule's range over the whole run.
   rates = np.asarray(jax.vmap(learning_rate)(jnp.arange(num_steps + 1)))
   lr_max, lr_min = float(rates.max()), float(rates.min())
@@ -151,30 +164,27 @@ def msam_gradient(
     momentum: mu of v <- mu v + g.
 
   Returns:
-    The Gradient: grad L(w - rho v / ||v||), with that pass's loss and aux
+    The Gradient: grad L(w - rho v / ||v||), with that pass's loss and outputs
     (there is no pass at w), and the updated v as state.
   """
   eps = jax.tree.map(
       jnp.negative, ball.l2_perturbation(objective.sync(velocity), rho)
   )
-  (loss, aux), grads = objective.grad(ball.perturb(params, eps))
+  (loss, outputs), grads = objective.grad(ball.perturb(params, eps))
   velocity = jax.tree.map(
       lambda v, g: momentum * v + g.astype(jnp.float32), velocity, grads
   )
-  return Gradient(grads, loss, aux, state=velocity)
+  return Gradient(grads, loss, outputs, state=velocity)
 
 
-def msam(
-    rho: float,
-    # MarlonBecker/MSAM optimizer/msam.py and every configs/*.ini: 0.9.
-    msam_momentum: float = 0.9,
-) -> Method:
+def msam(*, rho: float, msam_momentum: float) -> Method:
   """Momentum-SAM (Becker, Altrock & Conrad, 2023): 1 pass a step.
 
   The paper's rho is 3 for every setting (the official README runs MSAM with
   --rho 3 and SAM with --rho 0.2), far above SAM's 0.05: pass it explicitly.
   The reported loss is the perturbed pass's.
   """
+  require_in('msam_momentum', msam_momentum, 0.0, 1.0, False)
   return Method(
       _zeros,
       lambda objective, params, state: msam_gradient(
@@ -210,9 +220,9 @@ def fsam_gradient(
     decay: the EMA's lambda.
 
   Returns:
-    The Gradient, with the loss and aux of the pass at w and the new m.
+    The Gradient, with the loss and outputs of the pass at w and the new m.
   """
-  (loss, aux), g = objective.grad(params, ascent=True)
+  (loss, outputs), g = objective.grad(params, ascent=True)
   average = jax.tree.map(
       lambda m, x: decay * m + (1 - decay) * x.astype(jnp.float32), average, g
   )
@@ -222,22 +232,19 @@ def fsam_gradient(
   eps = ball.l2_perturbation(objective.sync(direction), rho)
   (_, perturbed), grads = objective.grad(ball.perturb(params, eps))
   return Gradient(
-      grads, loss, aux, state=average, extras=perturbed_pass(perturbed)
+      grads, loss, outputs, state=average, extras=perturbed_pass(perturbed)
   )
 
 
-def fsam(
-    rho: float,
-    # nblt/F-SAM run.sh (the official sample run): sigma = 1, lmbda = 0.95.
-    fsam_sigma: float = 1.0,
-    fsam_lambda: float = 0.95,
-) -> Method:
+def fsam(*, rho: float, fsam_sigma: float, fsam_lambda: float) -> Method:
   """Friendly SAM (Li et al., CVPR 2024); m starts at 0 (see fsam_gradient).
 
   fsam_sigma weighs m in the direction and fsam_lambda is the EMA's decay, as
   in the paper (m_t = lambda m_{t-1} + (1 - lambda) g_t, d_t = g_t - sigma
   m_t) and its code (sigma, lmbda).
   """
+  require_in('fsam_sigma', fsam_sigma, 0.0, None, True)
+  require_in('fsam_lambda', fsam_lambda, 0.0, 1.0, False)
   return Method(
       _zeros,
       lambda objective, params, state: fsam_gradient(
@@ -279,7 +286,7 @@ def samon_gradient(
     rho: the radius, over the normalisation leaves.
 
   Returns:
-    The Gradient, with the loss and aux of the pass at w.
+    The Gradient, with the loss and outputs of the pass at w.
 
   Raises:
     ValueError: when params has no normalisation parameters.
@@ -292,7 +299,7 @@ def samon_gradient(
         'samon perturbs normalisation parameters only, and params has none '
         "(no 'scale' or 'bias' under a *norm* or *bn* module)"
     )
-  (loss, aux), g = objective.grad(params, ascent=True)
+  (loss, outputs), g = objective.grad(params, ascent=True)
   masked = jax.tree.map(
       lambda keep, x: x if keep else jnp.zeros_like(x),
       mask,
@@ -300,10 +307,10 @@ def samon_gradient(
   )
   eps = ball.l2_perturbation(masked, rho)
   (_, perturbed), grads = objective.grad(ball.perturb(params, eps))
-  return Gradient(grads, loss, aux, extras=perturbed_pass(perturbed))
+  return Gradient(grads, loss, outputs, extras=perturbed_pass(perturbed))
 
 
-def samon(rho: float) -> Method:
+def samon(*, rho: float) -> Method:
   """SAM-ON (Mueller et al., NeurIPS 2023): SAM on the normalisation layers.
 
   Only the normalisation leaves share rho, so its best value is larger than
@@ -345,7 +352,7 @@ def sampa_gradient(
     learning_rate: eta_t.
 
   Returns:
-    The Gradient, with the loss and aux of the pass at y_{t+1} (the point
+    The Gradient, with the loss and outputs of the pass at y_{t+1} (the point
     nearest w: y_1 = w), extras with the x~ pass's loss and error, and
     grad f(y_{t+1}) as state.
   """
@@ -372,13 +379,11 @@ def sampa_gradient(
 
 
 def sampa(
-    rho: float,
-    # LIONS-EPFL/SAMPa train.py: --og (lambda) defaults to 0.2.
-    sampa_lambda: float = 0.2,
-    *,
-    learning_rate: Schedule,
+    *, rho: float, sampa_lambda: float, learning_rate: Schedule
 ) -> Method:
   """SAMPa (Xie et al., NeurIPS 2024): two gradients a step, in parallel."""
+  require_in('sampa_lambda', sampa_lambda, 0.0, 1.0, True)
+  require_run_facts('sampa', learning_rate=learning_rate)
 
   def gradient(objective, params, state):
     lr = learning_rate(_step(objective, 'sampa'))
@@ -416,7 +421,7 @@ def rwp_gradient(
     sigma: the noise's std relative to the filter norm.
 
   Returns:
-    The Gradient: the one pass's, at w + eps (its loss and aux too).
+    The Gradient: the one pass's, at w + eps (its loss and outputs too).
   """
   if objective.key is None:
     raise ValueError(
@@ -428,18 +433,15 @@ def rwp_gradient(
       (sigma * _filter_scale(w) * jax.random.normal(k, w.shape)).astype(w.dtype)
       for k, w in zip(keys, leaves)
   ]
-  (loss, aux), grads = objective.grad(
+  (loss, outputs), grads = objective.grad(
       ball.perturb(params, jax.tree.unflatten(treedef, eps))
   )
-  return Gradient(grads, loss, aux)
+  return Gradient(grads, loss, outputs)
 
 
-def rwp(
-    # Li et al.'s RWP code (rwp_first_step, std=0.01; the RWP class's
-    # gamma=0.01).
-    rwp_sigma: float = 0.01,
-) -> Method:
+def rwp(*, rwp_sigma: float) -> Method:
   """Random weight perturbation: 1 pass at a filter-wise Gaussian w + eps."""
+  require_in('rwp_sigma', rwp_sigma, 0.0, None, True)
   return Method(
       no_state,
       lambda objective, params, state: rwp_gradient(

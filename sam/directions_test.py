@@ -9,7 +9,6 @@ import optax
 import pytest
 
 import models
-from sam import directions
 from sam import interface
 from sam import methods
 
@@ -66,8 +65,9 @@ def constant(lr=0.1):
 def test_gsam_reduces_to_sam():
   _, _, grad_fn = quadratic(1)
   params = tree(np.random.default_rng(1).normal(size=4))
-  method = directions.gsam(
-      RHO,
+  method = methods.build(
+      'gsam',
+      rho=RHO,
       gsam_rho_min=RHO,
       gsam_alpha=0.0,
       learning_rate=optax.cosine_decay_schedule(0.1, 100),
@@ -87,8 +87,12 @@ def test_gsam_quadratic_closed_form(alpha):
   g = a @ w + b
   g_p = a @ (w + RHO * unit(g)) + b
   g_orth = g - (g @ g_p) / (g_p @ g_p) * g_p
-  method = directions.gsam(
-      RHO, gsam_alpha=alpha, learning_rate=constant(), num_steps=10
+  method = methods.build(
+      'gsam',
+      rho=RHO,
+      gsam_alpha=alpha,
+      learning_rate=constant(),
+      num_steps=10,
   )
   result = method.gradient(
       interface.objective(grad_fn, step=jnp.array(3)), tree(w), ()
@@ -104,8 +108,9 @@ def test_gsam_rho_follows_a_linear_decay():
   _, _, grad_fn = quadratic(3)
   params = tree(np.random.default_rng(3).normal(size=4))
   num_steps, rho_min = 10, 0.1
-  method = directions.gsam(
-      0.5,
+  method = methods.build(
+      'gsam',
+      rho=0.5,
       gsam_rho_min=rho_min,
       gsam_alpha=0.0,
       learning_rate=optax.linear_schedule(1.0, 0.0, num_steps),
@@ -129,14 +134,24 @@ def test_gsam_rho_follows_a_linear_decay():
 def test_gsam_rho_zero_is_the_plain_gradient_and_rho_min_is_checked():
   _, _, grad_fn = quadratic(4)
   params = tree(np.ones(4))
-  method = directions.gsam(
-      0.0, gsam_rho_min=0.0, learning_rate=constant(), num_steps=5
+  method = methods.build(
+      'gsam',
+      rho=0.0,
+      gsam_rho_min=0.0,
+      learning_rate=constant(),
+      num_steps=5,
   )
   result = method.gradient(interface.objective(grad_fn, step=0), params, ())
   np.testing.assert_array_equal(ravel(result.grads), ravel(grad_fn(params)[1]))
-  with pytest.raises(ValueError, match='gsam_rho_min = 0.1 > rho = 0.05'):
-    directions.gsam(
-        0.05, gsam_rho_min=0.1, learning_rate=constant(), num_steps=5
+  with pytest.raises(
+      ValueError, match=r'gsam_rho_min = 0.1: must be <= sam.rho \(0.05\)'
+  ):
+    methods.build(
+        'gsam',
+        rho=0.05,
+        gsam_rho_min=0.1,
+        learning_rate=constant(),
+        num_steps=5,
     )
 
 
@@ -147,7 +162,7 @@ def test_msam_three_steps_closed_form():
   a, b, grad_fn = quadratic(5)
   rho, mu = 2.0, 0.9
   points = np.random.default_rng(5).normal(size=(3, 4))
-  method = directions.msam(rho, msam_momentum=mu)
+  method = methods.build('msam', rho=rho, msam_momentum=mu)
   state = method.init(tree(points[0]))
   for leaf in jax.tree.leaves(state):
     assert leaf.shape == (2,) and leaf.dtype == jnp.float32
@@ -173,7 +188,7 @@ def test_msam_rho_zero_is_the_plain_gradient():
   _, _, grad_fn = quadratic(6)
   params = tree(np.arange(4.0))
   state = tree(np.ones(4))
-  result = directions.msam(0.0).gradient(
+  result = methods.build('msam', rho=0.0).gradient(
       interface.objective(grad_fn), params, state
   )
   np.testing.assert_array_equal(ravel(result.grads), ravel(grad_fn(params)[1]))
@@ -186,7 +201,7 @@ def test_fsam_two_steps_closed_form():
   a, b, grad_fn = quadratic(7)
   sigma, decay = 0.8, 0.6
   points = np.random.default_rng(7).normal(size=(2, 4))
-  method = directions.fsam(RHO, fsam_sigma=sigma, fsam_lambda=decay)
+  method = methods.build('fsam', rho=RHO, fsam_sigma=sigma, fsam_lambda=decay)
   state = method.init(tree(points[0]))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state))
   np.testing.assert_array_equal(ravel(state), 0.0)
@@ -207,7 +222,7 @@ def test_fsam_two_steps_closed_form():
 def test_fsam_rho_zero_is_the_plain_gradient():
   _, _, grad_fn = quadratic(8)
   params = tree(np.arange(4.0))
-  result = directions.fsam(0.0).gradient(
+  result = methods.build('fsam', rho=0.0).gradient(
       interface.objective(grad_fn), params, tree(np.ones(4))
   )
   np.testing.assert_array_equal(ravel(result.grads), ravel(grad_fn(params)[1]))
@@ -247,7 +262,9 @@ def is_norm(path):
 def test_samon_perturbs_only_the_normalisation_layers():
   params, grad_fn = two_layer_problem()
   fn, calls = recording(grad_fn)
-  result = directions.samon(RHO).gradient(interface.objective(fn), params, ())
+  result = methods.build('samon', rho=RHO).gradient(
+      interface.objective(fn), params, ()
+  )
   assert len(calls) == 2
   eps = jax.tree.map(jnp.subtract, calls[1], params)
   _, g = grad_fn(params)
@@ -282,7 +299,7 @@ def test_samon_mask_on_wrn_mini():
           has_aux=True,
       )
   )
-  directions.samon(RHO).gradient(interface.objective(fn), params, ())
+  methods.build('samon', rho=RHO).gradient(interface.objective(fn), params, ())
   eps = jax.tree.map(jnp.subtract, calls[1], params)
   flat = jax.tree_util.tree_flatten_with_path(eps)[0]
   norm_leaves = [e for p, e in flat if 'BatchNorm' in jax.tree_util.keystr(p)]
@@ -301,11 +318,11 @@ def test_samon_mask_on_wrn_mini():
 def test_samon_rejects_trees_without_normalisation_and_rho_zero():
   _, _, grad_fn = quadratic(9)
   with pytest.raises(ValueError, match='normalisation parameters only'):
-    directions.samon(RHO).gradient(
+    methods.build('samon', rho=RHO).gradient(
         interface.objective(grad_fn), tree(np.ones(4)), ()
     )
   params, grad_fn = two_layer_problem()
-  result = directions.samon(0.0).gradient(
+  result = methods.build('samon', rho=0.0).gradient(
       interface.objective(grad_fn), params, ()
   )
   np.testing.assert_array_equal(ravel(result.grads), ravel(grad_fn(params)[1]))
@@ -320,7 +337,9 @@ def test_sampa_matches_a_sequential_recursion_over_three_steps():
   schedule = optax.linear_schedule(0.2, 0.05, 3)
   grad = lambda v: a @ v + b
   points = np.random.default_rng(10).normal(size=(3, 4))
-  method = directions.sampa(rho, sampa_lambda=weight, learning_rate=schedule)
+  method = methods.build(
+      'sampa', rho=rho, sampa_lambda=weight, learning_rate=schedule
+  )
   state = method.init(tree(points[0]))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state))
   np.testing.assert_array_equal(ravel(state), 0.0)
@@ -347,7 +366,7 @@ def test_sampa_matches_a_sequential_recursion_over_three_steps():
 def test_sampa_under_jit_and_rho_zero_first_step():
   _, _, grad_fn = quadratic(11)
   params = tree(np.arange(4.0))
-  method = directions.sampa(0.0, learning_rate=constant())
+  method = methods.build('sampa', rho=0.0, learning_rate=constant())
   step = jax.jit(
       lambda p, s, t: method.gradient(
           interface.objective(grad_fn, step=t), p, s
@@ -365,7 +384,7 @@ def test_sampa_under_jit_and_rho_zero_first_step():
 def test_rwp_same_key_same_eps_and_grads_at_the_point():
   _, _, grad_fn = quadratic(12)
   params = tree(np.random.default_rng(12).normal(size=4))
-  method = directions.rwp(rwp_sigma=0.1)
+  method = methods.build('rwp', rwp_sigma=0.1)
   assert method.init(params) == ()
   points = []
   for key in (1, 1, 2):
@@ -397,7 +416,7 @@ def test_rwp_noise_std_is_sigma_times_the_filter_norm():
           has_aux=True,
       )
   )
-  directions.rwp(sigma).gradient(
+  methods.build('rwp', rwp_sigma=sigma).gradient(
       interface.objective(fn, key=jax.random.key(0)), params, ()
   )
   eps = jax.tree.map(jnp.subtract, calls[0], params)
@@ -412,7 +431,7 @@ def test_rwp_noise_std_is_sigma_times_the_filter_norm():
   )
   assert abs(np.mean(eps['bias'])) < 0.05 * sigma * np.linalg.norm(bias)
   np.testing.assert_allclose(
-      directions.rwp(0.0)
+      methods.build('rwp', rwp_sigma=0.0)
       .gradient(interface.objective(fn, key=jax.random.key(0)), params, ())
       .grads['bias'],
       1.0,

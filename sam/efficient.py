@@ -32,6 +32,8 @@ from sam.interface import Objective
 from sam.interface import no_state
 from sam.interface import pass_metrics
 from sam.interface import perturbed_pass
+from sam.interface import require
+from sam.interface import require_in
 
 PyTree = Any
 
@@ -127,15 +129,10 @@ def esam_gradient(
       second pass; 1 keeps all of them (no forward pass to rank them).
 
   Returns:
-    The Gradient, with the loss and aux of the pass at w, and extras the
+    The Gradient, with the loss and outputs of the pass at w, and extras the
     loss and error at w + eps on the selected examples.
   """
-  if not 0 < weight_fraction <= 1 or not 0 < example_fraction <= 1:
-    raise ValueError(
-        'esam_weight_fraction and esam_example_fraction must be in (0, 1],'
-        f' got {weight_fraction} and {example_fraction}'
-    )
-  (loss, aux), g = objective.grad(params, ascent=True)
+  (loss, outputs), g = objective.grad(params, ascent=True)
   eps = ball.l2_perturbation(objective.sync(g), rho / weight_fraction)
   if weight_fraction < 1:
     if objective.key is None:
@@ -143,12 +140,12 @@ def esam_gradient(
     mask = swp_mask(objective.key, params, weight_fraction)
     eps = jax.tree.map(jnp.multiply, eps, mask)
   perturbed_params = ball.perturb(params, eps)
-  before = aux[1]['loss']
+  before = outputs.per_example['loss']
   n = before.shape[0]
   k = max(1, min(n, round(example_fraction * n)))
   if k == n:
     (_, perturbed), grads = objective.grad(perturbed_params)
-    return Gradient(grads, loss, aux, extras=perturbed_pass(perturbed))
+    return Gradient(grads, loss, outputs, extras=perturbed_pass(perturbed))
   if objective.losses is None or objective.subset is None:
     raise ValueError(
         'esam needs per-example losses and subsets of the batch, which the'
@@ -160,7 +157,7 @@ def esam_gradient(
   sharpness = objective.losses(perturbed_params) - before
   _, indices = jax.lax.top_k(jax.lax.stop_gradient(sharpness), k)
   (_, perturbed), grads = objective.subset(indices).grad(perturbed_params)
-  return Gradient(grads, loss, aux, extras=perturbed_pass(perturbed))
+  return Gradient(grads, loss, outputs, extras=perturbed_pass(perturbed))
 
 
 # LookSAM.
@@ -197,12 +194,10 @@ def looksam_gradient(
     The Gradient, with state the g_v to keep and extras {'sam_fraction'} and
     the perturbed pass's loss and error (the pass at w's on reuse steps).
   """
-  if every < 1:
-    raise ValueError(f'looksam_every must be >= 1, got {every}')
   # The ascent pass, as in SAM: its gradient is eps's direction on SAM steps
   # and the SGD part of the update on the others (the two coincide except in
   # models with shake regularisers).
-  (loss, aux), g = objective.grad(params, ascent=True)
+  (loss, outputs), g = objective.grad(params, ascent=True)
   use_sam = _step(objective, 'looksam') % every == 0
 
   def sam_step(_):
@@ -218,11 +213,15 @@ def looksam_gradient(
     scale = alpha * _safe_ratio(
         jnp.sqrt(_squared_norm(g)), jnp.sqrt(_squared_norm(g_v))
     )
-    return _axpy(scale, g_v, g), g_v, perturbed_pass(aux)
+    return _axpy(scale, g_v, g), g_v, perturbed_pass(outputs)
 
   grads, g_v, extras = jax.lax.cond(use_sam, sam_step, reuse_step, None)
   return Gradient(
-      grads, loss, aux, state=g_v, extras=_with_sam_fraction(extras, use_sam)
+      grads,
+      loss,
+      outputs,
+      state=g_v,
+      extras=_with_sam_fraction(extras, use_sam),
   )
 
 
@@ -270,7 +269,7 @@ def aesam_gradient(
   """
   # One pass at w serves both branches: the ascent pass, as in SAM (its
   # gradient is also the SGD step's, which differs only with shake models).
-  (loss, aux), g = objective.grad(params, ascent=True)
+  (loss, outputs), g = objective.grad(params, ascent=True)
   squared = _squared_norm(objective.sync(g))
   mean = ema * state['mean'] + (1 - ema) * squared
   variance = ema * state['variance'] + (1 - ema) * jnp.square(squared - mean)
@@ -281,13 +280,13 @@ def aesam_gradient(
   grads, extras = jax.lax.cond(
       use_sam,
       lambda _: _sam_pass(objective, params, g, rho),
-      lambda _: (g, perturbed_pass(aux)),
+      lambda _: (g, perturbed_pass(outputs)),
       None,
   )
   return Gradient(
       grads,
       loss,
-      aux,
+      outputs,
       state={'mean': mean, 'variance': variance},
       extras=_with_sam_fraction(extras, use_sam),
   )
@@ -322,30 +321,35 @@ def rst_gradient(
   use_sam = rst_uses_sam(_step(objective, 'rst'), probability)
 
   def sam_step(_):
-    (loss, aux), g = objective.grad(params, ascent=True)
+    (loss, outputs), g = objective.grad(params, ascent=True)
     grads, extras = _sam_pass(objective, params, g, rho)
-    return grads, loss, aux, extras
+    return grads, loss, outputs, extras
 
   def sgd_step(_):
-    (loss, aux), grads = objective.grad(params)
-    return grads, loss, aux, perturbed_pass(aux)
+    (loss, outputs), grads = objective.grad(params)
+    return grads, loss, outputs, perturbed_pass(outputs)
 
-  grads, loss, aux, extras = jax.lax.cond(use_sam, sam_step, sgd_step, None)
-  return Gradient(grads, loss, aux, extras=_with_sam_fraction(extras, use_sam))
+  grads, loss, outputs, extras = jax.lax.cond(use_sam, sam_step, sgd_step, None)
+  return Gradient(
+      grads, loss, outputs, extras=_with_sam_fraction(extras, use_sam)
+  )
 
 
-# The constructors: each takes its own config.sam fields as keywords.
+# The constructors: each takes its config.sam fields by name (defaults and
+# citations in configs/base.py) and checks them.
 
 
 def esam(
-    rho: float,
-    # Du et al. (2022), official run.sh (CIFAR-10/100): beta = 0.5 and
-    # gamma = 0.5 for wideresnet18 and pyramidnet; ResNet-18 beta = 0.6.
-    esam_weight_fraction: float = 0.5,
-    esam_example_fraction: float = 0.5,
+    *, rho: float, esam_weight_fraction: float, esam_example_fraction: float
 ) -> Method:
   """ESAM: SWP (perturb a fraction beta of the weights) and SDS (the second
   pass on the fraction gamma of examples most sensitive to eps)."""
+  for field, value in (
+      ('esam_weight_fraction', esam_weight_fraction),
+      ('esam_example_fraction', esam_example_fraction),
+  ):
+    require_in(field, value, 0.0, 1.0, True)
+    require(value > 0, field, value, 'must be > 0')
 
   def gradient(objective, params, state):
     del state
@@ -356,14 +360,11 @@ def esam(
   return Method(no_state, gradient, pass_metrics)
 
 
-def looksam(
-    rho: float,
-    # Liu et al. (2022): k = 5 (LookSAM-5 of their tables), alpha = 0.7.
-    looksam_every: int = 5,
-    looksam_alpha: float = 0.7,
-) -> Method:
+def looksam(*, rho: float, looksam_every: int, looksam_alpha: float) -> Method:
   """LookSAM: SAM every k steps; in between, g plus the kept orthogonal
   component of SAM's gradient."""
+  require(looksam_every >= 1, 'looksam_every', looksam_every, 'must be >= 1')
+  require_in('looksam_alpha', looksam_alpha, 0.0, None, True)
 
   def init(params):
     return jax.tree.map(jnp.zeros_like, params)
@@ -377,17 +378,18 @@ def looksam(
 
 
 def aesam(
-    rho: float,
-    # Jiang et al. (2023), CIFAR setting: delta = 0.9, c_t from lambda_1 =
-    # -1 to lambda_2 = 1 (for a normal ||g||^2, half the steps are SAM's).
-    aesam_ema: float = 0.9,
-    aesam_lambda_start: float = -1.0,
-    aesam_lambda_end: float = 1.0,
     *,
+    rho: float,
+    aesam_ema: float,
+    aesam_lambda_start: float,
+    aesam_lambda_end: float,
     num_steps: int,
 ) -> Method:
   """AE-SAM: SAM on steps whose squared gradient norm is high against its
   EMA mean and deviation; logs sam_fraction."""
+  require_in('aesam_ema', aesam_ema, 0.0, 1.0, False)
+  if num_steps is None:
+    raise ValueError("aesam needs the run's num_steps")
 
   def init(params):
     del params
@@ -413,19 +415,10 @@ def aesam(
   return Method(init, gradient, _fraction_metrics)
 
 
-def rst(
-    rho: float,
-    # Zhao, Zhang & Hu (2022) schedule p over training (constant, linear,
-    # ...); the constant p = 0.5 saves half of SAM's extra cost. Only the
-    # constant schedule is implemented.
-    rst_probability: float = 0.5,
-) -> Method:
+def rst(*, rho: float, rst_probability: float) -> Method:
   """RST: each step is SAM with probability p, else SGD; logs
-  sam_fraction."""
-  if not 0 <= rst_probability <= 1:
-    raise ValueError(
-        f'rst_probability must be in [0, 1], got {rst_probability}'
-    )
+  sam_fraction. Only RST's constant schedule of p is implemented."""
+  require_in('rst_probability', rst_probability, 0.0, 1.0, True)
 
   def gradient(objective, params, state):
     del state

@@ -46,7 +46,9 @@ def regression(x, y, counter=None, ascent_scale=None, key=None, step=None):
 
   def value(params, scale=1.0):
     losses = per_example_losses(params, x, y)
-    aux = ({}, {'loss': losses, 'error': (losses > 0.5).astype(jnp.float32)})
+    aux = interface.Outputs(
+        {}, {'loss': losses, 'error': (losses > 0.5).astype(jnp.float32)}
+    )
     return scale * jnp.mean(losses), aux
 
   def counted(name, result):
@@ -201,13 +203,15 @@ def test_esam_without_subsets_raises():
 
 
 def looksam_step(objective, params, state, every=5, alpha=0.7):
-  return efficient.looksam(RHO, every, alpha).gradient(objective, params, state)
+  return methods.build(
+      'looksam', rho=RHO, looksam_every=every, looksam_alpha=alpha
+  ).gradient(objective, params, state)
 
 
 def test_looksam_sam_step_is_sam_and_keeps_the_orthogonal_component():
   x, y = data(4)
   params = initial_params(4)
-  method = efficient.looksam(RHO)
+  method = methods.build('looksam', rho=RHO)
   state = method.init(params)
   objective = regression(x, y, step=10)
   result = method.gradient(objective, params, state)
@@ -256,7 +260,7 @@ def test_looksam_reuse_with_no_kept_component_is_sgd():
 def test_looksam_every_step_when_k_is_one():
   x, y = data(6)
   params = initial_params(6)
-  method = efficient.looksam(RHO, looksam_every=1)
+  method = methods.build('looksam', rho=RHO, looksam_every=1)
   state = method.init(params)
   for step in range(4):
     objective = regression(x, y, step=step)
@@ -269,7 +273,7 @@ def test_looksam_every_step_when_k_is_one():
 def test_looksam_passes():
   x, y = data(6)
   params = initial_params(6)
-  method = efficient.looksam(RHO, looksam_every=5)
+  method = methods.build('looksam', rho=RHO, looksam_every=5)
   state = method.init(params)
   counts = []
   for step in range(6):
@@ -284,8 +288,9 @@ def test_looksam_passes():
 
 
 def aesam_step(objective, params, state, start, end, num_steps=100):
-  method = efficient.aesam(
-      RHO,
+  method = methods.build(
+      'aesam',
+      rho=RHO,
       aesam_lambda_start=start,
       aesam_lambda_end=end,
       num_steps=num_steps,
@@ -294,7 +299,7 @@ def aesam_step(objective, params, state, start, end, num_steps=100):
 
 
 def zero_state():
-  return efficient.aesam(RHO, num_steps=10).init(None)
+  return methods.build('aesam', rho=RHO, num_steps=10).init(None)
 
 
 def test_aesam_forced_sam_and_sgd():
@@ -400,12 +405,16 @@ def test_rst_probability_one_is_sam_and_zero_is_sgd():
   params = initial_params(10)
   for step in range(5):
     objective = regression(x, y, ascent_scale=3.0, step=step)
-    sam = efficient.rst(RHO, 1.0).gradient(objective, params, ())
+    sam = methods.build('rst', rho=RHO, rst_probability=1.0).gradient(
+        objective, params, ()
+    )
     reference = sam_reference(objective, params)
     assert_trees_close(sam.grads, reference.grads)
     np.testing.assert_allclose(sam.loss, reference.loss, rtol=1e-6)
     assert sam.extras['sam_fraction'] == 1.0
-    sgd = efficient.rst(RHO, 0.0).gradient(objective, params, ())
+    sgd = methods.build('rst', rho=RHO, rst_probability=0.0).gradient(
+        objective, params, ()
+    )
     reference = sgd_reference(objective, params)
     assert_trees_close(sgd.grads, reference.grads)
     np.testing.assert_allclose(sgd.loss, reference.loss, rtol=1e-6)
@@ -415,7 +424,7 @@ def test_rst_probability_one_is_sam_and_zero_is_sgd():
 def test_rst_choice_depends_on_the_step_alone():
   x, y = data(11)
   params = initial_params(11)
-  method = efficient.rst(RHO, 0.5)
+  method = methods.build('rst', rho=RHO, rst_probability=0.5)
   choices = {}
   for key in [0, 1]:
     for step in range(20):
@@ -440,7 +449,7 @@ def test_rst_fraction_over_many_steps(p):
 def test_rst_passes():
   x, y = data(10)
   params = initial_params(10)
-  method = efficient.rst(RHO, 0.5)
+  method = methods.build('rst', rho=RHO, rst_probability=0.5)
   for step in range(8):
     _, counter = run_counted(
         lambda c: method.gradient(regression(x, y, c, step=step), params, ())
@@ -454,9 +463,9 @@ def test_methods_need_the_step():
   params = initial_params()
   objective = regression(x, y)
   for method in [
-      efficient.looksam(RHO),
-      efficient.aesam(RHO, num_steps=10),
-      efficient.rst(RHO),
+      methods.build('looksam', rho=RHO),
+      methods.build('aesam', rho=RHO, num_steps=10),
+      methods.build('rst', rho=RHO),
   ]:
     with pytest.raises(ValueError, match='objective.step'):
       method.gradient(objective, params, method.init(params))
@@ -467,9 +476,9 @@ def test_metrics_report_sam_fraction():
   params = initial_params(12)
   objective = regression(x, y, step=1)
   for method in [
-      efficient.looksam(RHO),
-      efficient.aesam(RHO, num_steps=10),
-      efficient.rst(RHO),
+      methods.build('looksam', rho=RHO),
+      methods.build('aesam', rho=RHO, num_steps=10),
+      methods.build('rst', rho=RHO),
   ]:
     result = method.gradient(objective, params, method.init(params))
     metrics = method.metrics(result.grads, result.extras)
@@ -480,7 +489,7 @@ def test_metrics_report_sam_fraction():
 def test_jitted_step_matches_eager():
   x, y = data(13)
   params = initial_params(13)
-  method = efficient.aesam(RHO, num_steps=10)
+  method = methods.build('aesam', rho=RHO, num_steps=10)
   state = method.init(params)
   objective = regression(x, y, step=2)
   eager = method.gradient(objective, params, state)

@@ -18,7 +18,7 @@ A part function maps (part, index) -> (averaged, concatenated) pytrees.
 `grouped_gradient` composes the two around a method's gradient function.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -130,19 +130,22 @@ def scan_mean(fn: PartFn, batch: PyTree, num_parts: int):
 
 
 def accumulated_value_and_grad(
-    loss_fn: Callable[..., Any], batch: PyTree, num_parts: int
+    loss_fn: Callable[..., tuple[jax.Array, interface.Outputs]],
+    batch: PyTree,
+    num_parts: int,
 ):
   """The gradient of the mean loss over a batch, accumulated over micro-batches.
 
   Args:
-    loss_fn: (params, micro_batch, index) -> (loss, (averaged_aux,
-      per_example_aux)) on micro-batch `index`.
+    loss_fn: (params, micro_batch, index) -> (loss, Outputs) on micro-batch
+      `index`.
     batch: the batch, split into `num_parts` micro-batches.
     num_parts: the number of micro-batches k (1: no split).
 
   Returns:
-    params -> ((loss, (averaged_aux, per_example_aux)), grads) on the whole
-    batch: loss, grads and averaged_aux averaged over the micro-batches.
+    params -> ((loss, Outputs), grads) on the whole batch: loss, grads and
+    BatchNorm statistics averaged over the micro-batches, per-example
+    outputs concatenated.
   """
   value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
   if num_parts == 1:
@@ -150,25 +153,48 @@ def accumulated_value_and_grad(
 
   def grad_fn(params):
     def micro_step(micro_batch, index):
-      (loss, (averaged_aux, per_example_aux)), grads = value_and_grad(
-          params, micro_batch, index
-      )
-      return (loss, averaged_aux, grads), per_example_aux
+      (loss, outputs), grads = value_and_grad(params, micro_batch, index)
+      return (loss, outputs.batch_stats, grads), outputs.per_example
 
-    (loss, averaged_aux, grads), per_example_aux = scan_mean(
+    (loss, batch_stats, grads), per_example = scan_mean(
         micro_step, batch, num_parts
     )
-    return (loss, (averaged_aux, per_example_aux)), grads
+    return (loss, interface.Outputs(batch_stats, per_example)), grads
 
   return grad_fn
 
 
-# (examples, group index, number of groups, micro-batches) -> Gradient.
-GroupFn = Callable[[PyTree, Any, int, int], interface.Gradient]
+class Group(NamedTuple):
+  """One group of a device batch: a replica, or an m-sharpness group.
+
+  Attributes:
+    examples: pytree of [group size, ...] arrays.
+    index: the group's place in the device batch (0 to count - 1; traced
+      under vmap).
+    count: the groups in the device batch.
+    micro_batches: the micro-batches its objective accumulates over (1 when
+      the device batch holds several groups: the micro-batches then hold
+      whole groups).
+  """
+
+  examples: PyTree
+  index: Any
+  count: int
+  micro_batches: int
+
+
+class _Averaged(NamedTuple):
+  """The parts of a group's Gradient that are averaged over groups."""
+
+  grads: PyTree
+  loss: jax.Array
+  batch_stats: PyTree
+  state: PyTree
+  extras: dict[str, PyTree]
 
 
 def grouped_gradient(
-    group_fn: GroupFn,
+    gradient_of: Callable[[Group], interface.Gradient],
     batch: PyTree,
     group_size: int,
     num_micro: int,
@@ -184,8 +210,8 @@ def grouped_gradient(
   one after another (`scan_mean`) and each holds whole groups.
 
   Args:
-    group_fn: (examples, group index, number of groups, micro-batches to
-      accumulate over) -> the method's Gradient on those examples.
+    gradient_of: Group -> the method's Gradient on its examples (outputs
+      an interface.Outputs).
     batch: pytree of [n, ...] arrays; group_size divides n and, with several
       groups, n // num_micro.
     group_size: examples per group.
@@ -193,24 +219,24 @@ def grouped_gradient(
     mode: 'unroll' (a static loop over the groups) or 'vmap'.
 
   Returns:
-    The averaged Gradient; aux is (averaged outputs, per-example outputs).
+    The averaged Gradient.
   """
   num_groups = jax.tree.leaves(batch)[0].shape[0] // group_size
   if num_groups == 1:
-    return group_fn(batch, 0, 1, num_micro)
+    return gradient_of(Group(batch, 0, 1, num_micro))
   over_groups = unrolled_mean if mode == 'unroll' else vmap_mean
   groups_per_micro = num_groups // num_micro
 
   def one_group(examples, index):
-    gradient = group_fn(examples, index, num_groups, 1)
-    averaged, per_example = gradient.aux
-    return (
+    gradient = gradient_of(Group(examples, index, num_groups, 1))
+    averaged = _Averaged(
         gradient.grads,
         gradient.loss,
-        averaged,
+        gradient.outputs.batch_stats,
         gradient.state,
         gradient.extras,
-    ), per_example
+    )
+    return averaged, gradient.outputs.per_example
 
   def micro_batch(examples, micro_index):
     return over_groups(
@@ -225,5 +251,10 @@ def grouped_gradient(
     averaged, per_example = micro_batch(batch, 0)
   else:
     averaged, per_example = scan_mean(micro_batch, batch, num_micro)
-  grads, loss, outputs, state, extras = averaged
-  return interface.Gradient(grads, loss, (outputs, per_example), state, extras)
+  return interface.Gradient(
+      averaged.grads,
+      averaged.loss,
+      interface.Outputs(averaged.batch_stats, per_example),
+      averaged.state,
+      averaged.extras,
+  )

@@ -22,10 +22,17 @@ def batch(seed=0, n=8):
 
 
 def loss(w, data, index=0):
-  """Mean squared error; aux = (mean of x as a 'statistic', residuals)."""
+  """Mean squared error; outputs: the mean of x as a 'statistic', and each
+  example's loss, error (|residual| > 1) and residual."""
   del index
   residual = data['x'] @ w - data['y']
-  return 0.5 * jnp.mean(residual**2), (jnp.mean(data['x'], 0), residual)
+  per_example = {
+      'loss': 0.5 * residual**2,
+      'error': (jnp.abs(residual) > 1).astype(jnp.float32),
+      'residual': residual,
+  }
+  outputs = interface.Outputs(jnp.mean(data['x'], 0), per_example)
+  return 0.5 * jnp.mean(residual**2), outputs
 
 
 def sam_direction(w, data):
@@ -37,16 +44,22 @@ def sam_direction(w, data):
 @pytest.mark.parametrize('num_parts', [1, 2, 4])
 def test_accumulated_gradient_is_the_batch_gradient(num_parts):
   data, w = batch(), jnp.array([0.5, -1.0, 2.0])
-  (value, (stat, residual)), grads = groups.accumulated_value_and_grad(
+  (value, outputs), grads = groups.accumulated_value_and_grad(
       loss, data, num_parts
   )(w)
-  (expected_value, (expected_stat, expected_residual)), expected = (
-      jax.value_and_grad(loss, has_aux=True)(w, data)
-  )
+  (expected_value, expected_outputs), expected = jax.value_and_grad(
+      loss, has_aux=True
+  )(w, data)
   np.testing.assert_allclose(grads, expected, rtol=1e-5)
   np.testing.assert_allclose(value, expected_value, rtol=1e-5)
-  np.testing.assert_allclose(stat, expected_stat, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(residual, expected_residual, rtol=1e-5)
+  np.testing.assert_allclose(
+      outputs.batch_stats, expected_outputs.batch_stats, rtol=1e-5, atol=1e-7
+  )
+  np.testing.assert_allclose(
+      outputs.per_example['residual'],
+      expected_outputs.per_example['residual'],
+      rtol=1e-5,
+  )
 
 
 @pytest.mark.parametrize(
@@ -54,10 +67,12 @@ def test_accumulated_gradient_is_the_batch_gradient(num_parts):
 )
 def test_groups_each_run_the_method_on_their_own_examples(mode, num_micro):
   data, w = batch(1), jnp.array([0.2, 0.1, -0.4])
-  method = methods.sam(RHO)
+  method = methods.build('sam', rho=RHO)
 
-  def group_fn(examples, index, num_groups, micro):
-    grad = groups.accumulated_value_and_grad(loss, examples, micro)
+  def group_fn(group: groups.Group):
+    grad = groups.accumulated_value_and_grad(
+        loss, group.examples, group.micro_batches
+    )
     objective = interface.Objective(
         lambda p, ascent=False: grad(p), lambda g: g
     )
@@ -76,9 +91,14 @@ def test_groups_each_run_the_method_on_their_own_examples(mode, num_micro):
   np.testing.assert_allclose(result.grads, expected, rtol=1e-5)
   # Per-example outputs come back in order; averaged ones are averaged.
   residual = data['x'] @ w - data['y']
-  np.testing.assert_allclose(result.aux[1], residual, rtol=1e-5)
   np.testing.assert_allclose(
-      result.aux[0], jnp.mean(data['x'], 0), rtol=1e-5, atol=1e-7
+      result.outputs.per_example['residual'], residual, rtol=1e-5
+  )
+  np.testing.assert_allclose(
+      result.outputs.batch_stats,
+      jnp.mean(data['x'], 0),
+      rtol=1e-5,
+      atol=1e-7,
   )
   # One perturbation for the whole batch differs: the groups have teeth.
   assert np.max(np.abs(result.grads - sam_direction(w, data))) > 1e-3

@@ -7,13 +7,29 @@ devices: the step function decides which examples an objective covers and
 passes `Objective.sync` for methods whose ascent direction is shared.
 """
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 PyTree = Any
-# (params) -> ((loss, aux), grads), as `jax.value_and_grad(f, has_aux=True)`.
+
+
+class Outputs(NamedTuple):
+  """What a pass of the training loss reports besides the loss.
+
+  Attributes:
+    batch_stats: BatchNorm's running statistics after the pass ({} for a
+      model without BatchNorm, or the stored ones where they are frozen).
+    per_example: {'loss', 'error', 'logits'} of each example, [n] leading.
+  """
+
+  batch_stats: PyTree
+  per_example: dict[str, jax.Array]
+
+
+# (params) -> ((loss, outputs), grads), as `jax.value_and_grad(f, has_aux=True)`.
 GradFn = Callable[[PyTree], tuple[tuple[jax.Array, Any], PyTree]]
 
 
@@ -21,12 +37,12 @@ class Objective(NamedTuple):
   """The training loss on one replica's examples, as a method may query it.
 
   Attributes:
-    grad: (params, ascent=False) -> ((loss, aux), grads) on the replica's
-      examples, accumulated over its micro-batches; aux is (averaged,
-      per_example) outputs, per_example a dict with the examples' 'loss'
-      and 'error' (and 'logits'). `ascent=True` is an ascent pass: models with
-      shake regularisers backpropagate through the sampled coefficients
-      there. Every call sees the same examples and random key.
+    grad: (params, ascent=False) -> ((loss, outputs), grads) on the
+      replica's examples, accumulated over its micro-batches; outputs are
+      the pass's `Outputs` (toy objectives may return anything there).
+      `ascent=True` is an ascent pass: models with shake regularisers
+      backpropagate through the sampled coefficients there. Every call sees
+      the same examples and random key.
     sync: grads -> grads shared by every replica that shares one
       perturbation (the identity, or a mean over devices for
       sam.sync_perturbation); applied to ascent directions only.
@@ -55,14 +71,15 @@ class Gradient(NamedTuple):
     grads: the direction the optimizer applies (the step averages it over
       replicas).
     loss: the loss at w.
-    aux: aux of the pass at w; its BatchNorm statistics are the ones kept.
+    outputs: the `Outputs` of the pass at w; its BatchNorm statistics are
+      the ones kept.
     state: the method's state after this step (averaged over replicas).
     extras: pytrees averaged over replicas for `Method.metrics`.
   """
 
   grads: PyTree
   loss: jax.Array
-  aux: Any
+  outputs: Any
   state: PyTree = ()
   extras: dict[str, PyTree] = {}
 
@@ -72,15 +89,20 @@ def no_metrics(grads: PyTree, extras: dict[str, PyTree]) -> dict:
   return {}
 
 
-def perturbed_pass(aux: Any) -> dict[str, jax.Array]:
-  """The mean loss and error of a pass at w + eps (from its per-example
-  outputs, when it has them), for `pass_metrics`."""
-  per_example = aux[1] if isinstance(aux, tuple) and len(aux) == 2 else None
-  if not isinstance(per_example, dict) or 'loss' not in per_example:
+def perturbed_pass(outputs: Any) -> dict[str, jax.Array]:
+  """The mean loss and error of a pass at w + eps, for `pass_metrics`.
+
+  Args:
+    outputs: the pass's `Outputs`; a toy objective's other outputs give {}.
+
+  Returns:
+    {'perturbed_loss', 'perturbed_error'}, or {}.
+  """
+  if not isinstance(outputs, Outputs):
     return {}
   return {
-      'perturbed_loss': jnp.mean(per_example['loss']),
-      'perturbed_error': jnp.mean(per_example['error']),
+      'perturbed_loss': jnp.mean(outputs.per_example['loss']),
+      'perturbed_error': jnp.mean(outputs.per_example['error']),
   }
 
 
@@ -115,6 +137,45 @@ class Method(NamedTuple):
   metrics: Callable[[PyTree, dict], dict[str, jax.Array]] = no_metrics
 
 
+class FieldError(ValueError):
+  """A method's field holds a value the method cannot take."""
+
+
+def require(ok: bool, field: str, value: Any, why: str) -> None:
+  """Raises FieldError 'sam.<field> = <value>: <why>' unless ok.
+
+  A constructor's arguments are named as its config.sam fields, so the
+  message names the field to change (sam/run/checks.py prefixes 'config.').
+
+  Args:
+    ok: whether the value is acceptable.
+    field: the field's name in config.sam.
+    value: its value.
+    why: what it must be.
+  """
+  if not ok:
+    raise FieldError(f'sam.{field} = {value!r}: {why}')
+
+
+def require_in(
+    field: str, value: float, low: float, high: float | None, closed: bool
+) -> None:
+  """Requires low <= value, and value <= high (closed) or < high (open).
+
+  Args:
+    field: the field's name in config.sam.
+    value: its value (finite).
+    low: the least value.
+    high: the bound above, or None.
+    closed: whether high itself is allowed.
+  """
+  inside = math.isfinite(value) and value >= low
+  if high is not None:
+    inside = inside and (value <= high if closed else value < high)
+  bound = '' if high is None else f' and {"<=" if closed else "<"} {high}'
+  require(inside, field, value, f'must be >= {low}{bound}')
+
+
 def objective(
     grad_fn: GradFn,
     ascent_grad_fn: GradFn | None = None,
@@ -125,7 +186,7 @@ def objective(
   """An Objective from plain gradient functions (tests, notebooks).
 
   Args:
-    grad_fn: params -> ((loss, aux), grads).
+    grad_fn: params -> ((loss, outputs), grads).
     ascent_grad_fn: the ascent pass, if it differs from grad_fn.
     sync: the ascent directions' transform; identity if None.
     key: the random key.

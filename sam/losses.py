@@ -1,19 +1,33 @@
 """The training objective: cross-entropy plus L2, and the one loss builder
 that the train step, the sharpness probe and the analyses all use."""
 
-from typing import Any, Callable
+from typing import Callable, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from models import batch_norm
+from sam.interface import Outputs
 
 BN_MODES = ('train', 'eval')
-# (params, batch_stats, batch, key, ascent) -> (loss, (new batch_stats,
-# logits)).
-LossFn = Callable[..., tuple[jax.Array, tuple[Any, jax.Array]]]
+# (params, batch_stats, batch, key, ascent=False, bn_sync=None) -> (loss,
+# Outputs).
+LossFn = Callable[..., tuple[jax.Array, Outputs]]
+
+
+class BatchNormSync(NamedTuple):
+  """BatchNorm statistics computed over several devices of a mapped axis.
+
+  Attributes:
+    axis_name: the mapped axis.
+    groups: the axis indices whose examples share statistics, per group.
+  """
+
+  axis_name: str
+  groups: tuple[tuple[int, ...], ...]
 
 
 def cross_entropy(
@@ -103,8 +117,6 @@ def make_loss_fn(
     label_smoothing: float = 0.0,
     bn_mode: str = 'train',
     freeze_batch_stats: bool = False,
-    bn_axis: str | None = None,
-    bn_groups: Any = None,
 ) -> LossFn:
   """The loss of `model` on a batch: cross-entropy + 0.5 * wd * ||w||^2.
 
@@ -119,26 +131,24 @@ def make_loss_fn(
       is measured with) and returns them unchanged.
     freeze_batch_stats: in 'train' mode, normalise with the running
       statistics and keep them (finetuning, paper C.2).
-    bn_axis: in 'train' mode, a mapped axis over which the batch statistics
-      are averaged (a replica that spans several devices), in the groups of
-      axis indices `bn_groups`; None: each call's own batch.
-    bn_groups: see bn_axis.
 
   Returns:
-    loss_fn(params, batch_stats, batch, key, ascent=False) -> (loss,
-    (batch_stats, per-example outputs)) for batch {'image', 'label'}, the
-    outputs as `per_example_outputs`; `key` feeds the random regularisers
-    (the same key gives the same network) and `ascent` marks SAM's ascent
-    pass (models/__init__.py).
+    loss_fn(params, batch_stats, batch, key, ascent=False, bn_sync=None) ->
+    (loss, Outputs) for batch {'image', 'label'}, the per-example outputs as
+    `per_example_outputs`; `key` feeds the random regularisers (the same key
+    gives the same network), `ascent` marks SAM's ascent pass
+    (models/__init__.py) and `bn_sync`, in 'train' mode, computes the batch
+    statistics over several devices (a replica that spans them).
   """
   if bn_mode not in BN_MODES:
     raise ValueError(f'bn_mode must be one of {BN_MODES}, got {bn_mode!r}')
 
-  def loss_fn(params, batch_stats, batch, key, ascent=False):
+  def loss_fn(params, batch_stats, batch, key, ascent=False, bn_sync=None):
     variables = {'params': params, 'batch_stats': batch_stats}
     if bn_mode == 'train':
+      axis, groups = bn_sync or (None, None)
       with batch_norm.frozen(freeze_batch_stats), batch_norm.synced(
-          bn_axis, bn_groups
+          axis, groups
       ):
         logits, new_state = model.apply(
             variables,
@@ -154,6 +164,40 @@ def make_loss_fn(
     loss = jnp.mean(cross_entropy(logits, batch['label'], label_smoothing))
     if weight_decay:
       loss += l2_penalty(params, weight_decay, exclude_bn_bias)
-    return loss, (batch_stats, per_example_outputs(logits, batch['label']))
+    return loss, Outputs(
+        batch_stats, per_example_outputs(logits, batch['label'])
+    )
 
   return loss_fn
+
+
+def training_loss(
+    model: nn.Module,
+    config: ml_collections.ConfigDict,
+    *,
+    bn_mode: str = 'train',
+    weight_decay: bool = True,
+    freeze_batch_stats: bool = False,
+) -> LossFn:
+  """The run's training objective: the one place where the config's fields
+  reach `make_loss_fn`.
+
+  Args:
+    model: the run's linen module.
+    config: the run config (its optim section).
+    bn_mode: as in `make_loss_fn`.
+    weight_decay: include the L2 term (False: the data loss alone).
+    freeze_batch_stats: as in `make_loss_fn` (the train step passes
+      config.model.freeze_batch_stats).
+
+  Returns:
+    The LossFn.
+  """
+  return make_loss_fn(
+      model,
+      weight_decay=config.optim.weight_decay if weight_decay else 0.0,
+      exclude_bn_bias=config.optim.weight_decay_exclude_bn_bias,
+      label_smoothing=config.optim.label_smoothing,
+      bn_mode=bn_mode,
+      freeze_batch_stats=freeze_batch_stats,
+  )

@@ -2,9 +2,11 @@
 
 Every method, SGD included, is a `Method`: `init(params) -> state` and
 `gradient(objective, params, state) -> Gradient`, where the `Objective` is the
-training loss on one replica's examples. A constructor takes the method's own
-fields of `config.sam` as keyword arguments (`create` passes exactly those),
-so adding a method is one function, one line of `METHODS` and its test.
+training loss on one replica's examples. A constructor's arguments are
+named as the `config.sam` fields it reads, and its line in `METHODS` passes
+them by name (`rho=s.rho`); their defaults live in configs/base.py alone. So
+adding a method is one function, one line of `METHODS`, one field line in
+`configs/base.py` per knob, and its test (README, "Adding a SAM variant").
 
 Algorithm 1 of the paper is `sam`: with g1 = grad L(w) and
 eps = rho * g1 / ||g1||_2 (the norm over all parameter leaves together), the
@@ -20,21 +22,24 @@ examples an objective covers, and passes `Objective.sync` (a mean over
 devices, or the identity) for methods whose ascent direction is shared.
 """
 
-import inspect
-from typing import Any, Callable
+import math
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from configs import base
 from sam import directions
 from sam import efficient
 from sam import perturbation as ball
+from sam.interface import FieldError
 from sam.interface import Gradient
 from sam.interface import Method
 from sam.interface import Objective
 from sam.interface import no_state
 from sam.interface import pass_metrics
 from sam.interface import perturbed_pass
+from sam.interface import require
 
 PyTree = Any
 
@@ -49,8 +54,8 @@ def sgd_gradient(objective: Objective, params: PyTree) -> Gradient:
   Returns:
     The Gradient.
   """
-  (loss, aux), grads = objective.grad(params)
-  return Gradient(grads, loss, aux)
+  (loss, outputs), grads = objective.grad(params)
+  return Gradient(grads, loss, outputs)
 
 
 def sam_gradient(
@@ -80,13 +85,11 @@ def sam_gradient(
     adaptive_eta: eta of ASAM's T_w = |w| + eta.
 
   Returns:
-    The Gradient: grad L(w + eps), with the loss and aux of the pass at w
+    The Gradient: grad L(w + eps), with the loss and outputs of the pass at w
     (its BatchNorm statistics are the ones to keep).
   """
-  if ascent_steps < 1:
-    raise ValueError(f'ascent_steps must be >= 1, got {ascent_steps}')
   options = dict(p=p, adaptive=adaptive, adaptive_eta=adaptive_eta)
-  (loss, aux), g1 = objective.grad(params, ascent=True)
+  (loss, outputs), g1 = objective.grad(params, ascent=True)
   eps = ball.perturbation(objective.sync(g1), params, rho, **options)
   # A Python loop (k is static and small): XLA:CPU took 18 minutes to
   # compile WRN-16-4 with k = 2 as a fori_loop, against about one for SAM.
@@ -95,7 +98,7 @@ def sam_gradient(
     step = ball.perturbation(objective.sync(grads), params, rho, **options)
     eps = ball.project(jax.tree.map(jnp.add, eps, step), params, rho, **options)
   (_, perturbed), g2 = objective.grad(ball.perturb(params, eps))
-  return Gradient(g2, loss, aux, extras=perturbed_pass(perturbed))
+  return Gradient(g2, loss, outputs, extras=perturbed_pass(perturbed))
 
 
 def random_sam_gradient(
@@ -114,10 +117,10 @@ def random_sam_gradient(
   Returns:
     The Gradient.
   """
-  (loss, aux), _ = objective.grad(params, ascent=True)
+  (loss, outputs), _ = objective.grad(params, ascent=True)
   eps = ball.random_perturbation(objective.key, params, rho)
   (_, perturbed), g2 = objective.grad(ball.perturb(params, eps))
-  return Gradient(g2, loss, aux, extras=perturbed_pass(perturbed))
+  return Gradient(g2, loss, outputs, extras=perturbed_pass(perturbed))
 
 
 def second_order_sam_gradient(
@@ -150,7 +153,7 @@ def second_order_sam_gradient(
     and error.
   """
   # linearize: the first pass runs once and leaves w -> H(w) v to apply.
-  g1, hessian_vector_product, (loss, aux) = jax.linearize(
+  g1, hessian_vector_product, (loss, outputs) = jax.linearize(
       lambda w: objective.grad(w, ascent=True)[::-1], params, has_aux=True
   )
   eps_fn = lambda g, w: ball.perturbation(
@@ -162,11 +165,16 @@ def second_order_sam_gradient(
   curvature = hessian_vector_product(through_g)
   grads = jax.tree.map(lambda a, b, c: a + b + c, g2, through_w, curvature)
   return Gradient(
-      grads, loss, aux, extras={'first_order': g2, **perturbed_pass(perturbed)}
+      grads,
+      loss,
+      outputs,
+      extras={'first_order': g2, **perturbed_pass(perturbed)},
   )
 
 
-# The constructors: each takes its own config.sam fields as keywords.
+# The constructors: each takes its config.sam fields by name (their defaults
+# and citations are in configs/base.py) and checks them; `METHODS` below maps
+# the fields to the arguments.
 
 
 def sgd() -> Method:
@@ -177,14 +185,28 @@ def sgd() -> Method:
   )
 
 
+def _check_ball(p: float, adaptive_eta: float) -> None:
+  require(1 <= p <= math.inf, 'p', p, 'must be in [1, inf]')
+  require(adaptive_eta >= 0, 'adaptive_eta', adaptive_eta, 'must be >= 0')
+
+
 def sam(
+    *,
     rho: float,
-    p: float = 2.0,
-    ascent_steps: int = 1,
-    adaptive: bool = False,
-    adaptive_eta: float = ball.DEFAULT_ADAPTIVE_ETA,
+    p: float,
+    ascent_steps: int,
+    adaptive: bool,
+    adaptive_eta: float,
 ) -> Method:
   """SAM (Foret et al., 2021) and its ball and k-step variants."""
+  _check_ball(p, adaptive_eta)
+  require(ascent_steps >= 1, 'ascent_steps', ascent_steps, 'must be >= 1')
+  require(
+      ascent_steps == 1 or p in (2, math.inf),
+      'ascent_steps',
+      ascent_steps,
+      'projected ascent (> 1) needs sam.p = 2 or inf',
+  )
 
   def gradient(objective, params, state):
     del state
@@ -201,7 +223,7 @@ def sam(
   return Method(no_state, gradient, pass_metrics)
 
 
-def random(rho: float) -> Method:
+def random(*, rho: float) -> Method:
   """A random perturbation of norm rho (the paper's C.5 ablation)."""
   return Method(
       no_state,
@@ -222,12 +244,10 @@ def _second_order_metrics(grads, extras):
 
 
 def second_order(
-    rho: float,
-    p: float = 2.0,
-    adaptive: bool = False,
-    adaptive_eta: float = ball.DEFAULT_ADAPTIVE_ETA,
+    *, rho: float, p: float, adaptive: bool, adaptive_eta: float
 ) -> Method:
   """SAM with its second-order term (C.4); logs second_order_cosine."""
+  _check_ball(p, adaptive_eta)
 
   def gradient(objective, params, state):
     del state
@@ -243,40 +263,114 @@ def second_order(
   return Method(no_state, gradient, _second_order_metrics)
 
 
-METHODS: dict[str, Callable[..., Method]] = {
-    'sgd': sgd,
-    'sam': sam,
-    'random': random,
-    'second_order': second_order,
+class RunFacts(NamedTuple):
+  """What a few methods read of the run besides their config.sam fields.
+
+  Attributes:
+    learning_rate: the run's schedule, step -> lr (gsam, sampa).
+    num_steps: the run's optimizer steps (gsam, aesam).
+  """
+
+  learning_rate: Callable[[Any], Any] | None
+  num_steps: int | None
+
+
+# name -> (config.sam, the run's facts) -> Method: each line is the one place
+# where a method's config fields become its arguments.
+METHODS: dict[str, Callable[[Any, RunFacts], Method]] = {
+    'sgd': lambda s, run: sgd(),
+    'sam': lambda s, run: sam(
+        rho=s.rho,
+        p=s.p,
+        ascent_steps=s.ascent_steps,
+        adaptive=s.adaptive,
+        adaptive_eta=s.adaptive_eta,
+    ),
+    'random': lambda s, run: random(rho=s.rho),
+    'second_order': lambda s, run: second_order(
+        rho=s.rho, p=s.p, adaptive=s.adaptive, adaptive_eta=s.adaptive_eta
+    ),
     # The family after the paper: where to perturb (sam/directions.py) ...
-    'gsam': directions.gsam,
-    'msam': directions.msam,
-    'fsam': directions.fsam,
-    'samon': directions.samon,
-    'sampa': directions.sampa,
-    'rwp': directions.rwp,
+    'gsam': lambda s, run: directions.gsam(
+        rho=s.rho,
+        gsam_rho_min=s.gsam_rho_min,
+        gsam_alpha=s.gsam_alpha,
+        learning_rate=run.learning_rate,
+        num_steps=run.num_steps,
+    ),
+    'msam': lambda s, run: directions.msam(
+        rho=s.rho, msam_momentum=s.msam_momentum
+    ),
+    'fsam': lambda s, run: directions.fsam(
+        rho=s.rho, fsam_sigma=s.fsam_sigma, fsam_lambda=s.fsam_lambda
+    ),
+    'samon': lambda s, run: directions.samon(rho=s.rho),
+    'sampa': lambda s, run: directions.sampa(
+        rho=s.rho, sampa_lambda=s.sampa_lambda, learning_rate=run.learning_rate
+    ),
+    'rwp': lambda s, run: directions.rwp(rwp_sigma=s.rwp_sigma),
     # ... and how to pay less for the second pass (sam/efficient.py).
-    'esam': efficient.esam,
-    'looksam': efficient.looksam,
-    'aesam': efficient.aesam,
-    'rst': efficient.rst,
+    'esam': lambda s, run: efficient.esam(
+        rho=s.rho,
+        esam_weight_fraction=s.esam_weight_fraction,
+        esam_example_fraction=s.esam_example_fraction,
+    ),
+    'looksam': lambda s, run: efficient.looksam(
+        rho=s.rho, looksam_every=s.looksam_every, looksam_alpha=s.looksam_alpha
+    ),
+    'aesam': lambda s, run: efficient.aesam(
+        rho=s.rho,
+        aesam_ema=s.aesam_ema,
+        aesam_lambda_start=s.aesam_lambda_start,
+        aesam_lambda_end=s.aesam_lambda_end,
+        num_steps=run.num_steps,
+    ),
+    'rst': lambda s, run: efficient.rst(
+        rho=s.rho, rst_probability=s.rst_probability
+    ),
 }
 
-
-# Facts of the run (not config.sam fields) that a constructor may take as
-# keyword-only arguments: the learning-rate schedule (step -> lr) and the
-# run's optimizer steps.
-CONTEXT = ('learning_rate', 'num_steps')
+# The fields of config.sam that `create` reads for every method.
+SHARED_FIELDS = ('method', 'rho', 'm', 'm_groups', 'sync_perturbation')
+M_GROUPS = ('unroll', 'vmap')
 
 
-def fields(name: str) -> dict[str, Any]:
-  """The config.sam fields that method `name` takes, with their defaults
-  (inspect.Parameter.empty for required ones)."""
-  return {
-      k: v.default
-      for k, v in inspect.signature(METHODS[name]).parameters.items()
-      if k not in CONTEXT
-  }
+class Configured(NamedTuple):
+  """The method that config.sam configures, and how the step groups it.
+
+  Attributes:
+    method: the Method.
+    m: examples per perturbation (m-sharpness), 0 for the replica; 0 for
+      SGD, which does not perturb.
+    m_groups: how the groups run: 'unroll' or 'vmap'.
+    sync_perturbation: one perturbation from the global batch's gradient
+      (False for SGD).
+  """
+
+  method: Method
+  m: int
+  m_groups: str
+  sync_perturbation: bool
+
+
+def _missing_field(name: str, method: str) -> FieldError:
+  return FieldError(f'sam.{name} = None: required by sam.method={method}')
+
+
+class _Reads:
+  """A config section as a METHODS line sees it, noting what it reads."""
+
+  def __init__(self, section: Any):
+    self._section = section
+    self.names = set()
+
+  def __getattr__(self, name: str) -> Any:
+    self.names.add(name)
+    try:
+      return getattr(self._section, name)
+    except AttributeError:
+      method = self._section.method
+      raise _missing_field(name, method) from None
 
 
 def create(
@@ -284,28 +378,89 @@ def create(
     *,
     learning_rate: Callable[[Any], Any] | None = None,
     num_steps: int | None = None,
-) -> Method:
-  """Builds the method that `sam_config.method` names.
+) -> Configured:
+  """Builds the method that `sam_config.method` names: the one place where
+  config.sam is read.
 
   Args:
-    sam_config: the config's `sam` section (or any mapping with `method`
-      and the method's fields).
+    sam_config: the config's `sam` section (any object with its fields as
+      attributes).
     learning_rate: the run's schedule, for methods tied to it (gsam, sampa).
     num_steps: the run's optimizer steps, for methods with a schedule over
       the run (gsam, aesam).
 
   Returns:
+    The Configured method.
+
+  Raises:
+    FieldError: naming the first field the method cannot take.
+  """
+  s = sam_config
+  require(s.method in METHODS, 'method', s.method, f'valid: {sorted(METHODS)}')
+  require(s.rho >= 0, 'rho', s.rho, 'must be >= 0')
+  require(math.isfinite(s.rho), 'rho', s.rho, 'must be finite')
+  require(s.m >= 0, 'm', s.m, 'must be >= 0 (0: the replica)')
+  require(
+      s.m_groups in M_GROUPS,
+      'm_groups',
+      s.m_groups,
+      f'valid: {sorted(M_GROUPS)}',
+  )
+  require(
+      not (s.m and s.sync_perturbation),
+      'm',
+      s.m,
+      'must be 0 with sam.sync_perturbation (one global eps)',
+  )
+  method = METHODS[s.method](s, RunFacts(learning_rate, num_steps))
+  # m-sharpness and a shared perturbation shape the ascent: SGD has none.
+  perturbs = s.method != 'sgd'
+  return Configured(
+      method,
+      m=s.m if perturbs else 0,
+      m_groups=s.m_groups,
+      sync_perturbation=s.sync_perturbation and perturbs,
+  )
+
+
+def fields(
+    sam_config: Any,
+    *,
+    learning_rate: Callable[[Any], Any] | None = None,
+    num_steps: int | None = None,
+) -> tuple[Configured, set[str]]:
+  """`create`, and the fields its METHODS line read besides SHARED_FIELDS.
+
+  Args:
+    sam_config, learning_rate, num_steps: as `create`.
+
+  Returns:
+    (the Configured method, the names of the method's own fields).
+  """
+  reads = _Reads(sam_config)
+  configured = create(reads, learning_rate=learning_rate, num_steps=num_steps)
+  return configured, reads.names - set(SHARED_FIELDS)
+
+
+def build(
+    name: str,
+    *,
+    learning_rate: Callable[[Any], Any] | None = None,
+    num_steps: int | None = None,
+    **fields: Any,
+) -> Method:
+  """Method `name` with configs/base.py's defaults and `fields` set, for
+  notebooks and tests (a run builds its method with `create`).
+
+  Args:
+    name: a key of METHODS.
+    learning_rate, num_steps: as `create`.
+    **fields: config.sam fields to set (e.g. rho=0.1, looksam_every=2).
+
+  Returns:
     The Method.
   """
-  name = sam_config['method']
-  if name not in METHODS:
-    raise ValueError(f'unknown sam.method {name!r}; valid: {sorted(METHODS)}')
-  context = {'learning_rate': learning_rate, 'num_steps': num_steps}
-  wanted = inspect.signature(METHODS[name]).parameters
-  for key in CONTEXT:
-    if key in wanted and context[key] is None:
-      raise ValueError(f"sam.method={name} needs the run's {key}")
-  return METHODS[name](
-      **{k: sam_config[k] for k in fields(name)},
-      **{k: context[k] for k in CONTEXT if k in wanted},
-  )
+  config = base.sam_section()
+  config.method = name
+  config.update(fields)
+  return create(config, learning_rate=learning_rate, num_steps=num_steps).method

@@ -5,6 +5,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -102,7 +103,8 @@ def test_ascent_grad_fn_gives_the_direction_and_the_kept_aux():
   )
   g2 = result.grads
   _, g1 = aux_grad_fn('ascent', 3.0)(params)
-  assert result.aux == 'ascent'  # Loss and aux of the first (unperturbed) pass.
+  # Loss and outputs of the first (unperturbed) pass.
+  assert result.outputs == 'ascent'
   np.testing.assert_allclose(g1['x'], [3.0, 0.0])
   # eps = 0.5 * e1; descent gradient of 0.5||w||^2 at w + eps.
   np.testing.assert_allclose(g2['x'], [1.5, 0.0], rtol=1e-6)
@@ -231,48 +233,85 @@ def test_second_order_with_averaged_first_gradient_over_shards():
   )
 
 
+def sam_config(**fields):
+  """configs/base.py's sam section with `fields` set."""
+  config = base.sam_section()
+  config.update(fields)
+  return config
+
+
 def test_table_builds_every_method_from_its_config_fields():
-  options = {**base.sam_section().to_dict(), 'rho': 0.1}
   stateful = {'looksam', 'aesam', 'msam', 'fsam', 'sampa'}
   for name in methods.METHODS:
-    method = methods.create(
-        {**options, 'method': name},
+    configured, taken = methods.fields(
+        sam_config(method=name, rho=0.1),
         learning_rate=optax.constant_schedule(0.1),
         num_steps=10,
     )
-    state = method.init({'w': jnp.zeros(2)})
+    state = configured.method.init({'w': jnp.zeros(2)})
     assert (state != ()) == (name in stateful), name
-    assert set(methods.fields(name)) <= set(options), name
-  assert set(methods.fields('sam')) == {
-      'rho',
-      'p',
-      'ascent_steps',
-      'adaptive',
-      'adaptive_eta',
-  }
-  assert methods.fields('sgd') == {}
-  assert set(methods.fields('gsam')) == {'rho', 'gsam_rho_min', 'gsam_alpha'}
-  with pytest.raises(ValueError, match="unknown sam.method 'adam'; valid"):
-    methods.create({**options, 'method': 'adam'})
+    assert taken <= set(base.sam_section()), name
+  fields = lambda name: methods.fields(
+      sam_config(method=name),
+      learning_rate=optax.constant_schedule(0.1),
+      num_steps=10,
+  )[1]
+  assert fields('sam') == {'p', 'ascent_steps', 'adaptive', 'adaptive_eta'}
+  assert fields('sgd') == set()
+  assert fields('gsam') == {'gsam_rho_min', 'gsam_alpha'}
+  with pytest.raises(ValueError, match="sam.method = 'adam': valid"):
+    methods.create(sam_config(method='adam'))
   with pytest.raises(ValueError, match="gsam needs the run's learning_rate"):
-    methods.create({**options, 'method': 'gsam'}, num_steps=10)
+    methods.create(sam_config(method='gsam'), num_steps=10)
+
+
+def test_configs_base_and_the_methods_agree():
+  """configs/base.py holds the defaults; every field it lists in its sam
+  section is read by some method's METHODS line or by `create`, and every
+  method builds from those defaults alone."""
+  defaults = base.sam_section()
+  read = set(methods.SHARED_FIELDS)
+  for name in methods.METHODS:
+    _, taken = methods.fields(
+        sam_config(method=name),
+        learning_rate=optax.constant_schedule(0.1),
+        num_steps=10,
+    )
+    read |= taken
+  assert read == set(defaults)
+  # The ball's own default (for direct callers of sam/perturbation.py).
+  assert defaults.adaptive_eta == ball.DEFAULT_ADAPTIVE_ETA
+  # A field the config lacks is named, not a KeyError from deep inside.
+  partial = sam_config(method='looksam').to_dict()
+  del partial['looksam_alpha']
+  with pytest.raises(
+      interface.FieldError, match='looksam_alpha = None: required by'
+  ):
+    methods.fields(ml_collections.ConfigDict(partial))
+
+
+def test_create_reads_the_groups_and_sync_once():
+  sam = methods.create(sam_config(m=4, m_groups='vmap'))
+  assert (sam.m, sam.m_groups, sam.sync_perturbation) == (4, 'vmap', False)
+  # SGD has no ascent: no m-sharpness groups and nothing to share.
+  sgd = methods.create(sam_config(method='sgd', m=4))
+  assert (sgd.m, sgd.sync_perturbation) == (0, False)
+  synced = methods.create(sam_config(sync_perturbation=True))
+  assert synced.sync_perturbation
+  with pytest.raises(interface.FieldError, match='must be 0 with sam.sync'):
+    methods.create(sam_config(m=4, sync_perturbation=True))
 
 
 def test_sgd_entry_is_the_plain_gradient_and_sam_entry_is_sam_gradient():
   loss, grad_fn, params = toy_problem(5)
   objective = interface.objective(grad_fn)
-  sgd = methods.create({'method': 'sgd'}).gradient(objective, params, ())
+  sgd = methods.create(sam_config(method='sgd')).method.gradient(
+      objective, params, ()
+  )
   np.testing.assert_allclose(ravel(sgd.grads), ravel(jax.grad(loss)(params)))
-  entry = methods.create(
-      {
-          'method': 'sam',
-          'rho': RHO,
-          'p': 2.0,
-          'ascent_steps': 1,
-          'adaptive': False,
-          'adaptive_eta': 0.01,
-      }
-  ).gradient(objective, params, ())
+  entry = methods.create(sam_config(method='sam', rho=RHO)).method.gradient(
+      objective, params, ()
+  )
   np.testing.assert_array_equal(
       ravel(entry.grads), ravel(sam(grad_fn, params, RHO).grads)
   )

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sam.analysis import inputs
+from sam.run import experiment
 
 Array = Any
 MatVec = Callable[[Array], Array]
@@ -295,7 +296,7 @@ def estimate_from_json(record: dict) -> SpectrumEstimate:
 
 
 def analyse(
-    run: tuple[Any, Any, Any, Any],
+    run: experiment.LoadedRun,
     output_dir: epath.PathLike,
     *,
     split: str = 'train',
@@ -310,8 +311,7 @@ def analyse(
   """Hessian spectrum of a trained model; writes JSON.
 
   Args:
-    run: (config, model, variables, datasets), as
-      `sam.run.experiment.load_run`.
+    run: the run, from `sam.run.experiment.load_run`.
     output_dir: where `hessian_<split>_<bn_mode>.json` goes.
     split: 'train', 'test' or 'validation'.
     num_examples: examples whose mean loss is differentiated (0: the split).

@@ -18,54 +18,34 @@ import json
 from typing import Any, Callable, NamedTuple
 
 from etils import epath
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sam import losses
+from sam.run import experiment
 
 BN_MODES = losses.BN_MODES
 Batch = dict[str, Any]
 
 
 def make_batch_loss(
-    model: nn.Module,
-    batch_stats: Any,
-    bn_mode: str,
-    *,
-    weight_decay: float = 0.0,
-    exclude_bn_bias: bool = False,
-    label_smoothing: float = 0.0,
-    dropout_seed: int = 0,
+    loss_fn: losses.LossFn, batch_stats: Any, dropout_seed: int = 0
 ) -> Callable[[Any, Batch], jax.Array]:
-  """(params, batch) -> mean cross-entropy (+ optional L2) over the batch.
-
-  The training loss of `losses.make_loss_fn` with the run's statistics and
+  """(params, batch) -> the loss of `loss_fn` with the run's statistics and
   one fixed random key bound.
 
   Args:
-    model: the linen module of the run.
+    loss_fn: a loss of `losses.make_loss_fn` (or `losses.training_loss`),
+      whose bn_mode says which statistics normalise.
     batch_stats: the run's BatchNorm running statistics ({} if none).
-    bn_mode: 'train' (batch statistics) or 'eval' (running statistics).
-    weight_decay: adds 0.5 * wd * ||w||^2, the training objective's L2 term;
-      0 gives the data loss alone.
-    exclude_bn_bias: leave BN scales and biases out of the L2 term.
-    label_smoothing: as in training.
     dropout_seed: the fixed key of random regularisers in 'train' mode.
 
   Returns:
     loss_fn(params, {'image': float32 [b, H, W, C], 'label': int32 [b]}).
   """
-  loss = losses.make_loss_fn(
-      model,
-      weight_decay=weight_decay,
-      exclude_bn_bias=exclude_bn_bias,
-      label_smoothing=label_smoothing,
-      bn_mode=bn_mode,
-  )
   key = jax.random.key(dropout_seed)
-  return lambda params, batch: loss(params, batch_stats, batch, key)[0]
+  return lambda params, batch: loss_fn(params, batch_stats, batch, key)[0]
 
 
 def split_examples(
@@ -162,7 +142,7 @@ class RunLoss(NamedTuple):
 
 
 def run_loss(
-    run: tuple[Any, Any, Any, Any],
+    run: experiment.LoadedRun,
     *,
     split: str,
     num_examples: int,
@@ -174,8 +154,7 @@ def run_loss(
   """The loss of a loaded run on a fixed subset of one split.
 
   Args:
-    run: (config, model, variables, datasets), as
-      `sam.run.experiment.load_run`.
+    run: the run, from `sam.run.experiment.load_run`.
     split: 'train' or an eval split.
     num_examples: how many examples (0: all), cut into equal batches.
     batch_size: examples per batch.
@@ -186,19 +165,16 @@ def run_loss(
   Returns:
     The RunLoss.
   """
-  config, model, variables, datasets = run
-  batch_loss = make_batch_loss(
-      model,
-      variables['batch_stats'],
-      bn_mode,
-      weight_decay=config.optim.weight_decay if weight_decay else 0.0,
-      exclude_bn_bias=config.optim.weight_decay_exclude_bn_bias,
-      label_smoothing=config.optim.label_smoothing,
+  loss_fn = losses.training_loss(
+      run.model, run.config, bn_mode=bn_mode, weight_decay=weight_decay
   )
+  batch_loss = make_batch_loss(loss_fn, run.variables['batch_stats'])
   stacked = stack_batches(
-      *split_examples(datasets, split, num_examples, seed), batch_size
+      *split_examples(run.datasets, split, num_examples, seed), batch_size
   )
-  return RunLoss(batch_loss, stacked, variables['params'], config.sam.method)
+  return RunLoss(
+      batch_loss, stacked, run.variables['params'], run.config.sam.method
+  )
 
 
 def write_record(output_dir: epath.PathLike, name: str, record: dict) -> None:

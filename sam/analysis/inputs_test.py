@@ -15,6 +15,7 @@ import pytest
 from configs import smoke
 from data import datasets as datasets_lib
 import models
+from sam import losses
 from sam.analysis import hessian
 from sam.analysis import inputs as analysis_inputs
 from sam.analysis import landscape
@@ -57,7 +58,9 @@ def tiny_run():
       jax.random.key(0),
       jnp.zeros((1,) + datasets.image_shape),
   )
-  return config, model, _random_variables(shapes), datasets
+  return experiment.LoadedRun(
+      config, model, _random_variables(shapes), datasets
+  )
 
 
 def test_bn_modes_use_batch_or_running_statistics(tiny_run):
@@ -66,7 +69,8 @@ def test_bn_modes_use_batch_or_running_statistics(tiny_run):
   batch = {'image': images, 'label': labels}
   train_loss, eval_loss, eval_l2_loss = (
       analysis_inputs.make_batch_loss(
-          model, variables['batch_stats'], mode, weight_decay=wd
+          losses.make_loss_fn(model, weight_decay=wd, bn_mode=mode),
+          variables['batch_stats'],
       )
       for mode, wd in (('train', 0.0), ('eval', 0.0), ('eval', 0.1))
   )
@@ -97,7 +101,7 @@ def test_bn_modes_use_batch_or_running_statistics(tiny_run):
   # Batch and running statistics differ here, so the modes really differ.
   assert abs(float(actual[0]) - float(actual[1])) > 1e-3
   with pytest.raises(ValueError, match='bn_mode'):
-    analysis_inputs.make_batch_loss(model, {}, 'running')
+    losses.make_loss_fn(model, bn_mode='running')
 
 
 def test_split_examples_and_batches(tiny_run):
@@ -184,7 +188,8 @@ def test_landscape_end_to_end(tiny_run, tmp_path):
   centre = jax.jit(
       analysis_inputs.mean_loss(
           analysis_inputs.make_batch_loss(
-              model, variables['batch_stats'], 'eval'
+              losses.make_loss_fn(model, bn_mode='eval'),
+              variables['batch_stats'],
           ),
           stacked,
       )

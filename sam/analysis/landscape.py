@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sam.analysis import inputs
+from sam.run import experiment
 
 PyTree = Any
 
@@ -97,7 +98,7 @@ def loss_surface(
 
 
 def analyse(
-    run: tuple[Any, Any, Any, Any],
+    run: experiment.LoadedRun,
     output_dir: str,
     *,
     dims: int = 1,
@@ -112,8 +113,7 @@ def analyse(
   """Loss slice around a trained model; writes JSON.
 
   Args:
-    run: (config, model, variables, datasets), as
-      `sam.run.experiment.load_run`.
+    run: the run, from `sam.run.experiment.load_run`.
     output_dir: where `landscape_<dims>d_<split>.json` goes.
     dims: 1 or 2 random directions.
     extent: the grid covers [-extent, extent] along each direction.

@@ -4,7 +4,7 @@
   python -m sam.analysis sharpness --workdir=RUN --split=train --rho=0.05
 """
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from etils import epath
 import jax
@@ -12,10 +12,11 @@ import numpy as np
 
 from sam import sharpness
 from sam.analysis import inputs
+from sam.run import experiment
 
 
 def analyse(
-    run: tuple[Any, Any, Any, Any],
+    run: experiment.LoadedRun,
     output_dir: epath.PathLike,
     *,
     rho: float = 0.05,
@@ -30,8 +31,7 @@ def analyse(
   """Sharpness and m-sharpness of a trained model; writes JSON.
 
   Args:
-    run: (config, model, variables, datasets), as
-      `sam.run.experiment.load_run`.
+    run: the run, from `sam.run.experiment.load_run`.
     output_dir: where `sharpness_<split>_rho<rho>.json` goes.
     rho: radius of the ball.
     num_steps: ascent step counts k to report.

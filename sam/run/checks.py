@@ -1,7 +1,6 @@
 """Config validation: every mistake is a one-line error before anything is
 compiled or written."""
 
-import inspect
 import json
 import math
 
@@ -13,7 +12,9 @@ from configs import base
 from data import catalog
 from data import label_noise
 import models
+from sam import interface
 from sam import methods
+from sam import optim
 from sam.run import files
 from sam.run import replicas
 
@@ -79,7 +80,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _check_data(config.data)
   _check_optim(config, num_devices)
   _check_sam(config, num_devices)
-  _check_family(config)
   _positive(
       config,
       'eval.batch_size',
@@ -215,49 +215,41 @@ def _check_optim(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 
 def _check_sam(config: ml_collections.ConfigDict, num_devices: int) -> None:
-  """The SAM family (sam.*), m-sharpness and their combinations."""
+  """The SAM family (sam.*) and its groups on `num_devices` devices.
+
+  The method's constructor checks its fields (sam/methods.py): it is built
+  here as the run will build it, over a nominal one-step epoch (the
+  dataset's size changes no field's validity).
+  """
   s = config.sam
-  _one_of(config, 'sam.method', methods.METHODS)
-  _require(s.rho >= 0, 'sam.rho', s.rho, 'must be >= 0')
-  _require(math.isfinite(s.rho), 'sam.rho', s.rho, 'must be finite')
-  taken = methods.fields(s.method)
+  schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch=1)
+  try:
+    sam, taken = methods.fields(
+        s,
+        learning_rate=schedule,
+        num_steps=optim.total_train_steps(config.optim, steps_per_epoch=1),
+    )
+  except interface.FieldError as e:
+    raise ConfigError(f'config.{e}') from e
   defaults = base.sam_section()
-  shared = ('method', 'rho', 'sync_perturbation', 'm', 'm_groups')
-  for field in sorted(set(s) - set(shared) - set(taken)):
+  for field in sorted(set(s) - set(methods.SHARED_FIELDS) - taken):
     _require(
         s[field] == defaults.get(field),
         f'sam.{field}',
         s[field],
         f'sam.method={s.method} takes no {field}; its fields: '
-        f'{sorted(set(taken) | {"rho"})}',
+        f'{sorted(taken | {"rho"})}',
     )
-  for field, default in taken.items():
-    _require(
-        default is not inspect.Parameter.empty or field in s,
-        f'sam.{field}',
-        None,
-        f'required by sam.method={s.method}',
-    )
-  _require(1 <= s.p <= math.inf, 'sam.p', s.p, 'must be in [1, inf]')
+  # A combination with the optim section: ESAM ranks a replica's examples,
+  # which the step can do only without accumulation (sam/run/step.py).
   _require(
-      s.ascent_steps >= 1, 'sam.ascent_steps', s.ascent_steps, 'must be >= 1'
-  )
-  _require(
-      s.ascent_steps == 1 or s.p in (2, math.inf),
-      'sam.ascent_steps',
-      s.ascent_steps,
-      'projected ascent (> 1) needs sam.p = 2 or inf',
-  )
-  _require(
-      s.adaptive_eta >= 0, 'sam.adaptive_eta', s.adaptive_eta, 'must be >= 0'
-  )
-  _one_of(config, 'sam.m_groups', ('vmap', 'unroll'))
-  _require(s.m >= 0, 'sam.m', s.m, 'must be >= 0 (0: the replica)')
-  _require(
-      not (s.m and s.sync_perturbation),
-      'sam.m',
-      s.m,
-      'must be 0 with sam.sync_perturbation (one global eps)',
+      s.method != 'esam'
+      or s.esam_example_fraction == 1
+      or config.optim.accumulation_steps == 1,
+      'sam.esam_example_fraction',
+      s.esam_example_fraction,
+      'selects examples, which needs optim.accumulation_steps = 1 '
+      f'(got {config.optim.accumulation_steps}); or set it to 1.0',
   )
   replica = config.optim.replica_batch_size
   _require(
@@ -266,71 +258,13 @@ def _check_sam(config: ml_collections.ConfigDict, num_devices: int) -> None:
       replica,
       'must be >= 0 (0: the per-device batch)',
   )
-  # The groups of a step: sam.m for a perturbing method if set, else the
-  # replicas (sam/run/replicas.py).
-  field = 'sam.m' if s.m and s.method != 'sgd' else 'optim.replica_batch_size'
-  why = replicas.problem(config, num_devices)
+  # The groups of a step: the method's m if set, else the replicas
+  # (sam/run/replicas.py).
+  field = 'sam.m' if sam.m else 'optim.replica_batch_size'
+  why = replicas.problem(
+      config.optim, sam.m, sam.sync_perturbation, num_devices
+  )
   _require(not why, field, _get(config, field), why)
-
-
-# (field, low, high, closed at high): the SAM family's fractions and rates.
-_FAMILY_RANGES = {
-    'gsam': (
-        ('gsam_rho_min', 0.0, None, True),
-        ('gsam_alpha', 0.0, None, True),
-    ),
-    'esam': (
-        ('esam_weight_fraction', 0.0, 1.0, True),
-        ('esam_example_fraction', 0.0, 1.0, True),
-    ),
-    'looksam': (('looksam_alpha', 0.0, None, True),),
-    'aesam': (('aesam_ema', 0.0, 1.0, False),),
-    'rst': (('rst_probability', 0.0, 1.0, True),),
-    'msam': (('msam_momentum', 0.0, 1.0, False),),
-    'fsam': (('fsam_sigma', 0.0, None, True), ('fsam_lambda', 0.0, 1.0, False)),
-    'sampa': (('sampa_lambda', 0.0, 1.0, True),),
-    'rwp': (('rwp_sigma', 0.0, None, True),),
-}
-
-
-def _check_family(config: ml_collections.ConfigDict) -> None:
-  """The fields of the SAM family's methods after the paper, when chosen."""
-  s = config.sam
-  for field, low, high, closed in _FAMILY_RANGES.get(s.method, ()):
-    value = s[field]
-    inside = math.isfinite(value) and value >= low
-    if high is not None:
-      inside = inside and (value <= high if closed else value < high)
-    bound = '' if high is None else f' and {"<=" if closed else "<"} {high}'
-    _require(inside, f'sam.{field}', value, f'must be >= {low}{bound}')
-  if s.method == 'gsam':
-    _require(
-        s.gsam_rho_min <= s.rho,
-        'sam.gsam_rho_min',
-        s.gsam_rho_min,
-        f"must be <= sam.rho ({s.rho}), which is GSAM's rho_max",
-    )
-  if s.method == 'looksam':
-    _require(
-        s.looksam_every >= 1,
-        'sam.looksam_every',
-        s.looksam_every,
-        'must be >= 1',
-    )
-  if s.method == 'esam':
-    _require(
-        s.esam_example_fraction == 1 or config.optim.accumulation_steps == 1,
-        'sam.esam_example_fraction',
-        s.esam_example_fraction,
-        'selects examples, which needs optim.accumulation_steps = 1 '
-        f'(got {config.optim.accumulation_steps}); or set it to 1.0',
-    )
-    _require(
-        s.esam_weight_fraction > 0,
-        'sam.esam_weight_fraction',
-        s.esam_weight_fraction,
-        'must be > 0',
-    )
 
 
 def _without_placement(record: dict) -> dict:

@@ -8,7 +8,7 @@ training; a workdir holding another config is refused.
 """
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from absl import logging
 from etils import epath
@@ -41,7 +41,7 @@ LABEL_NOISE_FILE = 'label_noise.json'
 def build(
     config: ml_collections.ConfigDict,
     relabel: datasets_lib.Relabel | None = None,
-) -> loop.Run:
+) -> loop.Setup:
   """Data, model, schedule and the state's shapes for a config.
 
   Args:
@@ -49,7 +49,7 @@ def build(
     relabel: replaces the training labels (bootstrap).
 
   Returns:
-    The loop.Run.
+    The loop.Setup.
   """
   datasets = datasets_lib.create_datasets(
       config.data,
@@ -69,14 +69,14 @@ def build(
   return loop.prepare(config, datasets)
 
 
-def initial_state(config: ml_collections.ConfigDict, built: loop.Run):
+def initial_state(config: ml_collections.ConfigDict, setup: loop.Setup):
   """The step-0 state: a fresh initialisation, or pretrained weights."""
   state = state_lib.create_train_state(
-      built.model,
-      built.datasets.image_shape,
-      built.abstract_state.tx,
+      setup.model,
+      setup.datasets.image_shape,
+      setup.abstract_state.tx,
       config.seed,
-      built.method.init,
+      setup.sam.method.init,
   )
   if not config.model.init_checkpoint:
     return state
@@ -102,12 +102,7 @@ def make_sharpness_probe(
 ) -> Callable:
   """jitted (params, batch_stats, batch) -> the sharpness of the training
   objective on `batch` (train-mode BatchNorm), as sam.sharpness defines it."""
-  loss_fn = losses.make_loss_fn(
-      model,
-      weight_decay=config.optim.weight_decay,
-      exclude_bn_bias=config.optim.weight_decay_exclude_bn_bias,
-      label_smoothing=config.optim.label_smoothing,
-  )
+  loss_fn = losses.training_loss(model, config)
   key = jax.random.key(config.seed)
 
   def probe(params, batch_stats, batch):
@@ -148,11 +143,11 @@ def teacher_labels(teacher_workdir: str) -> datasets_lib.Relabel:
   return relabel
 
 
-def _restore_or_start(config, built, manager, workdir):
+def _restore_or_start(config, setup, manager, workdir):
   """(start step, state, progress) from the latest checkpoint, or fresh."""
-  restored = checkpoints.restore_latest(manager, built.abstract_state)
+  restored = checkpoints.restore_latest(manager, setup.abstract_state)
   if restored is None:
-    return 0, initial_state(config, built), {'wall_time_s': 0.0}
+    return 0, initial_state(config, setup), {'wall_time_s': 0.0}
   start_step, state, progress = restored
   logging.info('Resuming from the checkpoint at step %d.', start_step)
   return start_step, state, progress
@@ -217,70 +212,88 @@ def _train_and_evaluate(
     logging.info('%s is a finished run; not training again.', workdir)
     return files.read_json(workdir / SUMMARY_FILE)
   teacher = config.data.bootstrap_teacher_workdir
-  built = build(config, teacher_labels(teacher) if teacher else None)
+  setup = build(config, teacher_labels(teacher) if teacher else None)
   is_primary = jax.process_index() == 0
   workdir.mkdir(parents=True, exist_ok=True)
   if is_primary:
     files.write_json_atomically(workdir / CONFIG_FILE, checks.identity(config))
-    noise = built.datasets.label_noise_record()
+    noise = setup.datasets.label_noise_record()
     if noise is not None:
       files.write_json_atomically(workdir / LABEL_NOISE_FILE, noise)
   manager = checkpoints.create_manager(workdir, config.run.keep_checkpoints)
   start_step, state, progress = _restore_or_start(
-      config, built, manager, workdir
+      config, setup, manager, workdir
   )
   writer = writers.create_writer(
       workdir, is_primary, start_step, config.run.tensorboard
   )
   if start_step == 0:
     writer.write_hparams(config.to_dict())
-  run = loop.Loop(
+  training = loop.Loop(
       config,
       workdir,
-      built,
+      setup,
       manager,
       state,
       start_step,
       progress,
       writer,
-      make_sharpness_probe(built.model, config),
+      make_sharpness_probe(setup.model, config),
   )
-  run.run_steps()
+  training.run_steps()
   summary = loop.summarize(
       config,
       workdir,
-      built.total_steps,
+      setup.total_steps,
       progress['wall_time_s'],
-      run.images_per_second(),
+      training.images_per_second(),
   )
-  if run.first_step_done is not None:
+  if training.first_step_done is not None:
     # From the start of this call (data, model, compilation) to the end of
     # this process's first step.
-    summary['time_to_first_step_s'] = run.first_step_done[1] - started
+    summary['time_to_first_step_s'] = training.first_step_done[1] - started
   if is_primary:
     files.write_json_atomically(workdir / SUMMARY_FILE, summary)
   return summary
 
 
-def load_run(workdir: epath.PathLike):
+class LoadedRun(NamedTuple):
+  """A finished (or interrupted) run, rebuilt from its workdir.
+
+  Attributes:
+    config: the run's config.
+    model: its linen module.
+    variables: {'params', 'batch_stats'} of the latest checkpoint, on the
+      host.
+    datasets: its data (data.datasets.Datasets).
+  """
+
+  config: ml_collections.ConfigDict
+  model: nn.Module
+  variables: dict[str, Any]
+  datasets: Any
+
+
+def load_run(workdir: epath.PathLike) -> LoadedRun:
   """Rebuilds a run from its workdir, for analyses of its checkpoint.
 
   Args:
     workdir: a workdir written by `train_and_evaluate`.
 
   Returns:
-    (config, model, variables, datasets): variables = {'params',
-    'batch_stats'} of the latest checkpoint, on the host.
+    The LoadedRun of its latest checkpoint.
   """
   workdir = files.resolve(workdir)
   config = base.from_record(files.read_json(workdir / CONFIG_FILE))
-  built = build(config)
+  setup = build(config)
   restored = checkpoints.restore_latest(
       checkpoints.create_manager(workdir, config.run.keep_checkpoints),
-      built.abstract_state,
+      setup.abstract_state,
   )
   if restored is None:
     raise FileNotFoundError(f'no checkpoint in {str(workdir)!r}')
   _, state, _ = restored
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  return config, built.model, jax.device_get(variables), built.datasets
+  return LoadedRun(
+      config, setup.model, jax.device_get(variables), setup.datasets
+  )

@@ -21,21 +21,11 @@ from sam.run import state as state_lib
 from sam.run import step as step_lib
 
 NUM_DEVICES = 2
-FAMILY = (
-    'gsam',
-    'esam',
-    'looksam',
-    'aesam',
-    'rst',
-    'msam',
-    'fsam',
-    'samon',
-    'sampa',
-    'rwp',
-)
-# Methods whose next step depends on more than the params and optimizer
-# state: a carried state, or a schedule read from the step counter.
-RESUMABLE = ('gsam', 'looksam', 'aesam', 'rst', 'msam', 'fsam', 'sampa')
+# Every method of the table, so that a new one is tested with no edit here.
+FAMILY = tuple(methods.METHODS)
+# A resume must change nothing for any method: those that carry a state or
+# read a schedule from the step counter most of all.
+RESUMABLE = FAMILY
 BATCH, SIZE, STEPS = 16, 8, 4
 _BUILT = {}
 
@@ -65,7 +55,7 @@ def build(method):
     sam = methods.create(config.sam, learning_rate=schedule, num_steps=STEPS)
     tx = optim.create_optimizer(config.optim, schedule)
     state = state_lib.create_train_state(
-        model, (SIZE, SIZE, 3), tx, config.seed, sam.init
+        model, (SIZE, SIZE, 3), tx, config.seed, sam.method.init
     )
     step = jax.pmap(
         step_lib.make_train_step(config, model, 10, NUM_DEVICES, sam),

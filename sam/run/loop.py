@@ -1,4 +1,4 @@
-"""The training loop: a built run -> pmapped steps -> metrics, checkpoints
+"""The training loop: a run's Setup -> pmapped steps -> metrics, checkpoints
 and a summary.
 
 The host never waits for the devices on a step that neither logs, evaluates
@@ -23,7 +23,6 @@ import ml_collections
 import optax
 
 import models
-from sam import interface
 from sam import methods
 from sam import optim
 from sam.run import checkpoints
@@ -98,7 +97,7 @@ def merge_all(collections: list[Any]):
   return merged
 
 
-class Run(NamedTuple):
+class Setup(NamedTuple):
   """What the loop trains, built from a config and its datasets.
 
   Attributes:
@@ -107,7 +106,8 @@ class Run(NamedTuple):
     schedule: step -> learning rate.
     abstract_state: the TrainState's shapes and dtypes.
     total_steps: optimizer steps of the run.
-    method: the SAM-family member (sam/methods.py).
+    sam: the SAM-family member as config.sam configures it
+      (sam/methods.py).
   """
 
   datasets: Any
@@ -115,10 +115,10 @@ class Run(NamedTuple):
   schedule: optax.Schedule
   abstract_state: Any
   total_steps: int
-  method: interface.Method
+  sam: methods.Configured
 
 
-def prepare(config: ml_collections.ConfigDict, datasets) -> Run:
+def prepare(config: ml_collections.ConfigDict, datasets) -> Setup:
   """The model, schedule and state shapes of a config over its datasets.
 
   Args:
@@ -126,7 +126,7 @@ def prepare(config: ml_collections.ConfigDict, datasets) -> Run:
     datasets: anything with the data.datasets.Datasets interface.
 
   Returns:
-    The Run.
+    The Setup.
   """
   model = models.create_model(
       config.model.name, datasets.num_classes, config.model.dtype
@@ -135,7 +135,7 @@ def prepare(config: ml_collections.ConfigDict, datasets) -> Run:
       config.optim, datasets.steps_per_epoch
   )
   total_steps = optim.total_train_steps(config.optim, datasets.steps_per_epoch)
-  method = methods.create(
+  sam = methods.create(
       config.sam, learning_rate=schedule, num_steps=total_steps
   )
   abstract_state = jax.eval_shape(
@@ -145,10 +145,10 @@ def prepare(config: ml_collections.ConfigDict, datasets) -> Run:
           datasets.image_shape,
           optim.create_optimizer(config.optim, schedule),
           config.seed,
-          method.init,
+          sam.method.init,
       )
   )
-  return Run(datasets, model, schedule, abstract_state, total_steps, method)
+  return Setup(datasets, model, schedule, abstract_state, total_steps, sam)
 
 
 class Loop:
@@ -163,7 +163,7 @@ class Loop:
       self,
       config: ml_collections.ConfigDict,
       workdir: epath.Path,
-      run,
+      setup,
       manager,
       state,
       start_step: int,
@@ -176,7 +176,7 @@ class Loop:
     Args:
       config: the run config.
       workdir: the run's workdir.
-      run: the Run to train (`prepare`).
+      setup: what to train (`prepare`).
       manager: the run's checkpoint manager.
       state: the TrainState to start from, on the host.
       start_step: the steps it has taken.
@@ -185,18 +185,18 @@ class Loop:
       probe: (params, batch_stats, batch) -> sharpness, for
         eval.sharpness_every_steps.
     """
-    self.config, self.workdir, self.run = config, workdir, run
+    self.config, self.workdir, self.setup = config, workdir, setup
     self.manager, self.progress = manager, progress
     self.start_step = start_step
     self.writer, self.probe = writer, probe
     self.mesh = state_lib.device_mesh()
     self.p_train, self.p_eval = step_lib.pmap_steps(
-        config, run.model, run.datasets.num_classes, run.method
+        config, setup.model, setup.datasets.num_classes, setup.sam
     )
     self.state = state_lib.replicate(state, self.mesh)
     self.pending_metrics = []
     self.eval_every = max(
-        1, round(config.eval.every_epochs * run.datasets.steps_per_epoch)
+        1, round(config.eval.every_epochs * setup.datasets.steps_per_epoch)
     )
     self.segment_started = time.time()
     self.first_step_done = None  # (step, time) once the first step is done.
@@ -234,7 +234,7 @@ class Loop:
       scalars['skipped_steps'] = skipped
       if skipped:
         logging.warning('%d non-finite steps skipped so far.', skipped)
-    scalars['learning_rate'] = float(self.run.schedule(step - 1))
+    scalars['learning_rate'] = float(self.setup.schedule(step - 1))
     scalars['epoch'] = self._epoch(step)
     # The state was just read, so the steps since the last log are done.
     now = time.time()
@@ -245,11 +245,11 @@ class Loop:
     self.writer.write_scalars(step, scalars)
 
   def _epoch(self, step: int) -> float:
-    return step / self.run.datasets.steps_per_epoch
+    return step / self.setup.datasets.steps_per_epoch
 
   def _evaluate(self, step: int) -> None:
     self._finite_so_far()
-    scalars = evaluate(self.p_eval, self.state, self.run.datasets)
+    scalars = evaluate(self.p_eval, self.state, self.setup.datasets)
     self.writer.write_scalars(step, {**scalars, 'epoch': self._epoch(step)})
 
   def _probe(self, step: int, batch) -> None:
@@ -286,7 +286,7 @@ class Loop:
 
   def _after_step(self, step: int, batch, preempted: bool) -> None:
     """Logs, probes, evaluates and checkpoints as the config asks."""
-    config, total = self.config, self.run.total_steps
+    config, total = self.config, self.setup.total_steps
     is_last = step == total
     if step % config.run.log_every_steps == 0 or is_last:
       self._log(step)
@@ -307,9 +307,9 @@ class Loop:
 
   def run_steps(self) -> None:
     """Takes every step from start_step + 1 to the run's last."""
-    total = self.run.total_steps
+    total = self.setup.total_steps
     batches = state_lib.prefetch(
-        self.run.datasets.train_batches(self.start_step, total), self.mesh
+        self.setup.datasets.train_batches(self.start_step, total), self.mesh
     )
     logging.info(
         'Training %s steps from step %d on %d devices.',
@@ -335,13 +335,13 @@ class Loop:
 
   def images_per_second(self) -> float | None:
     """Training throughput of this process after its first step."""
-    total = self.run.total_steps
+    total = self.setup.total_steps
     if self.first_step_done is None or self.first_step_done[0] >= total:
       return None
     first_step, first_time = self.first_step_done
     return (
         (total - first_step)
-        * self.run.datasets.global_batch_size
+        * self.setup.datasets.global_batch_size
         / max(time.time() - first_time, 1e-9)
     )
 

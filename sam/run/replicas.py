@@ -34,19 +34,29 @@ class Layout(NamedTuple):
   device_groups: tuple[tuple[int, ...], ...] | None
 
 
-def group_size(config: ml_collections.ConfigDict, device_batch: int) -> int:
-  """Examples per group: sam.m for a perturbing method if set, else the
+def group_size(
+    optim: ml_collections.ConfigDict, m: int, device_batch: int
+) -> int:
+  """Examples per group: m (the method's m-sharpness) if set, else the
   replica batch, else the device batch (one replica per device)."""
-  if config.sam.method != 'sgd' and config.sam.m:
-    return config.sam.m
-  return config.optim.replica_batch_size or device_batch
+  return m or optim.replica_batch_size or device_batch
 
 
-def layout(config: ml_collections.ConfigDict, num_devices: int) -> Layout:
-  """The groups of a config on `num_devices` devices (validated by
-  `problem`)."""
-  device_batch = config.optim.batch_size // num_devices
-  size = group_size(config, device_batch)
+def layout(
+    optim: ml_collections.ConfigDict, m: int, num_devices: int
+) -> Layout:
+  """The groups of a run on `num_devices` devices (validated by `problem`).
+
+  Args:
+    optim: the config's optim section (batch_size, replica_batch_size).
+    m: the method's examples per perturbation (`methods.Configured.m`).
+    num_devices: the devices over all hosts.
+
+  Returns:
+    The Layout.
+  """
+  device_batch = optim.batch_size // num_devices
+  size = group_size(optim, m, device_batch)
   if size <= device_batch:
     return Layout(size, device_batch // size, 1, None)
   span = size // device_batch
@@ -56,15 +66,30 @@ def layout(config: ml_collections.ConfigDict, num_devices: int) -> Layout:
   return Layout(size, 1, span, groups)
 
 
-def problem(config: ml_collections.ConfigDict, num_devices: int) -> str:
-  """Why the groups of `config` do not fit `num_devices` devices, or ''."""
-  device_batch = config.optim.batch_size // num_devices
-  size = group_size(config, device_batch)
-  micro = device_batch // config.optim.accumulation_steps
+def problem(
+    optim: ml_collections.ConfigDict,
+    m: int,
+    sync_perturbation: bool,
+    num_devices: int,
+) -> str:
+  """Why the groups of a run do not fit `num_devices` devices, or ''.
+
+  Args:
+    optim: the config's optim section.
+    m: the method's examples per perturbation.
+    sync_perturbation: the method's one perturbation for the global batch.
+    num_devices: the devices over all hosts.
+
+  Returns:
+    What the group size must be, or ''.
+  """
+  device_batch = optim.batch_size // num_devices
+  size = group_size(optim, m, device_batch)
+  micro = device_batch // optim.accumulation_steps
   if size < device_batch:
     if device_batch % size:
       return f'must divide the per-device batch ({device_batch})'
-    if config.optim.accumulation_steps > 1 and micro % size:
+    if optim.accumulation_steps > 1 and micro % size:
       return (
           f'must divide the micro-batch ({micro}) with '
           'optim.accumulation_steps'
@@ -76,7 +101,7 @@ def problem(config: ml_collections.ConfigDict, num_devices: int) -> str:
           f'({device_batch}) that the {num_devices} devices hold a whole '
           'number of times'
       )
-  if config.sam.sync_perturbation and size < device_batch:
+  if sync_perturbation and size < device_batch:
     return (
         'must hold at least the per-device batch with '
         'sam.sync_perturbation (one global eps)'

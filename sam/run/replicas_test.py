@@ -38,6 +38,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
+from sam import methods
 from sam.run import distributed
 from sam.run import experiment
 from sam.run import metrics_file
@@ -149,15 +150,18 @@ def test_without_replicas_the_devices_change_the_training(
     ],
 )
 def test_layouts_of_the_smoke_config(devices, layout):
-  assert replicas.layout(smoke.get_config(), devices) == layout
+  assert replicas.layout(smoke.get_config().optim, 0, devices) == layout
 
 
 def test_m_refines_the_groups_of_sam_but_not_of_sgd():
   config = smoke.get_config()
   config.sam.m = 8
-  assert replicas.layout(config, 2).group_size == 8
+  layout = lambda: replicas.layout(
+      config.optim, methods.create(config.sam).m, 2
+  )
+  assert layout().group_size == 8
   config.sam.method = 'sgd'
-  assert replicas.layout(config, 2).group_size == 32
+  assert layout().group_size == 32
 
 
 @pytest.mark.parametrize(
@@ -194,5 +198,8 @@ def test_groups_that_do_not_fit(fields, devices, message):
   for field, value in fields.items():
     section, leaf = field.split('.')
     config[section][leaf] = value
-  problem = replicas.problem(config, devices)
+  sam = methods.create(config.sam)
+  problem = replicas.problem(
+      config.optim, sam.m, sam.sync_perturbation, devices
+  )
   assert (message in problem) and (bool(problem) == bool(message)), problem

@@ -4,12 +4,13 @@
 These are the only functions that communicate across devices; every
 collective below names the 'batch' axis (the data-parallel devices) and says
 why it is there. `make_train_step` binds, once, what the step needs from the
-config: the loss, the method of `config.sam.method` and a few options.
+config: the loss, the method that `methods.create` built from config.sam, and
+a few options.
 """
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from clu import metrics as clu_metrics
 import flax.linen as nn
@@ -22,6 +23,7 @@ from data import mixup
 from sam import groups
 from sam import interface
 from sam import losses
+from sam import methods
 from sam.run import replicas
 from sam.run import state as state_lib
 
@@ -39,9 +41,10 @@ class StepOptions:
   Attributes:
     seed: the run seed; keys are functions of (seed, step, replica).
     layout: the groups of a device batch (sam/run/replicas.py).
-    group_mode: 'unroll' or 'vmap' (sam.m_groups).
+    group_mode: 'unroll' or 'vmap' (the method's m_groups).
     accumulation_steps: micro-batches per device batch.
-    sync_perturbation: one perturbation from the global batch's gradient.
+    sync_perturbation: one perturbation from the global batch's gradient
+      (the method's).
     mixup_alpha: > 0 mixes the batch (Beta(alpha, alpha), one weight).
     num_classes: for mixup's one-hot targets.
     skip_nonfinite: keep the previous state on a non-finite step.
@@ -108,14 +111,6 @@ def _identity(tree):
   return tree
 
 
-def _micro_batch_loss(
-    loss_fn, batch_stats, key, num_micro, ascent, params, micro_batch, index
-):
-  return loss_fn(
-      params, batch_stats, micro_batch, _fold(key, index, num_micro), ascent
-  )
-
-
 def _replica(options: StepOptions, index=0):
   """The global index of this device's group `index`: the same on 1 or 8
   devices for the same examples."""
@@ -139,49 +134,82 @@ def _group_keys(step_key, options: StepOptions, index):
   return dropout_key, method_key
 
 
-def _group_objective(
-    loss_fn,
-    batch_stats,
-    step_key,
-    options,
-    sync,
-    step,
-    examples,
-    index,
-    num_groups,
-    num_micro,
+class StepInputs(NamedTuple):
+  """What every group's objective shares within one step.
+
+  Attributes:
+    loss_fn: the training loss (`losses.training_loss`).
+    batch_stats: BatchNorm's running statistics at the step's start: both
+      SAM passes start from them.
+    step_key: the step's random key.
+    step: the optimizer steps taken before this one.
+    sync: the ascent directions' mean over the devices that share a
+      perturbation (the identity when none do).
+    bn_sync: BatchNorm statistics over the devices of a replica that spans
+      several, or None.
+    options: the StepOptions.
+  """
+
+  loss_fn: losses.LossFn
+  batch_stats: Any
+  step_key: jax.Array
+  step: jax.Array
+  sync: Callable[[Any], Any]
+  bn_sync: losses.BatchNormSync | None
+  options: StepOptions
+
+
+def group_objective(
+    group: groups.Group, inputs: StepInputs
 ) -> interface.Objective:
   """The Objective of one group: its own keys, and the loss accumulated over
-  `num_micro` micro-batches; only a lone group shares its ascent (`sync`)."""
-  same_group = functools.partial(
-      _group_objective, loss_fn, batch_stats, step_key, options, sync, step
+  its micro-batches; only a lone group shares its ascent (`inputs.sync`).
+
+  Args:
+    group: the group's examples and place.
+    inputs: what the step's groups share.
+
+  Returns:
+    The Objective the method queries.
+  """
+  dropout_key, method_key = _group_keys(
+      inputs.step_key, inputs.options, group.index
   )
-  dropout_key, method_key = _group_keys(step_key, options, index)
-  loss = functools.partial(
-      _micro_batch_loss, loss_fn, batch_stats, dropout_key, num_micro
-  )
+
+  def loss(params, examples, index, ascent=False):
+    key = _fold(dropout_key, index, group.micro_batches)
+    return inputs.loss_fn(
+        params,
+        inputs.batch_stats,
+        examples,
+        key,
+        ascent,
+        bn_sync=inputs.bn_sync,
+    )
 
   def grad(params, ascent=False):
     return groups.accumulated_value_and_grad(
-        functools.partial(loss, ascent), examples, num_micro
+        lambda p, examples, index: loss(p, examples, index, ascent),
+        group.examples,
+        group.micro_batches,
     )(params)
 
-  losses = subset = None
-  if num_micro == 1:
+  losses_at = subset = None
+  if group.micro_batches == 1:
 
-    def losses(params):
-      return loss(False, params, examples, 0)[1][1]['loss']
+    def losses_at(params):
+      return loss(params, group.examples, 0)[1].per_example['loss']
 
     def subset(indices):
-      chosen = jax.tree.map(lambda x: x[indices], examples)
-      return same_group(chosen, index, num_groups, 1)
+      chosen = jax.tree.map(lambda x: x[indices], group.examples)
+      return group_objective(group._replace(examples=chosen), inputs)
 
   return interface.Objective(
       grad,
-      sync if num_groups == 1 else _identity,
+      inputs.sync if group.count == 1 else _identity,
       method_key,
-      step,
-      losses,
+      inputs.step,
+      losses_at,
       subset,
   )
 
@@ -234,61 +262,69 @@ def _mixed(batch, step_key, options: StepOptions):
   return {'image': images, 'label': targets}
 
 
-def train_step(state, batch, *, loss_fn, method, options: StepOptions):
+def train_step(
+    state, batch, *, loss_fn, method: interface.Method, options: StepOptions
+):
   """One update of Algorithm 1 on this device's share of the global batch.
 
   Args:
     state: this device's replica of the TrainState.
     batch: {'image': [b, H, W, C], 'label': [b]} for this device.
-    loss_fn: from `losses.make_loss_fn`.
+    loss_fn: from `losses.training_loss`.
     method: the SAM-family member (sam/methods.py), run per group of
-      options.group_size examples (m-sharpness) over the micro-batches.
+      options.layout.group_size examples over the micro-batches.
     options: the rest of what the step needs.
 
   Returns:
     (new state, train metrics gathered over devices).
   """
   step_key = jax.random.fold_in(jax.random.key(options.seed), state.step)
-  sync, layout = _identity, options.layout
+  layout = options.layout
+  sync, bn_sync = _identity, None
   if options.sync_perturbation:
     # batch: one perturbation from the gradient of the global batch.
     sync = functools.partial(jax.lax.pmean, axis_name=AXIS)
   elif layout.device_groups:
-    # batch: a replica spanning devices shares its perturbation.
+    # batch: a replica spanning devices shares its perturbation ...
     sync = functools.partial(
         jax.lax.pmean, axis_name=AXIS, axis_index_groups=layout.device_groups
     )
-  labels = batch['label']
-  # Both passes see the same mixed batch (the key is the step's).
-  batch = _mixed(batch, step_key, options)
-  objective = functools.partial(
-      _group_objective,
-      loss_fn,
-      state.batch_stats,
-      step_key,
-      options,
-      sync,
-      state.step,
+  if layout.device_groups:
+    # batch: ... and its BatchNorm statistics, over all of its examples.
+    bn_sync = losses.BatchNormSync(AXIS, layout.device_groups)
+  inputs = StepInputs(
+      loss_fn, state.batch_stats, step_key, state.step, sync, bn_sync, options
   )
 
-  def group_gradient(*group):
-    return method.gradient(objective(*group), state.params, state.method_state)
+  def method_gradient(group: groups.Group) -> interface.Gradient:
+    # g1 -> eps -> g2 on the group's examples (methods.sam_gradient for SAM).
+    objective = group_objective(group, inputs)
+    return method.gradient(objective, state.params, state.method_state)
 
-  size = min(layout.group_size, labels.shape[0])
-  micro, mode = options.accumulation_steps, options.group_mode
-  gradient = groups.grouped_gradient(group_gradient, batch, size, micro, mode)
+  # Each replica group (a replica, or m examples of one) runs the method on
+  # its own examples; both passes see the same mixed batch.
+  mixed = _mixed(batch, step_key, options)
+  size = min(layout.group_size, batch['label'].shape[0])
+  gradient = groups.grouped_gradient(
+      method_gradient,
+      mixed,
+      size,
+      options.accumulation_steps,
+      options.group_mode,
+  )
   # batch: the update is the mean of every device's direction; the method's
   # state and extras are averaged with it, so replicas stay identical.
   grads, method_state, extras = jax.lax.pmean(
       (gradient.grads, gradient.state, gradient.extras), axis_name=AXIS
   )
-  # batch: keep the replicas' running statistics identical.
-  batch_stats = jax.lax.pmean(gradient.aux[0], axis_name=AXIS)
+  # batch: the running statistics of the unperturbed pass, identical on
+  # every replica.
+  batch_stats = jax.lax.pmean(gradient.outputs.batch_stats, axis_name=AXIS)
   new_state = state.apply_gradients(
       grads=grads, batch_stats=batch_stats, method_state=method_state
   )
   scalars = method.metrics(grads, extras)
-  outputs = _metric_outputs(gradient.aux[1], grads, scalars)
+  outputs = _metric_outputs(gradient.outputs.per_example, grads, scalars)
   # batch: metrics over the global batch (all_gather inside clu).
   step_metrics = train_metrics(tuple(scalars)).gather_from_model_output(
       axis_name=AXIS, **outputs
@@ -325,17 +361,19 @@ def eval_step(state, batch, *, model: nn.Module):
 
 
 def step_options(
-    config: ml_collections.ConfigDict, num_classes: int, num_devices: int
+    config: ml_collections.ConfigDict,
+    sam: methods.Configured,
+    num_classes: int,
+    num_devices: int,
 ) -> StepOptions:
-  """The StepOptions of a run config on `num_devices` devices."""
+  """The StepOptions of a run config and its method on `num_devices`
+  devices."""
   return StepOptions(
       seed=config.seed,
-      layout=replicas.layout(config, num_devices),
-      group_mode=config.sam.m_groups,
+      layout=replicas.layout(config.optim, sam.m, num_devices),
+      group_mode=sam.m_groups,
       accumulation_steps=config.optim.accumulation_steps,
-      sync_perturbation=(
-          config.sam.sync_perturbation and config.sam.method != 'sgd'
-      ),
+      sync_perturbation=sam.sync_perturbation,
       mixup_alpha=config.data.mixup_alpha,
       num_classes=num_classes,
       skip_nonfinite=config.optim.skip_nonfinite_steps,
@@ -347,7 +385,7 @@ def make_train_step(
     model: nn.Module,
     num_classes: int,
     num_devices: int,
-    method: interface.Method,
+    sam: methods.Configured,
 ) -> Callable[..., Any]:
   """The train step of a run, with everything it needs from config bound.
 
@@ -356,28 +394,19 @@ def make_train_step(
     model: the linen module.
     num_classes: the dataset's classes.
     num_devices: the devices the step is mapped over (all hosts).
-    method: the SAM-family member, from `methods.create(config.sam, ...)`.
+    sam: the SAM-family member, from `methods.create(config.sam, ...)`.
 
   Returns:
     (state, batch) -> (state, metrics), to be pmapped over AXIS.
   """
-  options = step_options(config, num_classes, num_devices)
-  groups_of_devices = options.layout.device_groups
-  loss_fn = losses.make_loss_fn(
-      model,
-      weight_decay=config.optim.weight_decay,
-      exclude_bn_bias=config.optim.weight_decay_exclude_bn_bias,
-      label_smoothing=config.optim.label_smoothing,
-      freeze_batch_stats=config.model.freeze_batch_stats,
-      # A replica spanning devices normalises over all of its examples.
-      bn_axis=AXIS if groups_of_devices else None,
-      bn_groups=groups_of_devices,
+  loss_fn = losses.training_loss(
+      model, config, freeze_batch_stats=config.model.freeze_batch_stats
   )
   return functools.partial(
       train_step,
       loss_fn=loss_fn,
-      method=method,
-      options=options,
+      method=sam.method,
+      options=step_options(config, sam, num_classes, num_devices),
   )
 
 
@@ -385,13 +414,13 @@ def pmap_steps(
     config: ml_collections.ConfigDict,
     model: nn.Module,
     num_classes: int,
-    method: interface.Method,
+    sam: methods.Configured,
     devices=None,
 ):
   """(pmapped train step donating its state, pmapped eval step)."""
   num_devices = len(devices) if devices else jax.device_count()
   train = jax.pmap(
-      make_train_step(config, model, num_classes, num_devices, method),
+      make_train_step(config, model, num_classes, num_devices, sam),
       axis_name=AXIS,
       devices=devices,
       donate_argnums=(0,),

@@ -573,19 +573,16 @@ def test_mixup_step_trains_on_mixed_soft_targets():
   np.testing.assert_array_equal(ravel(mixed), ravel(again))
 
 
-def test_a_new_method_is_one_function_and_one_table_line(monkeypatch):
-  # The README's "Adding a SAM variant" example, registered for this test.
-  def my_sam(rho: float, my_knob: float = 0.5) -> interface.Method:
-    def gradient(objective, params, state):
-      del state
-      (loss, aux), g1 = objective.grad(params, ascent=True)
-      eps = ball.l2_perturbation(objective.sync(g1), my_knob * rho)
-      _, g2 = objective.grad(ball.perturb(params, eps))
-      return interface.Gradient(g2, loss, aux)
-
-    return interface.Method(lambda params: (), gradient)
-
-  monkeypatch.setitem(methods.METHODS, 'my_sam', my_sam)
+def test_a_new_method_is_one_function_and_one_table_line(
+    monkeypatch, readme_sam_variant
+):
+  # The README's "Adding a SAM variant" example as printed: the constructor
+  # in sam/methods.py's namespace, its METHODS line, its config field.
+  constructor, table_line, _ = readme_sam_variant
+  namespace = dict(vars(methods))
+  exec(constructor, namespace)  # pylint: disable=exec-used
+  entry = eval('{' + table_line + '}', namespace)  # pylint: disable=eval-used
+  monkeypatch.setitem(methods.METHODS, 'my_sam', entry['my_sam'])
   model, batch = TinyMLP(), make_batch(14)
   config = make_config()
   config.sam.method, config.sam.my_knob = 'my_sam', 0.3
@@ -600,6 +597,9 @@ def test_a_new_method_is_one_function_and_one_table_line(monkeypatch):
   np.testing.assert_allclose(
       ravel(got.params), ravel(expected), rtol=1e-5, atol=1e-6
   )
+  config.sam.my_knob = 0.0
+  with pytest.raises(checks.ConfigError, match='sam.my_knob = 0.0: must be'):
+    checks.validate(config, NUM_DEVICES)
 
 
 def test_sam_logs_the_loss_and_error_of_both_passes():
