@@ -10,8 +10,6 @@ SGD_RUN/analysis/landscape_2d_train.json --labels=SAM,SGD --output_dir=figures
 
 from typing import Sequence
 
-from absl import app
-from absl import flags
 import numpy as np
 
 from results import plotting
@@ -84,30 +82,5 @@ def plot_surface(
   plotting.save_figure(fig, path, dpi=120, bbox_inches='tight')
 
 
-def _define_flags():
-  flags.DEFINE_list(
-      'inputs', None, 'JSON files of sam.analysis landscape.', required=True
-  )
-  flags.DEFINE_list(
-      'labels', None, 'One label per input; default: the ' "runs' methods."
-  )
-  flags.DEFINE_string(
-      'output_dir', None, f'Where {FILE_NAME} goes.', required=True
-  )
-
-
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  try:
-    labelled = plotting.labelled_records(f.inputs, f.labels)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
-  path = plotting.output_path(f.output_dir, FILE_NAME)
-  plot_surface(labelled, path)
-  print(path)
-
-
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  plotting.record_figure_cli('landscape', FILE_NAME, plot_surface)

@@ -5,8 +5,10 @@ may be a local folder or a gs:// bucket.
 """
 
 import json
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
+from absl import app
+from absl import flags
 from etils import epath
 import matplotlib
 
@@ -63,3 +65,42 @@ def output_path(output_dir: epath.PathLike, name: str) -> epath.Path:
   output_dir = epath.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
   return output_dir / name
+
+
+def record_figure_cli(
+    analysis: str,
+    file_name: str,
+    plot: Callable[[list[tuple[str, Any]], epath.Path], Any],
+) -> None:
+  """Runs the command line of a figure of `sam.analysis` records.
+
+  Flags: --inputs (the records' JSON files), --labels (one per input;
+  default: the runs' methods) and --output_dir; prints the figure's path.
+
+  Args:
+    analysis: the sam.analysis tool that wrote the records.
+    file_name: the figure's file name in --output_dir.
+    plot: (labelled records, path) -> writes the figure.
+  """
+  flags.DEFINE_list(
+      'inputs', None, f'JSON files of sam.analysis {analysis}.', required=True
+  )
+  flags.DEFINE_list(
+      'labels', None, "One label per input; default: the runs' methods."
+  )
+  flags.DEFINE_string(
+      'output_dir', None, f'Where {file_name} goes.', required=True
+  )
+
+  def main(argv):
+    del argv
+    f = flags.FLAGS
+    try:
+      labelled = labelled_records(f.inputs, f.labels)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from e
+    path = output_path(f.output_dir, file_name)
+    plot(labelled, path)
+    print(path)
+
+  app.run(main)

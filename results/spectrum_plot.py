@@ -12,8 +12,6 @@ runs/qs_sgd/analysis/hessian_train_train.json \
 
 from typing import Sequence
 
-from absl import app
-from absl import flags
 import numpy as np
 
 from results import plotting
@@ -81,30 +79,5 @@ def plot_spectra(
   plotting.save_figure(fig, path, dpi=120)
 
 
-def _define_flags():
-  flags.DEFINE_list(
-      'inputs', None, 'JSON files of sam.analysis hessian.', required=True
-  )
-  flags.DEFINE_list(
-      'labels', None, 'One label per input; default: the ' "runs' methods."
-  )
-  flags.DEFINE_string(
-      'output_dir', None, f'Where {FILE_NAME} goes.', required=True
-  )
-
-
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  try:
-    labelled = plotting.labelled_records(f.inputs, f.labels)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
-  path = plotting.output_path(f.output_dir, FILE_NAME)
-  plot_spectra(labelled, path)
-  print(path)
-
-
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  plotting.record_figure_cli('hessian', FILE_NAME, plot_spectra)
