@@ -275,21 +275,26 @@ COMMON_KNOBS = {
 
 
 def apply_common_knobs(
-    c: ml_collections.ConfigDict, values: dict
+    c: ml_collections.ConfigDict,
+    values: dict,
+    setting_rho: float | None = None,
 ) -> ml_collections.ConfigDict:
-  """Sets the COMMON_KNOBS fields from parsed knob values (a None rho keeps
-  the setting's own).
+  """Sets the COMMON_KNOBS fields from parsed knob values: the one place a
+  setting's rho is set.
 
   Args:
     c: the config being built.
     values: from `knobs.parse`, over knobs that include COMMON_KNOBS.
+    setting_rho: the setting's own rho (a paper table's), taken when the
+      rho knob is None.
 
   Returns:
     c, updated.
   """
   c.sam.method = values['opt']
-  if values['rho'] is not None:
-    c.sam.rho = values['rho']
+  rho = setting_rho if values['rho'] is None else values['rho']
+  if rho is not None:
+    c.sam.rho = rho
   c.optim.epochs_multiplier = values['epochs_x']
   c.data.validation_split = values['validation']
   c.seed = values['seed']

@@ -64,8 +64,8 @@ def get_config(arg: str | None = None):
   c.data.augment = k['augment']
   c.optim.num_epochs = k['epochs']
   c.sam.m = k['m']
-  c.optim.learning_rate, c.optim.weight_decay, c.sam.rho = table6(
+  c.optim.learning_rate, c.optim.weight_decay, rho = table6(
       k['model'], k['dataset'], k['epochs']
   )
   c.optim.replica_batch_size = 32  # The paper's 8 GPUs at batch 256.
-  return base.apply_common_knobs(c, k)
+  return base.apply_common_knobs(c, k, setting_rho=rho)

@@ -38,6 +38,5 @@ def get_config(arg: str | None = None):
   c.optim.num_epochs = k['epochs']
   c.optim.learning_rate = 0.1
   c.optim.weight_decay = 5e-4
-  c.sam.rho = RHO[k['model']]
   c.optim.replica_batch_size = 32  # The paper's 8 GPUs at batch 256.
-  return base.apply_common_knobs(c, k)
+  return base.apply_common_knobs(c, k, setting_rho=RHO[k['model']])

@@ -115,7 +115,7 @@ def get_config(arg: str | None = None):
     c.optim.learning_rate = IMAGENET_LEARNING_RATE
     c.optim.num_epochs = IMAGENET_EPOCHS
     c.optim.num_steps = 0
-    c.sam.rho = IMAGENET_RHO
+    rho = IMAGENET_RHO
   else:
     # A step budget; num_epochs says about the same (base's num_epochs is an
     # int) for a loop that counts epochs.
@@ -123,11 +123,11 @@ def get_config(arg: str | None = None):
     c.optim.num_epochs = round(
         steps * c.optim.batch_size / TRAIN_EXAMPLES[dataset]
     )
-    c.sam.rho = TABLE8_RHO[dataset]
+    rho = TABLE8_RHO[dataset]
   c.optim.weight_decay = 1e-5
   c.optim.momentum = 0.9
   c.optim.warmup_epochs = 0.0
   c.eval.batch_size = c.optim.batch_size // 4
   c.eval.every_epochs = c.optim.num_epochs / NUM_EVALS
   c.run.checkpoint_every_steps = 500
-  return base.apply_common_knobs(c, k)
+  return base.apply_common_knobs(c, k, setting_rho=rho)

@@ -100,6 +100,22 @@ def test_smoke_is_the_tiny_digits_run():
   ) == ('digits', 'wrn_mini', 1, 64)
   assert (c.run.checkpoint_every_steps, c.run.log_every_steps) == (4, 5)
   assert smoke.get_config('opt=sgd').sam.method == 'sgd'
+  # Every knob it lists reaches its field (noise was once dropped).
+  c = smoke.get_config('noise=0.4,rho=0.2,seed=3,epochs=2,validation=true')
+  assert (
+      c.data.label_noise,
+      c.sam.rho,
+      c.seed,
+      c.optim.num_epochs,
+      c.data.validation_split,
+  ) == (0.4, 0.2, 3, 2, True)
+
+
+def test_each_setting_sets_rho_once_from_its_table_or_the_knob():
+  assert cifar.get_config('dataset=cifar100').sam.rho == 0.1  # Table 6.
+  assert cifar.get_config('dataset=cifar100,rho=0.3').sam.rho == 0.3
+  assert noisy_labels.get_config('noise=0.8').sam.rho == 0.05
+  assert noisy_labels.get_config('noise=0.8,rho=0.2').sam.rho == 0.2
 
 
 def test_quickstart_rho_knob_and_defaults():

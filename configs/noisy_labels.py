@@ -56,9 +56,9 @@ def get_config(arg: str | None = None):
   c.data.augment = 'basic'
   c.data.label_noise = k['noise']
   c.optim.num_epochs = k['epochs']
-  c.sam.rho = 0.05 if k['noise'] >= 0.8 else 0.1
   c.data.mixup_alpha = k['mixup']
   # Workdir of a finished run whose predictions relabel the training set.
   c.data.bootstrap_teacher_workdir = k['teacher']
   c.optim.replica_batch_size = 32  # The paper's 8 GPUs at batch 256.
-  return base.apply_common_knobs(c, k)
+  rho = 0.05 if k['noise'] >= 0.8 else 0.1
+  return base.apply_common_knobs(c, k, setting_rho=rho)

@@ -28,7 +28,12 @@ KNOBS = {
 
 
 def get_config(arg: str | None = None):
-  k = knobs.parse(arg, KNOBS, 'configs/quickstart.py')
+  return from_knobs(knobs.parse(arg, KNOBS, 'configs/quickstart.py'))
+
+
+def from_knobs(k: dict):
+  """The quickstart config of parsed KNOBS values (configs/smoke.py starts
+  from it with its own defaults)."""
   c = base.base_config()
   c.data.dataset = 'digits'
   c.data.augment = 'crop'

@@ -10,7 +10,6 @@ configs/quickstart.py (opt, rho, epochs_x, validation, seed, model, epochs),
 with model [wrn_mini] and epochs [1].
 """
 
-from configs import base
 from configs import knobs
 from configs import quickstart
 
@@ -22,8 +21,7 @@ KNOBS = {
 
 
 def get_config(arg: str | None = None):
-  k = knobs.parse(arg, KNOBS, 'configs/smoke.py')
-  c = quickstart.get_config(f'model={k["model"]},epochs={k["epochs"]}')
+  c = quickstart.from_knobs(knobs.parse(arg, KNOBS, 'configs/smoke.py'))
   c.run.checkpoint_every_steps = 4
   c.run.log_every_steps = 5
-  return base.apply_common_knobs(c, k)
+  return c
