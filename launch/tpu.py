@@ -35,7 +35,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from absl import app
 from absl import flags
@@ -86,18 +86,30 @@ def train_command(
   return f'cd {REMOTE_DIR} && {run}'
 
 
+class TpuVm(NamedTuple):
+  """A Cloud TPU VM or pod slice, as gcloud names and creates it."""
+
+  name: str
+  zone: str
+  project: str
+  accelerator_type: str
+  version: str
+  spot: bool
+
+
+class RemoteRun(NamedTuple):
+  """The run every worker of a TPU VM starts."""
+
+  config: str
+  workdir: str
+  data_dir: str
+  train_args: Sequence[str] = ()
+
+
 def gcloud_commands(
     action: str,
-    name: str,
-    zone: str,
-    project: str,
-    accelerator_type: str,
-    version: str,
-    spot: bool,
-    config: str,
-    workdir: str,
-    data_dir: str,
-    train_args: Sequence[str] = (),
+    vm: TpuVm,
+    run: RemoteRun,
     jax_pin: str = '',
     tarball: str = 'ARCHIVE',
 ) -> list[list[str]]:
@@ -105,8 +117,8 @@ def gcloud_commands(
 
   Args:
     action: 'up', 'train', 'logs' or 'delete'.
-    name, zone, project, accelerator_type, version, spot: the TPU VM.
-    config, workdir, data_dir, train_args: the run.
+    vm: the TPU VM.
+    run: the run its workers start.
     jax_pin: jax version for `jax[tpu]`.
     tarball: local path of the project archive (`archive.write_archive`
       writes it before these commands run).
@@ -116,10 +128,13 @@ def gcloud_commands(
     means "create" (the second command).
   """
   tpu = ['gcloud', 'compute', 'tpus', 'tpu-vm']
-  where = [f'--zone={zone}'] + ([f'--project={project}'] if project else [])
+  name = vm.name
+  where = [f'--zone={vm.zone}']
+  where += [f'--project={vm.project}'] if vm.project else []
   ssh_all = tpu + ['ssh', name, '--worker=all', *where]
   train = ssh_all + [
-      '--command=' + train_command(config, workdir, data_dir, train_args)
+      '--command='
+      + train_command(run.config, run.workdir, run.data_dir, run.train_args)
   ]
   if action == 'train':
     return [train]
@@ -150,10 +165,10 @@ def gcloud_commands(
           'create',
           name,
           *where,
-          f'--accelerator-type={accelerator_type}',
-          f'--version={version}',
+          f'--accelerator-type={vm.accelerator_type}',
+          f'--version={vm.version}',
       ]
-      + (['--spot'] if spot else []),
+      + (['--spot'] if vm.spot else []),
       tpu
       + [
           'scp',
@@ -316,20 +331,13 @@ def main(argv):
       sys.exit(f'error: {e}')
   with tempfile.TemporaryDirectory(prefix='sam_tpu_') as scratch:
     tarball = os.path.join(scratch, 'sam_project.tar.gz')
+    vm = TpuVm(f.name, f.zone, f.project, f.accelerator_type, f.version, f.spot)
     commands = gcloud_commands(
         f.action,
-        f.name,
-        f.zone,
-        f.project,
-        f.accelerator_type,
-        f.version,
-        f.spot,
-        f.config,
-        f.workdir,
-        f.data_dir,
-        train_args,
-        jax_version() if f.action == 'up' else '',
-        tarball,
+        vm,
+        RemoteRun(f.config, f.workdir, f.data_dir, train_args),
+        jax_pin=jax_version() if f.action == 'up' else '',
+        tarball=tarball,
     )
     if f.action == 'up':
       shipped = f'{len(changes)} uncommitted changes' if changes else 'clean'

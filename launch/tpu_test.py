@@ -15,13 +15,15 @@ from sam.run import distributed
 from sam.run import workdir_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = dict(
+VM = tpu.TpuVm(
     name='sam-v3',
     zone='europe-west4-a',
     project='proj',
     accelerator_type='v3-32',
     version='tpu-vm-base',
     spot=True,
+)
+RUN = tpu.RemoteRun(
     config='configs/imagenet.py:model=resnet50,epochs=100,opt=sam',
     workdir='gs://bucket/runs/r50',
     data_dir='gs://bucket/tfds',
@@ -29,7 +31,7 @@ RUN = dict(
 
 
 def test_up_commands():
-  commands = tpu.gcloud_commands('up', **RUN, jax_pin='0.10.2')
+  commands = tpu.gcloud_commands('up', VM, RUN, jax_pin='0.10.2')
   assert commands[0][:5] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'describe']
   assert commands[1] == [
       'gcloud',
@@ -60,7 +62,7 @@ def test_up_commands():
 
 
 def test_other_actions():
-  assert tpu.gcloud_commands('delete', **RUN) == [
+  assert tpu.gcloud_commands('delete', VM, RUN) == [
       [
           'gcloud',
           'compute',
@@ -73,10 +75,10 @@ def test_other_actions():
           '--quiet',
       ]
   ]
-  (train,) = tpu.gcloud_commands('train', **RUN)
+  (train,) = tpu.gcloud_commands('train', VM, RUN)
   assert train[4:7] == ['ssh', 'sam-v3', '--worker=all']
   with pytest.raises(ValueError, match='action'):
-    tpu.gcloud_commands('start', **RUN)
+    tpu.gcloud_commands('start', VM, RUN)
 
 
 def test_jax_version_from_requirements(tmp_path):
