@@ -12,10 +12,9 @@ Algorithm 1 of the paper is `sam`: with g1 = grad L(w) and
 eps = rho * g1 / ||g1||_2 (the norm over all parameter leaves together), the
 update direction is g2 = grad L(w + eps), with the same examples and the same
 random key in both passes. The paper's variants change how eps is found:
-`p` and `adaptive` (ASAM) change the ball (sam/perturbation.py),
-`ascent_steps` takes k steps of projected ascent (Appendix C.6), `random`
-draws eps at random (C.5) and `second_order` keeps the d eps / dw term that
-equation (3) drops (C.4).
+`p` and `adaptive` (ASAM) change the ball (sam/perturbation.py) and
+`ascent_steps` takes k steps of projected ascent (Appendix C.6); its
+ablations `random` (C.5) and `second_order` (C.4) are in sam/ablations.py.
 
 Nothing here communicates across devices: the step function decides which
 examples an objective covers, and passes `Objective.sync` (a mean over
@@ -29,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from configs import base
+from sam import ablations
 from sam import directions
 from sam import efficient
 from sam import perturbation as ball
@@ -101,77 +101,6 @@ def sam_gradient(
   return Gradient(g2, loss, outputs, extras=perturbed_pass(perturbed))
 
 
-def random_sam_gradient(
-    objective: Objective, params: PyTree, rho: float
-) -> Gradient:
-  """The random-perturbation ablation: grad L(w + rho z / ||z||) (C.5).
-
-  The pass at w still runs for its loss and BatchNorm statistics.
-
-  Args:
-    objective: the loss on the replica's examples; `objective.key` draws z
-      (the same key gives the same eps).
-    params: the weights w.
-    rho: radius of the sphere eps lies on.
-
-  Returns:
-    The Gradient.
-  """
-  (loss, outputs), _ = objective.grad(params, ascent=True)
-  eps = ball.random_perturbation(objective.key, params, rho)
-  (_, perturbed), g2 = objective.grad(ball.perturb(params, eps))
-  return Gradient(g2, loss, outputs, extras=perturbed_pass(perturbed))
-
-
-def second_order_sam_gradient(
-    objective: Objective,
-    params: PyTree,
-    rho: float,
-    *,
-    p: float = 2.0,
-    adaptive: bool = False,
-    adaptive_eta: float = ball.DEFAULT_ADAPTIVE_ETA,
-) -> Gradient:
-  """d/dw L(w + eps(w)) including the d eps / dw term (Appendix C.4).
-
-  With eps = E(g1(w), w): the gradient is
-  g2 + (dE/dw)^T g2 + H(w) (dE/dg)^T g2, where g2 = grad L(w + eps) and
-  H(w) = d g1 / dw. The Hessian enters through one Hessian-vector product
-  (forward-over-reverse, linearised during the first pass), never a matrix.
-
-  `objective.sync` must be an average (e.g. over devices): it is applied to
-  g2 as well, so that the averages of the per-replica results are the
-  gradient of the averaged objective.
-
-  Args:
-    objective, params, rho, p, adaptive, adaptive_eta: as in
-      `sam_gradient`.
-
-  Returns:
-    The Gradient, with extras {'first_order': g2}, the first-order SAM
-    gradient (for their cosine similarity), and the perturbed pass's loss
-    and error.
-  """
-  # linearize: the first pass runs once and leaves w -> H(w) v to apply.
-  g1, hessian_vector_product, (loss, outputs) = jax.linearize(
-      lambda w: objective.grad(w, ascent=True)[::-1], params, has_aux=True
-  )
-  eps_fn = lambda g, w: ball.perturbation(
-      g, w, rho, p=p, adaptive=adaptive, adaptive_eta=adaptive_eta
-  )
-  eps, eps_vjp = jax.vjp(eps_fn, objective.sync(g1), params)
-  (_, perturbed), g2 = objective.grad(ball.perturb(params, eps))
-  through_g, through_w = eps_vjp(objective.sync(g2))
-  curvature = hessian_vector_product(through_g)
-  grads = jax.tree.map(lambda a, b, c: a + b + c, g2, through_w, curvature)
-  return Gradient(
-      grads,
-      loss,
-      outputs,
-      extras={'first_order': g2, **perturbed_pass(perturbed)},
-  )
-
-
 # The constructors: each takes its config.sam fields by name (their defaults
 # and citations are in configs/base.py) and checks them; `METHODS` below maps
 # the fields to the arguments.
@@ -185,11 +114,6 @@ def sgd() -> Method:
   )
 
 
-def _check_ball(p: float, adaptive_eta: float) -> None:
-  require(1 <= p <= math.inf, 'p', p, 'must be in [1, inf]')
-  require(adaptive_eta >= 0, 'adaptive_eta', adaptive_eta, 'must be >= 0')
-
-
 def sam(
     *,
     rho: float,
@@ -199,7 +123,7 @@ def sam(
     adaptive_eta: float,
 ) -> Method:
   """SAM (Foret et al., 2021) and its ball and k-step variants."""
-  _check_ball(p, adaptive_eta)
+  ball.check(p, adaptive_eta)
   require(ascent_steps >= 1, 'ascent_steps', ascent_steps, 'must be >= 1')
   require(
       ascent_steps == 1 or p in (2, math.inf),
@@ -221,46 +145,6 @@ def sam(
     )
 
   return Method(no_state, gradient, pass_metrics)
-
-
-def random(*, rho: float) -> Method:
-  """A random perturbation of norm rho (the paper's C.5 ablation)."""
-  return Method(
-      no_state,
-      lambda objective, params, state: random_sam_gradient(
-          objective, params, rho
-      ),
-      pass_metrics,
-  )
-
-
-def _second_order_metrics(grads, extras):
-  return {
-      'second_order_cosine': ball.cosine_similarity(
-          grads, extras['first_order']
-      ),
-      **pass_metrics(grads, extras),
-  }
-
-
-def second_order(
-    *, rho: float, p: float, adaptive: bool, adaptive_eta: float
-) -> Method:
-  """SAM with its second-order term (C.4); logs second_order_cosine."""
-  _check_ball(p, adaptive_eta)
-
-  def gradient(objective, params, state):
-    del state
-    return second_order_sam_gradient(
-        objective,
-        params,
-        rho,
-        p=p,
-        adaptive=adaptive,
-        adaptive_eta=adaptive_eta,
-    )
-
-  return Method(no_state, gradient, _second_order_metrics)
 
 
 class RunFacts(NamedTuple):
@@ -286,11 +170,12 @@ METHODS: dict[str, Callable[[Any, RunFacts], Method]] = {
         adaptive=s.adaptive,
         adaptive_eta=s.adaptive_eta,
     ),
-    'random': lambda s, run: random(rho=s.rho),
-    'second_order': lambda s, run: second_order(
+    # The paper's ablations (sam/ablations.py) ...
+    'random': lambda s, run: ablations.random(rho=s.rho),
+    'second_order': lambda s, run: ablations.second_order(
         rho=s.rho, p=s.p, adaptive=s.adaptive, adaptive_eta=s.adaptive_eta
     ),
-    # The family after the paper: where to perturb (sam/directions.py) ...
+    # ... the family after the paper: where to perturb (sam/directions.py) ...
     'gsam': lambda s, run: directions.gsam(
         rho=s.rho,
         gsam_rho_min=s.gsam_rho_min,

@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from configs import base
+from sam import ablations
 from sam import interface
 from sam import methods
 from sam import perturbation as ball
@@ -137,7 +138,7 @@ def toy_problem(seed=0):
 def test_random_sam_gradient_is_the_gradient_at_the_random_point():
   loss, grad_fn, params = toy_problem()
   key = jax.random.key(3)
-  result = methods.random_sam_gradient(
+  result = ablations.random_sam_gradient(
       interface.objective(grad_fn, key=key), params, RHO
   )
   eps = ball.random_perturbation(key, params, RHO)
@@ -185,7 +186,7 @@ def test_second_order_equals_grad_of_the_composed_function(p, adaptive):
     eps = ball.perturbation(jax.grad(loss)(w), w, RHO, p=p, adaptive=adaptive)
     return loss(ball.perturb(w, eps))
 
-  result = methods.second_order_sam_gradient(
+  result = ablations.second_order_sam_gradient(
       interface.objective(grad_fn), params, RHO, p=p, adaptive=adaptive
   )
   grads, value = result.grads, result.loss
@@ -218,7 +219,7 @@ def test_second_order_with_averaged_first_gradient_over_shards():
     grad_fn = jax.value_and_grad(
         lambda p: (toy_loss(p, data), None), has_aux=True
     )
-    return methods.second_order_sam_gradient(
+    return ablations.second_order_sam_gradient(
         interface.objective(grad_fn, sync=lambda g: jax.lax.pmean(g, 'shards')),
         params,
         RHO,

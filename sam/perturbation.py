@@ -21,9 +21,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam.interface import require
+
 PyTree = Any
 
 DEFAULT_ADAPTIVE_ETA = 0.01  # Kwon et al. (2021), all experiments.
+
+
+def check(p: float, adaptive_eta: float) -> None:
+  """Refuses a ball that does not exist, naming the config.sam field.
+
+  Args:
+    p: the norm, which must be in [1, inf].
+    adaptive_eta: ASAM's eta, which must be >= 0.
+  """
+  require(1 <= p <= math.inf, 'p', p, 'must be in [1, inf]')
+  require(adaptive_eta >= 0, 'adaptive_eta', adaptive_eta, 'must be >= 0')
 
 
 def global_norm(tree: PyTree) -> jax.Array:

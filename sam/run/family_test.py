@@ -1,4 +1,4 @@
-"""The SAM family after the paper in the real train step, on 2 fake devices.
+"""Every method of sam.methods.METHODS in the real train step, on 2 fake devices.
 
 Every method trains the mini WRN (BatchNorm, so SAM-ON has parameters to
 perturb) with replica groups, gradient accumulation and bfloat16 at once, or

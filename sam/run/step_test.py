@@ -14,6 +14,7 @@ import pytest
 
 from configs import base
 import models
+from sam import ablations
 from sam import interface
 from sam import losses
 from sam import methods
@@ -393,7 +394,7 @@ def test_accumulation_with_m_groups_equals_the_groups_without_it():
 
 
 def second_order_variant(grad_fn, params):
-  return methods.second_order_sam_gradient(
+  return ablations.second_order_sam_gradient(
       interface.objective(grad_fn), params, 0.5
   ).grads
 
