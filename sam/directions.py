@@ -29,6 +29,7 @@ from sam.interface import pass_metrics
 from sam.interface import perturbed_pass
 from sam.interface import require
 from sam.interface import require_in
+from sam.interface import require_run_facts
 
 PyTree = Any
 Schedule = Callable[[Any], Any]
@@ -90,13 +91,6 @@ def gsam_gradient(
 
 def _gsam_metrics(grads, extras):
   return {'gsam_rho': extras['gsam_rho'], **pass_metrics(grads, extras)}
-
-
-def require_run_facts(method: str, **facts) -> None:
-  """Raises ValueError naming the run's facts that `method` lacks (None)."""
-  missing = [name for name, value in facts.items() if value is None]
-  if missing:
-    raise ValueError(f"{method} needs the run's {' and '.join(missing)}")
 
 
 def gsam(

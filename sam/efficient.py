@@ -34,6 +34,7 @@ from sam.interface import pass_metrics
 from sam.interface import perturbed_pass
 from sam.interface import require
 from sam.interface import require_in
+from sam.interface import require_run_facts
 
 PyTree = Any
 
@@ -388,8 +389,7 @@ def aesam(
   """AE-SAM: SAM on steps whose squared gradient norm is high against its
   EMA mean and deviation; logs sam_fraction."""
   require_in('aesam_ema', aesam_ema, 0.0, 1.0, False)
-  if num_steps is None:
-    raise ValueError("aesam needs the run's num_steps")
+  require_run_facts('aesam', num_steps=num_steps)
 
   def init(params):
     del params

@@ -176,6 +176,14 @@ def require_in(
   require(inside, field, value, f'must be >= {low}{bound}')
 
 
+def require_run_facts(method: str, **facts: Any) -> None:
+  """Raises ValueError naming the run's facts (learning_rate, num_steps)
+  that `method` needs and was given as None."""
+  missing = [name for name, value in facts.items() if value is None]
+  if missing:
+    raise ValueError(f"{method} needs the run's {' and '.join(missing)}")
+
+
 def objective(
     grad_fn: GradFn,
     ascent_grad_fn: GradFn | None = None,
