@@ -238,10 +238,6 @@ class Configured(NamedTuple):
   sync_perturbation: bool
 
 
-def _missing_field(name: str, method: str) -> FieldError:
-  return FieldError(f'sam.{name} = None: required by sam.method={method}')
-
-
 class _Reads:
   """A config section as a METHODS line sees it, noting what it reads."""
 
@@ -255,7 +251,9 @@ class _Reads:
       return getattr(self._section, name)
     except AttributeError:
       method = self._section.method
-      raise _missing_field(name, method) from None
+      raise FieldError(
+          f'sam.{name} = None: required by sam.method={method}'
+      ) from None
 
 
 def create(
