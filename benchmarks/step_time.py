@@ -93,7 +93,9 @@ def build_step(config, image_size: int, num_classes: int, devices):
   )
   schedule = optax.constant_schedule(0.1)
   tx = optim.create_optimizer(config.optim, schedule)
-  sam = methods.create(config.sam, learning_rate=schedule, num_steps=1000)
+  sam = methods.create(
+      config.sam, learning_rate=schedule, num_steps=1000, seed=config.seed
+  )
   state = state_lib.create_train_state(
       model,
       (image_size, image_size, 3),

@@ -167,12 +167,15 @@ def sam_section() -> ml_collections.ConfigDict:
           'looksam_alpha': 0.7,
           # aesam: SAM on steps whose squared gradient norm exceeds its EMA
           # (coefficient aesam_ema) by c_t standard deviations, c_t moving
-          # linearly from lambda_start to lambda_end over the run. Jiang et
-          # al. (2023), CIFAR: delta = 0.9, c_t from -1 to 1 (for a normal
-          # ||g||^2, half the steps are SAM's).
+          # linearly from lambda_start (c_0) to lambda_end (c_T) over the
+          # run. Jiang et al. (2023), Section 3: c_t = (t/T) lambda_1 +
+          # (1 - t/T) lambda_2 with lambda_1 = -1, lambda_2 = 1 on CIFAR, so
+          # c falls from +1 to -1 and SAM fires more often late in training
+          # (for a normal ||g||^2, about 16% of steps at the start, 84% at
+          # the end); delta = 0.9.
           'aesam_ema': 0.9,
-          'aesam_lambda_start': -1.0,
-          'aesam_lambda_end': 1.0,
+          'aesam_lambda_start': 1.0,
+          'aesam_lambda_end': -1.0,
           # rst: each step is SAM with this probability, SGD otherwise. Zhao,
           # Zhang & Hu (2022) schedule p over training; the constant p = 0.5
           # (the only schedule implemented) saves half of SAM's extra cost.
@@ -186,13 +189,22 @@ def sam_section() -> ml_collections.ConfigDict:
           # run): sigma = 1, lmbda = 0.95.
           'fsam_sigma': 1.0,
           'fsam_lambda': 0.95,
+          # samon: ASAM's elementwise ball over the normalisation leaves
+          # (ASAM-ON, the paper's headline variant; mueller-mp/SAM-ON README:
+          # --minimizer=ASAM_BN --elementwise --rho=10); False: SAM's ball.
+          # Its eta is adaptive_eta (the official train.py passes 0.0; 0.01
+          # here, shared with ASAM, changes T = |w| + eta by 1% at |w| ~ 1).
+          'samon_adaptive': True,
           # sampa: the update mixes in this weight of the gradient at the
           # auxiliary point. LIONS-EPFL/SAMPa train.py: --og defaults to 0.2.
           'sampa_lambda': 0.2,
-          # rwp: one pass at w + eps, eps Gaussian with a filter-wise std of
-          # rwp_sigma x the filter's norm. Li et al.'s RWP code
-          # (rwp_first_step, std=0.01; the RWP class's gamma=0.01).
+          # rwp: the update mixes rwp_alpha x the gradient at w + eps and the
+          # rest of the gradient at w; eps is Gaussian with a filter-wise std
+          # of rwp_sigma x the filter's norm. Li et al.'s code (nblt/RWP,
+          # train_rwp_parallel.py): gamma = 0.01 on CIFAR, alpha = 0.5;
+          # alpha = 1 is Bisla et al.'s noisy gradient alone.
           'rwp_sigma': 0.01,
+          'rwp_alpha': 0.5,
       }
   )
 
@@ -263,6 +275,14 @@ def base_config() -> ml_collections.ConfigDict:
   )
 
 
+# The methods whose papers set a rho of another scale than SAM's: a setting's
+# rho (a SAM table's) does not apply to them, so the opt knob alone gives
+# theirs (the rho knob still overrides). MSAM: 3 in every config of
+# MarlonBecker/MSAM (against 0.2 for its SAM runs); SAM-ON: 10 for ASAM-ON
+# (its README's WRN-28-10 CIFAR-100 command).
+METHOD_RHO = {'msam': 3.0, 'samon': 10.0}
+
+
 # The knobs every setting shares: the optimizer (a sam.methods name), rho,
 # the SGD epoch multiplier, the validation holdout and the seed.
 COMMON_KNOBS = {
@@ -292,7 +312,9 @@ def apply_common_knobs(
     c, updated.
   """
   c.sam.method = values['opt']
-  rho = setting_rho if values['rho'] is None else values['rho']
+  rho = values['rho']
+  if rho is None:
+    rho = METHOD_RHO.get(values['opt'], setting_rho)
   if rho is not None:
     c.sam.rho = rho
   c.optim.epochs_multiplier = values['epochs_x']

@@ -26,7 +26,6 @@ KNOBS = {
         str, 'resnet50', ('resnet50', 'resnet101', 'resnet152')
     ),
     'epochs': knobs.Knob(int, 100),
-    'rho': knobs.Knob(float, 0.05),
     'augment': knobs.Knob(str, 'basic'),
     'warmup': knobs.Knob(float, 0.0),
 }
@@ -50,4 +49,4 @@ def get_config(arg: str | None = None):
   c.eval.every_epochs = 5.0
   c.run.log_every_steps = 100
   c.run.checkpoint_every_steps = 1000
-  return base.apply_common_knobs(c, k)
+  return base.apply_common_knobs(c, k, setting_rho=0.05)

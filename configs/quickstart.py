@@ -20,7 +20,6 @@ from configs import knobs
 
 KNOBS = {
     **base.COMMON_KNOBS,
-    'rho': knobs.Knob(float, 0.05),
     'model': knobs.Knob(str, 'wrn10_2'),
     'epochs': knobs.Knob(int, 30),
     'noise': knobs.Knob(float, 0.0),
@@ -50,4 +49,4 @@ def from_knobs(k: dict):
   c.eval.every_epochs = 5
   c.run.log_every_steps = 50
   c.run.checkpoint_every_steps = 200
-  return base.apply_common_knobs(c, k)
+  return base.apply_common_knobs(c, k, setting_rho=0.05)

@@ -24,7 +24,6 @@ KNOBS = {
     **base.COMMON_KNOBS,
     'model': knobs.Knob(str, 'wrn28_10', ('wrn28_10', 'shake_shake_26_2x96d')),
     'augment': knobs.Knob(str, 'basic', ('basic', 'autoaugment_cutout')),
-    'rho': knobs.Knob(float, 0.01),
     'epochs': knobs.Knob(int, 200),
     'extra': knobs.Knob(bool, True),
 }
@@ -44,4 +43,4 @@ def get_config(arg: str | None = None):
   c.optim.learning_rate = 0.01
   c.optim.weight_decay = 5e-4
   c.optim.replica_batch_size = 32  # The paper's 8 GPUs at batch 256.
-  return base.apply_common_knobs(c, k)
+  return base.apply_common_knobs(c, k, setting_rho=0.01)

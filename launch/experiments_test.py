@@ -171,16 +171,18 @@ def test_custom_rows():
   rows = rows_lib.custom_rows(
       'configs/quickstart.py',
       ['model=wrn10_2', ''],
-      lambda k: 0.05,
+      lambda k, method: 3.0 if method == 'msam' else 0.05,
       'digits',
       (1,),
+      (('sam', None), ('msam', None), ('gsam', 0.1)),
   )
+  assert rows[0].methods == (('sam', 0.05), ('msam', 3.0), ('gsam', 0.1))
   assert [r.name for r in rows] == [
       'digits/quickstart_modelwrn10_2',
       'digits/quickstart_default',
   ]
   runs, _ = experiments.experiment_set('custom', seeds=3, rows=rows)
-  assert len(runs) == 2 * (3 + 3)
+  assert len(runs) == 2 * (3 * 3 + 3)
   assert (
       runs[0].config
       == 'configs/quickstart.py:model=wrn10_2,opt=sam,rho=0.05,seed=0'

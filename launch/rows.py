@@ -183,7 +183,7 @@ def table_rows(table: str, dataset: Optional[str] = None) -> list[Row]:
 def custom_rows(
     config_file: str,
     knob_sets: Sequence[str],
-    rho_of: Callable[[str], float],
+    rho_of: Callable[[str, str], float],
     dataset: str,
     sgd_epochs_x: Sequence[float] = (1.0, 2.0),
     methods: Sequence[tuple[str, float | None]] = (('sam', None),),
@@ -193,7 +193,9 @@ def custom_rows(
   Args:
     config_file: e.g. 'configs/quickstart.py'.
     knob_sets: e.g. ['model=wrn10_2', 'model=wrn16_2'] ('' for the defaults).
-    rho_of: knob string -> the config's default rho (SAM's rho without grid).
+    rho_of: (knob string, method) -> the config's rho for that method (its
+      own paper rho where configs/base.METHOD_RHO has one, else the
+      setting's SAM rho).
     dataset: directory name for the runs.
     sgd_epochs_x: SGD epoch multipliers.
     methods: (sam.methods name, rho or None for the config's) of the
@@ -212,9 +214,12 @@ def custom_rows(
             f'{dataset}/{stem}_{name}',
             config,
             dataset,
-            rho_of(knobs),
+            rho_of(knobs, 'sam'),
             tuple(float(x) for x in sgd_epochs_x),
-            methods=tuple(methods),
+            methods=tuple(
+                (method, rho_of(knobs, method) if rho is None else rho)
+                for method, rho in methods
+            ),
         )
     )
   return rows

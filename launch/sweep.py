@@ -156,7 +156,11 @@ def build_set(
     custom = rows_lib.custom_rows(
         config_file,
         knob_sets,
-        lambda k: local_runs.load_config(f'{config_file}:{k}').sam.rho,
+        lambda k, method: local_runs.load_config(
+            f'{config_file}:{k},opt={method}'
+            if k
+            else f'{config_file}:opt={method}'
+        ).sam.rho,
         name,
         epochs_x,
         parse_methods(method_specs),

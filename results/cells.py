@@ -50,7 +50,7 @@ ROW_FIELDS = {
     '3': ('dataset', 'model'),
     '4': ('label_noise', 'model'),
     '5': ('dataset', 'model', 'augment', 'epochs'),
-    'other': ('dataset', 'model', 'augment', 'epochs'),
+    'other': ('dataset', 'model', 'augment', 'epochs', 'label_noise'),
 }
 ROW_FIELDS['10'], ROW_FIELDS['11'] = ROW_FIELDS['1'], ROW_FIELDS['3']
 METRICS = {'2': ('top1_error', 'top5_error'), '4': ('top1_accuracy',)}
@@ -81,6 +81,8 @@ class Cell:
   paper: Optional[float] = None
   paper_text: str = ''  # As printed in the paper, e.g. '2.0'.
   paper_ci95: str = ''
+  # The mean fraction of SAM steps its test runs' summaries record.
+  sam_fraction: Optional[float] = None
 
   @property
   def mean(self):
@@ -302,6 +304,15 @@ def _fill(
   else:
     best_of_cell(cell, finished)
     cell.unfinished = len(method_runs) - len(finished)
+  reported = [
+      r.sam_fraction
+      for r in finished
+      if not r.validation
+      and r.sam_fraction is not None
+      and (cell.rho is None or math.isclose(r.rho, cell.rho))
+  ]
+  if reported:
+    cell.sam_fraction = sum(reported) / len(reported)
   if finished and all(metric_value(r, cell.metric) is None for r in finished):
     cell.choice = f'no {cell.metric} in the summaries'
   for p in paper:

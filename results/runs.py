@@ -16,6 +16,8 @@ from etils import epath
 import numpy as np
 from scipy import stats
 
+from configs import base
+
 SUMMARY_FILE = 'summary.json'
 RECORD_FILES = ('config.json', 'launch.json')
 METRICS_FILE = 'metrics.jsonl'
@@ -47,12 +49,15 @@ def _field(dotted: str, default=None):
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """One run directory: its identity (from its config) and final numbers."""
+  """One run directory: its identity (from its config, and for a finished
+  run the method record of its summary) and final numbers."""
 
   workdir: str
   config: dict[str, Any]
   finished: bool
   final: dict[str, float]
+  # summary.json's 'method': the fields the method read, its SAM fraction.
+  method_record: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   dataset = _field('data.dataset', '')
   model = _field('model.name', '')
@@ -82,18 +87,52 @@ class Run:
 
   @property
   def method(self) -> str:
-    """'sam', 'sgd', 'mixup', 'bootstrap_sam', 'sam_m32', 'random', ..."""
+    """'sam', 'sgd', 'mixup', 'bootstrap_sam', 'sam_m32', 'random', ...,
+    with the method's fields that differ from configs/base.py's defaults
+    (rho apart: cells choose it), e.g. 'looksam[looksam_alpha=0.3]', as
+    the run's summary records them: runs of one name and other fields
+    are other methods."""
     name = self.base_method
     if name == 'sam' and self.m:  # An explicit m-sharpness m (Figure 3).
       name = f'sam_m{self.m}'
     if name == 'sgd' and self.mixup_alpha > 0:
       name = 'mixup'
+    changed = self.changed_fields
+    if changed:
+      name += (
+          '['
+          + ','.join(
+              f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}'
+              for k, v in changed.items()
+          )
+          + ']'
+      )
     return 'bootstrap_' + name if self.bootstrap else name
 
   @property
+  def changed_fields(self) -> dict[str, Any]:
+    """The recorded method fields (rho apart) that differ from the
+    defaults; {} for a run without a summary."""
+    defaults = base.sam_section()
+    fields = self.method_record.get('fields', {})
+    return {
+        k: v
+        for k, v in sorted(fields.items())
+        if k != 'rho' and k in defaults and defaults[k] != v
+    }
+
+  @property
+  def sam_fraction(self) -> Optional[float]:
+    """The fraction of SAM steps summary.json records, or None."""
+    return self.method_record.get('sam_fraction')
+
+  @property
   def table(self) -> str:
-    """The paper table this run belongs to ('other' for none of them)."""
-    if self.label_noise > 0 or self.bootstrap or self.mixup_alpha > 0:
+    """The paper table this run belongs to ('other' for none of them):
+    Table 4 holds CIFAR-10's label-noise runs; another dataset's are
+    'other'."""
+    noisy = self.label_noise > 0 or self.bootstrap or self.mixup_alpha > 0
+    if noisy and self.dataset == 'cifar10':
       return '4'
     if self.model.startswith('efficientnet'):
       return '3'
@@ -124,6 +163,7 @@ def load_run(workdir: epath.Path) -> Optional[Run]:
         record.get('config', {}),
         bool(record.get('finished', False)),
         record.get('final') or {},
+        record.get('method') or {},
     )
   for name in RECORD_FILES:
     if (workdir / name).exists():

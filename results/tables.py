@@ -29,7 +29,7 @@ LAYOUT = {
     '3': (('dataset',), ('model', 'method')),
     '4': (('method',), ('label_noise',)),
     '5': (('model', 'augment'), ('dataset', 'method')),
-    'other': (('model', 'epochs', 'augment'), ('dataset', 'method')),
+    'other': (('method',), ('dataset', 'model', 'epochs', 'label_noise')),
 }
 LAYOUT['10'], LAYOUT['11'] = LAYOUT['1'], LAYOUT['3']
 TITLES = {
@@ -40,7 +40,10 @@ TITLES = {
     '5': 'Table 5: SVHN and Fashion-MNIST test error (%)',
     '10': 'Table 10: CIFAR test error (%) with rho = 0.05',
     '11': 'Table 11: finetuning test error (%) with rho = 0.05',
-    'other': 'Other settings: test error (%)',
+    'other': (
+        "Other settings: test error (%) of this code's runs (no paper"
+        ' numbers apply)'
+    ),
 }
 
 
@@ -68,6 +71,8 @@ def format_ours(cell: cells_lib.Cell) -> str:
         f'{cell.mean:.2f} ± {ci:.2f}' if ci is not None else f'{cell.mean:.2f}'
     )
     notes = [f'n={len(cell.values)}'] + ([cell.choice] if cell.choice else [])
+    if cell.sam_fraction is not None and 0 < cell.sam_fraction < 1:
+      notes.append(f'SAM steps {cell.sam_fraction:.0%}')
     text += f' ({", ".join(notes)})'
   if cell.unfinished:
     text += f' [{cell.unfinished} unfinished]'
@@ -148,6 +153,7 @@ CELL_COLUMNS = [
     'ci95',
     'rho',
     'choice',
+    'sam_fraction',
     'unfinished',
     'paper',
     'paper_ci95',
@@ -171,6 +177,7 @@ def _cell_row(c: cells_lib.Cell) -> list[Any]:
       '' if ci is None else f'{ci:.4f}',
       '' if c.rho is None else c.rho,
       c.choice,
+      '' if c.sam_fraction is None else f'{c.sam_fraction:.4f}',
       c.unfinished,
       '' if c.paper is None else c.paper,
       c.paper_ci95,

@@ -200,28 +200,38 @@ def fsam_gradient(
 ) -> Gradient:
   """F-SAM: SAM perturbing along the batch's gradient noise.
 
-  m <- lambda m + (1 - lambda) g estimates the full-batch gradient; the
-  perturbation follows d = g - sigma m, eps = rho d / ||d||: the full-gradient
-  part of g raises the sharpness of the whole data set rather than of the
-  batch the update sees, and hurts generalization (the paper, Section 3).
+  m, an EMA of past gradients, estimates the full-batch gradient; the
+  perturbation follows d = g - sigma m_{t-1}, eps = rho d / ||d||, and then
+  m_t = lambda m_{t-1} + (1 - lambda) g: the full-gradient part of g raises
+  the sharpness of the whole data set rather than of the batch the update
+  sees, and hurts generalization (the paper, Section 3). As the official
+  code (nblt/F-SAM, FriendlySAM.first_step), m starts at the first gradient
+  and nothing is subtracted on that step, which is SAM's.
 
   Args:
-    objective: the loss on the replica's examples.
+    objective: the loss on the replica's examples; step 0 starts m.
     params: the weights w.
-    average: m, the EMA of the previous steps' gradients at w.
+    average: m_{t-1} (unused at step 0).
     rho: the radius.
     sigma: the weight of m in d (the paper's sigma).
     decay: the EMA's lambda.
 
   Returns:
-    The Gradient, with the loss and outputs of the pass at w and the new m.
+    The Gradient, with the loss and outputs of the pass at w and m_t.
   """
+  first = _step(objective, 'fsam') == 0
   (loss, outputs), g = objective.grad(params, ascent=True)
-  average = jax.tree.map(
-      lambda m, x: decay * m + (1 - decay) * x.astype(jnp.float32), average, g
-  )
   direction = jax.tree.map(
-      lambda x, m: (x - sigma * m).astype(x.dtype), g, average
+      lambda x, m: (x - jnp.where(first, 0.0, sigma) * m).astype(x.dtype),
+      g,
+      average,
+  )
+  average = jax.tree.map(
+      lambda m, x: jnp.where(
+          first, x.astype(jnp.float32), decay * m + (1 - decay) * x
+      ),
+      average,
+      g,
   )
   eps = ball.l2_perturbation(objective.sync(direction), rho)
   (_, perturbed), grads = objective.grad(ball.perturb(params, eps))
@@ -231,12 +241,9 @@ def fsam_gradient(
 
 
 def fsam(*, rho: float, fsam_sigma: float, fsam_lambda: float) -> Method:
-  """Friendly SAM (Li et al., CVPR 2024); m starts at 0 (see fsam_gradient).
-
-  fsam_sigma weighs m in the direction and fsam_lambda is the EMA's decay, as
-  in the paper (m_t = lambda m_{t-1} + (1 - lambda) g_t, d_t = g_t - sigma
-  m_t) and its code (sigma, lmbda).
-  """
+  """Friendly SAM (Li et al., CVPR 2024): d = g - sigma m_{t-1}, m an EMA of
+  the gradients with decay lambda, started at the first gradient (the
+  official code's sigma and lmbda)."""
   require_in('fsam_sigma', fsam_sigma, 0.0, None, True)
   require_in('fsam_lambda', fsam_lambda, 0.0, 1.0, False)
   return Method(
@@ -266,18 +273,26 @@ def _is_norm_parameter(path) -> bool:
 
 
 def samon_gradient(
-    objective: Objective, params: PyTree, rho: float
+    objective: Objective,
+    params: PyTree,
+    rho: float,
+    adaptive: bool,
+    adaptive_eta: float,
 ) -> Gradient:
   """SAM-ON: SAM's perturbation on the normalisation parameters only.
 
   eps = rho g_N / ||g_N|| on the normalisation layers' scales and biases
   (g_N: their part of g) and 0 elsewhere; the radius is spent on those few
   leaves alone, which the paper finds is where SAM's benefit comes from.
+  With `adaptive` the ball is ASAM's over those leaves (ASAM-ON: eps =
+  rho T^2 g_N / ||T g_N||, T = |w| + eta), the paper's headline variant.
 
   Args:
     objective: the loss on the replica's examples.
     params: the weights w.
     rho: the radius, over the normalisation leaves.
+    adaptive: ASAM-ON's elementwise ball.
+    adaptive_eta: eta of T.
 
   Returns:
     The Gradient, with the loss and outputs of the pass at w.
@@ -299,20 +314,26 @@ def samon_gradient(
       mask,
       objective.sync(g),
   )
-  eps = ball.l2_perturbation(masked, rho)
+  eps = ball.perturbation(
+      masked, params, rho, adaptive=adaptive, adaptive_eta=adaptive_eta
+  )
   (_, perturbed), grads = objective.grad(ball.perturb(params, eps))
   return Gradient(grads, loss, outputs, extras=perturbed_pass(perturbed))
 
 
-def samon(*, rho: float) -> Method:
-  """SAM-ON (Mueller et al., NeurIPS 2023): SAM on the normalisation layers.
+def samon(*, rho: float, samon_adaptive: bool, adaptive_eta: float) -> Method:
+  """SAM-ON (Mueller et al., NeurIPS 2023): SAM, or ASAM with
+  `samon_adaptive`, on the normalisation layers alone.
 
-  Only the normalisation leaves share rho, so its best value is larger than
-  full SAM's; tune it.
+  Only the normalisation leaves share rho, so its value is far larger than
+  full SAM's (the official README runs ASAM-ON at rho = 10).
   """
+  ball.check(2.0, adaptive_eta)
   return Method(
       no_state,
-      lambda objective, params, state: samon_gradient(objective, params, rho),
+      lambda objective, params, state: samon_gradient(
+          objective, params, rho, samon_adaptive, adaptive_eta
+      ),
       pass_metrics,
   )
 
@@ -326,35 +347,41 @@ def sampa_gradient(
     auxiliary: PyTree,
     rho: float,
     weight: float,
-    learning_rate: jax.Array,
 ) -> Gradient:
   """SAMPa's step (Xie et al., 2024, equation 3 / the README's recursion).
 
   With x_t = w and g_y = grad f(y_t) from the previous step:
-    x~_t = x_t + rho g_y / ||g_y||,   y_{t+1} = x_t - eta_t g_y,
-    update = (1 - lambda) grad f(x~_t) + lambda grad f(y_{t+1}).
-  Neither point needs the other's gradient, so both run in one `jax.vmap`
-  over the two parameter sets; grad f(y_{t+1}) is the next step's g_y.
-  g_y = 0 at the start (as the official code) makes step 0 plain SGD.
+    x~_t = x_t + rho g_y / ||g_y||,   y_{t+1} = the optimizer's step from
+    x_t with g_y,   update = (1 - lambda) grad f(x~_t) + lambda grad f(y_{t+1}).
+  The paper writes y_{t+1} = x_t - eta_t g_y; the official code (train.py)
+  takes a full SGD step there, momentum and weight decay included, which
+  `objective.descend` gives (this run's optimizer; its L2 is in the loss,
+  so g_y holds it). Neither point needs the other's gradient, so both run
+  in one `jax.vmap` over the two parameter sets; grad f(y_{t+1}) is the next
+  step's g_y. g_y = 0 at the start (as the official code) makes step 0's
+  first gradient SGD's and its y_1 the optimizer's zero-gradient step.
 
   Args:
-    objective: the loss on the replica's examples.
+    objective: the loss on the replica's examples; needs `descend`.
     params: the weights x_t.
     auxiliary: g_y = grad f(y_t), the state.
     rho: the radius.
     weight: lambda, the weight of grad f(y_{t+1}) in the update.
-    learning_rate: eta_t.
 
   Returns:
     The Gradient, with the loss and outputs of the pass at y_{t+1} (the point
-    nearest w: y_1 = w), extras with the x~ pass's loss and error, and
+    nearest w), extras with the x~ pass's loss and error, and
     grad f(y_{t+1}) as state.
   """
+  if objective.descend is None:
+    raise ValueError(
+        "sampa looks ahead with the optimizer's step: needs "
+        'objective.descend'
+    )
   eps = ball.l2_perturbation(objective.sync(auxiliary), rho)
   perturbed = ball.perturb(params, eps)
-  descended = jax.tree.map(
-      lambda w, g: (w - learning_rate * g).astype(w.dtype), params, auxiliary
-  )
+  g_y = jax.tree.map(lambda g, w: g.astype(w.dtype), auxiliary, params)
+  descended = objective.descend(g_y)
   stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), perturbed, descended)
   (losses, auxes), grads = jax.vmap(objective.grad)(stacked)
   pick = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
@@ -372,16 +399,12 @@ def sampa_gradient(
   )
 
 
-def sampa(
-    *, rho: float, sampa_lambda: float, learning_rate: Schedule
-) -> Method:
+def sampa(*, rho: float, sampa_lambda: float) -> Method:
   """SAMPa (Xie et al., NeurIPS 2024): two gradients a step, in parallel."""
   require_in('sampa_lambda', sampa_lambda, 0.0, 1.0, True)
-  require_run_facts('sampa', learning_rate=learning_rate)
 
   def gradient(objective, params, state):
-    lr = learning_rate(_step(objective, 'sampa'))
-    return sampa_gradient(objective, params, state, rho, sampa_lambda, lr)
+    return sampa_gradient(objective, params, state, rho, sampa_lambda)
 
   return Method(_zeros, gradient, pass_metrics)
 
@@ -399,23 +422,29 @@ def _filter_scale(w: jax.Array) -> jax.Array:
 
 
 def rwp_gradient(
-    objective: Objective, params: PyTree, sigma: float
+    objective: Objective, params: PyTree, sigma: float, alpha: float
 ) -> Gradient:
-  """The gradient at w + eps, eps ~ N(0, (sigma ||w_filter||)^2) filter-wise.
+  """RWP's update: alpha grad L(w + eps) + (1 - alpha) grad L(w), with
+  eps ~ N(0, (sigma ||w_filter||)^2) filter-wise (Li et al.).
 
   The noise of a filter scales with its norm, so that it is the same relative
   size in every layer whatever the layer's scale (BatchNorm makes a filter's
   scale arbitrary). 1-D leaves (biases, normalisation scales) take the
-  leaf's whole norm, as the official RWP code does for them.
+  leaf's whole norm, as the official code (nblt/RWP) does for them. Its two
+  gradients run on two GPUs, each on its own batch; here both are on the
+  replica's examples, one after the other. alpha = 1 is the noisy gradient
+  alone (Bisla et al.'s variant), one pass.
 
   Args:
     objective: the loss on the replica's examples; `objective.key` draws eps
       (the same key gives the same eps).
     params: the weights w.
-    sigma: the noise's std relative to the filter norm.
+    sigma: the noise's std relative to the filter norm (the code's gamma).
+    alpha: the weight of the noisy gradient.
 
   Returns:
-    The Gradient: the one pass's, at w + eps (its loss and outputs too).
+    The Gradient, with the loss and outputs of the pass at w (of the pass at
+    w + eps when alpha = 1).
   """
   if objective.key is None:
     raise ValueError(
@@ -427,18 +456,27 @@ def rwp_gradient(
       (sigma * _filter_scale(w) * jax.random.normal(k, w.shape)).astype(w.dtype)
       for k, w in zip(keys, leaves)
   ]
-  (loss, outputs), grads = objective.grad(
+  (noisy_loss, noisy), g_noisy = objective.grad(
       ball.perturb(params, jax.tree.unflatten(treedef, eps))
   )
-  return Gradient(grads, loss, outputs)
+  if alpha == 1:
+    return Gradient(g_noisy, noisy_loss, noisy)
+  (loss, outputs), g = objective.grad(params)
+  grads = jax.tree.map(
+      lambda a, b: (alpha * a + (1 - alpha) * b).astype(b.dtype), g_noisy, g
+  )
+  return Gradient(grads, loss, outputs, extras=perturbed_pass(noisy))
 
 
-def rwp(*, rwp_sigma: float) -> Method:
-  """Random weight perturbation: 1 pass at a filter-wise Gaussian w + eps."""
+def rwp(*, rwp_sigma: float, rwp_alpha: float) -> Method:
+  """Random weight perturbation (Li et al.): the noisy and the clean
+  gradient mixed by alpha, the noise filter-wise Gaussian."""
   require_in('rwp_sigma', rwp_sigma, 0.0, None, True)
+  require_in('rwp_alpha', rwp_alpha, 0.0, 1.0, True)
   return Method(
       no_state,
       lambda objective, params, state: rwp_gradient(
-          objective, params, rwp_sigma
+          objective, params, rwp_sigma, rwp_alpha
       ),
+      pass_metrics,
   )

@@ -197,25 +197,36 @@ def test_msam_rho_zero_is_the_plain_gradient():
 # Friendly SAM.
 
 
-def test_fsam_two_steps_closed_form():
+def test_fsam_three_steps_closed_form():
+  """The official code's order: d_t = g_t - sigma m_{t-1}, then the EMA;
+  m starts at the first gradient, whose step is SAM's."""
   a, b, grad_fn = quadratic(7)
   sigma, decay = 0.8, 0.6
-  points = np.random.default_rng(7).normal(size=(2, 4))
+  points = np.random.default_rng(7).normal(size=(3, 4))
   method = methods.build('fsam', rho=RHO, fsam_sigma=sigma, fsam_lambda=decay)
   state = method.init(tree(points[0]))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state))
-  np.testing.assert_array_equal(ravel(state), 0.0)
-  m = np.zeros(4)
-  for w in points:
+  m = None
+  for step, w in enumerate(points):
     g = a @ w + b
-    m = decay * m + (1 - decay) * g
-    expected = a @ (w + RHO * unit(g - sigma * m)) + b
-    result = method.gradient(interface.objective(grad_fn), tree(w), state)
-    np.testing.assert_allclose(ravel(result.grads), expected, rtol=1e-5)
+    direction = g if m is None else g - sigma * m
+    m = g if m is None else decay * m + (1 - decay) * g
+    expected = a @ (w + RHO * unit(direction)) + b
+    objective = interface.objective(grad_fn, step=step)
+    result = method.gradient(objective, tree(w), state)
+    # Float32: a small element of a sum of a few O(1) products is off by a
+    # few ulp of the largest one (|g| ~ 3, ulp ~ 2.4e-7).
+    atol = 1e-5 * np.max(np.abs(expected))
+    np.testing.assert_allclose(
+        ravel(result.grads), expected, rtol=1e-5, atol=atol
+    )
     np.testing.assert_allclose(result.loss, 0.5 * w @ a @ w + b @ w, rtol=1e-5)
     state = result.state
     np.testing.assert_allclose(ravel(state), m, rtol=1e-5, atol=1e-6)
-  # The second step's direction is not g's: the EMA moved it.
+    if step == 0:
+      sam = a @ (w + RHO * unit(g)) + b
+      np.testing.assert_allclose(ravel(result.grads), sam, rtol=1e-5)
+  # The last step's direction is not g's: the EMA moved it.
   assert np.max(np.abs(expected - (a @ (w + RHO * unit(g)) + b))) > 1e-4
 
 
@@ -223,7 +234,7 @@ def test_fsam_rho_zero_is_the_plain_gradient():
   _, _, grad_fn = quadratic(8)
   params = tree(np.arange(4.0))
   result = methods.build('fsam', rho=0.0).gradient(
-      interface.objective(grad_fn), params, tree(np.ones(4))
+      interface.objective(grad_fn, step=3), params, tree(np.ones(4))
   )
   np.testing.assert_array_equal(ravel(result.grads), ravel(grad_fn(params)[1]))
 
@@ -259,24 +270,36 @@ def is_norm(path):
   return 'Norm' in jax.tree_util.keystr(path)
 
 
-def test_samon_perturbs_only_the_normalisation_layers():
+@pytest.mark.parametrize('adaptive', [False, True])
+def test_samon_perturbs_only_the_normalisation_layers(adaptive):
+  """SAM-ON: eps = rho g_N / ||g_N||; ASAM-ON: rho T^2 g_N / ||T g_N||,
+  T = |w| + eta, on the normalisation leaves; 0 elsewhere."""
+  eta = 0.01
   params, grad_fn = two_layer_problem()
   fn, calls = recording(grad_fn)
-  result = methods.build('samon', rho=RHO).gradient(
-      interface.objective(fn), params, ()
-  )
+  result = methods.build(
+      'samon', rho=RHO, samon_adaptive=adaptive, adaptive_eta=eta
+  ).gradient(interface.objective(fn), params, ())
   assert len(calls) == 2
   eps = jax.tree.map(jnp.subtract, calls[1], params)
   _, g = grad_fn(params)
   flat_g = jax.tree_util.tree_flatten_with_path(g)[0]
-  norm_g = np.sqrt(sum(np.sum(x**2) for p, x in flat_g if is_norm(p)))
+  flat_w = [np.asarray(w) for w in jax.tree.leaves(params)]
+  scale = [np.abs(w) + eta if adaptive else 1.0 for w in flat_w]
+  norm_g = np.sqrt(
+      sum(
+          np.sum((t * x) ** 2) for (p, x), t in zip(flat_g, scale) if is_norm(p)
+      )
+  )
   kinds = set()
-  for (path, e), (_, x) in zip(
-      jax.tree_util.tree_flatten_with_path(eps)[0], flat_g
+  for (path, e), (_, x), t in zip(
+      jax.tree_util.tree_flatten_with_path(eps)[0], flat_g, scale
   ):
     kinds.add(is_norm(path))
     if is_norm(path):
-      np.testing.assert_allclose(e, RHO * x / norm_g, rtol=1e-4, atol=1e-7)
+      np.testing.assert_allclose(
+          e, RHO * t**2 * x / norm_g, rtol=1e-4, atol=1e-7
+      )
     else:
       np.testing.assert_array_equal(e, 0.0)
   assert kinds == {True, False}
@@ -299,7 +322,9 @@ def test_samon_mask_on_wrn_mini():
           has_aux=True,
       )
   )
-  methods.build('samon', rho=RHO).gradient(interface.objective(fn), params, ())
+  methods.build('samon', rho=RHO, samon_adaptive=False).gradient(
+      interface.objective(fn), params, ()
+  )
   eps = jax.tree.map(jnp.subtract, calls[1], params)
   flat = jax.tree_util.tree_flatten_with_path(eps)[0]
   norm_leaves = [e for p, e in flat if 'BatchNorm' in jax.tree_util.keystr(p)]
@@ -332,59 +357,77 @@ def test_samon_rejects_trees_without_normalisation_and_rho_zero():
 
 
 def test_sampa_matches_a_sequential_recursion_over_three_steps():
+  """y_{t+1} is the optimizer's step from x_t with g_y (momentum included,
+  as the official code); the run's optimizer then applies the update."""
   a, b, grad_fn = quadratic(10)
-  rho, weight = 0.4, 0.3
+  rho, weight, mu = 0.4, 0.3, 0.9
   schedule = optax.linear_schedule(0.2, 0.05, 3)
+  tx = optax.sgd(schedule, momentum=mu)
   grad = lambda v: a @ v + b
-  points = np.random.default_rng(10).normal(size=(3, 4))
-  method = methods.build(
-      'sampa', rho=rho, sampa_lambda=weight, learning_rate=schedule
-  )
-  state = method.init(tree(points[0]))
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state))
+  x = np.random.default_rng(10).normal(size=4)
+  method = methods.build('sampa', rho=rho, sampa_lambda=weight)
+  state = method.init(tree(x))
+  opt_state = tx.init(tree(x))
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(state))
   np.testing.assert_array_equal(ravel(state), 0.0)
-  g_y = np.zeros(4)
-  for t, x in enumerate(points):
+  g_y, buffer = np.zeros(4), np.zeros(4)
+  for t in range(3):
     lr = float(schedule(t))
     x_tilde = x + rho * unit(g_y)
-    y = x - lr * g_y
+    y = x - lr * (mu * buffer + g_y)
     expected = (1 - weight) * grad(x_tilde) + weight * grad(y)
-    g_y = grad(y)
     fn, calls = recording(grad_fn)
-    result = method.gradient(
-        interface.objective(fn, step=jnp.array(t)), tree(x), state
-    )
+
+    def descend(g, x=x, opt_state=opt_state):
+      updates, _ = tx.update(g, opt_state, tree(x))
+      return optax.apply_updates(tree(x), updates)
+
+    objective = interface.objective(fn, step=jnp.array(t), descend=descend)
+    result = method.gradient(objective, tree(x), state)
     assert len(calls) == 1  # One call, vmapped over the two points.
     np.testing.assert_allclose(ravel(result.grads), expected, rtol=1e-5)
     np.testing.assert_allclose(result.loss, 0.5 * y @ a @ y + b @ y, rtol=1e-5)
-    state = result.state
-    np.testing.assert_allclose(ravel(state), g_y, rtol=1e-5, atol=1e-6)
     if t == 0:  # g_y = 0: both points are x_0, plain SGD.
       np.testing.assert_allclose(ravel(result.grads), grad(x), rtol=1e-5)
+    g_y, state = grad(y), result.state
+    np.testing.assert_allclose(ravel(state), g_y, rtol=1e-5, atol=1e-6)
+    updates, opt_state = tx.update(result.grads, opt_state, tree(x))
+    buffer = mu * buffer + expected
+    x = x - lr * buffer
+    np.testing.assert_allclose(
+        ravel(optax.apply_updates(tree(x + lr * buffer), updates)),
+        x,
+        rtol=1e-5,
+    )
+  # Momentum moved y: plain x - lr g_y would differ.
+  assert np.linalg.norm(buffer) > 0.1
 
 
 def test_sampa_under_jit_and_rho_zero_first_step():
   _, _, grad_fn = quadratic(11)
   params = tree(np.arange(4.0))
-  method = methods.build('sampa', rho=0.0, learning_rate=constant())
+  method = methods.build('sampa', rho=0.0)
   step = jax.jit(
       lambda p, s, t: method.gradient(
-          interface.objective(grad_fn, step=t), p, s
+          interface.objective(grad_fn, step=t, descend=lambda g: p), p, s
       )
   )
   result = step(params, method.init(params), jnp.array(0))
   np.testing.assert_allclose(
       ravel(result.grads), ravel(grad_fn(params)[1]), rtol=1e-6
   )
+  with pytest.raises(ValueError, match='objective.descend'):
+    method.gradient(interface.objective(grad_fn), params, method.init(params))
 
 
 # RWP.
 
 
 def test_rwp_same_key_same_eps_and_grads_at_the_point():
+  """alpha = 1: one pass, at w + eps; the same key gives the same eps."""
   _, _, grad_fn = quadratic(12)
   params = tree(np.random.default_rng(12).normal(size=4))
-  method = methods.build('rwp', rwp_sigma=0.1)
+  method = methods.build('rwp', rwp_sigma=0.1, rwp_alpha=1.0)
   assert method.init(params) == ()
   points = []
   for key in (1, 1, 2):
@@ -404,6 +447,25 @@ def test_rwp_same_key_same_eps_and_grads_at_the_point():
     method.gradient(interface.objective(grad_fn), params, ())
 
 
+@pytest.mark.parametrize('alpha', [0.5, 0.2])
+def test_rwp_mixes_the_noisy_and_the_clean_gradient(alpha):
+  """Li et al.'s update: alpha g(w + eps) + (1 - alpha) g(w), with the loss
+  and outputs of the pass at w."""
+  a, b, grad_fn = quadratic(14)
+  w = np.random.default_rng(14).normal(size=4)
+  method = methods.build('rwp', rwp_sigma=0.1, rwp_alpha=alpha)
+  fn, calls = recording(grad_fn)
+  result = method.gradient(
+      interface.objective(fn, key=jax.random.key(3)), tree(w), ()
+  )
+  assert len(calls) == 2
+  noisy = ravel(calls[0])
+  assert np.max(np.abs(noisy - w)) > 1e-6
+  expected = alpha * (a @ noisy + b) + (1 - alpha) * (a @ w + b)
+  np.testing.assert_allclose(ravel(result.grads), expected, rtol=1e-5)
+  np.testing.assert_allclose(result.loss, 0.5 * w @ a @ w + b @ w, rtol=1e-5)
+
+
 def test_rwp_noise_std_is_sigma_times_the_filter_norm():
   rng = np.random.default_rng(13)
   sigma = 0.05
@@ -416,7 +478,7 @@ def test_rwp_noise_std_is_sigma_times_the_filter_norm():
           has_aux=True,
       )
   )
-  methods.build('rwp', rwp_sigma=sigma).gradient(
+  methods.build('rwp', rwp_sigma=sigma, rwp_alpha=1.0).gradient(
       interface.objective(fn, key=jax.random.key(0)), params, ()
   )
   eps = jax.tree.map(jnp.subtract, calls[0], params)
@@ -431,7 +493,7 @@ def test_rwp_noise_std_is_sigma_times_the_filter_norm():
   )
   assert abs(np.mean(eps['bias'])) < 0.05 * sigma * np.linalg.norm(bias)
   np.testing.assert_allclose(
-      methods.build('rwp', rwp_sigma=0.0)
+      methods.build('rwp', rwp_sigma=0.0, rwp_alpha=1.0)
       .gradient(interface.objective(fn, key=jax.random.key(0)), params, ())
       .grads['bias'],
       1.0,

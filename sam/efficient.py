@@ -38,9 +38,10 @@ from sam.interface import require_run_facts
 
 PyTree = Any
 
-# RST's draws come from a key of their own, folded with the step alone: every
-# replica and host draws the same choice, and a resumed run repeats it.
-_RST_SEED = 20220611
+# RST's draws come from a stream of the run's seed, folded with the step
+# alone: every replica and host draws the same choice, a resumed run repeats
+# it, and each seed of a sweep draws its own schedule.
+_RST_STREAM = 20220611
 
 
 def _squared_norm(tree: PyTree) -> jax.Array:
@@ -177,53 +178,79 @@ def looksam_gradient(
     g_v: PyTree,
     rho: float,
     every: int,
-    alpha: float,
 ) -> Gradient:
-  """LookSAM's gradient: SAM every k steps, else g + alpha ||g||/||g_v|| g_v.
+  """LookSAM's passes on one replica: SAM's every k steps, else one at w.
 
-  On a SAM step (step % k == 0) it returns SAM's g_s and keeps
-  g_v = g_s - proj_g(g_s); in between, one pass and the kept g_v, rescaled
-  to ||g|| so that its share of the update follows the current gradient.
+  The rule itself, g + alpha ||g||/||g_v|| g_v on the steps between, acts on
+  the gradients the step applies, the means over every replica
+  (`looksam_combine`), as public implementations decompose the all-reduced
+  gradient. So this returns SAM's g_s on a SAM step (step % k == 0) and g
+  otherwise, with g in extras for the decomposition.
 
   Args:
     objective: the loss on the replica's examples; `step` sets the schedule.
     params: the weights w.
-    g_v: the state, the orthogonal component kept at the last SAM step.
-    rho, every, alpha: the radius, the period k and the reused weight.
+    g_v: the state, the orthogonal component kept at the last SAM step,
+      passed on unchanged (`looksam_combine` replaces it).
+    rho, every: the radius and the period k.
 
   Returns:
-    The Gradient, with state the g_v to keep and extras {'sam_fraction'} and
-    the perturbed pass's loss and error (the pass at w's on reuse steps).
+    The Gradient, with extras {'first_gradient': g, 'sam_fraction'} and the
+    perturbed pass's loss and error (the pass at w's on reuse steps).
   """
   # The ascent pass, as in SAM: its gradient is eps's direction on SAM steps
   # and the SGD part of the update on the others (the two coincide except in
   # models with shake regularisers).
   (loss, outputs), g = objective.grad(params, ascent=True)
   use_sam = _step(objective, 'looksam') % every == 0
+  grads, extras = jax.lax.cond(
+      use_sam,
+      lambda _: _sam_pass(objective, params, g, rho),
+      lambda _: (g, perturbed_pass(outputs)),
+      None,
+  )
+  extras = {**_with_sam_fraction(extras, use_sam), 'first_gradient': g}
+  return Gradient(grads, loss, outputs, state=g_v, extras=extras)
+
+
+def looksam_combine(
+    grads: PyTree,
+    g_v: PyTree,
+    extras: dict[str, PyTree],
+    step: jax.Array,
+    every: int,
+    alpha: float,
+) -> tuple[PyTree, PyTree]:
+  """LookSAM's rule on the applied gradients (Algorithm 1 of Liu et al.).
+
+  On a SAM step it applies g_s and keeps g_v = g_s - proj_g(g_s); in
+  between, it applies g + alpha ||g|| / ||g_v|| g_v: the kept direction,
+  rescaled to alpha ||g||, so that its share follows the current gradient.
+
+  Args:
+    grads: the mean over replicas of `looksam_gradient`'s grads (g_s or g).
+    g_v: the kept orthogonal component.
+    extras: the mean of its extras; 'first_gradient' is g.
+    step: the optimizer steps taken before this one.
+    every, alpha: the period k and the reused weight.
+
+  Returns:
+    (the update, the g_v to keep).
+  """
+  g = extras['first_gradient']
 
   def sam_step(_):
-    g_s, extras = _sam_pass(objective, params, g, rho)
-    kept = jax.tree.map(
-        lambda new, old: new.astype(old.dtype),
-        orthogonal_component(g_s, g),
-        g_v,
-    )
-    return g_s, kept, extras
+    kept = orthogonal_component(grads, g)
+    return grads, jax.tree.map(lambda n, o: n.astype(o.dtype), kept, g_v)
 
   def reuse_step(_):
     scale = alpha * _safe_ratio(
         jnp.sqrt(_squared_norm(g)), jnp.sqrt(_squared_norm(g_v))
     )
-    return _axpy(scale, g_v, g), g_v, perturbed_pass(outputs)
+    return _axpy(scale, g_v, g), g_v
 
-  grads, g_v, extras = jax.lax.cond(use_sam, sam_step, reuse_step, None)
-  return Gradient(
-      grads,
-      loss,
-      outputs,
-      state=g_v,
-      extras=_with_sam_fraction(extras, use_sam),
-  )
+  # No network in either branch: a cheap conditional on every backend.
+  return jax.lax.cond(step % every == 0, sam_step, reuse_step, None)
 
 
 # AE-SAM.
@@ -296,14 +323,18 @@ def aesam_gradient(
 # RST.
 
 
-def rst_uses_sam(step: jax.Array, probability: float) -> jax.Array:
-  """RST's Bernoulli trial of step `step`: a function of the step alone."""
-  key = jax.random.fold_in(jax.random.key(_RST_SEED), step)
-  return jax.random.bernoulli(key, probability)
+def rst_uses_sam(step: jax.Array, probability: float, seed: int) -> jax.Array:
+  """RST's Bernoulli trial of step `step` in the run of seed `seed`."""
+  stream = jax.random.fold_in(jax.random.key(seed), _RST_STREAM)
+  return jax.random.bernoulli(jax.random.fold_in(stream, step), probability)
 
 
 def rst_gradient(
-    objective: Objective, params: PyTree, rho: float, probability: float
+    objective: Objective,
+    params: PyTree,
+    rho: float,
+    probability: float,
+    seed: int,
 ) -> Gradient:
   """RST's gradient: SAM with probability p, SGD otherwise.
 
@@ -314,12 +345,13 @@ def rst_gradient(
     objective: the loss on the replica's examples; `step` seeds the trial.
     params: the weights w.
     rho, probability: the radius and p, the probability of a SAM step.
+    seed: the run's seed, which draws the trials.
 
   Returns:
     The Gradient, with extras {'sam_fraction'} and the perturbed pass's loss
     and error (the pass at w's on SGD steps).
   """
-  use_sam = rst_uses_sam(_step(objective, 'rst'), probability)
+  use_sam = rst_uses_sam(_step(objective, 'rst'), probability, seed)
 
   def sam_step(_):
     (loss, outputs), g = objective.grad(params, ascent=True)
@@ -371,11 +403,14 @@ def looksam(*, rho: float, looksam_every: int, looksam_alpha: float) -> Method:
     return jax.tree.map(jnp.zeros_like, params)
 
   def gradient(objective, params, state):
-    return looksam_gradient(
-        objective, params, state, rho, looksam_every, looksam_alpha
+    return looksam_gradient(objective, params, state, rho, looksam_every)
+
+  def combine(grads, state, extras, step):
+    return looksam_combine(
+        grads, state, extras, step, looksam_every, looksam_alpha
     )
 
-  return Method(init, gradient, _fraction_metrics)
+  return Method(init, gradient, _fraction_metrics, combine)
 
 
 def aesam(
@@ -415,13 +450,15 @@ def aesam(
   return Method(init, gradient, _fraction_metrics)
 
 
-def rst(*, rho: float, rst_probability: float) -> Method:
-  """RST: each step is SAM with probability p, else SGD; logs
-  sam_fraction. Only RST's constant schedule of p is implemented."""
+def rst(*, rho: float, rst_probability: float, seed: int) -> Method:
+  """RST: each step is SAM with probability p, else SGD, the trials drawn
+  from the run's seed; logs sam_fraction. Only RST's constant schedule of p
+  is implemented."""
   require_in('rst_probability', rst_probability, 0.0, 1.0, True)
+  require_run_facts('rst', seed=seed)
 
   def gradient(objective, params, state):
     del state
-    return rst_gradient(objective, params, rho, rst_probability)
+    return rst_gradient(objective, params, rho, rst_probability, seed)
 
   return Method(no_state, gradient, _fraction_metrics)

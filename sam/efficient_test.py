@@ -203,9 +203,10 @@ def test_esam_without_subsets_raises():
 
 
 def looksam_step(objective, params, state, every=5, alpha=0.7):
-  return methods.build(
+  method = methods.build(
       'looksam', rho=RHO, looksam_every=every, looksam_alpha=alpha
-  ).gradient(objective, params, state)
+  )
+  return interface.lone_replica_update(method, objective, params, state)
 
 
 def test_looksam_sam_step_is_sam_and_keeps_the_orthogonal_component():
@@ -214,7 +215,7 @@ def test_looksam_sam_step_is_sam_and_keeps_the_orthogonal_component():
   method = methods.build('looksam', rho=RHO)
   state = method.init(params)
   objective = regression(x, y, step=10)
-  result = method.gradient(objective, params, state)
+  result = interface.lone_replica_update(method, objective, params, state)
   reference = sam_reference(objective, params)
   assert_trees_close(result.grads, reference.grads)
   assert result.extras['sam_fraction'] == 1.0
@@ -264,10 +265,71 @@ def test_looksam_every_step_when_k_is_one():
   state = method.init(params)
   for step in range(4):
     objective = regression(x, y, step=step)
-    result = method.gradient(objective, params, state)
+    result = interface.lone_replica_update(method, objective, params, state)
     reference = sam_reference(objective, params)
     assert_trees_close(result.grads, reference.grads)
     state = result.state
+
+
+def test_looksam_decomposes_the_mean_over_replicas():
+  """Two replicas: g_v is the orthogonal part of the mean g_s against the
+  mean g, and a reuse step adds alpha ||mean g|| along it; per-replica
+  decompositions averaged afterwards differ (checked, so the test can
+  fail)."""
+  alpha = 0.7
+  method = methods.build('looksam', rho=RHO, looksam_alpha=alpha)
+  halves = [data(20)[0][:4], data(20)[0][4:]], [
+      data(20)[1][:4],
+      data(20)[1][4:],
+  ]
+  params = initial_params(20)
+  state = method.init(params)
+
+  def mean_of_replicas(step, state):
+    results = [
+        method.gradient(regression(x, y, step=step), params, state)
+        for x, y in zip(*halves)
+    ]
+    mean = lambda *trees: jax.tree.map(lambda *x: sum(x) / len(x), *trees)
+    return results, method.combine(
+        mean(*[r.grads for r in results]),
+        mean(*[r.state for r in results]),
+        mean(*[r.extras for r in results]),
+        step,
+    )
+
+  results, (update, g_v) = mean_of_replicas(0, state)
+  g_s = ravel(update)
+  g = (
+      ravel(results[0].extras['first_gradient'])
+      + ravel(results[1].extras['first_gradient'])
+  ) / 2
+  np.testing.assert_allclose(
+      ravel(g_v), g_s - (g_s @ g) / (g @ g) * g, rtol=1e-5, atol=1e-7
+  )
+  per_replica = (
+      sum(
+          ravel(
+              efficient.orthogonal_component(
+                  r.grads, r.extras['first_gradient']
+              )
+          )
+          for r in results
+      )
+      / 2
+  )
+  assert np.linalg.norm(per_replica - ravel(g_v)) > 1e-3 * np.linalg.norm(
+      ravel(g_v)
+  )
+  results, (update, kept) = mean_of_replicas(1, g_v)
+  v = ravel(g_v)
+  g = (ravel(results[0].grads) + ravel(results[1].grads)) / 2
+  np.testing.assert_allclose(
+      ravel(update),
+      g + alpha * np.linalg.norm(g) / np.linalg.norm(v) * v,
+      rtol=1e-5,
+  )
+  assert_trees_close(kept, g_v, rtol=0, atol=0)
 
 
 def test_looksam_passes():
@@ -421,27 +483,34 @@ def test_rst_probability_one_is_sam_and_zero_is_sgd():
     assert sgd.extras['sam_fraction'] == 0.0
 
 
-def test_rst_choice_depends_on_the_step_alone():
+def test_rst_choice_depends_on_the_step_and_the_run_seed_alone():
   x, y = data(11)
   params = initial_params(11)
-  method = methods.build('rst', rho=RHO, rst_probability=0.5)
-  choices = {}
-  for key in [0, 1]:
-    for step in range(20):
-      objective = regression(x, y, key=jax.random.key(key), step=step)
-      fraction = float(
-          method.gradient(objective, params, ()).extras['sam_fraction']
-      )
-      choices.setdefault(step, set()).add(fraction)
-      assert fraction == float(efficient.rst_uses_sam(step, 0.5))
-  assert all(len(c) == 1 for c in choices.values())
-  assert {c.pop() for c in choices.values()} == {0.0, 1.0}
+  schedules = []
+  for seed in [0, 1]:
+    method = methods.build('rst', rho=RHO, rst_probability=0.5, seed=seed)
+    choices = {}
+    # Replicas' keys differ; their choices must not.
+    for key in [0, 1]:
+      for step in range(20):
+        objective = regression(x, y, key=jax.random.key(key), step=step)
+        fraction = float(
+            method.gradient(objective, params, ()).extras['sam_fraction']
+        )
+        choices.setdefault(step, set()).add(fraction)
+        assert fraction == float(efficient.rst_uses_sam(step, 0.5, seed))
+    assert all(len(c) == 1 for c in choices.values())
+    schedules.append([choices[step].pop() for step in range(20)])
+    assert set(schedules[-1]) == {0.0, 1.0}
+  # Each seed of a sweep draws its own schedule (20 steps: the two agree
+  # by chance with probability 2^-20).
+  assert schedules[0] != schedules[1]
 
 
 @pytest.mark.parametrize('p', [0.2, 0.5, 0.9])
 def test_rst_fraction_over_many_steps(p):
   n = 2000
-  draws = jax.vmap(lambda t: efficient.rst_uses_sam(t, p))(jnp.arange(n))
+  draws = jax.vmap(lambda t: efficient.rst_uses_sam(t, p, 0))(jnp.arange(n))
   fraction = float(jnp.mean(draws))
   assert abs(fraction - p) < 3 * math.sqrt(p * (1 - p) / n)
 
@@ -454,7 +523,7 @@ def test_rst_passes():
     _, counter = run_counted(
         lambda c: method.gradient(regression(x, y, c, step=step), params, ())
     )
-    expected = 2 if efficient.rst_uses_sam(step, 0.5) else 1
+    expected = 2 if efficient.rst_uses_sam(step, 0.5, 0) else 1
     assert counter['grads'] == expected
 
 

@@ -54,6 +54,10 @@ class Objective(NamedTuple):
       step cannot give it (with gradient accumulation).
     subset: indices [k] -> the Objective of those k of the replica's
       examples (static k), or None where the step cannot give it.
+    descend: grads -> the weights the run's optimizer step would reach from
+      w with these grads and its current state (learning rate, momentum,
+      clipping), for methods that look ahead (SAMPa); None where there is
+      no optimizer.
   """
 
   grad: Callable[..., tuple[tuple[jax.Array, Any], PyTree]]
@@ -62,6 +66,7 @@ class Objective(NamedTuple):
   step: jax.Array | None = None
   losses: Callable[[PyTree], jax.Array] | None = None
   subset: Callable[[jax.Array], 'Objective'] | None = None
+  descend: Callable[[PyTree], PyTree] | None = None
 
 
 class Gradient(NamedTuple):
@@ -123,18 +128,51 @@ def no_state(params: PyTree) -> PyTree:
   return ()
 
 
+def unchanged(
+    grads: PyTree, state: PyTree, extras: dict[str, PyTree], step: jax.Array
+) -> tuple[PyTree, PyTree]:
+  del extras, step
+  return grads, state
+
+
 class Method(NamedTuple):
   """A member of the SAM family.
 
   Attributes:
     init: params -> the method's initial state (() when it keeps none).
-    gradient: (objective, params, state) -> Gradient.
+    gradient: (objective, params, state) -> Gradient, on one replica.
     metrics: (averaged grads, averaged extras) -> scalars to log.
+    combine: (averaged grads, averaged state, averaged extras, step) ->
+      (the update, the state to keep): the rule of a method that acts on the
+      gradient the step applies, the mean over every replica (LookSAM's
+      decomposition); `unchanged` for the others.
   """
 
   init: Callable[[PyTree], PyTree]
   gradient: Callable[[Objective, PyTree, PyTree], Gradient]
   metrics: Callable[[PyTree, dict], dict[str, jax.Array]] = no_metrics
+  combine: Callable[..., tuple[PyTree, PyTree]] = unchanged
+
+
+def lone_replica_update(
+    method: Method, objective: Objective, params: PyTree, state: PyTree
+) -> Gradient:
+  """What the step applies when one replica holds the whole batch: the
+  method's gradient, then its `combine` (tests, notebooks).
+
+  Args:
+    method: the Method.
+    objective: the loss on the batch; its `step` is the combine's step.
+    params: the weights w.
+    state: the method's state.
+
+  Returns:
+    The Gradient, with grads the update and state the state to keep.
+  """
+  result = method.gradient(objective, params, state)
+  step = 0 if objective.step is None else objective.step
+  grads, state = method.combine(result.grads, result.state, result.extras, step)
+  return result._replace(grads=grads, state=state)
 
 
 class FieldError(ValueError):
@@ -190,6 +228,7 @@ def objective(
     sync: Callable[[PyTree], PyTree] | None = None,
     key: jax.Array | None = None,
     step: jax.Array | int | None = None,
+    descend: Callable[[PyTree], PyTree] | None = None,
 ) -> Objective:
   """An Objective from plain gradient functions (tests, notebooks).
 
@@ -199,6 +238,7 @@ def objective(
     sync: the ascent directions' transform; identity if None.
     key: the random key.
     step: the optimizer steps taken before this one.
+    descend: the optimizer's look-ahead (see Objective).
 
   Returns:
     An Objective.
@@ -207,4 +247,4 @@ def objective(
   def grad(params, ascent=False):
     return (ascent_grad_fn if ascent and ascent_grad_fn else grad_fn)(params)
 
-  return Objective(grad, sync or (lambda g: g), key, step)
+  return Objective(grad, sync or (lambda g: g), key, step, descend=descend)

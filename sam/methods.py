@@ -151,12 +151,14 @@ class RunFacts(NamedTuple):
   """What a few methods read of the run besides their config.sam fields.
 
   Attributes:
-    learning_rate: the run's schedule, step -> lr (gsam, sampa).
+    learning_rate: the run's schedule, step -> lr (gsam).
     num_steps: the run's optimizer steps (gsam, aesam).
+    seed: the run's seed (rst's draws).
   """
 
   learning_rate: Callable[[Any], Any] | None
   num_steps: int | None
+  seed: int | None
 
 
 # name -> (config.sam, the run's facts) -> Method: each line is the one place
@@ -189,11 +191,17 @@ METHODS: dict[str, Callable[[Any, RunFacts], Method]] = {
     'fsam': lambda s, run: directions.fsam(
         rho=s.rho, fsam_sigma=s.fsam_sigma, fsam_lambda=s.fsam_lambda
     ),
-    'samon': lambda s, run: directions.samon(rho=s.rho),
-    'sampa': lambda s, run: directions.sampa(
-        rho=s.rho, sampa_lambda=s.sampa_lambda, learning_rate=run.learning_rate
+    'samon': lambda s, run: directions.samon(
+        rho=s.rho,
+        samon_adaptive=s.samon_adaptive,
+        adaptive_eta=s.adaptive_eta,
     ),
-    'rwp': lambda s, run: directions.rwp(rwp_sigma=s.rwp_sigma),
+    'sampa': lambda s, run: directions.sampa(
+        rho=s.rho, sampa_lambda=s.sampa_lambda
+    ),
+    'rwp': lambda s, run: directions.rwp(
+        rwp_sigma=s.rwp_sigma, rwp_alpha=s.rwp_alpha
+    ),
     # ... and how to pay less for the second pass (sam/efficient.py).
     'esam': lambda s, run: efficient.esam(
         rho=s.rho,
@@ -211,7 +219,7 @@ METHODS: dict[str, Callable[[Any, RunFacts], Method]] = {
         num_steps=run.num_steps,
     ),
     'rst': lambda s, run: efficient.rst(
-        rho=s.rho, rst_probability=s.rst_probability
+        rho=s.rho, rst_probability=s.rst_probability, seed=run.seed
     ),
 }
 
@@ -224,18 +232,24 @@ class Configured(NamedTuple):
   """The method that config.sam configures, and how the step groups it.
 
   Attributes:
+    name: the method's name in METHODS.
     method: the Method.
     m: examples per perturbation (m-sharpness), 0 for the replica; 0 for
       SGD, which does not perturb.
     m_groups: how the groups run: 'unroll' or 'vmap'.
     sync_perturbation: one perturbation from the global batch's gradient
       (False for SGD).
+    fields: the config.sam fields the method's METHODS line read, by name,
+      with their values (rho among them where the method uses it): what
+      summary.json records of the method.
   """
 
+  name: str
   method: Method
   m: int
   m_groups: str
   sync_perturbation: bool
+  fields: dict[str, Any]
 
 
 class _Reads:
@@ -261,6 +275,7 @@ def create(
     *,
     learning_rate: Callable[[Any], Any] | None = None,
     num_steps: int | None = None,
+    seed: int | None = None,
 ) -> Configured:
   """Builds the method that `sam_config.method` names: the one place where
   config.sam is read.
@@ -268,9 +283,10 @@ def create(
   Args:
     sam_config: the config's `sam` section (any object with its fields as
       attributes).
-    learning_rate: the run's schedule, for methods tied to it (gsam, sampa).
+    learning_rate: the run's schedule, for methods tied to it (gsam).
     num_steps: the run's optimizer steps, for methods with a schedule over
       the run (gsam, aesam).
+    seed: the run's seed, for methods with their own draws (rst).
 
   Returns:
     The Configured method.
@@ -295,14 +311,17 @@ def create(
       s.m,
       'must be 0 with sam.sync_perturbation (one global eps)',
   )
-  method = METHODS[s.method](s, RunFacts(learning_rate, num_steps))
+  line = _Reads(s)
+  method = METHODS[s.method](line, RunFacts(learning_rate, num_steps, seed))
   # m-sharpness and a shared perturbation shape the ascent: SGD has none.
   perturbs = s.method != 'sgd'
   return Configured(
+      s.method,
       method,
       m=s.m if perturbs else 0,
       m_groups=s.m_groups,
       sync_perturbation=s.sync_perturbation and perturbs,
+      fields={name: getattr(s, name) for name in sorted(line.names)},
   )
 
 
@@ -311,18 +330,23 @@ def fields(
     *,
     learning_rate: Callable[[Any], Any] | None = None,
     num_steps: int | None = None,
+    seed: int | None = None,
 ) -> tuple[Configured, set[str]]:
   """`create`, and the fields its METHODS line read besides SHARED_FIELDS.
 
   Args:
-    sam_config, learning_rate, num_steps: as `create`.
+    sam_config, learning_rate, num_steps, seed: as `create`.
 
   Returns:
     (the Configured method, the names of the method's own fields).
   """
-  reads = _Reads(sam_config)
-  configured = create(reads, learning_rate=learning_rate, num_steps=num_steps)
-  return configured, reads.names - set(SHARED_FIELDS)
+  configured = create(
+      _Reads(sam_config),
+      learning_rate=learning_rate,
+      num_steps=num_steps,
+      seed=seed,
+  )
+  return configured, set(configured.fields) - set(SHARED_FIELDS)
 
 
 def build(
@@ -330,6 +354,7 @@ def build(
     *,
     learning_rate: Callable[[Any], Any] | None = None,
     num_steps: int | None = None,
+    seed: int = 0,
     **fields: Any,
 ) -> Method:
   """Method `name` with configs/base.py's defaults and `fields` set, for
@@ -337,7 +362,7 @@ def build(
 
   Args:
     name: a key of METHODS.
-    learning_rate, num_steps: as `create`.
+    learning_rate, num_steps, seed: as `create`.
     **fields: config.sam fields to set (e.g. rho=0.1, looksam_every=2).
 
   Returns:
@@ -346,4 +371,6 @@ def build(
   config = base.sam_section()
   config.method = name
   config.update(fields)
-  return create(config, learning_rate=learning_rate, num_steps=num_steps).method
+  return create(
+      config, learning_rate=learning_rate, num_steps=num_steps, seed=seed
+  ).method

@@ -248,6 +248,7 @@ def test_table_builds_every_method_from_its_config_fields():
         sam_config(method=name, rho=0.1),
         learning_rate=optax.constant_schedule(0.1),
         num_steps=10,
+        seed=0,
     )
     state = configured.method.init({'w': jnp.zeros(2)})
     assert (state != ()) == (name in stateful), name
@@ -256,6 +257,7 @@ def test_table_builds_every_method_from_its_config_fields():
       sam_config(method=name),
       learning_rate=optax.constant_schedule(0.1),
       num_steps=10,
+      seed=0,
   )[1]
   assert fields('sam') == {'p', 'ascent_steps', 'adaptive', 'adaptive_eta'}
   assert fields('sgd') == set()
@@ -277,6 +279,7 @@ def test_configs_base_and_the_methods_agree():
         sam_config(method=name),
         learning_rate=optax.constant_schedule(0.1),
         num_steps=10,
+        seed=0,
     )
     read |= taken
   assert read == set(defaults)

@@ -228,6 +228,7 @@ def _check_sam(config: ml_collections.ConfigDict, num_devices: int) -> None:
         s,
         learning_rate=schedule,
         num_steps=optim.total_train_steps(config.optim, steps_per_epoch=1),
+        seed=config.seed,
     )
   except interface.FieldError as e:
     raise ConfigError(f'config.{e}') from e

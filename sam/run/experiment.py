@@ -244,7 +244,7 @@ def _train_and_evaluate(
   summary = loop.summarize(
       config,
       workdir,
-      setup.total_steps,
+      setup,
       progress['wall_time_s'],
       training.images_per_second(),
   )

@@ -52,7 +52,9 @@ def build(method):
     config = family_config(method)
     model = models.create_model('wrn_mini', 10, 'bfloat16')
     schedule = optax.cosine_decay_schedule(0.1, STEPS)
-    sam = methods.create(config.sam, learning_rate=schedule, num_steps=STEPS)
+    sam = methods.create(
+        config.sam, learning_rate=schedule, num_steps=STEPS, seed=config.seed
+    )
     tx = optim.create_optimizer(config.optim, schedule)
     state = state_lib.create_train_state(
         model, (SIZE, SIZE, 3), tx, config.seed, sam.method.init

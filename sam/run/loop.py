@@ -136,7 +136,10 @@ def prepare(config: ml_collections.ConfigDict, datasets) -> Setup:
   )
   total_steps = optim.total_train_steps(config.optim, datasets.steps_per_epoch)
   sam = methods.create(
-      config.sam, learning_rate=schedule, num_steps=total_steps
+      config.sam,
+      learning_rate=schedule,
+      num_steps=total_steps,
+      seed=config.seed,
   )
   abstract_state = jax.eval_shape(
       functools.partial(
@@ -346,8 +349,49 @@ class Loop:
     )
 
 
+def sam_fraction(records: list[dict[str, Any]]) -> float | None:
+  """The fraction of the run's steps that took a SAM step, from the logged
+  `sam_fraction` of the methods that choose per step (each log averages the
+  steps since the one before), or None where none was logged.
+
+  Args:
+    records: the run's metrics.jsonl records.
+
+  Returns:
+    The step-weighted mean, or None.
+  """
+  logged = {
+      r['step']: r['sam_fraction'] for r in records if 'sam_fraction' in r
+  }
+  total = weighted = previous = 0
+  for step in sorted(logged):
+    weighted += logged[step] * (step - previous)
+    total += step - previous
+    previous = step
+  return weighted / total if total else None
+
+
+def method_record(
+    sam: methods.Configured, records: list[dict[str, Any]]
+) -> dict[str, Any]:
+  """What a run's method did, for summary.json: its name, the fields it
+  read with their values, its replica options and its SAM-step fraction
+  (measured where it chooses per step; 0 for SGD and 1 for a method that
+  takes its own step every time, as built)."""
+  measured = sam_fraction(records)
+  built = 0.0 if sam.name == 'sgd' else 1.0
+  return {
+      'name': sam.name,
+      'fields': sam.fields,
+      'm': sam.m,
+      'sync_perturbation': sam.sync_perturbation,
+      'sam_fraction': built if measured is None else measured,
+      'sam_fraction_measured': measured is not None,
+  }
+
+
 def summarize(
-    config, workdir, total_steps, wall_time_s, images_per_s
+    config, workdir, setup: Setup, wall_time_s, images_per_s
 ) -> dict[str, Any]:
   """The summary.json record of a finished run."""
   records = metrics_file.read_metrics(workdir)
@@ -367,10 +411,11 @@ def summarize(
   return {
       'config': json.loads(config.to_json()),
       'finished': True,
-      'num_steps': total_steps,
+      'num_steps': setup.total_steps,
       'num_devices': jax.device_count(),
       'wall_time_s': wall_time_s,
       'images_per_s': images_per_s,
+      'method': method_record(setup.sam, records),
       'final': final,
       'best': best,
   }

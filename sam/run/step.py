@@ -148,6 +148,8 @@ class StepInputs(NamedTuple):
     bn_sync: BatchNorm statistics over the devices of a replica that spans
       several, or None.
     options: the StepOptions.
+    descend: grads -> where the optimizer's step from the state's weights
+      would go with them (`interface.Objective.descend`).
   """
 
   loss_fn: losses.LossFn
@@ -157,6 +159,7 @@ class StepInputs(NamedTuple):
   sync: Callable[[Any], Any]
   bn_sync: losses.BatchNormSync | None
   options: StepOptions
+  descend: Callable[[Any], Any]
 
 
 def group_objective(
@@ -211,6 +214,7 @@ def group_objective(
       inputs.step,
       losses_at,
       subset,
+      inputs.descend,
   )
 
 
@@ -292,8 +296,21 @@ def train_step(
   if layout.device_groups:
     # batch: ... and its BatchNorm statistics, over all of its examples.
     bn_sync = losses.BatchNormSync(AXIS, layout.device_groups)
+
+  def descend(grads):
+    # The optimizer's step from this state, not taken (SAMPa's y).
+    updates, _ = state.tx.update(grads, state.opt_state, state.params)
+    return optax.apply_updates(state.params, updates)
+
   inputs = StepInputs(
-      loss_fn, state.batch_stats, step_key, state.step, sync, bn_sync, options
+      loss_fn,
+      state.batch_stats,
+      step_key,
+      state.step,
+      sync,
+      bn_sync,
+      options,
+      descend,
   )
 
   def method_gradient(group: groups.Group) -> interface.Gradient:
@@ -317,6 +334,8 @@ def train_step(
   grads, method_state, extras = jax.lax.pmean(
       (gradient.grads, gradient.state, gradient.extras), axis_name=AXIS
   )
+  # A rule on the applied gradient (LookSAM's), the same on every replica.
+  grads, method_state = method.combine(grads, method_state, extras, state.step)
   # batch: the running statistics of the unperturbed pass, identical on
   # every replica.
   batch_stats = jax.lax.pmean(gradient.outputs.batch_stats, axis_name=AXIS)
