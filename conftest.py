@@ -4,10 +4,12 @@ Two fake CPU devices, so pmap, per-device SAM perturbations and device
 batching run for real in every test.
 """
 
+import atexit
 import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,11 +17,15 @@ import textwrap
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # A persistent compilation cache shared by the tests and the train.py
-# subprocesses they start: identical steps compile once per session.
-os.environ.setdefault(
-    'JAX_COMPILATION_CACHE_DIR',
-    os.path.join(tempfile.gettempdir(), 'sam_test_jax_cache'),
-)
+# subprocesses they start: identical steps compile once per session. It is
+# this session's own: jaxlib 0.10.2 segfaulted here reading a CPU executable
+# that an earlier pytest process had written (the bfloat16 step of
+# sam/run/step_test.py, after the tests before it), so no entry outlives
+# the session that wrote it.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix='sam_test_jax_cache_')
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 

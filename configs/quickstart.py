@@ -1,18 +1,24 @@
-"""Offline quickstart: a small WRN on scikit-learn's handwritten digits.
+"""Offline quickstart: a small WRN on scikit-learn's handwritten digits with
+40% of the training labels redrawn, where SAM's robustness shows.
 
-  python train.py --config=configs/quickstart.py --workdir=/tmp/quickstart_sam
+  python train.py --config=configs/quickstart.py --workdir=/tmp/quickstart/sam
   python train.py --config=configs/quickstart.py:opt=sgd \
-    --workdir=/tmp/quickstart_sgd
+    --workdir=/tmp/quickstart/sgd
+  python -m results.tables --runs_dir=/tmp/quickstart   # both, side by side
 
 No download: the 1,797 real 8x8 digit images ship inside scikit-learn
-(fixed split, data/sources.py: 1,500 train / 297 test). WRN-10-2 at the
-native 8x8 resolution, batch 64 in two replicas of 32, 30 epochs, random
-1-pixel shifts (reflection-padded crops; no flips: digits are not
-mirror-symmetric). Not a paper number; a few minutes on
-2 CPU cores. Knobs: opt [sam | sgd | any sam.methods name], rho [0.05],
-epochs_x [1], validation [false], seed [0], model [wrn10_2], epochs [30],
-noise [0: the fraction of training labels redrawn uniformly over the ten
-classes, Table 4's setting in miniature (data/label_noise.py)].
+(fixed split, data/sources.py: 1,500 train / 297 test, the test labels
+clean). WRN-10-2 at the native 8x8 resolution, batch 64 in two replicas of
+32, 30 epochs, random 1-pixel shifts (reflection-padded crops; no flips:
+digits are not mirror-symmetric). Not a paper number; about 1.5 minutes
+(SAM) and 45 s (SGD) on 2 CPU cores. With clean labels SGD and SAM both
+reach about 0.7% error; with 40% noise SGD memorises the wrong labels by
+epoch 30 and SAM resists (README, "The quickstart"). Knobs: opt [sam | sgd
+| any sam.methods name], rho [0.05; a method's own where
+configs/base.METHOD_RHO has one], epochs_x [1], validation [false], seed
+[0], model [wrn10_2], epochs [30], noise [0.4: the fraction of training
+labels redrawn uniformly over the ten classes, Table 4's setting in
+miniature (data/label_noise.py); 0 for the clean digits].
 """
 
 from configs import base
@@ -22,7 +28,7 @@ KNOBS = {
     **base.COMMON_KNOBS,
     'model': knobs.Knob(str, 'wrn10_2'),
     'epochs': knobs.Knob(int, 30),
-    'noise': knobs.Knob(float, 0.0),
+    'noise': knobs.Knob(float, 0.4),
 }
 
 

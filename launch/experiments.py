@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 
 from launch import rows as rows_lib
 from launch.rows import Row
+from sam import methods
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,13 +137,29 @@ def _teacher(row: Row, method: str, rho: float, split: str):
   return lambda seed: f'{row.name}/sam_rho{rho:g}_{split}/seed{seed}'
 
 
-def _searched_sam_runs(row, method, seeds, rho_grid, chosen_rho):
+def method_grid(
+    row: Row,
+    method: str,
+    rho_grid: Sequence[float],
+    grid_scales: Optional[Sequence[float]] = None,
+) -> tuple[float, ...]:
+  """The rho grid of `method` in `row`: `rho_grid`, or with `grid_scales`
+  the method's own rho (its --methods rho, else the row's) times each scale,
+  so that MSAM (rho 3) and ASAM-ON (10) are searched at their own scale."""
+  if grid_scales is None:
+    return tuple(rho_grid)
+  own = dict(row.methods).get(method) or row.rho
+  return tuple(round(own * scale, 6) for scale in grid_scales)
+
+
+def _searched_sam_runs(row, method, seeds, rho_grid, chosen_rho, grid_seeds):
   """(runs, waiting) of SAM (or bootstrap SAM) with rho chosen on
-  validation: every grid rho on validation, then the chosen rho on test."""
+  validation: every grid rho on validation (grid_seeds runs each), then the
+  chosen rho on test."""
   runs = []
   for rho in rho_grid:
     runs += _sam_runs(
-        row, method, rho, seeds, True, _teacher(row, method, rho, 'val')
+        row, method, rho, grid_seeds, True, _teacher(row, method, rho, 'val')
     )
   rho = chosen_rho(method) if chosen_rho else None
   if rho is None:
@@ -175,6 +192,8 @@ def expand_row(
     chosen_rho: Optional[Callable[[str], Optional[float]]] = None,
     fixed_rho: Optional[float] = None,
     test_rho_grid: Optional[Sequence[float]] = None,
+    grid_scales: Optional[Sequence[float]] = None,
+    grid_seeds: Optional[int] = None,
 ) -> tuple[list[RunSpec], list[RunSpec]]:
   """The runs of one row.
 
@@ -182,12 +201,16 @@ def expand_row(
     row: the row.
     seeds: replicas per condition (the paper: 5).
     rho_grid: None: SAM only on test at the row's rho. A grid: SAM on the
-      validation split at every rho, then on test at the chosen rho.
+      validation split at every rho, then on test at the chosen rho; a
+      method that reads no rho (RWP) runs on test at its defaults.
     chosen_rho: method ('sam' or 'bootstrap_sam') -> rho chosen on the
       finished validation runs, or None while they are not all finished.
     fixed_rho: SAM on test at this rho only (Tables 10, 11).
     test_rho_grid: SAM on test at every rho of this grid (Figure 3, middle);
       replaces rho_grid and fixed_rho.
+    grid_scales: each method's grid is its own rho times these
+      (`method_grid`), instead of rho_grid.
+    grid_seeds: validation runs per grid rho (default: seeds).
 
   Returns:
     (runs that can be defined now, test runs waiting for the rho choice; the
@@ -200,14 +223,22 @@ def expand_row(
   else:
     table4 = (('sam', None), ('bootstrap_sam', None))
     for method, own_rho in table4 if row.table4 else row.methods:
-      if fixed_rho is not None or rho_grid is None:
+      searched = rho_grid is not None and methods.reads_rho(
+          method.removeprefix('bootstrap_')
+      )
+      if fixed_rho is not None or not searched:
         rho = (own_rho or row.rho) if fixed_rho is None else fixed_rho
         runs += _sam_runs(
             row, method, rho, seeds, False, _teacher(row, method, rho, 'test')
         )
       else:
         found, wait = _searched_sam_runs(
-            row, method, seeds, rho_grid, chosen_rho
+            row,
+            method,
+            seeds,
+            method_grid(row, method, rho_grid, grid_scales),
+            chosen_rho,
+            grid_seeds or seeds,
         )
         runs, waiting = runs + found, waiting + wait
   runs += _sgd_runs(row, seeds)
@@ -223,6 +254,8 @@ def experiment_set(
     rho_grid: Optional[Sequence[float]] = None,
     chosen_rho: Optional[Callable[[Row, str], Optional[float]]] = None,
     rows: Optional[Sequence[Row]] = None,
+    grid_scales: Optional[Sequence[float]] = None,
+    grid_seeds: Optional[int] = None,
 ) -> tuple[list[RunSpec], list[RunSpec]]:
   """All runs of a paper table (or of custom `rows`), without duplicates.
 
@@ -234,6 +267,7 @@ def experiment_set(
       for 'fig3' the test grid (default rows.RHO_GRID).
     chosen_rho: (row, method) -> rho chosen on validation, or None.
     rows: custom rows instead of the table's.
+    grid_scales, grid_seeds: see `expand_row`.
 
   Returns:
     (runs, runs waiting for the rho choice).
@@ -253,6 +287,8 @@ def experiment_set(
         (lambda m, row=row: chosen_rho(row, m)) if chosen_rho else None,
         fixed,
         test_grid,
+        grid_scales,
+        grid_seeds,
     )
     runs += r
     waiting += w

@@ -221,3 +221,36 @@ def test_figure3_m_sharpness_set_is_sam_on_test_per_m_and_rho():
       len(experiments.experiment_set('fig3', seeds=1, rho_grid=grid)[0])
       == 4 * 2
   )
+
+
+def test_each_method_searches_its_own_scale_with_one_seed_a_point():
+  rows = rows_lib.custom_rows(
+      'configs/quickstart.py',
+      ['noise=0.4'],
+      lambda k, method: 3.0 if method == 'msam' else 0.05,
+      'digits',
+      (1,),
+      (('sam', None), ('msam', None), ('rwp', None)),
+  )
+  runs, waiting = experiments.experiment_set(
+      'custom',
+      seeds=5,
+      rho_grid=[0.05],
+      rows=rows,
+      grid_scales=(0.5, 1, 2),
+      grid_seeds=1,
+      chosen_rho=lambda row, method: None,
+  )
+  validation = sorted(r.workdir.split('/', 2)[2] for r in runs if r.validation)
+  assert validation == [
+      'msam_rho1.5_val/seed0',
+      'msam_rho3_val/seed0',
+      'msam_rho6_val/seed0',
+      'sam_rho0.025_val/seed0',
+      'sam_rho0.05_val/seed0',
+      'sam_rho0.1_val/seed0',
+  ]
+  # RWP reads no rho: its 5 test runs at its defaults, no grid.
+  assert len([r for r in runs if r.method == 'rwp']) == 5
+  assert not any(r.validation for r in runs if r.method == 'rwp')
+  assert len(waiting) == 10  # SAM's and MSAM's 5 test runs each.

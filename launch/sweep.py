@@ -59,6 +59,16 @@ flags.DEFINE_bool(
 flags.DEFINE_list(
     'rho_values', [str(r) for r in rows_lib.RHO_GRID], 'The rho grid.'
 )
+flags.DEFINE_list(
+    'rho_scales',
+    None,
+    'With --rho_grid: each method searches its own rho (its --methods rho '
+    'or its config default) times these, e.g. 0.5,1,2, instead of '
+    '--rho_values.',
+)
+flags.DEFINE_integer(
+    'grid_seeds', None, 'Validation runs per grid rho (default: --seeds).'
+)
 flags.DEFINE_integer('seeds', 5, 'Replicas per condition.')
 flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
 flags.DEFINE_string('runs_dir', 'runs', 'Root of the run workdirs.')
@@ -88,13 +98,19 @@ flags.DEFINE_string('python', sys.executable, 'Python that runs train.py.')
 flags.DEFINE_float('poll_s', 5.0, 'Seconds between checks of running runs.')
 
 
-def rho_chooser(runs_dir: str, rho_values: Sequence[float], seeds: int):
+def rho_chooser(
+    runs_dir: str,
+    rho_values: Sequence[float],
+    seeds: int,
+    grid_scales: Optional[Sequence[float]] = None,
+):
   """(row, method) -> rho with the lowest mean validation error, once every
-  validation run of the row and method has finished; else None."""
+  validation run of the row and method (`seeds` per rho of its grid,
+  `experiments.method_grid`) has finished; else None."""
 
   def choose(row: experiments.Row, method: str) -> Optional[float]:
     found = []
-    for rho in rho_values:
+    for rho in experiments.method_grid(row, method, rho_values, grid_scales):
       for seed in range(seeds):
         workdir = os.path.join(
             runs_dir, row.name, f'{method}_rho{rho:g}_val', f'seed{seed}'
@@ -142,6 +158,8 @@ def build_set(
     rows: str = '',
     epochs_x: Sequence[float] = (1.0, 2.0),
     method_specs: Sequence[str] = ('sam',),
+    grid_scales: Optional[Sequence[float]] = None,
+    grid_seeds: Optional[int] = None,
 ):
   """(runs, runs waiting for their rho) of a table or a custom set."""
   custom = None
@@ -170,9 +188,18 @@ def build_set(
         'give --table (one of '
         f'{", ".join(rows_lib.TABLES)}) or --config_file'
     )
-  chooser = rho_chooser(runs_dir, rho_grid, seeds) if rho_grid else None
+  chooser = None
+  if rho_grid:
+    chooser = rho_chooser(runs_dir, rho_grid, grid_seeds or seeds, grid_scales)
   return experiments.experiment_set(
-      table or 'custom', dataset, seeds, rho_grid, chooser, custom
+      table or 'custom',
+      dataset,
+      seeds,
+      rho_grid,
+      chooser,
+      custom,
+      grid_scales,
+      grid_seeds,
   )
 
 
@@ -207,6 +234,8 @@ def main(argv):
         f.rows,
         [float(x) for x in f.epochs_x],
         f.methods,
+        [float(x) for x in f.rho_scales] if f.rho_scales else None,
+        f.grid_seeds,
     )
 
   python = 'python' if f.dry_run and f.python == sys.executable else f.python

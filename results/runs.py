@@ -58,6 +58,8 @@ class Run:
   final: dict[str, float]
   # summary.json's 'method': the fields the method read, its SAM fraction.
   method_record: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # summary.json's training wall-clock, seconds.
+  wall_time_s: Optional[float] = None
 
   dataset = _field('data.dataset', '')
   model = _field('model.name', '')
@@ -164,6 +166,7 @@ def load_run(workdir: epath.Path) -> Optional[Run]:
         bool(record.get('finished', False)),
         record.get('final') or {},
         record.get('method') or {},
+        record.get('wall_time_s'),
     )
   for name in RECORD_FILES:
     if (workdir / name).exists():

@@ -111,20 +111,24 @@ def wide_table(
       ): c
       for c in cells
   }
+  # A table none of whose cells the paper reports (another dataset's)
+  # shows ours alone.
+  with_paper = any(c.paper is not None for c in cells)
   header = [f for f in line_fields]
   for col in cols:
     name = ' '.join(str(v) for v in col)
-    header += [name, f'{name} paper', f'{name} diff']
+    header += [name, f'{name} paper', f'{name} diff'] if with_paper else [name]
   body = []
   for line in lines:
     out = [str(v) for v in line]
     for col in cols:
       cell = grid.get((line, col))
-      out += (
-          [format_ours(cell), format_paper(cell), format_diff(cell)]
-          if cell
-          else ['not in this table', '-', '-']
-      )
+      if not with_paper:
+        out.append(format_ours(cell) if cell else 'not in this table')
+      elif cell:
+        out += [format_ours(cell), format_paper(cell), format_diff(cell)]
+      else:
+        out += ['not in this table', '-', '-']
     body.append(out)
   return header, body
 

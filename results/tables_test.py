@@ -312,3 +312,36 @@ def test_a_damaged_record_reads_as_unfinished(tmp_path, make_run):
     f.write('{"config": {"da')
   (loaded,) = runs_lib.load_runs(str(tmp_path))
   assert not loaded.finished
+
+
+def test_runs_of_one_name_and_other_fields_are_other_methods(
+    tmp_path, make_run
+):
+  """summary.json's method record splits LookSAM at alpha 0.3 from LookSAM
+  at its default, and carries the SAM fraction to the cell and cells.csv;
+  label-noise runs on the digits are not Table 4 (CIFAR-10's)."""
+  root = str(tmp_path)
+  for name, alpha, error in (('a', 0.7, 0.05), ('b', 0.3, 0.03)):
+    run = make_run(root, name, test_error=error, method='looksam')
+    with open(os.path.join(run, 'summary.json')) as f:
+      summary = json.load(f)
+    summary['config']['data'].update(dataset='digits', label_noise=0.4)
+    summary['method'] = {
+        'name': 'looksam',
+        'fields': {'looksam_alpha': alpha, 'looksam_every': 5, 'rho': 0.05},
+        'sam_fraction': 0.2,
+    }
+    with open(os.path.join(run, 'summary.json'), 'w') as f:
+      json.dump(summary, f)
+  found = {
+      c.method: c for c in cells_lib.build_cells(runs_lib.load_runs(root), [])
+  }
+  assert set(found) == {'looksam', 'looksam[looksam_alpha=0.3]'}
+  assert found['looksam'].values == pytest.approx([5.0])
+  assert found['looksam[looksam_alpha=0.3]'].values == pytest.approx([3.0])
+  assert found['looksam'].row.table == 'other'
+  assert found['looksam'].sam_fraction == pytest.approx(0.2)
+  text = tables.write_tables(runs_lib.load_runs(root), tmp_path / 'out')
+  assert 'SAM steps 20%' in text
+  assert "this code's runs (no paper numbers apply)" in text
+  assert 'paper' not in text.split('## ')[1].splitlines()[2]  # the header

@@ -360,6 +360,9 @@ def sampa_gradient(
   in one `jax.vmap` over the two parameter sets; grad f(y_{t+1}) is the next
   step's g_y. g_y = 0 at the start (as the official code) makes step 0's
   first gradient SGD's and its y_1 the optimizer's zero-gradient step.
+  Departure: both gradients here are on the current batch; the official
+  code takes grad f(x~_t) on the previous batch, the one g_y came from,
+  which the step would have to carry in its checkpointed state.
 
   Args:
     objective: the loss on the replica's examples; needs `descend`.

@@ -11,7 +11,8 @@ for less of the second pass:
   reuses the component of SAM's gradient orthogonal to g.
 - `aesam` (Jiang et al., ICLR 2023) runs SAM when ||g||^2 is large against
   its running mean and deviation, SGD otherwise.
-- `rst` (Zhao et al., 2022) runs SAM with probability p, SGD otherwise.
+- `rst` (Zhao et al., 2022) runs SAM with probability p, SGD otherwise, the
+  trials drawn from the run's seed.
 
 A skipped pass is skipped in the compiled step too: the choice is a
 `jax.lax.cond`, whose branches return the same pytrees (`extras` of a step
@@ -278,7 +279,9 @@ def aesam_gradient(
   """AE-SAM's gradient: SAM where ||g||^2 is high for its recent history.
 
   With s = ||g_t||^2 (of the synced ascent direction, so that replicas that
-  share a perturbation decide alike), the EMAs are updated first,
+  share a perturbation decide alike; the paper's one device decides on its
+  whole batch, which here is sam.sync_perturbation), the EMAs are updated
+  first,
   mu_t = delta mu_{t-1} + (1 - delta) s and
   sigma_t^2 = delta sigma_{t-1}^2 + (1 - delta) (s - mu_t)^2, and the step is
   SAM when s >= mu_t + c_t sigma_t, SGD otherwise (Algorithm 1).

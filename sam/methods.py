@@ -349,6 +349,21 @@ def fields(
   return configured, set(configured.fields) - set(SHARED_FIELDS)
 
 
+def reads_rho(name: str) -> bool:
+  """Whether method `name` reads sam.rho (RWP and SGD do not), so that a
+  rho grid means something for it.
+
+  Args:
+    name: a key of METHODS.
+
+  Returns:
+    True if its METHODS line reads rho.
+  """
+  line = _Reads(base.sam_section())
+  METHODS[name](line, RunFacts(lambda step: 0.1, 1, 0))
+  return 'rho' in line.names
+
+
 def build(
     name: str,
     *,

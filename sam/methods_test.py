@@ -319,3 +319,22 @@ def test_sgd_entry_is_the_plain_gradient_and_sam_entry_is_sam_gradient():
   np.testing.assert_array_equal(
       ravel(entry.grads), ravel(sam(grad_fn, params, RHO).grads)
   )
+
+
+def test_reads_rho_tells_which_methods_a_rho_grid_means_something_for():
+  assert methods.reads_rho('sam') and methods.reads_rho('msam')
+  assert methods.reads_rho('gsam') and methods.reads_rho('looksam')
+  assert not methods.reads_rho('rwp') and not methods.reads_rho('sgd')
+
+
+def test_configured_records_the_fields_its_method_read():
+  configured = methods.create(
+      sam_config(method='looksam', looksam_alpha=0.3, rho=0.1)
+  )
+  assert configured.name == 'looksam'
+  assert configured.fields == {
+      'looksam_alpha': 0.3,
+      'looksam_every': 5,
+      'rho': 0.1,
+  }
+  assert methods.create(sam_config(method='sgd')).fields == {}

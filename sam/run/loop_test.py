@@ -11,6 +11,7 @@ import pytest
 from sam.run import checkpoints
 from sam.run import checks
 from sam.run import experiment
+from sam.run import loop
 from sam.run import metrics_file
 
 
@@ -159,3 +160,14 @@ def test_sharpness_probe_is_logged_during_training(
   ]
   assert [r['step'] for r in probes] == [2, 4]
   assert all(np.isfinite(r['sharpness']) and r['sharpness'] > 0 for r in probes)
+
+
+def test_sam_fraction_weighs_each_log_by_the_steps_it_covers():
+  records = [
+      {'step': 5, 'sam_fraction': 0.2, 'train_loss': 1.0},
+      {'step': 5, 'test_error': 0.1},
+      {'step': 10, 'sam_fraction': 0.4},
+      {'step': 12, 'sam_fraction': 1.0},
+  ]
+  assert loop.sam_fraction(records) == pytest.approx((1 + 2 + 2) / 12)
+  assert loop.sam_fraction([{'step': 5, 'train_loss': 1.0}]) is None
