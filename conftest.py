@@ -6,6 +6,7 @@ batching run for real in every test.
 
 import atexit
 import functools
+import gc
 import json
 import os
 import re
@@ -46,6 +47,17 @@ from configs import smoke
 import models
 
 REPO = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _release_compiled_programs():
+  """Drops jax's compiled programs after each test module. Each XLA:CPU
+  executable holds its own memory mappings, and one process of the whole
+  suite compiled enough of them to reach the kernel's limit
+  (vm.max_map_count, 65530 here): XLA aborted compiling the next one."""
+  yield
+  jax.clear_caches()
+  gc.collect()
 
 
 @pytest.fixture(scope='session')

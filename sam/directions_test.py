@@ -1,4 +1,4 @@
-"""sam/directions.py against closed forms and independent recursions on
+"""sam/directions.py and sam/history.py against closed forms and independent recursions on
 quadratics, and SAM-ON / RWP on small models."""
 
 import flax.linen as nn

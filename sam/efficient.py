@@ -1,12 +1,10 @@
-"""Methods that cut SAM's cost by skipping or shrinking its second pass.
+"""Methods that cut SAM's cost by skipping its second pass on some steps.
 
 SAM (Algorithm 1) takes two sequential gradients per step: g = grad L(w) and
-grad L(w + eps). The methods here keep its ascent eps = rho g / ||g|| but pay
-for less of the second pass:
+grad L(w + eps). The methods here keep its ascent eps = rho g / ||g|| and take
+the second pass only on some steps (ESAM, which shrinks it instead, is
+sam/esam.py):
 
-- `esam` (Du et al., ICLR 2022) perturbs a random fraction of the weights and
-  takes the second gradient on the examples whose loss rose most (two
-  gradients and one forward pass a step, the second gradient on a subset).
 - `looksam` (Liu et al., CVPR 2022) runs SAM every k steps and, in between,
   reuses the component of SAM's gradient orthogonal to g.
 - `aesam` (Jiang et al., ICLR 2023) runs SAM when ||g||^2 is large against
@@ -36,6 +34,7 @@ from sam.interface import perturbed_pass
 from sam.interface import require
 from sam.interface import require_in
 from sam.interface import require_run_facts
+from sam.interface import step_of
 
 PyTree = Any
 
@@ -62,12 +61,6 @@ def _axpy(a: jax.Array, x: PyTree, y: PyTree) -> PyTree:
   return jax.tree.map(lambda u, v: (a * u + v).astype(v.dtype), x, y)
 
 
-def _step(objective: Objective, name: str) -> jax.Array:
-  if objective.step is None:
-    raise ValueError(f'{name} acts on a schedule: it needs objective.step')
-  return jnp.asarray(objective.step)
-
-
 def _sam_pass(objective: Objective, params: PyTree, g: PyTree, rho: float):
   """SAM's second pass from the first gradient g: (grads, extras)."""
   eps = ball.perturbation(objective.sync(g), params, rho)
@@ -83,84 +76,6 @@ def _fraction_metrics(grads: PyTree, extras: dict) -> dict:
   """pass_metrics (on an SGD step: the loss and error at w) and the fraction
   of steps that ran SAM's second pass."""
   return {**pass_metrics(grads, extras), 'sam_fraction': extras['sam_fraction']}
-
-
-# ESAM.
-
-
-def swp_mask(key: jax.Array, params: PyTree, beta: float) -> PyTree:
-  """ESAM's Stochastic Weight Perturbation mask, like params: each element
-  is 1 with probability beta, else 0 (the same key, the same mask)."""
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(key, len(leaves))
-  return jax.tree.unflatten(
-      treedef,
-      [
-          jax.random.bernoulli(k, beta, w.shape).astype(w.dtype)
-          for k, w in zip(keys, leaves)
-      ],
-  )
-
-
-def esam_gradient(
-    objective: Objective,
-    params: PyTree,
-    rho: float,
-    weight_fraction: float,
-    example_fraction: float,
-) -> Gradient:
-  """ESAM's gradient: SWP's sparse eps and SDS's second pass on a subset.
-
-  eps = (rho / beta) m * g / ||g||, m ~ Bernoulli(beta) per element as the
-  paper writes SWP, with the 1/beta of its code (`rho / grad_norm / beta`):
-  E[eps] is SAM's eps. (The official code draws m per tensor and skips
-  those tensors' gradients in the next first pass, so its ||g|| is the kept
-  tensors'; a jitted pass saves nothing by skipping, so ||g|| here is over
-  all weights.) The second gradient is grad L_{B+}(w + eps) over the
-  k = round(gamma n) examples B+ with the largest l_i(w + eps) - l_i(w)
-  (the official code keeps those above the int(gamma n)-th largest: one
-  fewer; exactly k here, a static shape).
-
-  Args:
-    objective: the loss on the replica's examples; its key draws the mask,
-      its `losses` and `subset` select the examples (when gamma < 1).
-    params: the weights w.
-    rho: radius of the neighbourhood.
-    weight_fraction: beta in (0, 1], the probability that a weight is
-      perturbed; 1 perturbs all of them, as SAM does.
-    example_fraction: gamma in (0, 1], the fraction of the examples in the
-      second pass; 1 keeps all of them (no forward pass to rank them).
-
-  Returns:
-    The Gradient, with the loss and outputs of the pass at w, and extras the
-    loss and error at w + eps on the selected examples.
-  """
-  (loss, outputs), g = objective.grad(params, ascent=True)
-  eps = ball.l2_perturbation(objective.sync(g), rho / weight_fraction)
-  if weight_fraction < 1:
-    if objective.key is None:
-      raise ValueError('esam_weight_fraction < 1 needs objective.key')
-    mask = swp_mask(objective.key, params, weight_fraction)
-    eps = jax.tree.map(jnp.multiply, eps, mask)
-  perturbed_params = ball.perturb(params, eps)
-  before = outputs.per_example['loss']
-  n = before.shape[0]
-  k = max(1, min(n, round(example_fraction * n)))
-  if k == n:
-    (_, perturbed), grads = objective.grad(perturbed_params)
-    return Gradient(grads, loss, outputs, extras=perturbed_pass(perturbed))
-  if objective.losses is None or objective.subset is None:
-    raise ValueError(
-        'esam needs per-example losses and subsets of the batch, which the'
-        ' step gives only without gradient accumulation: set'
-        ' optim.accumulation_steps = 1 (or esam_example_fraction = 1)'
-    )
-  # SDS ranks by each example's own loss increase: the examples are the
-  # replica's, so the ranking needs no sync.
-  sharpness = objective.losses(perturbed_params) - before
-  _, indices = jax.lax.top_k(jax.lax.stop_gradient(sharpness), k)
-  (_, perturbed), grads = objective.subset(indices).grad(perturbed_params)
-  return Gradient(grads, loss, outputs, extras=perturbed_pass(perturbed))
 
 
 # LookSAM.
@@ -203,7 +118,7 @@ def looksam_gradient(
   # and the SGD part of the update on the others (the two coincide except in
   # models with shake regularisers).
   (loss, outputs), g = objective.grad(params, ascent=True)
-  use_sam = _step(objective, 'looksam') % every == 0
+  use_sam = step_of(objective, 'looksam') % every == 0
   grads, extras = jax.lax.cond(
       use_sam,
       lambda _: _sam_pass(objective, params, g, rho),
@@ -305,7 +220,7 @@ def aesam_gradient(
   mean = ema * state['mean'] + (1 - ema) * squared
   variance = ema * state['variance'] + (1 - ema) * jnp.square(squared - mean)
   scale = aesam_threshold_scale(
-      _step(objective, 'aesam'), lambda_start, lambda_end, num_steps
+      step_of(objective, 'aesam'), lambda_start, lambda_end, num_steps
   )
   use_sam = squared >= mean + scale * jnp.sqrt(variance)
   grads, extras = jax.lax.cond(
@@ -354,7 +269,7 @@ def rst_gradient(
     The Gradient, with extras {'sam_fraction'} and the perturbed pass's loss
     and error (the pass at w's on SGD steps).
   """
-  use_sam = rst_uses_sam(_step(objective, 'rst'), probability, seed)
+  use_sam = rst_uses_sam(step_of(objective, 'rst'), probability, seed)
 
   def sam_step(_):
     (loss, outputs), g = objective.grad(params, ascent=True)
@@ -373,27 +288,6 @@ def rst_gradient(
 
 # The constructors: each takes its config.sam fields by name (defaults and
 # citations in configs/base.py) and checks them.
-
-
-def esam(
-    *, rho: float, esam_weight_fraction: float, esam_example_fraction: float
-) -> Method:
-  """ESAM: SWP (perturb a fraction beta of the weights) and SDS (the second
-  pass on the fraction gamma of examples most sensitive to eps)."""
-  for field, value in (
-      ('esam_weight_fraction', esam_weight_fraction),
-      ('esam_example_fraction', esam_example_fraction),
-  ):
-    require_in(field, value, 0.0, 1.0, True)
-    require(value > 0, field, value, 'must be > 0')
-
-  def gradient(objective, params, state):
-    del state
-    return esam_gradient(
-        objective, params, rho, esam_weight_fraction, esam_example_fraction
-    )
-
-  return Method(no_state, gradient, pass_metrics)
 
 
 def looksam(*, rho: float, looksam_every: int, looksam_alpha: float) -> Method:

@@ -1,4 +1,4 @@
-"""The efficient SAM variants against SAM, SGD, closed forms and independent
+"""The efficient SAM variants (sam/efficient.py, sam/esam.py) against SAM, SGD, closed forms and independent
 computations on a small regression problem."""
 
 import math
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sam import efficient
+from sam import esam
 from sam import interface
 from sam import methods
 from sam import perturbation as ball
@@ -105,7 +106,7 @@ def test_esam_with_all_weights_and_examples_is_sam():
   x, y = data()
   params = initial_params()
   objective = regression(x, y, key=jax.random.key(0))
-  result = efficient.esam_gradient(objective, params, RHO, 1.0, 1.0)
+  result = esam.esam_gradient(objective, params, RHO, 1.0, 1.0)
   reference = sam_reference(objective, params)
   np.testing.assert_array_equal(ravel(result.grads), ravel(reference.grads))
   np.testing.assert_array_equal(result.loss, reference.loss)
@@ -117,7 +118,7 @@ def test_esam_selects_the_examples_whose_loss_rose_most():
   params = initial_params(1)
   objective = regression(x, y, key=jax.random.key(1))
   gamma = 0.4
-  result = efficient.esam_gradient(objective, params, RHO, 1.0, gamma)
+  result = esam.esam_gradient(objective, params, RHO, 1.0, gamma)
   # Independently: SAM's eps, the loss increase per example, the top 4.
   g = jax.grad(lambda p: jnp.mean(per_example_losses(p, x, y)))(params)
   eps = ball.l2_perturbation(g, RHO)
@@ -146,10 +147,10 @@ def test_esam_weight_perturbation_is_masked_and_rescaled():
   key = jax.random.key(7)
   beta = 0.5
   objective = regression(x, y, key=key)
-  result = efficient.esam_gradient(objective, params, RHO, beta, 1.0)
+  result = esam.esam_gradient(objective, params, RHO, beta, 1.0)
   loss = lambda p: jnp.mean(per_example_losses(p, x, y))
   g = jax.grad(loss)(params)
-  mask = efficient.swp_mask(key, params, beta)
+  mask = esam.swp_mask(key, params, beta)
   eps = jax.tree.map(
       lambda e, m: e * m, ball.l2_perturbation(g, RHO / beta), mask
   )
@@ -160,12 +161,12 @@ def test_esam_weight_perturbation_is_masked_and_rescaled():
 def test_swp_mask_fraction_is_beta():
   params = {'a': jnp.zeros((200, 100)), 'b': jnp.zeros(1000)}
   beta = 0.3
-  mask = ravel(efficient.swp_mask(jax.random.key(3), params, beta))
+  mask = ravel(esam.swp_mask(jax.random.key(3), params, beta))
   assert set(np.unique(mask)) <= {0.0, 1.0}
   n = mask.size
   assert abs(mask.mean() - beta) < 4 * math.sqrt(beta * (1 - beta) / n)
   # Another key, another mask.
-  other = ravel(efficient.swp_mask(jax.random.key(4), params, beta))
+  other = ravel(esam.swp_mask(jax.random.key(4), params, beta))
   assert np.any(mask != other)
 
 
@@ -174,14 +175,14 @@ def test_esam_passes():
   params = initial_params(3)
   key = jax.random.key(0)
   _, counter = run_counted(
-      lambda c: efficient.esam_gradient(
+      lambda c: esam.esam_gradient(
           regression(x, y, c, key=key), params, RHO, 0.5, 0.5
       )
   )
   # Two gradients (the second on half the examples) and one forward pass.
   assert counter == {'grads': 2, 'forwards': 1}
   _, counter = run_counted(
-      lambda c: efficient.esam_gradient(
+      lambda c: esam.esam_gradient(
           regression(x, y, c, key=key), params, RHO, 0.5, 1.0
       )
   )
@@ -194,9 +195,9 @@ def test_esam_without_subsets_raises():
       losses=None, subset=None
   )
   with pytest.raises(ValueError, match='accumulation_steps = 1'):
-    efficient.esam_gradient(objective, initial_params(), RHO, 1.0, 0.5)
+    esam.esam_gradient(objective, initial_params(), RHO, 1.0, 0.5)
   # gamma = 1 needs neither.
-  efficient.esam_gradient(objective, initial_params(), RHO, 0.5, 1.0)
+  esam.esam_gradient(objective, initial_params(), RHO, 0.5, 1.0)
 
 
 # LookSAM.

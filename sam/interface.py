@@ -214,6 +214,24 @@ def require_in(
   require(inside, field, value, f'must be >= {low}{bound}')
 
 
+def step_of(objective: Objective, method: str) -> jax.Array:
+  """objective.step, for a method that acts on a schedule.
+
+  Args:
+    objective: the Objective.
+    method: the method's name, for the error.
+
+  Returns:
+    The optimizer steps taken before this one.
+
+  Raises:
+    ValueError: when the objective has no step.
+  """
+  if objective.step is None:
+    raise ValueError(f'{method} acts on a schedule: it needs objective.step')
+  return jnp.asarray(objective.step)
+
+
 def require_run_facts(method: str, **facts: Any) -> None:
   """Raises ValueError naming the run's facts (learning_rate, num_steps)
   that `method` needs and was given as None."""

@@ -31,6 +31,8 @@ from configs import base
 from sam import ablations
 from sam import directions
 from sam import efficient
+from sam import esam
+from sam import history
 from sam import perturbation as ball
 from sam.interface import FieldError
 from sam.interface import Gradient
@@ -177,7 +179,8 @@ METHODS: dict[str, Callable[[Any, RunFacts], Method]] = {
     'second_order': lambda s, run: ablations.second_order(
         rho=s.rho, p=s.p, adaptive=s.adaptive, adaptive_eta=s.adaptive_eta
     ),
-    # ... the family after the paper: where to perturb (sam/directions.py) ...
+    # ... the family after the paper: where to perturb (sam/directions.py,
+    # and from earlier steps, sam/history.py) ...
     'gsam': lambda s, run: directions.gsam(
         rho=s.rho,
         gsam_rho_min=s.gsam_rho_min,
@@ -185,10 +188,10 @@ METHODS: dict[str, Callable[[Any, RunFacts], Method]] = {
         learning_rate=run.learning_rate,
         num_steps=run.num_steps,
     ),
-    'msam': lambda s, run: directions.msam(
+    'msam': lambda s, run: history.msam(
         rho=s.rho, msam_momentum=s.msam_momentum
     ),
-    'fsam': lambda s, run: directions.fsam(
+    'fsam': lambda s, run: history.fsam(
         rho=s.rho, fsam_sigma=s.fsam_sigma, fsam_lambda=s.fsam_lambda
     ),
     'samon': lambda s, run: directions.samon(
@@ -196,14 +199,15 @@ METHODS: dict[str, Callable[[Any, RunFacts], Method]] = {
         samon_adaptive=s.samon_adaptive,
         adaptive_eta=s.adaptive_eta,
     ),
-    'sampa': lambda s, run: directions.sampa(
+    'sampa': lambda s, run: history.sampa(
         rho=s.rho, sampa_lambda=s.sampa_lambda
     ),
     'rwp': lambda s, run: directions.rwp(
         rwp_sigma=s.rwp_sigma, rwp_alpha=s.rwp_alpha
     ),
-    # ... and how to pay less for the second pass (sam/efficient.py).
-    'esam': lambda s, run: efficient.esam(
+    # ... and how to pay less for the second pass (sam/esam.py,
+    # sam/efficient.py).
+    'esam': lambda s, run: esam.esam(
         rho=s.rho,
         esam_weight_fraction=s.esam_weight_fraction,
         esam_example_fraction=s.esam_example_fraction,
