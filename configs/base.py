@@ -70,6 +70,13 @@ def model_section() -> ml_collections.ConfigDict:
           # differs.
           'init_checkpoint': '',
           'freeze_batch_stats': False,  # BatchNorm uses its running averages.
+          # The official code (train.py, hardware_bernoulli) swaps
+          # jax.random.bernoulli for a hardware RNG that ignores its key, so
+          # each pass of a SAM step draws new dropout, drop-connect and
+          # ShakeDrop gates while the uniform shake coefficients, drawn from
+          # the key, are shared. True follows it (every paper number came
+          # from it); False gives both passes the same gates.
+          'fresh_gates_each_pass': True,
       }
   )
 

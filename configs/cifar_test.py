@@ -34,6 +34,22 @@ def test_wrn28_10_cifar10_sam_is_table_1_setting():
 
 
 @pytest.mark.parametrize(
+    'knobs, epochs',
+    [
+        ('model=wrn28_10', 200),
+        ('model=shake_shake_26_2x96d', 1800),
+        ('model=pyramidnet_272_200', 1800),
+        ('model=pyramidnet_272_200_shakedrop,dataset=cifar100', 1800),
+        ('model=shake_shake_26_2x96d,epochs=200', 200),
+    ],
+)
+def test_each_model_defaults_to_its_table_1_epochs(knobs, epochs):
+  # The official runs of Shake-Shake and PyramidNet are 1800 epochs; a
+  # user of the config alone gets them without launch/rows.py.
+  assert cifar.get_config(knobs).optim.num_epochs == epochs
+
+
+@pytest.mark.parametrize(
     'knobs,lr,wd,rho',
     [
         ('dataset=cifar100', 0.1, 5e-4, 0.1),

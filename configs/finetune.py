@@ -1,13 +1,26 @@
 """Finetuning pretrained EfficientNets: Table 3 (hyperparameters: C.2, Table 8).
 
-  python -m models.keras_convert --model=efficientnet_b7 --weights=imagenet \
-    --output_dir=/ckpt/efficientnet_b7
+The paper finetunes the EfficientNet-B7 released with RandAugment by the TF
+EfficientNet code (tensorflow/tpu, models/official/efficientnet; the tarball
+https://storage.googleapis.com/cloud-tpu-checkpoints/efficientnet/randaug/\
+efficientnet-b7-randaug.tar.gz unpacks to the TF checkpoint folder
+efficientnet-b7-randaug/). Convert it with the TF converter (the moving
+averages of the weights, as the TF evaluation uses), then finetune:
+
+  python -m models.tf_efficientnet_convert --model=efficientnet_b7 \
+    --checkpoint=/ckpt/efficientnet-b7-randaug \
+    --output_dir=/ckpt/efficientnet_b7_randaug
   python train.py --workdir=/tmp/b7_flowers \
     --config=configs/finetune.py:dataset=oxford_flowers102,opt=sam,\
-checkpoint=/ckpt/efficientnet_b7
+checkpoint=/ckpt/efficientnet_b7_randaug
 
 is Table 3's EfficientNet-B7 + SAM cell on Flowers (paper: 0.63% error);
-`opt=sgd` is the cell beside it (1.16%). Knobs (defaults in brackets):
+`opt=sgd` is the cell beside it (1.16%). --checkpoint takes the folder
+(whose `checkpoint` file names the prefix) or the prefix itself.
+models.keras_convert's B7 (the Keras application's ImageNet weights) is
+another training run than the paper's. L2 converts the same way from
+noisy_student_efficientnet-l2_475 (--model=efficientnet_l2; see
+models/tf_efficientnet_convert.py). Knobs (defaults in brackets):
   model [efficientnet_b7 | efficientnet_l2], dataset [cifar10 | cifar100 |
   oxford_flowers102 | oxford_iiit_pet | cars196 | food101 | fgvc_aircraft |
   birdsnap | imagenet2012], opt [sam | sgd], rho [Table 8's value; 0.05 for
@@ -20,15 +33,28 @@ frozen (normalisation with the running averages); SGD with momentum 0.9,
 cosine decay, weight decay 1e-5; B7: batch 1024, learning rate 0.016, 5k
 steps, resolution 600; L2: batch 512, learning rate 0.008, 10k steps (the
 steps scaled with the halved batch), resolution 475. ImageNet: 10 epochs at
-learning rate 0.1 and rho 0.05. CIFAR uses the AutoAugment policy of the
-CIFAR experiments at 32 pixels, then each normalised batch is resized to the
-model's resolution, as the official code does; the other datasets use no
-augmentation, only the ImageNet preprocessing and normalisation (what the
-pretrained EfficientNets expect), streamed from their prepared tfds files
-(config.data.data_dir). fgvc_aircraft and birdsnap are not in the
-tfds catalogue: prepare them as tfds datasets of those names (features
-'image' and 'label', splits 'train' and 'test') in data_dir; tfds reads a
-prepared dataset without its builder.
+learning rate 0.1 and rho 0.05. Every dataset: gradients clipped to global
+norm 1.0 and label smoothing 0.1, the flags of the official README's
+finetuning command (google-research/sam README.md, "Finetuning
+EfficientNet": `--gradient_clipping 1.0 --label_smoothing 0.1`; its
+training defaults are 5.0 and 0).
+
+Preprocessing. ImageNet as the official code (dataset_source_imagenet.py,
+`preprocess_for_train`, applied to every training example): an Inception
+crop of 8-100% of the area, flip, at the model's resolution ('basic' of a
+streamed dataset); evaluation takes the centre crop of size / (size + 32) of
+the shorter side. CIFAR uses the AutoAugment policy of the CIFAR
+experiments at 32 pixels, then each normalised batch is resized to the
+model's resolution, as the official code does. For the other datasets the
+released official code does not say: its train.py names them but routes
+them to a dataset source it did not release (dataset_source_brain, whose
+preprocessing ignores the augmentation flag) and later raises 'Dataset not
+recognized' for them. They are left without augmentation: the evaluation
+crop and ImageNet normalisation (what the pretrained EfficientNets expect),
+streamed from their prepared tfds files (config.data.data_dir).
+fgvc_aircraft and birdsnap are not in the tfds catalogue: prepare them as
+tfds datasets of those names (features 'image' and 'label', splits 'train'
+and 'test') in data_dir; tfds reads a prepared dataset without its builder.
 """
 
 from configs import base
@@ -60,7 +86,11 @@ SCHEDULES = {
 REPLICA_BATCH = {'efficientnet_b7': 16, 'efficientnet_l2': 4}
 IMAGENET_EPOCHS = 10
 IMAGENET_LEARNING_RATE = 0.1
-# ImageNet's RGB statistics on the 0-255 scale, which the converted Keras
+# The official README's finetuning command: --gradient_clipping 1.0
+# --label_smoothing 0.1.
+GRAD_CLIP_NORM = 1.0
+LABEL_SMOOTHING = 0.1
+# ImageNet's RGB statistics on the 0-255 scale, which the converted
 # EfficientNets expect (data.streaming.IMAGENET_MEAN / IMAGENET_STD).
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -88,6 +118,14 @@ KNOBS = {
 
 
 def get_config(arg: str | None = None):
+  """The finetuning config.
+
+  Args:
+    arg: the knobs, 'name=value,...' (module docstring), or None.
+
+  Returns:
+    The run's ml_collections.ConfigDict.
+  """
   k = knobs.parse(arg, KNOBS, 'configs/finetune.py')
   c = base.base_config()
   c.model.name = k['model']
@@ -102,9 +140,12 @@ def get_config(arg: str | None = None):
     c.data.augment = 'autoaugment'
   else:
     # Read from the tfds files at the model's resolution (data/streaming.py),
-    # with ImageNet's preprocessing and normalisation and no augmentation.
+    # with ImageNet's normalisation. ImageNet trains on the official
+    # preprocess_for_train (Inception crop and flip: streamed 'basic');
+    # the official code does not say what the other datasets did (module
+    # docstring), so they train on the evaluation crop.
     c.data.streaming = True
-    c.data.augment = 'none'
+    c.data.augment = 'basic' if dataset == 'imagenet2012' else 'none'
     c.data.input_mean = IMAGENET_MEAN
     c.data.input_std = IMAGENET_STD
   c.optim.batch_size, c.optim.learning_rate, steps, c.data.image_size = (
@@ -126,6 +167,8 @@ def get_config(arg: str | None = None):
     rho = TABLE8_RHO[dataset]
   c.optim.weight_decay = 1e-5
   c.optim.momentum = 0.9
+  c.optim.grad_clip_norm = GRAD_CLIP_NORM
+  c.optim.label_smoothing = LABEL_SMOOTHING
   c.optim.warmup_epochs = 0.0
   c.eval.batch_size = c.optim.batch_size // 4
   c.eval.every_epochs = c.optim.num_epochs / NUM_EVALS

@@ -40,6 +40,8 @@ def test_b7_recipe_and_table8_rho(dataset, rho):
   )
   assert c.model.freeze_batch_stats
   assert c.model.init_checkpoint == '/ckpt/b7'
+  # The official README's finetuning flags.
+  assert (c.optim.grad_clip_norm, c.optim.label_smoothing) == (1.0, 0.1)
   if dataset.startswith('cifar'):
     # The official code: AutoAugment at 32 px, CIFAR's statistics, in memory.
     assert (c.data.augment, c.data.streaming) == ('autoaugment', False)
@@ -48,6 +50,7 @@ def test_b7_recipe_and_table8_rho(dataset, rho):
     # ImageNet statistics on the 0-255 scale: 255 * (0.485, 0.456, 0.406).
     assert c.data.input_mean == pytest.approx((123.675, 116.28, 103.53))
     assert c.data.input_std == pytest.approx((58.395, 57.12, 57.375))
+    # The official code leaves these datasets' preprocessing unknown.
     assert (c.data.augment, c.data.streaming) == ('none', True)
 
 
@@ -80,6 +83,27 @@ def test_imagenet_recipe_and_knob_overrides():
   ) == (10, 0, 0.1, 0.05)
   assert c.sam.method == 'sgd'
   assert finetune.get_config('rho=0.07').sam.rho == 0.07
+
+
+@pytest.mark.parametrize('model', ['efficientnet_b7', 'efficientnet_l2'])
+def test_imagenet_trains_on_the_official_crop_and_flip(model):
+  # dataset_source_imagenet.py applies preprocess_for_train (Inception crop
+  # of 8-100% of the area, then flip) to every training example; streamed,
+  # that is 'basic' ('none' would train on the evaluation crop).
+  c = finetune.get_config(f'model={model},dataset=imagenet2012')
+  assert (c.data.augment, c.data.streaming) == ('basic', True)
+  assert catalog.AUGMENTATIONS['basic'].streamed == (
+      'random-resized (Inception) crop and flip'
+  )
+
+
+@pytest.mark.parametrize('dataset', ['imagenet2012', 'cifar10', 'cars196'])
+def test_clipping_and_label_smoothing_of_the_official_readme(dataset):
+  # README.md, "Finetuning EfficientNet": --gradient_clipping 1.0
+  # --label_smoothing 0.1 (the training defaults: 5.0 and 0).
+  c = finetune.get_config(f'model=efficientnet_l2,dataset={dataset}')
+  assert c.optim.grad_clip_norm == 1.0
+  assert c.optim.label_smoothing == 0.1
 
 
 def test_bad_knobs_are_clear_errors():

@@ -8,6 +8,7 @@ from configs import finetune
 from configs import imagenet
 from configs import noisy_labels
 from configs import svhn
+from data import catalog
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,22 @@ def test_replica_batch_is_the_papers_per_accelerator_batch(
   )
 
 
+@pytest.mark.parametrize(
+    'get_config, arg',
+    [
+        (cifar.get_config, 'model=pyramidnet_272_200_shakedrop'),
+        (finetune.get_config, 'dataset=oxford_flowers102'),
+        (finetune.get_config, 'dataset=imagenet2012'),
+        (imagenet.get_config, ''),
+    ],
+)
+def test_paper_settings_redraw_the_gates_in_each_sam_pass(get_config, arg):
+  # The official code's hardware Bernoulli ignores its key (train.py,
+  # hardware_bernoulli): ShakeDrop, dropout and drop-connect gates differ
+  # between SAM's two passes in every number of the paper.
+  assert get_config(arg).model.fresh_gates_each_pass
+
+
 def test_svhn_autoaugment_line_runs_the_policy_without_flip_or_crop():
   assert svhn.get_config('augment=basic').data.augment == 'basic'
   c = svhn.get_config('augment=autoaugment_cutout')
@@ -44,3 +61,11 @@ def test_svhn_autoaugment_line_runs_the_policy_without_flip_or_crop():
 def test_fashion_mnist_stays_at_its_own_resolution():
   c = fashion_mnist.get_config('augment=cutout')
   assert (c.data.image_size, c.data.augment) == (0, 'cutout')
+
+
+def test_svhn_validation_runs_take_the_official_fraction():
+  # The SVHN holdout is the official fixed one (data/sources.py), which the
+  # pipeline only accepts at the paper's 10%.
+  c = svhn.get_config('validation=true')
+  assert c.data.validation_split and c.data.svhn_extra
+  assert c.data.validation_fraction == catalog.HOLDOUT_FRACTION

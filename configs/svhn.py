@@ -7,11 +7,13 @@ Table 7).
 is Table 5's Wide-ResNet-28-10, basic augmentation, SVHN SAM cell (paper:
 1.42% error); `augment=autoaugment_cutout` is the "Auto augment" line (the
 SVHN AutoAugment policy plus cutout, appendix B.1; paper: 0.99%), which the
-official code runs without flips or crops (data.augment = 'aa_only_cutout'). Knobs
-(defaults in brackets): model [wrn28_10 | shake_shake_26_2x96d], augment
-[basic | autoaugment_cutout], opt [sam | sgd], rho [0.01], epochs [200; the
-paper does not state it], epochs_x [1], validation [false], seed [0],
-extra [true: train on train + extra as the paper does].
+official code runs without flips or crops (data.augment =
+'aa_only_cutout'). Knobs (defaults in brackets): model [wrn28_10 |
+shake_shake_26_2x96d], augment [basic | autoaugment_cutout], opt [sam |
+sgd], rho [0.01], epochs [200; the paper does not state it], epochs_x [1],
+validation [false; true holds out the official code's last 7,328 of train,
+training on the first 65,929 (+ extra)], seed [0], extra [true: train on
+train + extra as the paper does].
 
 Table 7: learning rate 0.01, weight decay 5e-4, rho 0.01 for both models;
 batch 256, cosine decay, Nesterov momentum 0.9, clipping at norm 5 (C.1).

@@ -18,6 +18,9 @@ kept, and named here:
   inverts the whole image;
 * Posterize keeps m / 10 * 4 bits (the AutoAugment code keeps 4 - that).
 
+SolarizeAdd (the official ImageNet policy's) adds m / 10 * 110 to the pixels
+below 128.
+
 Level m in [0, 10]; shear (0.3 m / 10), translate and rotate (30 m / 10
 degrees) take a random sign; the enhance operations use the factor
 0.1 + 1.8 m / 10; geometric operations use nearest neighbours and fill with
@@ -129,10 +132,6 @@ def invert(image, level, seed, hparams):
   return 255 - image
 
 
-def _random_sign(seed) -> tf.Tensor:
-  return tf.where(tf.random.stateless_uniform([], seed) < 0.5, -1.0, 1.0)
-
-
 def rotate(image, level, seed, hparams):
   """Rotates about the centre by up to 30 degrees, random direction."""
   del hparams
@@ -155,6 +154,15 @@ def solarize(image, level, seed, hparams):
   # which is several times slower on small images.
   flip = tf.cast(tf.cast(image, tf.int32) >= threshold, tf.uint8) * 255
   return tf.bitwise.bitwise_xor(image, flip)
+
+
+def solarize_add(image, level, seed, hparams):
+  """Adds m / 10 * 110 to the pixels below 128, saturating at 255 (the
+  official `solarize_add`, in the ImageNet policy)."""
+  del seed, hparams
+  addition = tf.cast(level / MAX_LEVEL * 110.0, tf.int32)
+  x = tf.cast(image, tf.int32)
+  return tf.cast(tf.where(x < 128, tf.minimum(x + addition, 255), x), tf.uint8)
 
 
 def posterize(image, level, seed, hparams):
@@ -261,6 +269,7 @@ OPS: dict[str, Callable[..., tf.Tensor]] = {
     'Invert': invert,
     'Rotate': rotate,
     'Solarize': solarize,
+    'SolarizeAdd': solarize_add,
     'Posterize': posterize,
     'Color': color,
     'Contrast': contrast,

@@ -310,3 +310,46 @@ def test_cifar_policy_is_the_official_release():
   assert cifar[-1] == (('Equalize', 0.6, 9), ('Equalize', 0.4, 4))
   ops = [op for sub in cifar for op, _, _ in sub]
   assert len(ops) == 190 and ops.count('Cutout') == 3
+
+
+def test_imagenet_policy_is_the_official_release():
+  # autoaugment/policies.py `policy_imagenet` of google-research/sam, the
+  # policy of its distort_image_with_autoaugment(image, 'imagenet'); the
+  # AutoAugment paper prints another table (Posterize and Rotate first).
+  assert policies.POLICIES['imagenet'] == (
+      (('Equalize', 0.8, 1), ('ShearY', 0.8, 4)),
+      (('Color', 0.4, 9), ('Equalize', 0.6, 3)),
+      (('Color', 0.4, 1), ('Rotate', 0.6, 8)),
+      (('Solarize', 0.8, 3), ('Equalize', 0.4, 7)),
+      (('Solarize', 0.4, 2), ('Solarize', 0.6, 2)),
+      (('Color', 0.2, 0), ('Equalize', 0.8, 8)),
+      (('Equalize', 0.4, 8), ('SolarizeAdd', 0.8, 3)),
+      (('ShearX', 0.2, 9), ('Rotate', 0.6, 8)),
+      (('Color', 0.6, 1), ('Equalize', 1.0, 2)),
+      (('Invert', 0.4, 9), ('Rotate', 0.6, 0)),
+      (('Equalize', 1.0, 9), ('ShearY', 0.6, 3)),
+      (('Color', 0.4, 7), ('Equalize', 0.6, 0)),
+      (('Posterize', 0.4, 6), ('AutoContrast', 0.4, 7)),
+      (('Solarize', 0.6, 8), ('Color', 0.6, 9)),
+      (('Solarize', 0.2, 4), ('Rotate', 0.8, 9)),
+      (('Rotate', 1.0, 7), ('TranslateY', 0.8, 9)),
+      (('ShearX', 0.0, 0), ('Solarize', 0.8, 4)),
+      (('ShearY', 0.8, 0), ('Color', 0.6, 4)),
+      (('Color', 1.0, 0), ('Rotate', 0.6, 2)),
+      (('Equalize', 0.8, 4), ('Equalize', 0.0, 8)),
+      (('Equalize', 1.0, 4), ('AutoContrast', 0.6, 2)),
+      (('ShearY', 0.4, 7), ('SolarizeAdd', 0.6, 7)),
+      (('Posterize', 0.8, 2), ('Solarize', 0.6, 10)),
+      (('Solarize', 0.6, 8), ('Equalize', 0.6, 1)),
+      (('Color', 0.8, 6), ('Rotate', 0.4, 5)),
+  )
+
+
+@pytest.mark.parametrize('level', range(11))
+def test_solarize_add_adds_the_official_amount_below_128(level):
+  # The official solarize_add: int(m / 10 * 110) added to the pixels below
+  # 128, clipped to 255; the others unchanged.
+  image = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, -1)
+  x = image.astype(int)
+  expected = np.where(x < 128, np.minimum(x + int(level / 10 * 110), 255), x)
+  np.testing.assert_array_equal(_apply('SolarizeAdd', image, level), expected)

@@ -3,9 +3,12 @@
 Training: sample a box covering 8%-100% of the image with aspect ratio in
 [3/4, 4/3] (Szegedy et al., 2015), resize it to `size` x `size`, flip
 horizontally with probability 1/2. If ten attempts find no such box, fall back
-to the evaluation crop. Evaluation: the central square of side 0.875 x the
-shorter side (224 of 256), resized to `size`. Resizing is bicubic, as in the
-official SAM code (sam_jax/datasets/dataset_source_imagenet.py).
+to the evaluation crop. Evaluation: the central square of side
+size / (size + 32) x the shorter side, resized to `size`: the official
+code's padded centre crop (CROP_PADDING = 32), 0.875 at 224 (224 of 256),
+0.937 at 475 and 0.949 at 600, EfficientNet's resolutions. Resizing is
+bicubic, as in the official SAM code
+(sam_jax/datasets/dataset_source_imagenet.py, `_decode_and_center_crop`).
 
 Each transform comes in two forms: on a decoded uint8 image (the pipeline's
 per-example contract, also used for fine-tuning sets held in memory) and on
@@ -15,17 +18,32 @@ is decoded, which is several times faster for full-size ImageNet images.
 
 import tensorflow as tf
 
-EVAL_CROP_FRACTION = 0.875  # 224 / 256.
+# The evaluation crop is the centre size x size of the image scaled to
+# size + CROP_PADDING on its shorter side (224 of 256).
+CROP_PADDING = 32
 AREA_RANGE = (0.08, 1.0)
 ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 MAX_ATTEMPTS = 10
 
 
-def _center_crop_window(shape) -> tf.Tensor:
-  """[top, left, side, side] of the central square of 0.875 x shorter side."""
+def eval_crop_fraction(size: int) -> float:
+  """The side of the evaluation crop over the image's shorter side.
+
+  Args:
+    size: the output side.
+
+  Returns:
+    size / (size + CROP_PADDING): 0.875 at 224, 0.949 at 600.
+  """
+  return size / (size + CROP_PADDING)
+
+
+def _center_crop_window(shape, size: int) -> tf.Tensor:
+  """[top, left, side, side] of the centre square for output side `size`;
+  the side is truncated, as the official code casts it to int32."""
   height, width = shape[0], shape[1]
   side = tf.cast(
-      EVAL_CROP_FRACTION * tf.cast(tf.minimum(height, width), tf.float32),
+      eval_crop_fraction(size) * tf.cast(tf.minimum(height, width), tf.float32),
       tf.int32,
   )
   return tf.stack(
@@ -33,7 +51,7 @@ def _center_crop_window(shape) -> tf.Tensor:
   )
 
 
-def _random_crop_window(shape, seed) -> tf.Tensor:
+def _random_crop_window(shape, seed, size: int) -> tf.Tensor:
   """[top, left, height, width] of an Inception crop, or the centre crop."""
   begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape,
@@ -49,7 +67,7 @@ def _random_crop_window(shape, seed) -> tf.Tensor:
   # When every attempt fails the op returns the whole image; use the
   # evaluation crop then, as the reference Inception preprocessing does.
   failed = tf.reduce_all(tf.equal(crop_size[:2], shape[:2]))
-  return tf.where(failed, _center_crop_window(shape), window)
+  return tf.where(failed, _center_crop_window(shape, size), window)
 
 
 def _resize(image, size: int) -> tf.Tensor:
@@ -79,13 +97,13 @@ def train_transform(image, seed, size: int = 224) -> tf.Tensor:
   crop_seed, flip_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 2)
   )
-  window = _random_crop_window(tf.shape(image), crop_seed)
+  window = _random_crop_window(tf.shape(image), crop_seed, size)
   image = _resize(_crop(image, window), size)
   return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
 
 def eval_transform(image, size: int = 224) -> tf.Tensor:
-  """Centre crop (0.875 of the shorter side) resized to `size`.
+  """Centre crop (size / (size + 32) of the shorter side) resized to `size`.
 
   Args:
     image: uint8 [H, W, C].
@@ -94,7 +112,8 @@ def eval_transform(image, size: int = 224) -> tf.Tensor:
   Returns:
     uint8 [size, size, C].
   """
-  return _resize(_crop(image, _center_crop_window(tf.shape(image))), size)
+  window = _center_crop_window(tf.shape(image), size)
+  return _resize(_crop(image, window), size)
 
 
 def decode_and_train_transform(encoded, seed, size: int = 224):
@@ -115,7 +134,7 @@ def decode_and_train_transform(encoded, seed, size: int = 224):
         tf.random.experimental.stateless_split(seed, 2)
     )
     shape = tf.image.extract_jpeg_shape(encoded)
-    window = _random_crop_window(shape, crop_seed)
+    window = _random_crop_window(shape, crop_seed, size)
     image = _resize(
         tf.image.decode_and_crop_jpeg(encoded, window, channels=3), size
     )
@@ -141,7 +160,7 @@ def decode_and_eval_transform(encoded, size: int = 224):
   """
 
   def from_jpeg():
-    window = _center_crop_window(tf.image.extract_jpeg_shape(encoded))
+    window = _center_crop_window(tf.image.extract_jpeg_shape(encoded), size)
     return _resize(
         tf.image.decode_and_crop_jpeg(encoded, window, channels=3), size
     )

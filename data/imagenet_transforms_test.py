@@ -45,7 +45,9 @@ def test_train_crops_cover_area_and_aspect_ranges():
   shape = tf.constant([300, 400, 3])
   areas, ratios = [], []
   for i in range(200):
-    window = imagenet_transforms._random_crop_window(shape, tf.constant([i, 0]))
+    window = imagenet_transforms._random_crop_window(
+        shape, tf.constant([i, 0]), 224
+    )
     top, left, height, width = window.numpy()
     assert 0 <= top and top + height <= 300 and 0 <= left
     assert left + width <= 400
@@ -75,13 +77,39 @@ def test_eval_transform_centre_crop():
   image = _picture(64, 128)
   out = imagenet_transforms.eval_transform(tf.constant(image), 28).numpy()
   assert out.shape == (28, 28, 3) and out.dtype == np.uint8
-  # Side 0.875 * 64 = 56, centred: rows 4..59, columns 36..91.
-  crop = image[4:60, 36:92].astype(np.float32)
-  expected = np.round(tf.image.resize(crop, [28, 28]).numpy())
-  np.testing.assert_array_equal(out, expected)
+  # Side int(28 / (28 + 32) * 64) = 29, centred: rows 18..46, columns 50..78.
+  crop = tf.constant(image[18:47, 50:79])
+  np.testing.assert_array_equal(out, imagenet_transforms._resize(crop, 28))
   # The crop straddles the centre, so all four quadrant colours survive.
   np.testing.assert_array_equal(out[0, 0], [255, 0, 0])
   np.testing.assert_array_equal(out[-1, -1], [255, 255, 0])
+
+
+@pytest.mark.parametrize(
+    'size, fraction, side',
+    [(224, 0.875, 560), (475, 0.9369, 599), (600, 0.9494, 607)],
+)
+def test_eval_crop_is_the_official_padded_fraction(size, fraction, side):
+  # The official crop (dataset_source_imagenet.py, _decode_and_center_crop):
+  # size / (size + 32) of the shorter side, truncated to whole pixels; a
+  # fixed 0.875 would take 560 pixels of 640 at every size.
+  assert imagenet_transforms.eval_crop_fraction(size) == pytest.approx(
+      fraction, abs=1e-4
+  )
+  window = imagenet_transforms._center_crop_window(
+      tf.constant([640, 800, 3]), size
+  )
+  top, left = (640 - side + 1) // 2, (800 - side + 1) // 2
+  np.testing.assert_array_equal(window.numpy(), [top, left, side, side])
+  # The training crop falls back to it when no Inception box is found (a
+  # sliver of an image whose every box breaks the aspect ratio range).
+  sliver = tf.constant([4, 640, 3])
+  np.testing.assert_array_equal(
+      imagenet_transforms._random_crop_window(
+          sliver, tf.constant([0, 0]), size
+      ),
+      imagenet_transforms._center_crop_window(sliver, size),
+  )
 
 
 @pytest.mark.parametrize('image_format', ['JPEG', 'PNG'])

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from data import augment
+from data import catalog
 from data import cutout
 from data import label_noise
 from data import policies
@@ -37,6 +38,8 @@ def holdout_split(num_examples: int, fraction: float):
 
   The split uses a fixed permutation (numpy seed 0), independent of the run
   seed, so every run of a rho sweep is scored on the same validation set.
+  Sources whose holdout the official code fixes (SVHN) take that instead
+  (`sources.Source.holdout`).
 
   Args:
     num_examples: size of the original training split.
@@ -275,17 +278,27 @@ def _relabelled(
 def _splits(config: ml_collections.ConfigDict, source: sources.Source):
   """(train images, train labels, eval splits) at config.image_size, with
   the validation holdout taken out of train if the config asks for it."""
+  eval_splits = {'test': source.load('test')}
+  if not config.validation_split:
+    return *source.load('train'), eval_splits
+  if source.holdout:
+    # The official code fixes this holdout (SVHN: the last 7,328 of train,
+    # 10%), so rho is chosen on the official validation examples.
+    if config.validation_fraction != catalog.HOLDOUT_FRACTION:
+      raise ValueError(
+          f'config.data.validation_fraction = {config.validation_fraction}: '
+          f"{config.dataset} holds out the official code's fixed validation "
+          f'split ({source.holdout[1]}); leave it at {catalog.HOLDOUT_FRACTION}'
+      )
+    train_split, validation_split = source.holdout
+    eval_splits['validation'] = source.load(validation_split)
+    return *source.load(train_split), eval_splits
   train_images, train_labels = source.load('train')
-  test_images, test_labels = source.load('test')
-  eval_splits = {'test': (test_images, test_labels)}
-  if config.validation_split:
-    train_rows, val_rows = holdout_split(
-        len(train_labels), config.validation_fraction
-    )
-    eval_splits['validation'] = (train_images[val_rows], train_labels[val_rows])
-    train_images = train_images[train_rows]
-    train_labels = train_labels[train_rows]
-  return train_images, train_labels, eval_splits
+  train_rows, val_rows = holdout_split(
+      len(train_labels), config.validation_fraction
+  )
+  eval_splits['validation'] = (train_images[val_rows], train_labels[val_rows])
+  return train_images[train_rows], train_labels[train_rows], eval_splits
 
 
 def _model_shape(shape, size: int) -> tuple[int, ...]:

@@ -1,6 +1,7 @@
 """The input pipeline on tfds mock CIFAR data and on the digits source."""
 
 import collections
+import re
 
 import numpy as np
 import pytest
@@ -135,6 +136,58 @@ def test_validation_holdout_is_ten_percent_and_disjoint(mock_cifar):
   assert len(val_rows) == 100 and len(train_rows) == 900
   assert not set(train_rows) & set(val_rows)
   assert set(train_rows) | set(val_rows) == set(range(1000))
+
+
+# svhn_cropped's split sizes; a fake example's label is its id, the offset
+# of its split plus its position there in tfds's record order.
+SVHN_SIZES = {'train': 73_257, 'extra': 531_131, 'test': 26_032}
+SVHN_OFFSETS = {'train': 0, 'extra': 1_000_000, 'test': 2_000_000}
+
+
+def fake_svhn_split(name, split, data_dir):
+  """load_tfds_split on fake SVHN, slicing splits as tfds does."""
+  del data_dir
+  assert name == 'svhn_cropped'
+  ids = []
+  for part in split.split('+'):
+    match = re.fullmatch(r'(\w+)(?:\[(\d*):(\d*)\])?', part)
+    split_name, start, stop = match.groups()
+    rows = np.arange(SVHN_SIZES[split_name])
+    rows = rows[int(start) if start else None : int(stop) if stop else None]
+    ids.append(SVHN_OFFSETS[split_name] + rows)
+  labels = np.concatenate(ids).astype(np.int32)
+  return np.zeros((len(labels), 2, 2, 3), np.uint8), labels
+
+
+@pytest.mark.parametrize('extra', [True, False])
+def test_svhn_holds_out_the_last_7328_of_train_as_the_official(
+    monkeypatch, extra
+):
+  # sam_jax/datasets/dataset_source.py: train on train[:65929] (+ extra),
+  # validate on train[65929:], whatever the fraction would draw at random.
+  monkeypatch.setattr(sources, 'load_tfds_split', fake_svhn_split)
+  config = make_config(
+      dataset='svhn_cropped', svhn_extra=extra, validation_split=True
+  )
+  datasets = create(config)
+  _, validation = datasets.eval_splits['validation']
+  np.testing.assert_array_equal(validation, np.arange(65_929, 73_257))
+  extra_ids = SVHN_OFFSETS['extra'] + np.arange(SVHN_SIZES['extra'])
+  np.testing.assert_array_equal(
+      datasets.train_labels,
+      np.concatenate([np.arange(65_929), extra_ids if extra else []]),
+  )
+  assert datasets.num_train_examples == 65_929 + extra * 531_131
+  _, test = datasets.eval_splits['test']
+  assert len(test) == SVHN_SIZES['test']
+  # Without the holdout: all of train (+ extra), the paper's 604,388.
+  whole = create(make_config(dataset='svhn_cropped', svhn_extra=extra))
+  assert whole.num_train_examples == 73_257 + extra * 531_131
+  assert list(whole.eval_splits) == ['test']
+  # The official holdout is 10%; another fraction is a clear error.
+  config.validation_fraction = 0.2
+  with pytest.raises(ValueError, match='fixed validation split'):
+    create(config)
 
 
 @pytest.mark.parametrize('process_count', [1, 2])

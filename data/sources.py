@@ -5,6 +5,10 @@ int32 labels [N]). The paper's small datasets (CIFAR, SVHN, Fashion-MNIST)
 fit in host memory, so they are decoded once and every epoch after that is a
 gather.
 
+SVHN's validation holdout is the official code's, the last 7,328 images of
+'train' (`Source.holdout`); the others hold out a seeded random
+`validation_fraction` (data/in_memory.py).
+
 Fashion-MNIST stays at 28x28x1, as in the official code (the CIFAR models
 pool globally, and their first convolution takes one input channel). A
 folder of images (`folder`, with
@@ -30,16 +34,22 @@ class Source:
   """A dataset: how to load a split, and facts the pipeline needs.
 
   Attributes:
-    load: split name ('train' or 'test') -> (images, labels).
+    load: split name ('train', 'test', or one of `holdout`) -> (images,
+      labels).
     num_classes: number of classes.
     mean: per-channel mean of the training images, on the 0-255 scale.
     std: per-channel standard deviation, on the 0-255 scale.
+    holdout: the names `load` takes for (the training split less the
+      validation holdout, the holdout) where the official code fixes which
+      examples validate; None holds out a random fraction of 'train'
+      (data/in_memory.py).
   """
 
   load: Callable[[str], tuple[np.ndarray, np.ndarray]]
   num_classes: int
   mean: tuple[float, ...]
   std: tuple[float, ...]
+  holdout: tuple[str, str] | None = None
 
 
 class DatasetNotPreparedError(RuntimeError):
@@ -121,23 +131,37 @@ def load_digits_split(split: str):
   return images, digits.target[rows].astype(np.int32)
 
 
+# The official SVHN holdout (sam_jax/datasets/dataset_source.py): the last
+# 7,328 of the 73,257 'train' images validate, the first 65,929 train (with
+# 'extra', which the official code always adds; without it here too).
+SVHN_TRAIN_PART = 'train[:65929]'
+SVHN_VALIDATION = 'train[65929:]'
+
+
 def svhn_source(data_dir: str | None = None, extra: bool = False) -> Source:
   """SVHN cropped digits; `extra` trains on train + extra (604,388 images).
 
   Args:
     data_dir: tfds data directory, or None for the default.
     extra: add the 531,131 'extra' images to the training split, as the
-      paper's Table 5 does.
+      paper's Table 5 does (with the holdout: 65,929 + 531,131).
 
   Returns:
-    A `Source`.
+    A `Source` whose `load` also takes SVHN_TRAIN_PART and SVHN_VALIDATION.
   """
 
   def load(split):
-    split = 'train+extra' if extra and split == 'train' else split
+    # tfds slices by its record order; rows of a loaded split would follow
+    # the read's interleaving of shards instead.
+    if extra and split in ('train', SVHN_TRAIN_PART):
+      split += '+extra'
     return load_tfds_split('svhn_cropped', split, data_dir)
 
-  return Source(load, *catalog.IN_MEMORY['svhn_cropped'])
+  return Source(
+      load,
+      *catalog.IN_MEMORY['svhn_cropped'],
+      holdout=(SVHN_TRAIN_PART, SVHN_VALIDATION),
+  )
 
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')

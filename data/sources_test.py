@@ -27,14 +27,27 @@ def test_svhn_extra_reads_train_plus_extra(monkeypatch):
       'load_tfds_split',
       lambda name, split, data_dir: requested.append((name, split)),
   )
-  sources.create_source('svhn_cropped', svhn_extra=True).load('train')
-  sources.create_source('svhn_cropped', svhn_extra=True).load('test')
-  sources.create_source('svhn_cropped').load('train')
+  with_extra = sources.create_source('svhn_cropped', svhn_extra=True)
+  without = sources.create_source('svhn_cropped')
+  with_extra.load('train')
+  with_extra.load('test')
+  without.load('train')
+  # The official holdout: extra joins the training part, never validation.
+  assert with_extra.holdout == without.holdout
+  for source in (with_extra, without):
+    for split in source.holdout:
+      source.load(split)
   assert requested == [
       ('svhn_cropped', 'train+extra'),
       ('svhn_cropped', 'test'),
       ('svhn_cropped', 'train'),
+      ('svhn_cropped', 'train[:65929]+extra'),
+      ('svhn_cropped', 'train[65929:]'),
+      ('svhn_cropped', 'train[:65929]'),
+      ('svhn_cropped', 'train[65929:]'),
   ]
+  # CIFAR keeps its documented departure, a seed-0 random 10%.
+  assert sources.create_source('cifar10').holdout is None
 
 
 def test_fashion_mnist_stays_28x28_with_the_official_statistics():

@@ -4,10 +4,14 @@ Every model is a Flax linen module called as `model.apply(variables, images,
 train=..., ascent=...)` and returning float32 logits (float64 for a float64
 model). `train` switches
 BatchNorm to batch statistics and turns on random regularisers, which draw
-from the `dropout` rng collection; `ascent=True` marks the SAM ascent pass
-(models with stochastic shake coefficients backpropagate through the sampled
-coefficients there; the rest ignore it). `_mini` entries are tiny variants for
-tests.
+from two rng collections: `dropout` for the Bernoulli gates (dropout,
+EfficientNet's drop-connect, ShakeDrop's gate) and `shake` for the uniform
+coefficients (ShakeDrop's alpha and beta, Shake-Shake's). They are apart
+because the official SAM code redraws the gates in each of SAM's two passes
+but shares the coefficients (`config.model.fresh_gates_each_pass`,
+sam/run/step.py). `ascent=True` marks the SAM ascent pass (models with
+stochastic shake coefficients backpropagate through the sampled coefficients
+there; the rest ignore it). `_mini` entries are tiny variants for tests.
 """
 
 import functools

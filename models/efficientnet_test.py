@@ -69,18 +69,22 @@ def test_mini_dropout_in_train_and_deterministic_eval(fill_variables):
   variables = fill_variables(model, images)
 
   @jax.jit
-  def logits(key):
+  def logits(key, shake_key):
     train, _ = model.apply(
         variables,
         images,
         train=True,
-        rngs={'dropout': key},
+        rngs={'dropout': key, 'shake': shake_key},
         mutable=['batch_stats'],
     )
     return train, model.apply(variables, images, train=False)
 
-  train1, eval1 = logits(jax.random.key(1, impl='rbg'))
-  train2, eval2 = logits(jax.random.key(2, impl='rbg'))
+  key1, key2 = jax.random.key(1, impl='rbg'), jax.random.key(2, impl='rbg')
+  train1, eval1 = logits(key1, key1)
+  train2, eval2 = logits(key2, key1)
+  # Dropout and drop-connect are gates: they follow the `dropout` key, which
+  # each SAM pass redraws, and not the shared `shake` key.
+  np.testing.assert_array_equal(logits(key1, key2)[0], train1)
   assert train1.shape == eval1.shape == (3, 4)
   assert eval1.dtype == jnp.float32
   # Dropout and drop-connect follow the key in training only.

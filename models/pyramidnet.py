@@ -38,12 +38,17 @@ def keep_probability(index: int, total_blocks: int) -> float:
   return 1.0 - (1.0 - FINAL_KEEP_PROBABILITY) * (index + 1) / total_blocks
 
 
-def shake_drop(x, rng, keep_probability: float, true_gradient: bool):
+def shake_drop(
+    x, gate_rng, shake_rng, keep_probability: float, true_gradient: bool
+):
   """Scales `x` per example by a random ShakeDrop coefficient.
 
   Args:
     x: residual branch, [N, ...].
-    rng: PRNG key for the gate, the forward and the backward coefficients.
+    gate_rng: PRNG key of the Bernoulli gate b (the `dropout` collection:
+      redrawn in each SAM pass under the official recipe, models/__init__.py).
+    shake_rng: PRNG key of the forward and backward coefficients (the
+      `shake` collection: the same in both passes).
     keep_probability: probability that the branch is kept unchanged.
     true_gradient: if True, backpropagate through the forward coefficient;
       otherwise the backward pass sees an independent one.
@@ -51,9 +56,9 @@ def shake_drop(x, rng, keep_probability: float, true_gradient: bool):
   Returns:
     `x * (b + alpha - b * alpha)` in value.
   """
-  gate_key, alpha_key, beta_key = jax.random.split(rng, 3)
+  alpha_key, beta_key = jax.random.split(shake_rng)
   shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-  gate = jax.random.bernoulli(gate_key, keep_probability, shape).astype(x.dtype)
+  gate = jax.random.bernoulli(gate_rng, keep_probability, shape).astype(x.dtype)
   alpha = jax.random.uniform(alpha_key, shape, x.dtype, *ALPHA_RANGE)
   forward = x * (gate + alpha - gate * alpha)
   if true_gradient:
@@ -97,6 +102,7 @@ class BottleneckBlock(nn.Module):
         y = shake_drop(
             y,
             self.make_rng('dropout'),
+            self.make_rng('shake'),
             self.keep_probability,
             true_gradient=ascent,
         )

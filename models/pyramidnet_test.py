@@ -61,8 +61,10 @@ def drop_and_grads(keep, true_gradient):
   """ShakeDrop of x = 1, so the output is the coefficient itself, and the
   gradient of its sum with respect to x."""
   x = jnp.ones((256, 1, 1, 1))
-  key = jax.random.key(5, impl='rbg')
-  fn = lambda x: pyramidnet.shake_drop(x, key, keep, true_gradient)
+  gate_key, shake_key = jax.random.split(jax.random.key(5, impl='rbg'))
+  fn = lambda x: pyramidnet.shake_drop(
+      x, gate_key, shake_key, keep, true_gradient
+  )
   return fn(x)[:, 0, 0, 0], jax.grad(lambda x: jnp.sum(fn(x)))(x)[:, 0, 0, 0]
 
 
@@ -90,6 +92,45 @@ def test_shake_drop_mixes_kept_and_dropped_at_the_keep_probability():
   assert 0.35 < kept < 0.65
 
 
+def test_each_block_draws_its_gate_at_its_own_keep_probability(monkeypatch):
+  """The model's draws, not only the helper: block i of n gates its branch
+  with keep probability 1 - 0.5 (i + 1) / n, the official linear decay."""
+  drawn = []
+
+  def recording_shake_drop(x, gate_rng, shake_rng, keep, true_gradient):
+    drawn.append(keep)
+    return x
+
+  monkeypatch.setattr(pyramidnet, 'shake_drop', recording_shake_drop)
+  model = pyramidnet.PyramidNet(depth=20, alpha=24, num_classes=3)
+  images = jnp.zeros((2, 8, 8, 3))
+  variables = model.init(jax.random.key(0), images, train=False)
+  key = jax.random.key(1)
+  model.apply(
+      variables,
+      images,
+      train=True,
+      rngs={'dropout': key, 'shake': key},
+      mutable=['batch_stats'],
+  )
+  # depth 20: 2 blocks per group, 6 in all.
+  np.testing.assert_allclose(drawn, [1 - 0.5 * (i + 1) / 6 for i in range(6)])
+
+
+def test_gate_follows_the_dropout_key_and_coefficients_the_shake_key():
+  """Under the official recipe the two SAM passes redraw the Bernoulli gate
+  (the `dropout` key) but share the coefficients (the `shake` key)."""
+  x = jnp.ones((512, 1, 1, 1))
+  gate_a, gate_b, shake = jax.random.split(jax.random.key(3), 3)
+  first = pyramidnet.shake_drop(x, gate_a, shake, 0.5, True)[:, 0, 0, 0]
+  second = pyramidnet.shake_drop(x, gate_b, shake, 0.5, True)[:, 0, 0, 0]
+  kept_first, kept_second = first == 1.0, second == 1.0
+  assert 0.2 < np.mean(kept_first != kept_second) < 0.8
+  # Where both passes dropped the branch, the coefficient alpha is shared.
+  both = ~kept_first & ~kept_second
+  np.testing.assert_array_equal(first[both], second[both])
+
+
 def test_expectation_closed_form():
   x = jnp.full((2, 3), 2.0)
   # E[b + alpha - b alpha] = p + 0 - p * 0 = p for alpha ~ U(-1, 1).
@@ -109,7 +150,7 @@ def test_mini_train_is_random_and_eval_deterministic(fill_variables):
         variables,
         images,
         train=True,
-        rngs={'dropout': key},
+        rngs={'dropout': key, 'shake': key},
         mutable=['batch_stats'],
     )[0]
     return train(), model.apply(variables, images, train=False)

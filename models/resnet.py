@@ -9,9 +9,10 @@ layouts (`LAYOUTS`):
 
 * 'sam', the official SAM code's (sam_jax/imagenet_models/resnet.py, a fork
   of the 2020 Flax ImageNet example), which produced Table 2: the stride of
-  a block on its 3x3 conv ("v1.5"), each block's last BN scale initialised
-  to zero, BN epsilon 1e-5, Flax's default (LeCun normal) kernels, a SAME
-  max pool, and no ReLU after the stem's BN. The missing ReLU is a bug of
+  a block on its 3x3 conv ("v1.5"), padded SAME (on even inputs (0, 1),
+  TensorFlow's way), each block's last BN scale initialised to zero, BN
+  epsilon 1e-5, Flax's default (LeCun normal) kernels, a SAME max pool, and
+  no ReLU after the stem's BN. The missing ReLU is a bug of
   that example; it is kept because it produced the paper's numbers.
 * 'keras', Keras applications' (models/keras_convert.py converts its
   weights exactly): the stride on the first 1x1 conv, a ReLU after the stem,
@@ -101,9 +102,10 @@ class BottleneckBlock(nn.Module):
     )
     y = conv(self.channels, (1, 1), first, padding='VALID', name='conv_1')(x)
     y = nn.relu(bn(name='bn_1')(y))
-    y = conv(
-        self.channels, (3, 3), middle, padding=[(1, 1), (1, 1)], name='conv_2'
-    )(y)
+    # SAME, as the official code (flax's default) and Keras (whose 3x3 has
+    # stride 1, where SAME is (1, 1)). With stride 2 on an even input SAME
+    # pads (0, 1), so the taps sit one pixel further on than with (1, 1).
+    y = conv(self.channels, (3, 3), middle, padding='SAME', name='conv_2')(y)
     y = nn.relu(bn(name='bn_2')(y))
     y = conv(4 * self.channels, (1, 1), padding='VALID', name='conv_3')(y)
     last_scale_init = (

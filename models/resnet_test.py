@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -105,23 +106,72 @@ def test_the_stride_sits_on_the_3x3_conv_in_the_sam_layout(layout, conv_1_side):
   assert conv_1.shape[1] == conv_1_side
 
 
-def test_the_sam_stem_has_no_relu():
-  # With every stage empty the network is stem, pool, mean, head: without a
-  # ReLU the pooled features can be negative.
-  model = resnet.ResNet(stage_sizes=(), num_classes=2)
-  x = jnp.asarray(
-      np.random.default_rng(0).normal(size=(2, 16, 16, 3)), jnp.float32
+def _conv(x, kernel, stride, padding):
+  return jax.lax.conv_general_dilated(
+      x,
+      kernel,
+      (stride, stride),
+      padding,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
   )
-  variables = model.init(jax.random.key(0), x, train=False)
-  _, state = model.apply(
+
+
+@pytest.mark.parametrize('layout', ['sam', 'keras'])
+def test_the_strided_3x3_conv_pads_same(layout):
+  # The official code's conv_2 takes flax's default padding, SAME: with
+  # stride 2 on an even input that is (0, 1), not (1, 1). Keras pads SAME
+  # too, its 3x3 at stride 1, where SAME is (1, 1).
+  block = resnet.BottleneckBlock(channels=2, stride=2, layout=layout)
+  x = jnp.asarray(
+      np.random.default_rng(0).normal(size=(1, 8, 8, 8)), jnp.float32
+  )
+  variables = block.init(jax.random.key(0), x, train=False)
+  _, state = block.apply(
       variables,
       x,
-      train=True,
-      mutable=['batch_stats', 'intermediates'],
+      train=False,
+      capture_intermediates=True,
+      mutable=['intermediates'],
+  )
+  captured = state['intermediates']
+  conv_2_input = jax.nn.relu(captured['bn_1']['__call__'][0])
+  kernel = variables['params']['conv_2']['kernel']
+  stride, same = {'sam': (2, ((0, 1), (0, 1))), 'keras': (1, 'SAME')}[layout]
+  expected = _conv(conv_2_input, kernel, stride, same)
+  conv_2 = captured['conv_2']['__call__'][0]
+  np.testing.assert_allclose(conv_2, expected, rtol=1e-5, atol=1e-5)
+  if layout == 'sam':
+    # So the check tells the two paddings apart on this input.
+    symmetric = _conv(conv_2_input, kernel, 2, ((1, 1), (1, 1)))
+    assert not np.allclose(conv_2, symmetric, atol=1e-3)
+
+
+@pytest.mark.parametrize('layout,has_relu', [('sam', False), ('keras', True)])
+def test_the_sam_stem_has_no_relu(layout, has_relu):
+  # With every stage empty the network is stem, pool, mean and head. On a
+  # constant image about half the stem's channels are negative everywhere
+  # inside it, so a ReLU before the pool changes the logits.
+  model = resnet.ResNet(stage_sizes=(), layout=layout, num_classes=2)
+  x = jnp.ones((1, 16, 16, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  logits, state = model.apply(
+      variables,
+      x,
+      train=False,
+      mutable=['intermediates'],
       capture_intermediates=True,
   )
   bn = state['intermediates']['bn1']['__call__'][0]
-  assert float(jnp.min(bn)) < 0
+  features = jax.nn.relu(bn) if has_relu else bn
+  pooled = nn.max_pool(
+      features, (3, 3), (2, 2), padding=resnet.LAYOUTS[layout].pool_padding
+  )
+  head = variables['params']['head']
+  expected = jnp.mean(pooled, axis=(1, 2)) @ head['kernel'] + head['bias']
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+  if not has_relu:
+    # Channels whose pooled features are all negative: a ReLU zeroes them.
+    assert float(jnp.min(jnp.mean(pooled, axis=(1, 2)))) < 0
 
 
 def test_zero_init_last_bn_scale():

@@ -30,7 +30,8 @@ def shake_shake(a, b, rng, true_gradient: bool):
   Args:
     a: first branch, [N, ...].
     b: second branch, same shape as `a`.
-    rng: PRNG key; the forward and backward coefficients are split from it.
+    rng: PRNG key (the `shake` collection); the forward and backward
+      coefficients are split from it.
     true_gradient: if True, backpropagate through the forward coefficient;
       otherwise the backward pass sees an independent coefficient.
 
@@ -96,7 +97,7 @@ class ShakeShakeBlock(nn.Module):
     a = self._branch(x, train, 'a')
     b = self._branch(x, train, 'b')
     if train and not self.is_initializing():
-      mixed = shake_shake(a, b, self.make_rng('dropout'), true_gradient=ascent)
+      mixed = shake_shake(a, b, self.make_rng('shake'), true_gradient=ascent)
     else:
       mixed = 0.5 * (a + b)
     shortcut = GastaldiShortcut(

@@ -33,11 +33,17 @@ average (`<name>/ExponentialMovingAverage`) is taken when present, as the
 official evaluation does; optimizer slots and `global_step` are skipped. A
 variable that maps nowhere, or a model entry the checkpoint lacks, is an
 error naming it. Inputs are normalised with the ImageNet mean and std, as in
-the TF code.
+the TF code. --checkpoint takes a released folder or a checkpoint prefix:
 
   python -m models.tf_efficientnet_convert --model=efficientnet_l2 \\
       --checkpoint=/data/noisy_student_efficientnet-l2_475/model.ckpt \\
       --output_dir=/data/ckpt/efficientnet_l2_475
+
+The B7 of Table 3 (configs/finetune.py gives the whole path):
+
+  python -m models.tf_efficientnet_convert --model=efficientnet_b7 \\
+      --checkpoint=/ckpt/efficientnet-b7-randaug \\
+      --output_dir=/ckpt/efficientnet_b7_randaug
 """
 
 import re
@@ -90,7 +96,15 @@ _OUTER_LAYERS = {
 
 
 def read_checkpoint(path: str) -> dict[str, np.ndarray]:
-  """Every tensor of a TF checkpoint (a prefix such as `.../model.ckpt`)."""
+  """Every tensor of a TF checkpoint.
+
+  Args:
+    path: a checkpoint prefix such as `.../model.ckpt`, or the folder of a
+      released checkpoint, whose `checkpoint` file names the prefix.
+
+  Returns:
+    name -> value.
+  """
   reader = tf.train.load_checkpoint(path)
   return {
       name: reader.get_tensor(name)
@@ -238,7 +252,9 @@ if __name__ == '__main__':
       ),
       'EfficientNet to convert to.',
   )
-  flags.DEFINE_string('checkpoint', None, 'TF checkpoint prefix to read.')
+  flags.DEFINE_string(
+      'checkpoint', None, 'TF checkpoint folder or prefix to read.'
+  )
   flags.DEFINE_string('output_dir', None, 'Checkpoint directory to write.')
   flags.DEFINE_bool('use_ema', True, 'Take the moving averages of the weights.')
   flags.mark_flags_as_required(['model', 'checkpoint', 'output_dir'])

@@ -7,6 +7,10 @@ checkpoint of the released kind whose logits are known.
 """
 
 import functools
+import re
+import shlex
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from configs import finetune
 import models
 from models import pretrained
 from models import tf_efficientnet_convert as convert
@@ -72,15 +77,16 @@ def tf_weights(keras_model, scope: str) -> dict[str, np.ndarray]:
   return weights
 
 
-def released_checkpoint(weights, rng) -> dict[str, np.ndarray]:
+def released_checkpoint(weights, rng, slots=True) -> dict[str, np.ndarray]:
   """As a training checkpoint holds them: the weights as moving averages,
-  different raw values, RMSProp slots and the step."""
+  different raw values, the step and (if `slots`) RMSProp slots."""
   tensors = {'global_step': np.array(1000, np.int64)}
   for name, value in weights.items():
     tensors[name + convert.EMA_SUFFIX] = value
     tensors[name] = value + rng.normal(0, 1, value.shape).astype(value.dtype)
-    tensors[name + '/RMSProp'] = np.ones_like(value)
-    tensors[name + '/RMSProp_1'] = np.zeros_like(value)
+    if slots:
+      tensors[name + '/RMSProp'] = np.ones_like(value)
+      tensors[name + '/RMSProp_1'] = np.zeros_like(value)
   return tensors
 
 
@@ -163,18 +169,93 @@ def test_another_variant_is_a_clear_error(b0_checkpoint):
     convert.convert(b0_checkpoint[1], 'efficientnet_l2')
 
 
-def test_b7_names_cover_the_flax_b7(tmp_path):
-  """Shapes only: every B7 variable under its TF name (blocks_0...54,
-  batch_normalization without the TPU prefix) fills the Flax B7 exactly."""
+def test_batch_normalization_without_the_tpu_prefix(b0_checkpoint):
+  # Checkpoints written without TPU BatchNorm name it batch_normalization_N.
+  weights = b0_checkpoint[1]
+  renamed = {k.replace('tpu_batch', 'batch'): v for k, v in weights.items()}
+  jax.tree_util.tree_map(
+      np.testing.assert_array_equal,
+      convert.convert(renamed, 'efficientnet_b0'),
+      convert.convert(weights, 'efficientnet_b0'),
+  )
+
+
+def _documented(pattern: str) -> str:
+  """The first match of `pattern` in configs/finetune.py's docstring, with
+  its placeholder folder /ckpt/ left for the caller to replace."""
+  match = re.search(pattern, finetune.__doc__)
+  assert match, f'configs/finetune.py documents no {pattern!r}'
+  return match.group(0)
+
+
+def test_the_b7_randaug_release_converts_and_loads_as_documented(
+    tmp_path, repo_dir
+):
+  """configs/finetune.py's commands on a B7 checkpoint in the layout of the
+  efficientnet-b7-randaug release: a folder whose `checkpoint` file names
+  model.ckpt, every B7 variable under its TF name (scope efficientnet-b7/,
+  blocks_0...54, tpu_batch_normalization_N) with its moving average beside
+  it and the step (the RMSProp slots, which the converter skips as the B0
+  tests check, are left out to halve the checkpoint's 0.5 GB)."""
   keras_b7 = keras.applications.EfficientNetB7(
       weights=None, input_shape=(64, 64, 3)
   )
   weights = tf_weights(keras_b7, 'efficientnet-b7')
-  weights = {k.replace('tpu_batch', 'batch'): v for k, v in weights.items()}
-  assert max(int(k.split('/')[1][7:]) for k in weights if 'blocks_' in k) == 54
-  converted = convert.convert(weights, 'efficientnet_b7')
-  shapes = pretrained.model_shapes(models.create_model('efficientnet_b7', 1000))
-  merged = pretrained.merge(shapes, converted, reinit_head=False)
-  assert jax.tree_util.tree_structure(merged) == (
-      jax.tree_util.tree_structure(shapes)
+  del keras_b7
+  blocks = {int(k.split('/')[1][7:]) for k in weights if '/blocks_' in k}
+  assert blocks == set(range(55))
+  release = tmp_path / 'efficientnet-b7-randaug'
+  release.mkdir()
+  tensors = released_checkpoint(weights, np.random.default_rng(2), slots=False)
+  write_tf_checkpoint(str(release / 'model.ckpt'), tensors)
+  del tensors
+  (release / 'checkpoint').write_text(
+      'model_checkpoint_path: "model.ckpt"\n'
+      'all_model_checkpoint_paths: "model.ckpt"\n'
+  )
+  local = lambda text: text.replace('/ckpt/', f'{tmp_path}/')
+  command = shlex.split(
+      local(_documented(r'python -m models\.tf_efficientnet_convert .*'))
+  )
+  assert command[0] == 'python' and '--model=efficientnet_b7' in command
+  assert f'--checkpoint={release}' in command
+  result = subprocess.run(
+      [sys.executable, *command[1:]],
+      cwd=repo_dir,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  config = finetune.get_config(
+      local(_documented(r'(?<=--config=configs/finetune\.py:)\S+'))
+  )
+  assert config.model.name == 'efficientnet_b7'
+  # What sam.run.experiment.initial_state does with init_checkpoint, on the
+  # model's shapes: the new head stays fresh, everything else is the
+  # moving average.
+  model = models.create_model(config.model.name, 102)  # Flowers' classes.
+  loaded = pretrained.load_into(
+      pretrained.model_shapes(model), config.model.init_checkpoint
+  )
+  last_block = 'efficientnet-b7/blocks_54'
+  np.testing.assert_array_equal(
+      loaded['params']['block7d']['dwconv']['kernel'],
+      weights[f'{last_block}/depthwise_conv2d/depthwise_kernel'].transpose(
+          0, 1, 3, 2
+      ),
+  )
+  np.testing.assert_array_equal(
+      loaded['batch_stats']['top_bn']['var'],
+      weights['efficientnet-b7/head/tpu_batch_normalization/moving_variance'],
+  )
+  assert isinstance(loaded['params']['head']['kernel'], jax.ShapeDtypeStruct)
+  # ImageNet keeps the released head.
+  imagenet = pretrained.load_into(
+      pretrained.model_shapes(models.create_model(config.model.name, 1000)),
+      config.model.init_checkpoint,
+  )
+  np.testing.assert_array_equal(
+      imagenet['params']['head']['kernel'],
+      weights['efficientnet-b7/head/dense/kernel'],
   )

@@ -13,8 +13,8 @@ from models import batch_norm
 from sam.interface import Outputs
 
 BN_MODES = ('train', 'eval')
-# (params, batch_stats, batch, key, ascent=False, bn_sync=None) -> (loss,
-# Outputs).
+# (params, batch_stats, batch, key, ascent=False, bn_sync=None,
+# gate_key=None) -> (loss, Outputs).
 LossFn = Callable[..., tuple[jax.Array, Outputs]]
 
 
@@ -133,17 +133,28 @@ def make_loss_fn(
       statistics and keep them (finetuning, paper C.2).
 
   Returns:
-    loss_fn(params, batch_stats, batch, key, ascent=False, bn_sync=None) ->
-    (loss, Outputs) for batch {'image', 'label'}, the per-example outputs as
-    `per_example_outputs`; `key` feeds the random regularisers (the same key
-    gives the same network), `ascent` marks SAM's ascent pass
-    (models/__init__.py) and `bn_sync`, in 'train' mode, computes the batch
-    statistics over several devices (a replica that spans them).
+    loss_fn(params, batch_stats, batch, key, ascent=False, bn_sync=None,
+    gate_key=None) -> (loss, Outputs) for batch {'image', 'label'}, the
+    per-example outputs as `per_example_outputs`; `key` feeds the random
+    regularisers (the same key gives the same network) and `gate_key`, when
+    given, replaces it for the Bernoulli gates alone (the `dropout`
+    collection: dropout, drop-connect, ShakeDrop's gate), so that two passes
+    can share the shake coefficients but not the gates (models/__init__.py);
+    `ascent` marks SAM's ascent pass and `bn_sync`, in 'train' mode, computes
+    the batch statistics over several devices (a replica that spans them).
   """
   if bn_mode not in BN_MODES:
     raise ValueError(f'bn_mode must be one of {BN_MODES}, got {bn_mode!r}')
 
-  def loss_fn(params, batch_stats, batch, key, ascent=False, bn_sync=None):
+  def loss_fn(
+      params,
+      batch_stats,
+      batch,
+      key,
+      ascent=False,
+      bn_sync=None,
+      gate_key=None,
+  ):
     variables = {'params': params, 'batch_stats': batch_stats}
     if bn_mode == 'train':
       axis, groups = bn_sync or (None, None)
@@ -155,7 +166,10 @@ def make_loss_fn(
             batch['image'],
             train=True,
             ascent=ascent,
-            rngs={'dropout': key},
+            rngs={
+                'dropout': key if gate_key is None else gate_key,
+                'shake': key,
+            },
             mutable=['batch_stats'],
         )
       batch_stats = new_state.get('batch_stats', {})

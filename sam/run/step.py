@@ -32,6 +32,9 @@ AXIS = state_lib.AXIS
 _METHOD_STREAM = 2**31 - 1
 # fold_in data for the mixup stream.
 _MIXUP_STREAM = 2**31 - 2
+# fold_in data for the Bernoulli gates of the passes at w (ascent=False) and
+# of the ascent passes, when each pass draws its own (fresh_gates_each_pass).
+_GATE_STREAMS = (2**31 - 3, 2**31 - 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +51,9 @@ class StepOptions:
     mixup_alpha: > 0 mixes the batch (Beta(alpha, alpha), one weight).
     num_classes: for mixup's one-hot targets.
     skip_nonfinite: keep the previous state on a non-finite step.
+    fresh_gates_each_pass: the ascent passes and the pass at w draw their
+      own dropout/drop-connect/ShakeDrop gates, sharing the shake
+      coefficients (the official code; config.model).
   """
 
   seed: int
@@ -58,6 +64,7 @@ class StepOptions:
   mixup_alpha: float
   num_classes: int
   skip_nonfinite: bool
+  fresh_gates_each_pass: bool
 
 
 def _metric_outputs(per_example, grads, scalars) -> dict[str, jax.Array]:
@@ -120,9 +127,10 @@ def _replica(options: StepOptions, index=0):
 
 
 def _group_keys(step_key, options: StepOptions, index):
-  """(dropout key, method key) of a group: both SAM passes reuse the
-  dropout key; the method's own draws are shared by a replica's devices, or
-  by the whole batch with one perturbation."""
+  """(regulariser key, method key) of a group: every pass of the step
+  starts from the regulariser key (the gates may fold in the pass, `loss` in
+  group_objective); the method's own draws are shared by a replica's
+  devices, or by the whole batch with one perturbation."""
   replica = _replica(options, index)
   dropout_key = jax.random.fold_in(step_key, replica)
   if options.layout.devices_per_group > 1:
@@ -181,6 +189,9 @@ def group_objective(
 
   def loss(params, examples, index, ascent=False):
     key = _fold(dropout_key, index, group.micro_batches)
+    gate_key = None
+    if inputs.options.fresh_gates_each_pass:
+      gate_key = jax.random.fold_in(key, _GATE_STREAMS[int(ascent)])
     return inputs.loss_fn(
         params,
         inputs.batch_stats,
@@ -188,6 +199,7 @@ def group_objective(
         key,
         ascent,
         bn_sync=inputs.bn_sync,
+        gate_key=gate_key,
     )
 
   def grad(params, ascent=False):
@@ -396,6 +408,7 @@ def step_options(
       mixup_alpha=config.data.mixup_alpha,
       num_classes=num_classes,
       skip_nonfinite=config.optim.skip_nonfinite_steps,
+      fresh_gates_each_pass=config.model.fresh_gates_each_pass,
   )
 
 

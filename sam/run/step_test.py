@@ -643,6 +643,51 @@ def test_sam_logs_the_loss_and_error_of_both_passes():
   assert 'train_loss_perturbed' not in sgd_metrics.compute()
 
 
+class GatedMLP(nn.Module):
+  """A dropout gate (the `dropout` collection) and, optionally, a per-unit
+  shake coefficient (the `shake` collection), as the real models draw them."""
+
+  gate: bool = True
+  shake: bool = True
+  num_classes: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=True, ascent=False):
+    x = nn.tanh(nn.Dense(16)(x.reshape((x.shape[0], -1))))
+    if self.gate:
+      x = nn.Dropout(0.5, deterministic=not train)(x)
+    if self.shake and train:
+      x = x * jax.random.uniform(self.make_rng('shake'), x.shape, x.dtype)
+    return nn.Dense(self.num_classes)(x)
+
+
+@pytest.mark.parametrize(
+    'gate, fresh, passes_differ',
+    [
+        (True, True, True),
+        (True, False, False),
+        # Shake coefficients alone: shared by both passes either way.
+        (False, True, False),
+    ],
+)
+def test_sam_passes_redraw_the_gates_but_share_the_shake_coefficients(
+    gate, fresh, passes_differ
+):
+  """The official hardware Bernoulli: at rho = 0 both passes evaluate the
+  same weights, so their logged losses differ exactly when their gates do."""
+  model = GatedMLP(gate=gate)
+  config = make_config(rho=0.0)
+  config.model.fresh_gates_each_pass = fresh
+  state, _ = init_state(model, config, (4, 4, 1))
+  computed = run_steps(model, config, state, [make_batch(32)])[1].compute()
+  at_w, at_w_again = computed['train_loss'], computed['train_loss_perturbed']
+  if passes_differ:
+    assert abs(at_w - at_w_again) > 1e-3 * abs(at_w)
+  else:
+    np.testing.assert_allclose(at_w_again, at_w, rtol=1e-6)
+
+
 def test_eval_step_counts_top5_errors_and_ignores_padding():
   model = TinyMLP(num_classes=7)
   state, _ = init_state(model, make_config(), (4, 4, 1))
