@@ -132,3 +132,18 @@ def test_bad_options():
     augment.make_train_augmentation('autoaugment', autoaugment_policy='mnist')
   with pytest.raises(ValueError, match='magnitude'):
     augment.make_train_augmentation('randaugment', randaugment_magnitude=20)
+
+
+@pytest.mark.parametrize('name', ['aa_only', 'aa_only_cutout'])
+def test_aa_only_names_apply_the_policy_without_flip_or_crop(monkeypatch, name):
+  # The official SVHN setting: the policy alone. With an identity policy the
+  # images come out as they went in, where 'autoaugment' crops them.
+  monkeypatch.setattr(
+      augment.autoaugment,
+      'make_autoaugment',
+      lambda policy: lambda image, seed: image,
+  )
+  aa_only = augment.make_train_augmentation(name, autoaugment_policy='svhn')
+  np.testing.assert_array_equal(_run(aa_only.images), _images())
+  cropped = augment.make_train_augmentation('autoaugment')
+  assert not np.array_equal(_run(cropped.images), _images())

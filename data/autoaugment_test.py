@@ -353,3 +353,20 @@ def test_solarize_add_adds_the_official_amount_below_128(level):
   x = image.astype(int)
   expected = np.where(x < 128, np.minimum(x + int(level / 10 * 110), 255), x)
   np.testing.assert_array_equal(_apply('SolarizeAdd', image, level), expected)
+
+
+def test_randaugment_draws_the_papers_14_ops_each_always_applied():
+  # The RandAugment paper's list, not the official TF code's 16 (with
+  # Invert, Cutout and SolarizeAdd), each applied with a probability drawn
+  # from U(0.2, 0.8).
+  assert len(policies.RANDAUGMENT_OPS) == 14
+  assert not {'Invert', 'Cutout', 'SolarizeAdd'} & set(policies.RANDAUGMENT_OPS)
+  # One layer at magnitude 10 changes the image unless it draws Identity or
+  # Solarize (threshold 256): 2 / 14 of the draws, about 10 of 70.
+  image = _image()
+  transform = tf.function(autoaugment.make_randaugment(1, 10))
+  unchanged = sum(
+      np.array_equal(transform(tf.constant(image), tf.constant([i, 7])), image)
+      for i in range(70)
+  )
+  assert unchanged <= 20

@@ -140,3 +140,16 @@ def test_make_train_transform_in_tf_data_and_bad_size():
   assert outs.shape == (4, 16, 16, 3)
   with pytest.raises(ValueError, match='image size'):
     imagenet_transforms.make_train_transform(0)
+
+
+def test_the_bicubic_resize_is_rounded_to_uint8():
+  # The official code keeps the bicubic output as floats; ours rounds it to
+  # the nearest uint8 (at most 0.5 / 255 away where it is not clipped), so
+  # that every augmentation op works on one uint8 image type.
+  image = np.random.default_rng(0).integers(0, 256, (37, 29, 3), np.uint8)
+  floats = tf.compat.v1.image.resize_bicubic(image[None], [20, 20])[0].numpy()
+  out = imagenet_transforms._resize(tf.constant(image), 20).numpy()
+  assert out.dtype == np.uint8
+  np.testing.assert_array_equal(out, np.clip(np.round(floats), 0, 255))
+  # Rounded, not truncated: on noise the two differ on about half the pixels.
+  assert (out != np.clip(np.floor(floats), 0, 255)).mean() > 0.3

@@ -287,3 +287,18 @@ def test_image_size_augments_at_32_then_resizes_the_whole_image(mock_cifar):
     np.testing.assert_allclose(
         at_64.reshape(-1, 64, 64, 3), expected.numpy(), atol=1e-5
     )
+
+
+def test_validation_holdout_is_a_fixed_random_ten_percent():
+  # Not the official last 10% (train[45000:] on CIFAR): the first 10% of a
+  # numpy seed-0 permutation, the same for every run seed, spread over the
+  # whole split (a source whose order is not shuffled stays a uniform sample).
+  train_rows, val_rows = in_memory.holdout_split(50_000, 0.1)
+  expected = np.sort(np.random.default_rng(0).permutation(50_000)[:5_000])
+  np.testing.assert_array_equal(val_rows, expected)
+  np.testing.assert_array_equal(
+      train_rows, np.setdiff1d(np.arange(50_000), expected)
+  )
+  # About 500 in each tenth of the split (binomial std about 21).
+  per_tenth = np.bincount(val_rows // 5_000, minlength=10)
+  assert per_tenth.min() > 400 and per_tenth.max() < 600

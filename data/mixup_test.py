@@ -68,3 +68,16 @@ def test_alpha_zero_is_identity_and_bad_input():
     mixup.mixup(jax.random.PRNGKey(0), images, labels, -1.0)
   with pytest.raises(ValueError, match='labels'):
     mixup.mixup(jax.random.PRNGKey(0), images, labels.argmax(1), 1.0)
+
+
+def test_partners_are_a_random_permutation_not_the_reversed_batch():
+  # The official code mixes each example with the reversed batch; ours
+  # draws a permutation for each batch, as Zhang et al. (2018).
+  images, labels = _batch()
+  perms = {
+      np.asarray(
+          _mixup_and_params(jax.random.PRNGKey(i), images, labels)[1][1]
+      ).tobytes()
+      for i in range(4)
+  }
+  assert len(perms) == 4

@@ -707,3 +707,38 @@ def test_eval_step_counts_top5_errors_and_ignores_padding():
   ranks = (logits > logits[np.arange(8), batch['label']][:, None]).sum(-1)
   expected = np.mean((ranks >= 5)[:6])
   np.testing.assert_allclose(metrics.compute()['top5_error'], expected)
+
+
+def test_the_update_clips_the_mean_gradient_not_each_devices():
+  # The official code clips the cross-replica mean to global norm 5
+  # (flax_training.py, clip_by_global_norm after the pmean). A large output
+  # layer gives each device's half a gradient far above 5.
+  model, config, batch = TinyMLP(), make_config('sgd'), make_batch(40)
+  state, tx = init_state(model, config, (4, 4, 1))
+  params = dict(state.params)
+  params['Dense_1'] = jax.tree.map(lambda x: 30 * x, params['Dense_1'])
+  state = state.replace(params=params)
+  halves = [
+      mlp_grad(model, config, state.params, part(batch, i, 4))
+      for i in range(NUM_DEVICES)
+  ]
+  limit = config.optim.grad_clip_norm
+  assert limit == 5.0
+  assert min(np.linalg.norm(ravel(g)) for g in halves) > 2 * limit
+  mean = jax.tree.map(lambda a, b: (a + b) / 2, *halves)
+  updates, _ = tx.update(mean, state.opt_state, state.params)
+  expected = optax.apply_updates(state.params, updates)
+  got = run_pmapped_step(model, config, state, batch).params
+  np.testing.assert_allclose(ravel(got), ravel(expected), rtol=1e-5, atol=1e-6)
+  # Clipping each half before the mean gives another step.
+  clipped = [
+      jax.tree.map(lambda x, g=g: x * limit / np.linalg.norm(ravel(g)), g)
+      for g in halves
+  ]
+  updates, _ = tx.update(
+      jax.tree.map(lambda a, b: (a + b) / 2, *clipped),
+      state.opt_state,
+      state.params,
+  )
+  per_device = optax.apply_updates(state.params, updates)
+  assert np.max(np.abs(ravel(per_device) - ravel(expected))) > 1e-3
