@@ -2,6 +2,8 @@
 formulas (google-research/sam, autoaugment/autoaugment.py) as independent
 references."""
 
+import hashlib
+
 import numpy as np
 from PIL import Image
 from PIL import ImageEnhance
@@ -316,33 +318,18 @@ def test_imagenet_policy_is_the_official_release():
   # autoaugment/policies.py `policy_imagenet` of google-research/sam, the
   # policy of its distort_image_with_autoaugment(image, 'imagenet'); the
   # AutoAugment paper prints another table (Posterize and Rotate first).
-  assert policies.POLICIES['imagenet'] == (
-      (('Equalize', 0.8, 1), ('ShearY', 0.8, 4)),
-      (('Color', 0.4, 9), ('Equalize', 0.6, 3)),
-      (('Color', 0.4, 1), ('Rotate', 0.6, 8)),
-      (('Solarize', 0.8, 3), ('Equalize', 0.4, 7)),
-      (('Solarize', 0.4, 2), ('Solarize', 0.6, 2)),
-      (('Color', 0.2, 0), ('Equalize', 0.8, 8)),
-      (('Equalize', 0.4, 8), ('SolarizeAdd', 0.8, 3)),
-      (('ShearX', 0.2, 9), ('Rotate', 0.6, 8)),
-      (('Color', 0.6, 1), ('Equalize', 1.0, 2)),
-      (('Invert', 0.4, 9), ('Rotate', 0.6, 0)),
-      (('Equalize', 1.0, 9), ('ShearY', 0.6, 3)),
-      (('Color', 0.4, 7), ('Equalize', 0.6, 0)),
-      (('Posterize', 0.4, 6), ('AutoContrast', 0.4, 7)),
-      (('Solarize', 0.6, 8), ('Color', 0.6, 9)),
-      (('Solarize', 0.2, 4), ('Rotate', 0.8, 9)),
-      (('Rotate', 1.0, 7), ('TranslateY', 0.8, 9)),
-      (('ShearX', 0.0, 0), ('Solarize', 0.8, 4)),
-      (('ShearY', 0.8, 0), ('Color', 0.6, 4)),
-      (('Color', 1.0, 0), ('Rotate', 0.6, 2)),
-      (('Equalize', 0.8, 4), ('Equalize', 0.0, 8)),
-      (('Equalize', 1.0, 4), ('AutoContrast', 0.6, 2)),
-      (('ShearY', 0.4, 7), ('SolarizeAdd', 0.6, 7)),
-      (('Posterize', 0.8, 2), ('Solarize', 0.6, 10)),
-      (('Solarize', 0.6, 8), ('Equalize', 0.6, 1)),
-      (('Color', 0.8, 6), ('Rotate', 0.4, 5)),
-  )
+  # Pinned like the CIFAR release: ends, the sub-policy the audit found
+  # changed, op counts, and a digest of the whole table (its entries are
+  # data/policies.py's; a copy here would only repeat them).
+  imagenet = policies.POLICIES['imagenet']
+  assert len(imagenet) == 25
+  assert imagenet[0] == (('Equalize', 0.8, 1), ('ShearY', 0.8, 4))
+  assert imagenet[15] == (('Rotate', 1.0, 7), ('TranslateY', 0.8, 9))
+  assert imagenet[-1] == (('Color', 0.8, 6), ('Rotate', 0.4, 5))
+  ops = [op for sub in imagenet for op, _, _ in sub]
+  assert (ops.count('SolarizeAdd'), ops.count('Equalize')) == (2, 12)
+  digest = hashlib.sha256(repr(imagenet).encode()).hexdigest()[:16]
+  assert digest == '1224f5b1d3b93d6b'
 
 
 @pytest.mark.parametrize('level', range(11))
