@@ -51,9 +51,7 @@ class StepOptions:
     mixup_alpha: > 0 mixes the batch (Beta(alpha, alpha), one weight).
     num_classes: for mixup's one-hot targets.
     skip_nonfinite: keep the previous state on a non-finite step.
-    fresh_gates_each_pass: the ascent passes and the pass at w draw their
-      own dropout/drop-connect/ShakeDrop gates, sharing the shake
-      coefficients (the official code; config.model).
+    fresh_gates_each_pass: each pass draws its own Bernoulli gates (models/).
   """
 
   seed: int
@@ -68,9 +66,8 @@ class StepOptions:
 
 
 def _metric_outputs(per_example, grads, scalars) -> dict[str, jax.Array]:
-  """Per-example loss and error of the pass at w (against the batch's
-  targets: mixed ones with mixup), the update's norm, and the method's own
-  scalars."""
+  """Per-example loss and error of the pass at w (against the mixed targets
+  with mixup), the update's norm, and the method's own scalars."""
   return {
       'loss': per_example['loss'],
       'error': per_example['error'],
@@ -81,25 +78,15 @@ def _metric_outputs(per_example, grads, scalars) -> dict[str, jax.Array]:
 
 @functools.lru_cache(maxsize=None)
 def _train_metrics(extra_names: tuple[str, ...]):
+  """The collection a train step returns: loss, error and gradient norm of
+  the global batch, plus the method's scalars (sorted names: one class for
+  one set of names)."""
   return clu_metrics.Collection.create(
       train_loss=clu_metrics.Average.from_output('loss'),
       train_error=clu_metrics.Average.from_output('error'),
       grad_norm=clu_metrics.Average.from_output('grad_norm'),
       **{name: clu_metrics.Average.from_output(name) for name in extra_names},
   )
-
-
-def train_metrics(extra_names=()):
-  """The collection a train step returns: loss, error and gradient norm of
-  the global batch, plus the method's own scalars under their own names.
-
-  Args:
-    extra_names: the names of the method's scalars (any order).
-
-  Returns:
-    A clu Collection class (the same class for the same names).
-  """
-  return _train_metrics(tuple(sorted(extra_names)))
 
 
 EvalMetrics = clu_metrics.Collection.create(
@@ -357,9 +344,9 @@ def train_step(
   scalars = method.metrics(grads, extras)
   outputs = _metric_outputs(gradient.outputs.per_example, grads, scalars)
   # batch: metrics over the global batch (all_gather inside clu).
-  step_metrics = train_metrics(tuple(scalars)).gather_from_model_output(
-      axis_name=AXIS, **outputs
-  )
+  step_metrics = _train_metrics(
+      tuple(sorted(scalars))
+  ).gather_from_model_output(axis_name=AXIS, **outputs)
   return _record_finiteness(
       state, new_state, step_metrics, options.skip_nonfinite
   )
