@@ -119,6 +119,11 @@ def emulator():
       for method, handler in list(handlers.items()):
         if handler is original:
           monkeypatch.setitem(handlers, method, guarded)
+  # The emulator serves one request at a time: a run stopped mid-request
+  # (SIGSTOP below) would hold it, and every other client with it, for
+  # good. A read timeout drops such a request after 10 s; the run's client
+  # retries it when it resumes, as it would a GCS error.
+  monkeypatch.setattr(emulator_server.RequestHandler, 'timeout', 10)
   server = emulator_server.create_server(
       'localhost', port, in_memory=True, default_bucket=BUCKET
   )
