@@ -1,6 +1,7 @@
 """results/FIDELITY.md stays true: every row names tests that exist, cites
 the official file and commit it quotes, and is pinned: switching the row's
-detail to the other choice (its mutation, MUTATIONS) makes a named test fail.
+detail to the other choice (its mutation, results/fidelity_mutations*.py)
+makes a named test fail.
 
 Each mutation is one exact text replacement in a source file, applied to a
 copy of the repository; the row's test then runs there in a fresh pytest
@@ -19,12 +20,14 @@ from typing import NamedTuple
 import pytest
 
 from results import fidelity_mutations
+from results import fidelity_mutations_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE = os.path.join(ROOT, 'results', 'FIDELITY.md')
 # A mutated test that still passes after this long is reported as surviving;
 # the slowest named test takes about a minute on 2 cores.
 TIMEOUT_S = 600
+MUTATIONS = fidelity_mutations.MUTATIONS + fidelity_mutations_data.MUTATIONS
 # The official code quoted at a commit, or the paper.
 CITATION = re.compile(r'@ [0-9a-f]{7}\b|\bpaper\b')
 
@@ -85,13 +88,11 @@ def test_every_row_names_existing_tests_and_cites_its_source(row):
 def test_every_row_has_one_mutation():
   details = [_detail(row) for row in _rows()]
   assert len(set(details)) == len(details), 'two rows share a detail'
-  mutated = [m.row for m in fidelity_mutations.MUTATIONS]
+  mutated = [m.row for m in MUTATIONS]
   assert sorted(mutated) == sorted(details)
 
 
-@pytest.mark.parametrize(
-    'mutation', fidelity_mutations.MUTATIONS, ids=lambda m: m.row
-)
+@pytest.mark.parametrize('mutation', MUTATIONS, ids=lambda m: m.row)
 def test_each_mutation_applies_once_and_targets_a_named_test(mutation):
   with open(os.path.join(ROOT, mutation.path)) as f:
     assert f.read().count(mutation.old) == 1, mutation.path
@@ -148,7 +149,7 @@ def test_every_mutation_makes_its_test_fail(tmp_path):
     outcomes = list(
         pool.map(
             lambda m: _run_mutated(m, str(tmp_path)),
-            fidelity_mutations.MUTATIONS,
+            MUTATIONS,
         )
     )
   survivors = [o for o in outcomes if o.returncode != 1]
