@@ -141,6 +141,15 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
       'must be in (0, 1)',
   )
   _require(
+      data.dataset != 'svhn_cropped'
+      or not data.validation_split
+      or data.validation_fraction == catalog.HOLDOUT_FRACTION,
+      'data.validation_fraction',
+      data.validation_fraction,
+      "SVHN holds out the official code's fixed split, train[65929:]; "
+      f'leave it at {catalog.HOLDOUT_FRACTION}',
+  )
+  _require(
       data.crop_padding >= 0,
       'data.crop_padding',
       data.crop_padding,

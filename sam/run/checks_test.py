@@ -14,6 +14,7 @@ from configs import cifar
 from configs import knobs
 from configs import quickstart
 from configs import smoke
+from configs import svhn
 from sam.run import checks
 from sam.run import experiment
 
@@ -396,3 +397,16 @@ def test_float64_needs_jax_64_bit_mode():
   config.model.dtype = 'float64'
   with pytest.raises(checks.ConfigError, match="needs jax's 64-bit mode"):
     checks.validate(config, jax.device_count())
+
+
+def test_svhn_validation_takes_only_the_official_holdout():
+  # SVHN validates on the official code's train[65929:] (data/sources.py):
+  # another fraction is refused before anything loads or compiles.
+  config = svhn.get_config('validation=true')
+  checks.validate(config, 2)
+  config.data.validation_fraction = 0.2
+  with pytest.raises(
+      checks.ConfigError,
+      match=r'config.data.validation_fraction = 0.2: SVHN holds out',
+  ):
+    checks.validate(config, 2)
