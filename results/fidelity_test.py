@@ -42,7 +42,6 @@ def _rows() -> list[str]:
       for row in rows
       if not re.fullmatch(r'\|[\s|:-]+\|', row)
       and not row.startswith('| detail |')
-      and not row.startswith('| official file |')
   ]
 
 
