@@ -8,6 +8,7 @@ only. A non-finite state is never checkpointed: the run stops naming the
 step where it happened, with the last good checkpoint kept.
 """
 
+import contextlib
 import functools
 import json
 import signal
@@ -245,7 +246,7 @@ class Loop:
     if step > last_step:
       scalars['steps_per_sec'] = (step - last_step) / max(now - last_time, 1e-9)
     self.last_log = (step, now)
-    self.writer.write_scalars(step, scalars)
+    self._write(step, scalars)
 
   def _epoch(self, step: int) -> float:
     return step / self.setup.datasets.steps_per_epoch
@@ -253,16 +254,14 @@ class Loop:
   def _evaluate(self, step: int) -> None:
     self._finite_so_far()
     scalars = evaluate(self.p_eval, self.state, self.setup.datasets)
-    self.writer.write_scalars(step, {**scalars, 'epoch': self._epoch(step)})
+    self._write(step, {**scalars, 'epoch': self._epoch(step)})
 
   def _probe(self, step: int, batch) -> None:
     self._finite_so_far()
     first_device = jax.tree.map(
         lambda x: x[0], (self.state.params, self.state.batch_stats, batch)
     )
-    self.writer.write_scalars(
-        step, {'sharpness': float(self.probe(*first_device))}
-    )
+    self._write(step, {'sharpness': float(self.probe(*first_device))})
 
   def _checkpoint(self, step: int) -> None:
     self._finite_so_far()
@@ -275,9 +274,19 @@ class Loop:
     self.segment_started = time.time()
 
   def _flush_metrics(self) -> None:
-    """Flushes the writers; a failure (a full disk) becomes one OSError line."""
-    try:
+    with self._metrics_io():
       self.writer.flush()
+
+  def _write(self, step: int, scalars: dict[str, float]) -> None:
+    # TensorBoard's writer flushes on every write, so a full disk shows here.
+    with self._metrics_io():
+      self.writer.write_scalars(step, scalars)
+
+  @contextlib.contextmanager
+  def _metrics_io(self):
+    """Turns a failed metric write (a full disk) into one OSError line."""
+    try:
+      yield
     except Exception as e:  # pylint: disable=broad-except
       # TensorFlow's event writer raises its own types (ResourceExhausted).
       detail = str(e).splitlines()[0] if str(e) else ''
