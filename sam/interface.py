@@ -58,6 +58,10 @@ class Objective(NamedTuple):
       w with these grads and its current state (learning rate, momentum,
       clipping), for methods that look ahead (SAMPa); None where there is
       no optimizer.
+    second_pass: for a method with a `Method.schedule`, whether this step
+      takes SAM's second pass, decided on the host (the loop compiles one
+      program for True and one for False); None where the method decides
+      on device from `step`.
   """
 
   grad: Callable[..., tuple[tuple[jax.Array, Any], PyTree]]
@@ -67,6 +71,7 @@ class Objective(NamedTuple):
   losses: Callable[[PyTree], jax.Array] | None = None
   subset: Callable[[jax.Array], 'Objective'] | None = None
   descend: Callable[[PyTree], PyTree] | None = None
+  second_pass: bool | None = None
 
 
 class Gradient(NamedTuple):
@@ -146,12 +151,19 @@ class Method(NamedTuple):
       (the update, the state to keep): the rule of a method that acts on the
       gradient the step applies, the mean over every replica (LookSAM's
       decomposition); `unchanged` for the others.
+    schedule: for a method that takes SAM's second pass on some steps
+      chosen from the step alone (LookSAM's period, RST's draws): steps
+      [n] (optimizer steps taken before each) -> bool [n], computed on the
+      host, which then runs the step compiled for that choice
+      (`Objective.second_pass`) instead of a conditional on device; None
+      for the others.
   """
 
   init: Callable[[PyTree], PyTree]
   gradient: Callable[[Objective, PyTree, PyTree], Gradient]
   metrics: Callable[[PyTree, dict], dict[str, jax.Array]] = no_metrics
   combine: Callable[..., tuple[PyTree, PyTree]] = unchanged
+  schedule: Callable[[Any], Any] | None = None
 
 
 def lone_replica_update(
