@@ -183,6 +183,11 @@ def sam_section() -> ml_collections.ConfigDict:
           'aesam_ema': 0.9,
           'aesam_lambda_start': 1.0,
           'aesam_lambda_end': -1.0,
+          # How AE-SAM's on-device choice picks its branch: 'cond' runs one,
+          # 'select' runs both and keeps one (the same update). 'auto' is
+          # select on XLA:CPU, where a network inside a conditional runs
+          # many times slower (benchmarks/cond_conv.py), else cond.
+          'aesam_branch': 'auto',
           # rst: each step is SAM with this probability, SGD otherwise. Zhao,
           # Zhang & Hu (2022) schedule p over training; the constant p = 0.5
           # (the only schedule implemented) saves half of SAM's extra cost.
@@ -205,6 +210,11 @@ def sam_section() -> ml_collections.ConfigDict:
           # sampa: the update mixes in this weight of the gradient at the
           # auxiliary point. LIONS-EPFL/SAMPa train.py: --og defaults to 0.2.
           'sampa_lambda': 0.2,
+          # Where to take SAMPa's two gradients with an even device count:
+          # 'on' two device groups (its paper's parallelism), 'off' two
+          # calls on every device, 'auto' off on XLA:CPU (slower there,
+          # results/benchmarks/sampa.md) and on elsewhere.
+          'sampa_device_groups': 'auto',
           # rwp: the update mixes rwp_alpha x the gradient at w + eps and the
           # rest of the gradient at w; eps is Gaussian with a filter-wise std
           # of rwp_sigma x the filter's norm. Li et al.'s code (nblt/RWP,

@@ -384,7 +384,7 @@ def test_sampa_matches_a_sequential_recursion_over_three_steps():
 
     objective = interface.objective(fn, step=jnp.array(t), descend=descend)
     result = method.gradient(objective, tree(x), state)
-    assert len(calls) == 1  # One call, vmapped over the two points.
+    assert len(calls) == 2  # The two points, one after another.
     np.testing.assert_allclose(ravel(result.grads), expected, rtol=1e-5)
     np.testing.assert_allclose(result.loss, 0.5 * y @ a @ y + b @ y, rtol=1e-5)
     if t == 0:  # g_y = 0: both points are x_0, plain SGD.
@@ -401,6 +401,79 @@ def test_sampa_matches_a_sequential_recursion_over_three_steps():
     )
   # Momentum moved y: plain x - lr g_y would differ.
   assert np.linalg.norm(buffer) > 0.1
+
+
+@pytest.mark.parametrize('setting', ['off', 'auto'])
+def test_sampa_off_and_cpu_auto_call_grad_twice_beside_grad_pair(setting):
+  _, _, grad_fn = quadratic(13)
+  x = tree(np.random.default_rng(13).normal(size=4))
+  auxiliary = tree(np.random.default_rng(14).normal(size=4))
+  method = methods.build('sampa', rho=0.4, sampa_device_groups=setting)
+
+  def no_pair(a, b):
+    raise AssertionError('grad_pair called')
+
+  objective = interface.objective(grad_fn, descend=lambda g: x)._replace(
+      grad_pair=no_pair
+  )
+  assert jax.default_backend() == 'cpu'  # 'auto' is off here.
+  result = method.gradient(objective, x, auxiliary)
+  assert np.all(np.isfinite(ravel(result.grads)))
+
+
+def test_sampa_takes_both_gradients_from_grad_pair_where_the_step_gives_it():
+  """The step's two device groups answer for both points; grad is unused
+  (sampa_device_groups 'on'; 'off' and CPU's 'auto' call grad twice)."""
+  _, _, grad_fn = quadratic(13)
+  x = np.random.default_rng(13).normal(size=4)
+  auxiliary = tree(np.random.default_rng(14).normal(size=4))
+  descend = lambda g: jax.tree.map(lambda w, d: w - 0.1 * d, tree(x), g)
+  method = methods.build(
+      'sampa', rho=0.4, sampa_lambda=0.3, sampa_device_groups='on'
+  )
+  sequential = method.gradient(
+      interface.objective(grad_fn, descend=descend), tree(x), auxiliary
+  )
+  pairs = []
+
+  def grad_pair(a, b):
+    pairs.append((a, b))
+    return grad_fn(a), grad_fn(b)
+
+  def no_grad(params, ascent=False):
+    raise AssertionError('grad called beside grad_pair')
+
+  objective = interface.objective(grad_fn, descend=descend)._replace(
+      grad=no_grad, grad_pair=grad_pair
+  )
+  result = method.gradient(objective, tree(x), auxiliary)
+  assert len(pairs) == 1
+  np.testing.assert_array_equal(ravel(result.grads), ravel(sequential.grads))
+  np.testing.assert_array_equal(ravel(result.state), ravel(sequential.state))
+  np.testing.assert_array_equal(result.loss, sequential.loss)
+  # (x~, y): x~ = x + rho g_y / ||g_y||, y the optimizer's step with g_y.
+  g_y = ravel(auxiliary)
+  np.testing.assert_allclose(ravel(pairs[0][0]), x + 0.4 * unit(g_y), rtol=1e-6)
+  np.testing.assert_allclose(ravel(pairs[0][1]), x - 0.1 * g_y, rtol=1e-6)
+
+
+def test_sampa_state_follows_float64_weights():
+  """A float64 run keeps g_y in float64 (sam/run/pair_groups_test.py)."""
+  method = methods.build('sampa', rho=0.1)
+  assert jax.tree.leaves(method.init(tree(np.ones(4))))[0].dtype == jnp.float32
+  with jax.enable_x64(True):
+    params = {'w': jnp.ones(4, jnp.float64)}
+    state = method.init(params)
+    assert state['w'].dtype == jnp.float64
+    result = method.gradient(
+        interface.objective(
+            lambda p: ((jnp.sum(p['w'] ** 2), None), {'w': 2 * p['w']}),
+            descend=lambda g: params,
+        ),
+        params,
+        state,
+    )
+    assert result.state['w'].dtype == jnp.float64
 
 
 def test_sampa_under_jit_and_rho_zero_first_step():

@@ -12,17 +12,29 @@ sam/esam.py):
 - `rst` (Zhao et al., 2022) runs SAM with probability p, SGD otherwise, the
   trials drawn from the run's seed.
 
-A skipped pass is skipped in the compiled step too: the choice is a
-`jax.lax.cond`, whose branches return the same pytrees (`extras` of a step
-without a perturbed pass hold the pass at w). Nothing here communicates: the
-choices depend on `objective.step`, on the state, or on quantities passed
-through `objective.sync`, so replicas that share a perturbation share them.
+A skipped pass is skipped in the compiled program too. LookSAM's and RST's
+choices are functions of the step alone (`Method.schedule`), so the host
+makes them and runs the step compiled for that choice
+(`Objective.second_pass`). AE-SAM's choice depends on the gradient, so it is
+made on device: a `jax.lax.cond` where conditionals are cheap, and a select
+of both branches on XLA:CPU, which compiles a convolution inside a
+conditional's branch to a much slower kernel than the same convolution
+outside one (benchmarks/cond_conv.py). Both give the same update. Where no
+host choice is given (a step built without one, tests), LookSAM and RST
+decide on device the same way. Each branch returns the same pytrees
+(`extras` of a step without a perturbed pass hold the pass at w).
+
+Nothing here communicates: the choices depend on `objective.step`, on the
+state, or on quantities passed through `objective.sync`, so replicas that
+share a perturbation share them.
 """
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sam import perturbation as ball
 from sam.interface import Gradient
@@ -35,6 +47,7 @@ from sam.interface import require
 from sam.interface import require_in
 from sam.interface import require_run_facts
 from sam.interface import step_of
+from sam.interface import unchanged as interface_unchanged
 
 PyTree = Any
 
@@ -66,6 +79,29 @@ def _sam_pass(objective: Objective, params: PyTree, g: PyTree, rho: float):
   eps = ball.perturbation(objective.sync(g), params, rho)
   (_, perturbed), grads = objective.grad(ball.perturb(params, eps))
   return grads, perturbed_pass(perturbed)
+
+
+# How a choice made on device picks its branch (see the module docstring).
+BRANCHES = ('cond', 'select')
+
+
+def _branch(use_sam, sam_step: Callable, sgd_step: Callable, branch: str):
+  """sam_step() or sgd_step(): a Python choice calls one; a traced one is a
+  `jax.lax.cond`, or with branch='select' both run and `jnp.where` picks."""
+  if isinstance(use_sam, bool):
+    return sam_step() if use_sam else sgd_step()
+  if branch == 'cond':
+    return jax.lax.cond(use_sam, sam_step, sgd_step)
+  return jax.tree.map(
+      lambda a, b: jnp.where(use_sam, a, b), sam_step(), sgd_step()
+  )
+
+
+def _host_or_device(objective: Objective, on_device: Callable[[], Any]):
+  """The host's choice for this program if it made one, else on_device()."""
+  if objective.second_pass is not None:
+    return bool(objective.second_pass)
+  return on_device()
 
 
 def _with_sam_fraction(extras: dict, use_sam: jax.Array) -> dict:
@@ -118,12 +154,14 @@ def looksam_gradient(
   # and the SGD part of the update on the others (the two coincide except in
   # models with shake regularisers).
   (loss, outputs), g = objective.grad(params, ascent=True)
-  use_sam = step_of(objective, 'looksam') % every == 0
-  grads, extras = jax.lax.cond(
+  use_sam = _host_or_device(
+      objective, lambda: step_of(objective, 'looksam') % every == 0
+  )
+  grads, extras = _branch(
       use_sam,
-      lambda _: _sam_pass(objective, params, g, rho),
-      lambda _: (g, perturbed_pass(outputs)),
-      None,
+      lambda: _sam_pass(objective, params, g, rho),
+      lambda: (g, perturbed_pass(outputs)),
+      'cond',
   )
   extras = {**_with_sam_fraction(extras, use_sam), 'first_gradient': g}
   return Gradient(grads, loss, outputs, state=g_v, extras=extras)
@@ -190,6 +228,7 @@ def aesam_gradient(
     lambda_start: float,
     lambda_end: float,
     num_steps: int,
+    branch: str = 'cond',
 ) -> Gradient:
   """AE-SAM's gradient: SAM where ||g||^2 is high for its recent history.
 
@@ -208,6 +247,8 @@ def aesam_gradient(
     rho: radius of the neighbourhood.
     ema: delta, the EMAs' coefficient.
     lambda_start, lambda_end, num_steps: c_0, c_T and T.
+    branch: 'cond' or 'select', how the choice picks its branch (the same
+      update; see the module docstring).
 
   Returns:
     The Gradient, with state {mu_t, sigma_t^2} and extras {'sam_fraction'}
@@ -222,12 +263,14 @@ def aesam_gradient(
   scale = aesam_threshold_scale(
       step_of(objective, 'aesam'), lambda_start, lambda_end, num_steps
   )
-  use_sam = squared >= mean + scale * jnp.sqrt(variance)
-  grads, extras = jax.lax.cond(
+  use_sam = _host_or_device(
+      objective, lambda: squared >= mean + scale * jnp.sqrt(variance)
+  )
+  grads, extras = _branch(
       use_sam,
-      lambda _: _sam_pass(objective, params, g, rho),
-      lambda _: (g, perturbed_pass(outputs)),
-      None,
+      lambda: _sam_pass(objective, params, g, rho),
+      lambda: (g, perturbed_pass(outputs)),
+      branch,
   )
   return Gradient(
       grads,
@@ -245,6 +288,29 @@ def rst_uses_sam(step: jax.Array, probability: float, seed: int) -> jax.Array:
   """RST's Bernoulli trial of step `step` in the run of seed `seed`."""
   stream = jax.random.fold_in(jax.random.key(seed), _RST_STREAM)
   return jax.random.bernoulli(jax.random.fold_in(stream, step), probability)
+
+
+def rst_schedule(steps: np.ndarray, probability: float, seed: int):
+  """RST's trials of `steps` on the host: the draws of `rst_uses_sam`, one
+  vectorised call (a vmap of a key function draws what each call draws).
+
+  Args:
+    steps: optimizer steps taken before each step, int [n].
+    probability, seed: p and the run's seed.
+
+  Returns:
+    bool [n], True where the step takes SAM's second pass.
+  """
+  return np.asarray(
+      _rst_trials(jnp.asarray(steps, jnp.int32), probability, seed)
+  )
+
+
+# Compiled once per (length, p, seed): the loop asks once a run, and a
+# benchmark once a cycle.
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _rst_trials(steps: jax.Array, probability: float, seed: int) -> jax.Array:
+  return jax.vmap(lambda step: rst_uses_sam(step, probability, seed))(steps)
 
 
 def rst_gradient(
@@ -269,18 +335,21 @@ def rst_gradient(
     The Gradient, with extras {'sam_fraction'} and the perturbed pass's loss
     and error (the pass at w's on SGD steps).
   """
-  use_sam = rst_uses_sam(step_of(objective, 'rst'), probability, seed)
+  use_sam = _host_or_device(
+      objective,
+      lambda: rst_uses_sam(step_of(objective, 'rst'), probability, seed),
+  )
 
-  def sam_step(_):
+  def sam_step():
     (loss, outputs), g = objective.grad(params, ascent=True)
     grads, extras = _sam_pass(objective, params, g, rho)
     return grads, loss, outputs, extras
 
-  def sgd_step(_):
+  def sgd_step():
     (loss, outputs), grads = objective.grad(params)
     return grads, loss, outputs, perturbed_pass(outputs)
 
-  grads, loss, outputs, extras = jax.lax.cond(use_sam, sam_step, sgd_step, None)
+  grads, loss, outputs, extras = _branch(use_sam, sam_step, sgd_step, 'cond')
   return Gradient(
       grads, loss, outputs, extras=_with_sam_fraction(extras, use_sam)
   )
@@ -307,7 +376,10 @@ def looksam(*, rho: float, looksam_every: int, looksam_alpha: float) -> Method:
         grads, state, extras, step, looksam_every, looksam_alpha
     )
 
-  return Method(init, gradient, _fraction_metrics, combine)
+  def schedule(steps):
+    return np.asarray(steps) % looksam_every == 0
+
+  return Method(init, gradient, _fraction_metrics, combine, schedule)
 
 
 def aesam(
@@ -317,11 +389,20 @@ def aesam(
     aesam_lambda_start: float,
     aesam_lambda_end: float,
     num_steps: int,
+    aesam_branch: str,
 ) -> Method:
   """AE-SAM: SAM on steps whose squared gradient norm is high against its
-  EMA mean and deviation; logs sam_fraction."""
+  EMA mean and deviation; logs sam_fraction. aesam_branch 'auto' is
+  'select' on XLA:CPU and 'cond' on other backends (the same update)."""
   require_in('aesam_ema', aesam_ema, 0.0, 1.0, False)
   require_run_facts('aesam', num_steps=num_steps)
+  choices = ('auto', *BRANCHES)
+  require(
+      aesam_branch in choices, 'aesam_branch', aesam_branch, f'valid: {choices}'
+  )
+  branch = aesam_branch
+  if branch == 'auto':
+    branch = 'select' if jax.default_backend() == 'cpu' else 'cond'
 
   def init(params):
     del params
@@ -342,6 +423,7 @@ def aesam(
         aesam_lambda_start,
         aesam_lambda_end,
         num_steps,
+        branch,
     )
 
   return Method(init, gradient, _fraction_metrics)
@@ -358,4 +440,9 @@ def rst(*, rho: float, rst_probability: float, seed: int) -> Method:
     del state
     return rst_gradient(objective, params, rho, rst_probability, seed)
 
-  return Method(no_state, gradient, _fraction_metrics)
+  def schedule(steps):
+    return rst_schedule(steps, rst_probability, seed)
+
+  return Method(
+      no_state, gradient, _fraction_metrics, interface_unchanged, schedule
+  )

@@ -350,13 +350,16 @@ def test_looksam_passes():
 # AE-SAM.
 
 
-def aesam_step(objective, params, state, start, end, num_steps=100):
+def aesam_step(
+    objective, params, state, start, end, num_steps=100, branch='cond'
+):
   method = methods.build(
       'aesam',
       rho=RHO,
       aesam_lambda_start=start,
       aesam_lambda_end=end,
       num_steps=num_steps,
+      aesam_branch=branch,
   )
   return method.gradient(objective, params, state)
 
@@ -447,16 +450,39 @@ def test_aesam_decides_on_the_synced_direction():
   assert aesam_step(scaled, params, state, 0, 0).extras['sam_fraction'] == 1
 
 
-def test_aesam_passes():
+@pytest.mark.parametrize('branch, sgd_passes', [('cond', 1), ('select', 2)])
+def test_aesam_passes(branch, sgd_passes):
+  # cond runs the chosen branch's passes; select runs both and keeps one.
   x, y = data(7)
   params = initial_params(7)
-  for start, grads in [(-1e6, 2), (1e6, 1)]:
+  for start, grads in [(-1e6, 2), (1e6, sgd_passes)]:
     _, counter = run_counted(
         lambda c: aesam_step(
-            regression(x, y, c, step=3), params, zero_state(), start, start
+            regression(x, y, c, step=3),
+            params,
+            zero_state(),
+            start,
+            start,
+            branch=branch,
         )
     )
     assert counter['grads'] == grads
+
+
+def test_aesam_cond_and_select_give_the_same_step():
+  x, y = data(9)
+  params = initial_params(9)
+  for mean in (0.0, 100.0):  # SAM, then SGD.
+    state = {'mean': jnp.float32(mean), 'variance': jnp.float32(1.0)}
+    objective = regression(x, y, step=5)
+    cond, select = (
+        jax.jit(
+            lambda b=b: aesam_step(objective, params, state, 0, 0, branch=b)
+        )()
+        for b in ('cond', 'select')
+    )
+    assert cond.extras['sam_fraction'] == select.extras['sam_fraction']
+    assert_trees_close((cond.grads, cond.state), (select.grads, select.state))
 
 
 # RST.
@@ -565,3 +591,55 @@ def test_jitted_step_matches_eager():
   eager = method.gradient(objective, params, state)
   jitted = jax.jit(lambda p, s: method.gradient(objective, p, s))(params, state)
   assert_trees_close(eager.grads, jitted.grads, rtol=1e-6)
+
+
+# The host's choice (Method.schedule, Objective.second_pass).
+
+
+@pytest.mark.parametrize(
+    'name, fields',
+    [('looksam', {'looksam_every': 3}), ('rst', {'rst_probability': 0.4})],
+)
+def test_host_schedule_is_the_device_choice_and_gives_the_same_step(
+    name, fields
+):
+  x, y = data(11)
+  params = initial_params(11)
+  method = methods.build(name, rho=RHO, seed=5, **fields)
+  state = method.init(params)
+  steps = np.arange(40)
+  schedule = method.schedule(steps)
+  assert schedule.dtype == bool and 0 < schedule.sum() < len(steps)
+  for step in steps[:12]:
+    objective = regression(x, y, ascent_scale=2.0, step=step)
+    on_device = jax.jit(lambda o=objective: method.gradient(o, params, state))()
+    on_host = method.gradient(
+        objective._replace(second_pass=bool(schedule[step])), params, state
+    )
+    assert float(on_device.extras['sam_fraction']) == schedule[step]
+    assert_trees_close(
+        (on_device.grads, on_device.loss), (on_host.grads, on_host.loss)
+    )
+
+
+def test_rst_schedule_draws_the_device_trials():
+  steps = np.arange(200)
+  host = efficient.rst_schedule(steps, 0.3, 7)
+  device = [bool(efficient.rst_uses_sam(s, 0.3, 7)) for s in steps[:50]]
+  np.testing.assert_array_equal(host[:50], device)
+  assert abs(host.mean() - 0.3) < 0.1  # 200 trials: sd 0.032.
+  assert not np.array_equal(host, efficient.rst_schedule(steps, 0.3, 8))
+
+
+def test_host_choice_runs_only_the_chosen_passes():
+  x, y = data(7)
+  params = initial_params(7)
+  method = methods.build('looksam', rho=RHO, looksam_every=2)
+  state = method.init(params)
+  for second_pass, grads in [(True, 2), (False, 1)]:
+    _, counter = run_counted(
+        lambda c, s=second_pass: method.gradient(
+            regression(x, y, c, step=1)._replace(second_pass=s), params, state
+        )
+    )
+    assert counter['grads'] == grads

@@ -3,11 +3,11 @@
 SAM evaluates its update gradient at w + rho g / ||g||, g this step's
 gradient. These methods take the ascent direction from a state that earlier
 steps built (passes a step): `msam` (1: against a momentum buffer), `fsam`
-(2: along g minus an EMA of past gradients), `sampa` (2 in one `jax.vmap`:
-from the previous step's auxiliary gradient).
+(2: along g minus an EMA of past gradients), `sampa` (2, independent of each
+other: from the previous step's auxiliary gradient).
 
-Their state is float32 pytrees shaped like params; the step averages it over
-replicas. `objective.sync` is applied to ascent directions only; nothing
+Their state is float32 pytrees shaped like params (SAMPa's is float64 in a
+float64 run); the step averages it over replicas. `objective.sync` is applied to ascent directions only; nothing
 here communicates across devices.
 """
 
@@ -22,6 +22,7 @@ from sam.interface import Method
 from sam.interface import Objective
 from sam.interface import pass_metrics
 from sam.interface import perturbed_pass
+from sam.interface import require
 from sam.interface import require_in
 from sam.interface import step_of
 
@@ -158,12 +159,20 @@ def fsam(*, rho: float, fsam_sigma: float, fsam_lambda: float) -> Method:
 # SAMPa.
 
 
+def _state_dtype(w: jax.Array):
+  # float32 for float32 weights. A float64 run keeps g_y in float64: rounded
+  # to float32, the order in which the devices average it would show in the
+  # next step's points at 1e-9 (sam/run/pair_groups_test.py).
+  return jnp.promote_types(w.dtype, jnp.float32)
+
+
 def sampa_gradient(
     objective: Objective,
     params: PyTree,
     auxiliary: PyTree,
     rho: float,
     weight: float,
+    device_groups: bool = True,
 ) -> Gradient:
   """SAMPa's step (Xie et al., 2024, equation 3 / the README's recursion).
 
@@ -173,10 +182,14 @@ def sampa_gradient(
   The paper writes y_{t+1} = x_t - eta_t g_y; the official code (train.py)
   takes a full SGD step there, momentum and weight decay included, which
   `objective.descend` gives (this run's optimizer; its L2 is in the loss,
-  so g_y holds it). Neither point needs the other's gradient, so both run
-  in one `jax.vmap` over the two parameter sets; grad f(y_{t+1}) is the next
-  step's g_y. g_y = 0 at the start (as the official code) makes step 0's
-  first gradient SGD's and its y_1 the optimizer's zero-gradient step.
+  so g_y holds it). Neither point needs the other's gradient: with
+  `objective.grad_pair` the step computes them on two device groups at once
+  (the paper's parallelism), else they are two `objective.grad` calls (not
+  a `jax.vmap` over the stacked weight sets: XLA:CPU runs those as grouped
+  convolutions, at 4.9-6.5x SGD's step time against 1.8-2.0x for the two
+  calls). grad f(y_{t+1}) is the next step's g_y. g_y = 0 at the start (as
+  the official code) makes step 0's first gradient SGD's and its y_1 the
+  optimizer's zero-gradient step.
   Departure: both gradients here are on the current batch; the official
   code takes grad f(x~_t) on the previous batch, the one g_y came from,
   which the step would have to carry in its checkpointed state.
@@ -187,6 +200,7 @@ def sampa_gradient(
     auxiliary: g_y = grad f(y_t), the state.
     rho: the radius.
     weight: lambda, the weight of grad f(y_{t+1}) in the update.
+    device_groups: use `objective.grad_pair` where the step gives one.
 
   Returns:
     The Gradient, with the loss and outputs of the pass at y_{t+1} (the point
@@ -202,28 +216,58 @@ def sampa_gradient(
   perturbed = ball.perturb(params, eps)
   g_y = jax.tree.map(lambda g, w: g.astype(w.dtype), auxiliary, params)
   descended = objective.descend(g_y)
-  stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), perturbed, descended)
-  (losses, auxes), grads = jax.vmap(objective.grad)(stacked)
-  pick = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
+  # Both points are functions of the replicated w and g_y (the step averages
+  # the state), as grad_pair requires; its grads enter linearly below.
+  if device_groups and objective.grad_pair is not None:
+    at_perturbed, at_descended = objective.grad_pair(perturbed, descended)
+  else:
+    at_perturbed = objective.grad(perturbed)
+    at_descended = objective.grad(descended)
+  (_, perturbed_outputs), g_perturbed = at_perturbed
+  (loss, outputs), g_descended = at_descended
   update = jax.tree.map(
       lambda a, b: ((1 - weight) * a + weight * b).astype(a.dtype),
-      pick(grads, 0),
-      pick(grads, 1),
+      g_perturbed,
+      g_descended,
   )
   return Gradient(
       update,
-      losses[1],
-      pick(auxes, 1),
-      state=jax.tree.map(lambda x: x.astype(jnp.float32), pick(grads, 1)),
-      extras=perturbed_pass(pick(auxes, 0)),
+      loss,
+      outputs,
+      state=jax.tree.map(
+          lambda g, w: g.astype(_state_dtype(w)), g_descended, params
+      ),
+      extras=perturbed_pass(perturbed_outputs),
   )
 
 
-def sampa(*, rho: float, sampa_lambda: float) -> Method:
-  """SAMPa (Xie et al., NeurIPS 2024): two gradients a step, in parallel."""
+def sampa(
+    *, rho: float, sampa_lambda: float, sampa_device_groups: str
+) -> Method:
+  """SAMPa (Xie et al., NeurIPS 2024): two independent gradients a step, on
+  two device groups where the step can (`Objective.grad_pair`) and
+  sampa_device_groups says so: 'on', 'off', or 'auto' (off on XLA:CPU,
+  where fake devices share the cores and the groups cost 2.5x SGD's step
+  against 1.9x for two sequential calls, results/benchmarks/sampa.md; on
+  elsewhere). Either way the update is the same up to rounding."""
   require_in('sampa_lambda', sampa_lambda, 0.0, 1.0, True)
+  choices = ('auto', 'on', 'off')
+  require(
+      sampa_device_groups in choices,
+      'sampa_device_groups',
+      sampa_device_groups,
+      f'valid: {choices}',
+  )
+  device_groups = sampa_device_groups == 'on' or (
+      sampa_device_groups == 'auto' and jax.default_backend() != 'cpu'
+  )
+
+  def init(params):
+    return jax.tree.map(lambda w: jnp.zeros(w.shape, _state_dtype(w)), params)
 
   def gradient(objective, params, state):
-    return sampa_gradient(objective, params, state, rho, sampa_lambda)
+    return sampa_gradient(
+        objective, params, state, rho, sampa_lambda, device_groups
+    )
 
-  return Method(_zeros, gradient, pass_metrics)
+  return Method(init, gradient, pass_metrics)

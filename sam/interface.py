@@ -62,6 +62,18 @@ class Objective(NamedTuple):
       takes SAM's second pass, decided on the host (the loop compiles one
       program for True and one for False); None where the method decides
       on device from `step`.
+    grad_pair: (params_a, params_b) -> (((loss_a, outputs_a), grads_a),
+      ((loss_b, outputs_b), grads_b)): `grad` (ascent=False) at two weight
+      sets that are the same on every replica (functions of the replicated
+      state, as SAMPa's points), which the step may compute on two device
+      groups (sam/run/pair_groups.py): one group's devices evaluate
+      params_a and the other's params_b, each on its own and a partner's
+      examples. The grads are then the mean over this replica and its
+      partner's, so only a method whose returned grads and state are linear
+      in them may call it (the step averages those over replicas); losses
+      and outputs stay the replica's own. None where the step computes the
+      two one after another (1 device, an odd count, micro-batches, replicas
+      spanning devices, tests).
   """
 
   grad: Callable[..., tuple[tuple[jax.Array, Any], PyTree]]
@@ -72,6 +84,7 @@ class Objective(NamedTuple):
   subset: Callable[[jax.Array], 'Objective'] | None = None
   descend: Callable[[PyTree], PyTree] | None = None
   second_pass: bool | None = None
+  grad_pair: Callable[..., tuple[Any, Any]] | None = None
 
 
 class Gradient(NamedTuple):

@@ -200,7 +200,9 @@ METHODS: dict[str, Callable[[Any, RunFacts], Method]] = {
         adaptive_eta=s.adaptive_eta,
     ),
     'sampa': lambda s, run: history.sampa(
-        rho=s.rho, sampa_lambda=s.sampa_lambda
+        rho=s.rho,
+        sampa_lambda=s.sampa_lambda,
+        sampa_device_groups=s.sampa_device_groups,
     ),
     'rwp': lambda s, run: directions.rwp(
         rwp_sigma=s.rwp_sigma, rwp_alpha=s.rwp_alpha
@@ -221,6 +223,7 @@ METHODS: dict[str, Callable[[Any, RunFacts], Method]] = {
         aesam_lambda_start=s.aesam_lambda_start,
         aesam_lambda_end=s.aesam_lambda_end,
         num_steps=run.num_steps,
+        aesam_branch=s.aesam_branch,
     ),
     'rst': lambda s, run: efficient.rst(
         rho=s.rho, rst_probability=s.rst_probability, seed=run.seed

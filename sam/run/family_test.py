@@ -17,8 +17,8 @@ from sam import methods
 from sam import optim
 from sam.run import checkpoints
 from sam.run import checks
+from sam.run import programs
 from sam.run import state as state_lib
-from sam.run import step as step_lib
 
 NUM_DEVICES = 2
 # Every method of the table, so that a new one is tested with no edit here.
@@ -59,12 +59,12 @@ def build(method):
     state = state_lib.create_train_state(
         model, (SIZE, SIZE, 3), tx, config.seed, sam.method.init
     )
-    step = jax.pmap(
-        step_lib.make_train_step(config, model, 10, NUM_DEVICES, sam),
-        axis_name=step_lib.AXIS,
-        devices=jax.local_devices()[:NUM_DEVICES],
+    # The run's own programs: two, chosen on the host, for a method with a
+    # schedule (LookSAM, RST).
+    train_programs, _ = programs.pmap_steps(
+        config, model, 10, sam, jax.local_devices()[:NUM_DEVICES]
     )
-    _BUILT[method] = step, state
+    _BUILT[method] = train_programs, state
   return _BUILT[method]
 
 
@@ -81,12 +81,15 @@ def batch(index):
 
 
 def train(method, state, steps):
-  step, _ = build(method)
+  train_programs, _ = build(method)
   mesh = state_lib.device_mesh(jax.local_devices()[:NUM_DEVICES])
   replicated = state_lib.replicate(state, mesh)
   metrics = None
-  for index in steps:
-    replicated, metrics = step(replicated, state_lib.shard(batch(index), mesh))
+  step_programs = train_programs.for_steps(steps.start, steps.stop)
+  for index, program in zip(steps, step_programs, strict=True):
+    replicated, metrics = program(
+        replicated, state_lib.shard(batch(index), mesh)
+    )
   return state_lib.unreplicate(replicated), state_lib.unreplicate(metrics)
 
 

@@ -24,6 +24,7 @@ from sam import groups
 from sam import interface
 from sam import losses
 from sam import methods
+from sam.run import pair_groups
 from sam.run import replicas
 from sam.run import state as state_lib
 
@@ -145,6 +146,8 @@ class StepInputs(NamedTuple):
     options: the StepOptions.
     descend: grads -> where the optimizer's step from the state's weights
       would go with them (`interface.Objective.descend`).
+    second_pass: the host's choice for this program
+      (`interface.Objective.second_pass`), or None.
   """
 
   loss_fn: losses.LossFn
@@ -155,6 +158,7 @@ class StepInputs(NamedTuple):
   bn_sync: losses.BatchNormSync | None
   options: StepOptions
   descend: Callable[[Any], Any]
+  second_pass: bool | None
 
 
 def group_objective(
@@ -174,20 +178,14 @@ def group_objective(
       inputs.step_key, inputs.options, group.index
   )
 
-  def loss(params, examples, index, ascent=False):
-    key = _fold(dropout_key, index, group.micro_batches)
-    gate_key = None
+  def loss(params, examples, index, ascent=False, key=None):
+    if key is None:  # The group's own (grad_pair passes its partner's).
+      key = _fold(dropout_key, index, group.micro_batches)
+    gate = None
     if inputs.options.fresh_gates_each_pass:
-      gate_key = jax.random.fold_in(key, _GATE_STREAMS[int(ascent)])
-    return inputs.loss_fn(
-        params,
-        inputs.batch_stats,
-        examples,
-        key,
-        ascent,
-        bn_sync=inputs.bn_sync,
-        gate_key=gate_key,
-    )
+      gate = jax.random.fold_in(key, _GATE_STREAMS[int(ascent)])
+    stats, bn_sync = inputs.batch_stats, inputs.bn_sync
+    return inputs.loss_fn(params, stats, examples, key, ascent, bn_sync, gate)
 
   def grad(params, ascent=False):
     return groups.accumulated_value_and_grad(
@@ -214,6 +212,9 @@ def group_objective(
       losses_at,
       subset,
       inputs.descend,
+      second_pass=inputs.second_pass,
+      # Two passes on two device groups where the layout allows (SAMPa).
+      grad_pair=pair_groups.grad_pair(inputs.options, group, loss, dropout_key),
   )
 
 
@@ -266,7 +267,13 @@ def _mixed(batch, step_key, options: StepOptions):
 
 
 def train_step(
-    state, batch, *, loss_fn, method: interface.Method, options: StepOptions
+    state,
+    batch,
+    *,
+    loss_fn,
+    method: interface.Method,
+    options: StepOptions,
+    second_pass: bool | None = None,
 ):
   """One update of Algorithm 1 on this device's share of the global batch.
 
@@ -277,6 +284,8 @@ def train_step(
     method: the SAM-family member (sam/methods.py), run per group of
       options.layout.group_size examples over the micro-batches.
     options: the rest of what the step needs.
+    second_pass: the host's choice of SAM's second pass for a method with a
+      `Method.schedule` (one program per value), or None.
 
   Returns:
     (new state, train metrics gathered over devices).
@@ -310,6 +319,7 @@ def train_step(
       bn_sync,
       options,
       descend,
+      second_pass,
   )
 
   def method_gradient(group: groups.Group) -> interface.Gradient:
@@ -405,6 +415,7 @@ def make_train_step(
     num_classes: int,
     num_devices: int,
     sam: methods.Configured,
+    second_pass: bool | None = None,
 ) -> Callable[..., Any]:
   """The train step of a run, with everything it needs from config bound.
 
@@ -414,6 +425,8 @@ def make_train_step(
     num_classes: the dataset's classes.
     num_devices: the devices the step is mapped over (all hosts).
     sam: the SAM-family member, from `methods.create(config.sam, ...)`.
+    second_pass: the host's choice of SAM's second pass, for a method with
+      a `Method.schedule`; None lets the method decide on device.
 
   Returns:
     (state, batch) -> (state, metrics), to be pmapped over AXIS.
@@ -426,25 +439,5 @@ def make_train_step(
       loss_fn=loss_fn,
       method=sam.method,
       options=step_options(config, sam, num_classes, num_devices),
+      second_pass=second_pass,
   )
-
-
-def pmap_steps(
-    config: ml_collections.ConfigDict,
-    model: nn.Module,
-    num_classes: int,
-    sam: methods.Configured,
-    devices=None,
-):
-  """(pmapped train step donating its state, pmapped eval step)."""
-  num_devices = len(devices) if devices else jax.device_count()
-  train = jax.pmap(
-      make_train_step(config, model, num_classes, num_devices, sam),
-      axis_name=AXIS,
-      devices=devices,
-      donate_argnums=(0,),
-  )
-  evaluate = jax.pmap(
-      functools.partial(eval_step, model=model), axis_name=AXIS, devices=devices
-  )
-  return train, evaluate
