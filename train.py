@@ -102,8 +102,32 @@ def parse_flags(argv: list[str]) -> list[str]:
   return remaining
 
 
+def keep_log_record(record) -> bool:
+  """Whether the run's log shows a Python logging record.
+
+  Not orbax's INFO line for every file it writes, nor jax's INFO line for a
+  backend it probed and did not find (libtpu, on every machine without a
+  TPU): a backend a run asks for and cannot start raises instead.
+
+  Args:
+    record: a logging.LogRecord.
+
+  Returns:
+    False for those two kinds of record.
+  """
+  if '/orbax/' in record.pathname:
+    return False
+  return not (
+      record.name == 'jax._src.xla_bridge'
+      and record.levelno <= logging.converter.STANDARD_INFO
+      and record.getMessage().startswith('Unable to initialize backend')
+  )
+
+
 def main(argv):
   del argv  # Checked by parse_flags.
+  # Before anything touches the devices, which probes the backends.
+  logging.get_absl_handler().addFilter(keep_log_record)
   config = _CONFIG.value
   # float64 runs (the replica equivalence check) need jax's 64-bit mode,
   # before any array exists.
@@ -111,10 +135,6 @@ def main(argv):
   # Multi-host runs (launch/tpu.py) join jax.distributed before anything
   # else touches the devices.
   distributed.initialize(config.run.distributed)
-  # Orbax logs every file it writes at INFO; keep the run's own log readable.
-  logging.get_absl_handler().addFilter(
-      lambda record: '/orbax/' not in record.pathname
-  )
   try:
     summary = experiment.train_and_evaluate(config, _WORKDIR.value)
   except workdir_lock.WorkdirBusyError as e:

@@ -7,14 +7,17 @@
 Writes `<output_dir>/<platform>.json` and `<platform>.md` (platform: cpu,
 gpu or tpu, or `quick_<platform>`). Presets:
 
-* accelerator (default; under 8 minutes on an H200): WRN-28-10, batch 256,
-  32x32: SGD and SAM, float32 and bfloat16, and SAM bfloat16 with one
-  replica per device (no per-32 perturbation); PyramidNet-272 + ShakeDrop
-  (batch 256) and ResNet-50 at 224 px (batch 256), SAM bfloat16; the loop:
-  300 steps of WRN-28-10 SAM bfloat16.
+* accelerator (default; sized, by an estimate nothing has measured yet, for
+  the 480 s that benchmarks/device_check.sh allows on an H100): WRN-28-10,
+  batch 256, 32x32: SGD and SAM, float32 and bfloat16, and SAM bfloat16
+  with one replica per device (no per-32 perturbation); PyramidNet-272 +
+  ShakeDrop (batch 256) and ResNet-50 at 224 px (batch 256), SAM bfloat16;
+  the loops: 120 steps of WRN-28-10 SAM bfloat16 (300 before the small
+  loop was added), and 600 of the quickstart's WRN-10-2 on 8x8 images.
 * cpu: WRN-16-4, batch 128 (SGD, SAM, float32, bfloat16) and the mini
-  PyramidNet and ResNet; the loop on WRN-10-2, batch 64.
-* quick: the mini WRN (SGD, SAM, float32, bfloat16) and a 12-step loop: a
+  PyramidNet and ResNet; the loops: WRN-10-2 at 32x32, batch 64, and the
+  quickstart's, 300 steps each.
+* quick: the mini WRN (SGD, SAM, float32, bfloat16) and 12-step loops: a
   smoke test of this script.
 
 Each step is the pmapped `sam.run.step.train_step` that training runs, built
@@ -28,20 +31,25 @@ float32 the TF32 tensor-core peak on NVIDIA, which XLA uses for float32
 convolutions by default). Memory: the compiled program's own estimate, and
 the device's peak in use where the runtime reports one (GPU, TPU).
 
-The loop figure runs the real training loop (sam/run/loop.py: metrics,
-logging, a checkpoint halfway and one at the end, an evaluation at the end)
-on synthetic in-memory data (benchmarks/synthetic.py), and compares its
-steps/s after the first step with the steps/s of the same compiled step run
-back to back: the gap is the loop's host overhead. Nothing here imports
-TensorFlow: it runs where only jax, flax, optax, orbax and the carried
-ml_collections and clu wheels are installed (benchmarks/device_check.sh).
+The loop figures run the real training loop (sam/run/loop.py) on
+synthetic in-memory data (benchmarks/synthetic.py), and compare its steps/s
+after the first step with the steps/s of the same compiled step run back to
+back (benchmarks/log_cost.py): the gap is the loop's host overhead. The big
+model's loop logs six times, checkpoints halfway and at the end and
+evaluates at the end; there the step hides the host's work. The small one
+is the quickstart's run (configs/quickstart.py: WRN-10-2 on 8x8 digits'
+shapes, batch 64, logs every 50 steps, evaluation every 5 epochs,
+checkpoints every 200 steps), whose steps take milliseconds on an
+accelerator: that is where the host's work per step and per log shows.
+Nothing here imports TensorFlow: it runs where only jax, flax, optax, orbax
+and the carried ml_collections and clu wheels are installed
+(benchmarks/device_check.sh).
 """
 
 import dataclasses
 import json
 import os
 import statistics
-import tempfile
 import time
 
 from absl import app
@@ -50,14 +58,11 @@ from etils import epath
 import jax
 import jax.numpy as jnp
 
+from benchmarks import log_cost
 from benchmarks import step_time
 from benchmarks import synthetic
 from configs import smoke
-from sam.run import checkpoints
 from sam.run import checks
-from sam.run import loop
-from sam.run import metrics_file
-from sam.run import state as state_lib
 
 # (substring of jax's device_kind, dense bfloat16 FLOP/s, float32 FLOP/s).
 PEAK_FLOPS = (
@@ -115,9 +120,15 @@ PRESETS = {
 }
 # preset -> (model, batch, image size, dtype, loop steps).
 LOOPS = {
-    'accelerator': ('wrn28_10', 256, 32, 'bfloat16', 300),
+    'accelerator': ('wrn28_10', 256, 32, 'bfloat16', 120),
     'cpu': ('wrn10_2', 64, 32, 'float32', 300),
     'quick': ('wrn_mini', 8, 16, 'float32', 12),
+}
+# preset -> (the quickstart's model knob, loop steps).
+SMALL_LOOPS = {
+    'accelerator': ('wrn10_2', 600),
+    'cpu': ('wrn10_2', 300),
+    'quick': ('wrn_mini', 12),
 }
 
 flags.DEFINE_enum('preset', 'accelerator', sorted(PRESETS), 'What to run.')
@@ -126,7 +137,7 @@ flags.DEFINE_integer('steps', 5, 'Timed steps per round.')
 flags.DEFINE_integer('repeats', 3, 'Timed rounds per step.')
 flags.DEFINE_string('output_dir', 'results/benchmarks', 'Where to write.')
 flags.DEFINE_bool(
-    'loop_only', False, 'Only the loop figure, into <platform>_loop.json.'
+    'loop_only', False, 'Only the loop figures, into <platform>_loop.json.'
 )
 
 
@@ -253,7 +264,8 @@ def add_sam_over_sgd(results: list[dict]) -> None:
 
 
 def measure_loop(preset: str, devices) -> dict:
-  """Steps/s of the real loop against the same step run back to back."""
+  """Steps/s of the real loop on the preset's big model against the same
+  step run back to back."""
   model, batch, image_size, dtype, total = LOOPS[preset]
   config = _config(Case(model, batch, image_size, 'sam', dtype), len(devices))
   config.optim.num_steps = total
@@ -264,50 +276,27 @@ def measure_loop(preset: str, devices) -> dict:
   datasets = synthetic.SyntheticDatasets(
       10, (image_size, image_size, 3), batch, total, len(devices)
   )
-  setup = loop.prepare(config, datasets)
-  state = state_lib.create_train_state(
-      setup.model,
-      datasets.image_shape,
-      setup.abstract_state.tx,
-      config.seed,
-      setup.sam.method.init,
-  )
-  with tempfile.TemporaryDirectory(prefix='sam_loop_') as scratch:
-    workdir = epath.Path(scratch)
-    the_loop = loop.Loop(
-        config,
-        workdir,
-        setup,
-        checkpoints.create_manager(workdir, 2),
-        state,
-        0,
-        {'wall_time_s': 0.0},
-        metrics_file.JsonLinesWriter(workdir / metrics_file.METRICS_FILE),
-    )
-    # Compiled before the loop starts, so that its last step does not.
-    loop.evaluate(the_loop.p_eval, the_loop.state, datasets)
-    the_loop.run_steps()
-    loop_rate = the_loop.images_per_second() / batch
-    checkpointed = checkpoints.create_manager(workdir, 2).all_steps()
-  device_batch = state_lib.shard(
-      next(datasets.train_batches(0, 1)), the_loop.mesh
-  )
-  state, _ = step_time.time_steps(
-      the_loop.p_train, the_loop.state, device_batch, 1
-  )
-  _, per_step = step_time.time_steps(
-      the_loop.p_train, state, device_batch, total - 1
-  )
   return {
       'model': model,
       'batch': batch,
       'image_size': image_size,
       'dtype': dtype,
-      'steps': total,
-      'checkpointed_steps': list(checkpointed),
-      'loop_steps_per_s': loop_rate,
-      'step_steps_per_s': 1.0 / per_step,
-      'loop_over_step': loop_rate * per_step,
+      **log_cost.measure_loop(config, datasets),
+  }
+
+
+def measure_small_loop(preset: str, devices) -> dict:
+  """The same for the quickstart's run (benchmarks/log_cost.py)."""
+  model, total = SMALL_LOOPS[preset]
+  config = log_cost.quickstart_config(total, len(devices), model)
+  return {
+      'model': model,
+      'batch': config.optim.batch_size,
+      'image_size': log_cost.IMAGE_SHAPE[0],
+      'dtype': config.model.dtype,
+      **log_cost.measure_loop(
+          config, log_cost.digits_shaped(config, len(devices))
+      ),
   }
 
 
@@ -333,13 +322,18 @@ def markdown(record: dict) -> str:
         f'{r["flops_per_step"] / 1e9:.1f} | {mfu} | {r["compile_s"]:.1f} | '
         f'{memory:.2f} |'
     )
-  run, c = record['loop'], record['conv_check']
+  c = record['conv_check']
+  lines.append('')
+  for key in ('loop', 'small_loop'):
+    run = record[key]
+    lines.append(
+        f'Loop: {run["model"]}, batch {run["batch"]}, {run["image_size"]} '
+        f'px, {run["steps"]} steps: {run["loop_steps_per_s"]:.2f} steps/s '
+        f'in the loop, {run["step_steps_per_s"]:.2f} back to back '
+        f'(loop/step {run["loop_over_step"]:.3f}; '
+        f'{run["compilations_in_loop"]} compilations in the loop).'
+    )
   lines += [
-      '',
-      f'Loop: {run["model"]}, batch {run["batch"]}, {run["steps"]} steps: '
-      f'{run["loop_steps_per_s"]:.2f} steps/s in the loop, '
-      f'{run["step_steps_per_s"]:.2f} back to back '
-      f'({100 * run["loop_over_step"]:.1f}%).',
       f'Conv check {c["shape"]}: XLA {c["xla_flops"]:.3g} FLOPs, by hand '
       f'{c["hand_flops"]:.3g} (ratio {c["ratio"]:.3f}).',
   ]
@@ -355,7 +349,11 @@ def main(argv):
   output = epath.Path(f.output_dir)
   output.mkdir(parents=True, exist_ok=True)
   if f.loop_only:
-    record = {'jax_version': jax.__version__, **measure_loop(preset, devices)}
+    record = {
+        'jax_version': jax.__version__,
+        'loop': measure_loop(preset, devices),
+        'small_loop': measure_small_loop(preset, devices),
+    }
     name = f'{devices[0].platform}_loop.json'
     (output / name).write_text(json.dumps(record, indent=2))
     print(json.dumps(record))
@@ -375,6 +373,7 @@ def main(argv):
       'steps': results,
       'conv_check': conv_check(8, 32, 64),
       'loop': measure_loop(preset, devices),
+      'small_loop': measure_small_loop(preset, devices),
   }
   name = (
       devices[0].platform

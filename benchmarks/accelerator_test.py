@@ -73,6 +73,10 @@ def test_the_quick_preset_runs_without_tensorflow(tmp_path):
   loop = record['loop']
   assert loop['checkpointed_steps'] == [6, 12]
   assert 0 < loop['loop_over_step']
+  # The quickstart's run: it checkpoints every 200 steps, so only its last.
+  small = record['small_loop']
+  assert small['model'] == 'wrn_mini' and small['image_size'] == 8
+  assert small['checkpointed_steps'] == [12] and 0 < small['loop_over_step']
   assert all(value >= 0 for value in _numbers(record))
   assert (
       (tmp_path / 'quick_cpu.md')

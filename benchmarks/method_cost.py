@@ -8,6 +8,8 @@ SAM, and prints measured / predicted:
 
   python -m benchmarks.method_cost --model=wrn_mini --image_size=8 \
       --batch=64 --cycle=10 --repeats=5
+  python -m benchmarks.method_cost --aesam_threshold=0 \
+      --variants=sgd,sam,aesam_select,aesam_cond,aesam_late
 
 Variants:
   sgd, sam                the two ends of the formula;
@@ -65,6 +67,13 @@ flags.DEFINE_integer('cycle', 10, 'Steps a variant takes per round.')
 flags.DEFINE_integer('repeats', 5, 'Timed rounds.')
 flags.DEFINE_integer('num_steps', 1000, "The run's length (AE-SAM's c_t).")
 flags.DEFINE_list('variants', list(VARIANTS), 'Variant names (module doc).')
+flags.DEFINE_float(
+    'aesam_threshold',
+    None,
+    "AE-SAM's c_t held at this value (lambda_start = lambda_end), e.g. 0 for"
+    ' about half the steps SAM; default: the config (c falls from 1 to -1'
+    ' over --num_steps, so a short benchmark sees few SAM steps).',
+)
 
 
 class Runner:
@@ -76,6 +85,9 @@ class Runner:
         method, _FLAGS.model, _FLAGS.batch, len(devices)
     )
     config.sam.update(fields)
+    if method == 'aesam' and _FLAGS.aesam_threshold is not None:
+      config.sam.aesam_lambda_start = _FLAGS.aesam_threshold
+      config.sam.aesam_lambda_end = _FLAGS.aesam_threshold
     _, self.state = step_time.build_step(config, _FLAGS.image_size, 10, devices)
     self.programs = self._programs(config, devices)
     self.batch = step_time.make_batch(

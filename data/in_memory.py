@@ -27,6 +27,7 @@ from data import label_noise
 from data import policies
 from data import sharding
 from data import sources
+from data import tfdata
 
 Batch = sharding.Batch
 # tf.data only: keep TensorFlow off the accelerators JAX uses.
@@ -211,10 +212,15 @@ class Datasets:
         .skip(start_step - first_epoch * steps_per_epoch)
         .take(num_steps - start_step)
     )
+    # Fixed parallelism, no autotuning: the iterator, destroyed when the
+    # data ends, then has no autotuning thread to join (data/tfdata.py).
     ds = ds.map(
-        batch_of_step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        batch_of_step,
+        num_parallel_calls=tfdata.parallel_calls(),
+        deterministic=True,
     )
-    for batch in ds.prefetch(2).as_numpy_iterator():
+    ds = ds.prefetch(2).with_options(tfdata.options())
+    for batch in ds.as_numpy_iterator():
       yield sharding.to_device_shape(batch, self.local_device_count)
 
   def model_inputs(self, images: np.ndarray) -> np.ndarray:

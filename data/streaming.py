@@ -37,6 +37,7 @@ from data import imagenet_transforms
 from data import in_memory
 from data import sharding
 from data import sources
+from data import tfdata
 
 DEFAULT_SHUFFLE_BUFFER = 20_000
 
@@ -171,7 +172,11 @@ class StreamedDatasets:
     return None
 
   def _read(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
-    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed)
+    read_config = tfds.ReadConfig(
+        shuffle_seed=shuffle_seed,
+        num_parallel_calls_for_decode=tfdata.parallel_calls(),
+        num_parallel_calls_for_interleave_files=tfdata.parallel_calls(),
+    )
     return self.builder.as_dataset(
         split=split,
         shuffle_files=shuffle_seed is not None,
@@ -206,7 +211,9 @@ class StreamedDatasets:
           'label': example['label'],
       }
 
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(
+        decode, num_parallel_calls=tfdata.parallel_calls(), deterministic=True
+    )
     return self._batches(ds.batch(host_batch, drop_remainder=True))
 
   def _batches(self, ds: tf.data.Dataset) -> Iterator[sharding.Batch]:
@@ -216,10 +223,14 @@ class StreamedDatasets:
           'image': in_memory.normalize(batch['image'], self.mean, self.std),
       }
 
+    # Fixed parallelism, no autotuning: each epoch's iterator, destroyed at
+    # the epoch's end, then has no autotuning thread to join (data/tfdata.py).
     ds = ds.map(
-        normalise, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        normalise,
+        num_parallel_calls=tfdata.parallel_calls(),
+        deterministic=True,
     ).prefetch(2)
-    for batch in ds.as_numpy_iterator():
+    for batch in ds.with_options(tfdata.options()).as_numpy_iterator():
       yield sharding.to_device_shape(batch, self.local_device_count)
 
   def train_batches(
@@ -260,7 +271,7 @@ class StreamedDatasets:
             'label': example['label'],
             'mask': tf.constant(1.0),
         },
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=tfdata.parallel_calls(),
         deterministic=True,
     )
     padding = {

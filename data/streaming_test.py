@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
@@ -126,6 +127,26 @@ def test_every_epoch_covers_the_training_records_once(data_dir):
   for epoch in epochs:
     assert sorted(epoch) == list(range(NUM_TRAIN))
   assert list(epochs[0]) != list(epochs[1])  # A new order every epoch.
+
+
+def test_no_iterator_has_tf_data_autotuning(data_dir, monkeypatch):
+  # Each epoch is an iterator, destroyed at the epoch's end; an autotuned
+  # one's destructor joins its autotuning thread, which stalled the training
+  # thread there (data/tfdata.py).
+  iterated = []
+  as_numpy_iterator = tf.data.Dataset.as_numpy_iterator
+
+  def spy(ds):
+    iterated.append(ds.options())
+    return as_numpy_iterator(ds)
+
+  monkeypatch.setattr(tf.data.Dataset, 'as_numpy_iterator', spy)
+  datasets = open_streamed(make_config(data_dir))
+  steps = datasets.steps_per_epoch
+  assert len(list(datasets.train_batches(steps - 1, 2 * steps + 1))) == 7
+  assert len(list(datasets.eval_batches('test'))) == 2
+  assert len(iterated) == 4  # Epochs 0, 1 and 2, then the test split.
+  assert all(options.autotune.enabled is False for options in iterated)
 
 
 def test_same_seed_same_batches_and_resume_continues_exactly(data_dir):

@@ -152,6 +152,32 @@ def method_grid(
   return tuple(round(own * scale, 6) for scale in grid_scales)
 
 
+def validation_workdirs(
+    row: Row,
+    method: str,
+    rho_grid: Sequence[float],
+    grid_seeds: int,
+    grid_scales: Optional[Sequence[float]] = None,
+) -> list[str]:
+  """The validation runs whose best rho a method's test runs take.
+
+  Args:
+    row: the row.
+    method: the method ('sam', 'bootstrap_sam', ...).
+    rho_grid: the sweep's grid.
+    grid_seeds: validation runs per rho.
+    grid_scales: see `method_grid`.
+
+  Returns:
+    Their workdirs, `grid_seeds` per rho of the method's grid.
+  """
+  return [
+      f'{row.name}/{method}_rho{rho:g}_val/seed{seed}'
+      for rho in method_grid(row, method, rho_grid, grid_scales)
+      for seed in range(grid_seeds)
+  ]
+
+
 def _searched_sam_runs(row, method, seeds, rho_grid, chosen_rho, grid_seeds):
   """(runs, waiting) of SAM (or bootstrap SAM) with rho chosen on
   validation: every grid rho on validation (grid_seeds runs each), then the

@@ -6,6 +6,9 @@ r"""Runs a paper table's experiment set (or a custom one) on this host.
   python -m launch.sweep --config_file=configs/quickstart.py \
       --rows='model=wrn10_2;model=wrn10_1' --seeds=3 \
       --rho_grid --rho_values=0.02,0.05,0.1 --runs_dir=runs/quickstart
+  python -m launch.sweep --table=1 --dataset=cifar10 --rho_grid --seeds=5 \
+      --runs_dir=/shared/runs --slurm --gpus_per_node=1 --partition=gpu \
+      --time=2-00:00:00 --venv=$HOME/sam/.venv
 
 `--dry_run` prints every command. Otherwise the runs go one per GPU
 (CUDA_VISIBLE_DEVICES; `--gpus_per_run=all` gives each run every GPU, one run
@@ -28,6 +31,15 @@ The paper configs fix the examples per replica (config.optim.replica_batch_size,
 32 on CIFAR), so a run on one GPU trains as the paper's 8 did. `--runs_dir`
 may be a gs:// bucket: each run's output is spooled locally and appended to
 its `launch.log` there when the run ends.
+
+`--slurm` submits the set to a Slurm cluster instead, as job arrays, one run
+per array task (launch/slurm_sweep.py): the runs it can define now in one
+array, the SAM test runs of a rho grid in a second one that starts after
+their validation tasks succeed (afterok) and reads the chosen rho then. The
+job flags are launch/slurm.py's (nodes, GPUs per node, partition, account,
+qos, time, venv or setup line); `--dry_run` prints the sbatch scripts.
+Finished runs, live ones and runs whose earlier job is still queued are
+skipped; rerunning the command resubmits the rest, which resume.
 """
 
 import os
@@ -42,9 +54,12 @@ from absl import flags
 from launch import experiments
 from launch import local_runs
 from launch import rows as rows_lib
+from launch import slurm
+from launch import slurm_sweep
 from results import cells
 from results import runs
 from sam import methods
+from sam.run import files
 
 flags.DEFINE_string(
     'table', None, f'Paper table: {", ".join(rows_lib.TABLES)}.'
@@ -96,6 +111,13 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string('python', sys.executable, 'Python that runs train.py.')
 flags.DEFINE_float('poll_s', 5.0, 'Seconds between checks of running runs.')
+flags.DEFINE_bool(
+    'slurm',
+    False,
+    'Submit the set to Slurm as job arrays (the job flags below) instead '
+    'of running it on this host.',
+)
+slurm.define_job_flags()
 
 
 def rho_chooser(
@@ -110,14 +132,13 @@ def rho_chooser(
 
   def choose(row: experiments.Row, method: str) -> Optional[float]:
     found = []
-    for rho in experiments.method_grid(row, method, rho_values, grid_scales):
-      for seed in range(seeds):
-        workdir = os.path.join(
-            runs_dir, row.name, f'{method}_rho{rho:g}_val', f'seed{seed}'
-        )
-        if not local_runs.is_finished(workdir):
-          return None
-        found += runs.load_runs(workdir)
+    for workdir in experiments.validation_workdirs(
+        row, method, rho_values, seeds, grid_scales
+    ):
+      workdir = os.path.join(runs_dir, workdir)
+      if not local_runs.is_finished(workdir):
+        return None
+      found += runs.load_runs(workdir)
     return cells.select_rho(found)
 
   return choose
@@ -217,15 +238,67 @@ def print_dry_run(runs, waiting, runs_dir, python, train_args) -> None:
   print(f'# {len(runs)} commands, {len(waiting)} waiting for rho')
 
 
+def submit_to_slurm(runs_and_waiting, runs_dir, grid_of, train_args, dry_run):
+  """launch.sweep --slurm: the plan's arrays, printed or submitted.
+
+  Args:
+    runs_and_waiting: build_set's (runs, waiting for rho).
+    runs_dir: the absolute runs directory.
+    grid_of: a waiting run -> the validation workdirs of its rho.
+    train_args: train.py arguments of every run.
+    dry_run: print the sbatch scripts instead of submitting them.
+
+  Returns:
+    The exit status.
+  """
+  default_logs = '' if files.is_remote(runs_dir) else runs_dir + '/slurm_logs'
+  try:
+    job = slurm.job_from_flags(default_logs)
+    plan = slurm_sweep.plan(
+        runs_and_waiting, runs_dir, job, train_args, grid_of, slurm.queued
+    )
+  except (ValueError, RuntimeError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  for line in plan.lines:
+    print(f'[sweep] {line}')
+  counts = (
+      f'{len(plan.first)} runs now, {len(plan.second)} after them, '
+      f'{plan.finished} finished, {len(plan.lines)} skipped or waiting'
+  )
+  if dry_run:
+    if plan.first:
+      print(slurm_sweep.first_script(plan, job, runs_dir))
+    if plan.second:
+      print(slurm_sweep.second_script(plan, job, runs_dir, 'FIRST'))
+    print(f'# {counts}')
+    return 0
+  try:
+    os.makedirs(job.log_dir, exist_ok=True)
+    ids = slurm_sweep.submit(plan, job, runs_dir)
+  except RuntimeError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  print(
+      f'[sweep] slurm: {counts}; job arrays: {" ".join(ids) or "none"}; '
+      f'tables: python -m results.tables --runs_dir={runs_dir}'
+  )
+  return 0
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
   rho_grid = [float(r) for r in f.rho_values] if f.rho_grid else None
   train_args = shlex.split(f.train_args)
+  # Jobs run in the checkout on the cluster: an absolute runs directory.
+  runs_dir = str(files.resolve(f.runs_dir)) if f.slurm else f.runs_dir
+  grid_seeds = f.grid_seeds or f.seeds
+  grid_scales = [float(x) for x in f.rho_scales] if f.rho_scales else None
 
   def build():
     return build_set(
-        f.runs_dir,
+        runs_dir,
         f.table,
         f.dataset,
         f.seeds,
@@ -234,7 +307,7 @@ def main(argv):
         f.rows,
         [float(x) for x in f.epochs_x],
         f.methods,
-        [float(x) for x in f.rho_scales] if f.rho_scales else None,
+        grid_scales,
         f.grid_seeds,
     )
 
@@ -243,6 +316,18 @@ def main(argv):
     runs_and_waiting = build()
   except ValueError as e:
     raise app.UsageError(str(e)) from e
+  if f.slurm:
+    sys.exit(
+        submit_to_slurm(
+            runs_and_waiting,
+            runs_dir,
+            lambda spec: experiments.validation_workdirs(
+                spec.row, spec.method, rho_grid, grid_seeds, grid_scales
+            ),
+            train_args,
+            f.dry_run,
+        )
+    )
   if f.dry_run:
     try:
       print_dry_run(*runs_and_waiting, f.runs_dir, python, train_args)

@@ -1,5 +1,7 @@
-"""Tests for launch/sweep.py: dry-run output and the local runner (with a fake
-train.py that writes summaries at once, so no training happens)."""
+"""Tests for launch/sweep.py: dry-run output, the local runner (with a fake
+train.py that writes summaries at once, so no training happens), and the
+job arrays of --slurm as printed and planned (launch/slurm_test.py runs
+them on a real Slurm)."""
 
 import json
 import os
@@ -10,6 +12,9 @@ import sys
 import pytest
 
 from launch import local_runs
+from launch import slurm
+from launch import slurm_job
+from launch import slurm_sweep
 from launch import sweep
 from sam.run import workdir_lock
 
@@ -272,3 +277,125 @@ def test_dry_run_into_a_reader_that_stops_early_is_quiet():
   assert process.wait(timeout=120) == 0, stderr
   assert first.startswith('python train.py --config=configs/cifar.py')
   assert 'Traceback' not in stderr and 'BrokenPipe' not in stderr
+
+
+def _slurm_dry_run(*args):
+  done = subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'launch.sweep',
+          '--slurm',
+          '--dry_run',
+          '--config_file=configs/quickstart.py',
+          '--rho_grid',
+          '--rho_values=0.02,0.05',
+          '--epochs_x=1',
+          *args,
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  scripts = done.stdout.split('#!/bin/bash\n')[1:]
+  return done, scripts
+
+
+def _tasks(script):
+  listing = script.split("<<'TASKS' &\n")[1].split('\nTASKS\n')[0]
+  return json.loads(listing)['tasks']
+
+
+def test_slurm_dry_run_prints_two_arrays_the_second_after_validation(
+    tmp_path,
+):
+  runs_dir = tmp_path / 'runs'
+  done, (first, second) = _slurm_dry_run(
+      '--seeds=2', f'--runs_dir={runs_dir}', '--partition=gpu', '--time=1-0'
+  )
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip().endswith(
+      '# 6 runs now, 2 after them, 0 finished, 0 skipped or waiting'
+  )
+  # 2 rho x 2 seeds on validation and 2 SGD runs, one GPU each.
+  assert '#SBATCH --array=0-5\n' in first
+  assert '#SBATCH --gpus-per-node=1\n#SBATCH --partition=gpu\n' in first
+  assert [t['workdir'].split('/', 2)[2] for t in _tasks(first)] == [
+      'sam_rho0.02_val/seed0',
+      'sam_rho0.02_val/seed1',
+      'sam_rho0.05_val/seed0',
+      'sam_rho0.05_val/seed1',
+      'sgd_x1/seed0',
+      'sgd_x1/seed1',
+  ]
+  # The test runs wait for the validation tasks only, not the SGD ones.
+  assert '#SBATCH --array=0-1\n' in second
+  assert '#SBATCH --dependency=afterok:FIRST_0:FIRST_1:FIRST_2:FIRST_3\n' in (
+      second
+  )
+  task, _ = _tasks(second)
+  row = 'digits/quickstart_default'
+  assert task == {
+      'workdir': f'{row}/sam_rhoCHOSEN_test/seed0',
+      'args': [
+          'train.py',
+          '--config=configs/quickstart.py:opt=sam,rho=CHOSEN,seed=0',
+          f'--workdir={runs_dir}/{row}/sam_rhoCHOSEN_test/seed0',
+      ],
+      'grid': [
+          f'{row}/sam_rho0.02_val/seed0',
+          f'{row}/sam_rho0.02_val/seed1',
+          f'{row}/sam_rho0.05_val/seed0',
+          f'{row}/sam_rho0.05_val/seed1',
+      ],
+  }
+  assert not runs_dir.exists()  # A dry run writes nothing.
+
+
+def test_slurm_plan_skips_finished_and_queued_runs(tmp_path):
+  runs_dir = str(tmp_path / 'runs')
+  config_file = os.path.join(REPO, 'configs', 'fashion_mnist.py')
+
+  def build():
+    return sweep.build_set(
+        runs_dir, None, None, 1, [0.02, 0.05], config_file, '', (1.0,)
+    )
+
+  row = 'fashion_mnist/fashion_mnist_default'
+  finished = os.path.join(runs_dir, row, 'sam_rho0.02_val', 'seed0')
+  os.makedirs(finished)
+  with open(os.path.join(finished, 'summary.json'), 'w') as f:
+    json.dump({'config': {}, 'finished': True, 'final': {}}, f)
+  # An earlier submission's task still runs the other validation run.
+  slurm.record_jobs(runs_dir, {f'{row}/sam_rho0.05_val/seed0': '7_1'})
+  job = slurm_job.Job(gpus_per_node=1, log_dir='/logs')
+  plan = slurm_sweep.plan(
+      build(),
+      runs_dir,
+      job,
+      [],
+      lambda spec: [f'{row}/sam_rho{r}_val/seed0' for r in ('0.02', '0.05')],
+      lambda ids: {'7_1'} & set(ids),
+  )
+  assert [t.workdir for t in plan.first] == [f'{row}/sgd_x1/seed0']
+  assert [t.workdir for t in plan.second] == [f'{row}/sam_rhoCHOSEN_test/seed0']
+  assert plan.finished == 1
+  assert plan.lines == [
+      f'skip {row}/sam_rho0.05_val/seed0: job 7_1 is queued or running'
+  ]
+  # The test run waits for the earlier job, not for the SGD task.
+  assert slurm_sweep.dependency(plan.needs, '9', len(plan.first)) == '7_1'
+
+
+def test_slurm_bad_job_flag_is_one_line_before_anything_is_submitted(
+    tmp_path,
+):
+  done, scripts = _slurm_dry_run(
+      '--seeds=1', f'--runs_dir={tmp_path}', '--time=1h'
+  )
+  assert done.returncode == 2 and not scripts
+  assert done.stderr.strip().splitlines() == [
+      "error: --time='1h': not a Slurm time limit (MM, HH:MM:SS, "
+      'D-HH:MM:SS, ...)'
+  ]

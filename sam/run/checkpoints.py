@@ -98,17 +98,20 @@ def save(
   Raises:
     CheckpointWriteError: this or an earlier (asynchronous) save failed.
   """
-  progress = {**progress, DIGEST: state_digest(state)}
   if jax.process_count() > 1:
     # Orbax writes a process's own device arrays only in a one-process run;
     # on several hosts (whose replicas agree) it takes host copies.
+    total = _weighted_sum(state)
     state = jax.device_get(state)
   else:
     # Copies on the device, which no step donates: orbax then copies them
     # to the host in the background while training goes on. (Handing it the
     # step's own buffers, which the next step donates, aborted XLA now and
-    # then: 2 runs in 5 of faults_test.py.)
-    state = jax.tree.map(jnp.copy, state)
+    # then: 2 runs in 5 of faults_test.py.) One program copies every leaf
+    # and sums them for the digest: a jnp.copy per leaf was a dispatch each
+    # and a compilation per shape (issue 24).
+    state, total = _copy_and_sum(state)
+  progress = {**progress, DIGEST: _digest(int(total), state)}
   # Orbax raises many types for a failed write (OSError, ValueError,
   # tensorstore errors); any of them means no new checkpoint.
   try:
@@ -166,6 +169,21 @@ def _weighted_sum(state) -> jax.Array:
   return total
 
 
+@jax.jit
+def _copy_and_sum(state):
+  """(a copy of every leaf, `_weighted_sum(state)`), in one dispatch."""
+  return jax.tree.map(jnp.copy, state), _weighted_sum(state)
+
+
+def _digest(total: int, state: Any) -> str:
+  shapes = ','.join(
+      f'{np.dtype(leaf.dtype).name}{tuple(leaf.shape)}'
+      for leaf in jax.tree.leaves(state)
+  )
+  digest = hashlib.sha256(shapes.encode()).hexdigest()[:16]
+  return f'{total:08x}-{digest}'
+
+
 def state_digest(state: Any) -> str:
   """A checksum of every leaf's bytes, computed where the state lives.
 
@@ -179,12 +197,7 @@ def state_digest(state: Any) -> str:
   Returns:
     The checksum and the leaves' shapes, as a string.
   """
-  shapes = ','.join(
-      f'{np.dtype(leaf.dtype).name}{tuple(leaf.shape)}'
-      for leaf in jax.tree.leaves(state)
-  )
-  digest = hashlib.sha256(shapes.encode()).hexdigest()[:16]
-  return f'{int(_weighted_sum(state)):08x}-{digest}'
+  return _digest(int(_weighted_sum(state)), state)
 
 
 class CheckpointReadError(RuntimeError):

@@ -228,6 +228,7 @@ def _train_and_evaluate(
       workdir, is_primary, start_step, config.run.tensorboard
   )
   if start_step == 0:
+    # TensorBoard's hparams view; the log gets none (config.json has them).
     writer.write_hparams(config.to_dict())
   training = loop.Loop(
       config,

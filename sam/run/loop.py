@@ -4,11 +4,12 @@ and a summary.
 The host never waits for the devices on a step that neither logs, evaluates
 nor checkpoints: step metrics stay on the devices until the next log, and
 finiteness is decided on device (sam/run/step.py) and read at those points
-only. A non-finite state is never checkpointed: the run stops naming the
-step where it happened, with the last good checkpoint kept.
+only, in the one transfer that brings the host what it needs there; the
+host merges in numpy (sam/run/logs.py). A non-finite state is never
+checkpointed: the run stops naming the step where it happened, with the
+last good checkpoint kept.
 """
 
-import contextlib
 import functools
 import json
 import signal
@@ -27,9 +28,10 @@ import models
 from sam import methods
 from sam import optim
 from sam.run import checkpoints
+from sam.run import logs
 from sam.run import metrics_file
+from sam.run import programs
 from sam.run import state as state_lib
-from sam.run import step as step_lib
 
 
 class NonFiniteError(RuntimeError):
@@ -76,26 +78,35 @@ class Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def evaluate(p_eval_step, state, datasets) -> dict[str, float]:
-  """Loss and error on every eval split, every example counted once."""
+def evaluate(
+    p_eval_step, state, datasets, read=jax.device_get
+) -> dict[str, float]:
+  """Loss and error on every eval split, every example counted once.
+
+  Every batch is dispatched before the host reads any result; the results
+  come back in one transfer and are merged in numpy.
+
+  Args:
+    p_eval_step: the pmapped eval step.
+    state: the replicated TrainState.
+    datasets: the run's data (the data.datasets.Datasets protocol).
+    read: fetches a tree of device arrays to the host (the loop reads its
+      finiteness record in the same transfer).
+
+  Returns:
+    '<split>_<metric>' -> value.
+  """
+  outputs = {
+      split: [
+          p_eval_step(state, batch) for batch in datasets.eval_batches(split)
+      ]
+      for split in datasets.eval_split_names
+  }
   results = {}
-  for split in datasets.eval_split_names:
-    merged = None
-    for batch in datasets.eval_batches(split):
-      batch_metrics = state_lib.unreplicate(p_eval_step(state, batch))
-      merged = batch_metrics if merged is None else merged.merge(batch_metrics)
-    results.update(
-        {f'{split}_{k}': float(v) for k, v in merged.compute().items()}
-    )
+  for split, collections in read(outputs).items():
+    merged = logs.compute(logs.merge_steps(collections))
+    results.update({f'{split}_{k}': v for k, v in merged.items()})
   return results
-
-
-def merge_all(collections: list[Any]):
-  """One metrics collection from a list of per-step ones (None if empty)."""
-  merged = None
-  for collection in collections:
-    merged = collection if merged is None else merged.merge(collection)
-  return merged
 
 
 class Setup(NamedTuple):
@@ -160,7 +171,8 @@ class Loop:
 
   Attributes:
     state: the replicated TrainState after the last step taken.
-    skipped_steps: non-finite steps skipped (optim.skip_nonfinite_steps).
+    skipped_steps: non-finite steps skipped (optim.skip_nonfinite_steps),
+      as last read.
   """
 
   def __init__(
@@ -185,16 +197,17 @@ class Loop:
       state: the TrainState to start from, on the host.
       start_step: the steps it has taken.
       progress: the record saved with each checkpoint ('wall_time_s').
-      writer: the metric writer.
+      writer: the metric writer (the loop logs its own lines).
       probe: (params, batch_stats, batch) -> sharpness, for
         eval.sharpness_every_steps.
     """
     self.config, self.workdir, self.setup = config, workdir, setup
     self.manager, self.progress = manager, progress
     self.start_step = start_step
-    self.writer, self.probe = writer, probe
+    self.probe = probe
+    self.output = logs.Output(writer, workdir, manager.latest_step)
     self.mesh = state_lib.device_mesh()
-    self.p_train, self.p_eval = step_lib.pmap_steps(
+    self.programs, self.p_eval = programs.pmap_steps(
         config, setup.model, setup.datasets.num_classes, setup.sam
     )
     self.state = state_lib.replicate(state, self.mesh)
@@ -205,19 +218,29 @@ class Loop:
     self.segment_started = time.time()
     self.first_step_done = None  # (step, time) once the first step is done.
     self.last_log = None  # (step, time) of the last log.
+    self.skipped_steps = 0
+    self._read_at = None  # The step whose finiteness record was last read.
 
-  def _finite_so_far(self) -> int:
-    """Reads the on-device record of non-finite steps (a host sync).
+  def _read(self, step: int, tree=None):
+    """`tree` on the host, with the record of non-finite steps read in the
+    same transfer unless it was read at this step already (a host sync).
+
+    Args:
+      step: the step the loop is at.
+      tree: device arrays (or None).
 
     Returns:
-      The number of skipped steps.
+      The host copy of `tree`.
 
     Raises:
       NonFiniteError: a step was not finite and the run does not skip.
     """
-    count, first = jax.device_get(
-        (self.state.nonfinite_steps[0], self.state.first_nonfinite_step[0])
-    )
+    if self._read_at == step:
+      return jax.device_get(tree)
+    record = (self.state.nonfinite_steps, self.state.first_nonfinite_step)
+    tree, (count, first) = jax.device_get((tree, record))
+    # [devices] each, all equal: the step decides on gathered metrics.
+    count, first = int(count[0]), int(first[0])
     if count and not self.config.optim.skip_nonfinite_steps:
       checkpoints.wait_until_saved(self.manager)
       raise NonFiniteError(
@@ -225,76 +248,65 @@ class Loop:
           f'checkpoint (step {self.manager.latest_step()}) is kept in '
           f'{self.workdir}'
       )
-    return int(count)
+    self._read_at, self.skipped_steps = step, count
+    return tree
 
   def _log(self, step: int) -> None:
-    skipped = self._finite_so_far()
-    merged = merge_all(state_lib.unreplicate(self.pending_metrics))
-    self.pending_metrics = []
-    scalars = {}
-    if merged is not None and float(merged.train_loss.count) > 0:
-      scalars = {k: float(v) for k, v in merged.compute().items()}
-    if self.config.optim.skip_nonfinite_steps:
-      scalars['skipped_steps'] = skipped
-      if skipped:
-        logging.warning('%d non-finite steps skipped so far.', skipped)
-    scalars['learning_rate'] = float(self.setup.schedule(step - 1))
-    scalars['epoch'] = self._epoch(step)
-    # The state was just read, so the steps since the last log are done.
+    # Dispatched before the host waits for the steps in flight. Eagerly, as
+    # the log always showed it: jitted, it differs in the last bits.
+    learning_rate = self.setup.schedule(step - 1)
+    pending, self.pending_metrics = self.pending_metrics, []
+    pending, learning_rate = self._read(step, (pending, learning_rate))
+    # The steps since the last log are done.
     now = time.time()
-    last_step, last_time = self.last_log or (step, now)
-    if step > last_step:
-      scalars['steps_per_sec'] = (step - last_step) / max(now - last_time, 1e-9)
+    merged = logs.merge_steps(pending)
+    scalars = {}
+    if merged is not None and merged.train_loss.count > 0:
+      scalars = logs.compute(merged)
+    if self.config.optim.skip_nonfinite_steps:
+      scalars['skipped_steps'] = self.skipped_steps
+      if self.skipped_steps:
+        logging.warning(
+            '%d non-finite steps skipped so far.', self.skipped_steps
+        )
+    scalars['learning_rate'] = float(learning_rate)
+    scalars['epoch'] = self._epoch(step)
+    rate, eta_s = logs.rate_and_eta(
+        step, now, self.last_log, self.setup.total_steps
+    )
+    if rate is not None:
+      scalars['steps_per_sec'] = rate
     self.last_log = (step, now)
-    self._write(step, scalars)
+    self.output.write(step, scalars, eta_s)
 
   def _epoch(self, step: int) -> float:
     return step / self.setup.datasets.steps_per_epoch
 
   def _evaluate(self, step: int) -> None:
-    self._finite_so_far()
-    scalars = evaluate(self.p_eval, self.state, self.setup.datasets)
-    self._write(step, {**scalars, 'epoch': self._epoch(step)})
+    scalars = evaluate(
+        self.p_eval,
+        self.state,
+        self.setup.datasets,
+        functools.partial(self._read, step),
+    )
+    self.output.write(step, {**scalars, 'epoch': self._epoch(step)})
 
   def _probe(self, step: int, batch) -> None:
-    self._finite_so_far()
-    first_device = jax.tree.map(
-        lambda x: x[0], (self.state.params, self.state.batch_stats, batch)
+    first_device = state_lib.unreplicate(
+        (self.state.params, self.state.batch_stats, batch)
     )
-    self._write(step, {'sharpness': float(self.probe(*first_device))})
+    sharpness = self._read(step, self.probe(*first_device))
+    self.output.write(step, {'sharpness': float(sharpness)})
 
   def _checkpoint(self, step: int) -> None:
-    self._finite_so_far()
+    # Dispatched before the finiteness read waits for the steps in flight.
+    state = state_lib.unreplicate(self.state)
+    self._read(step)
     self.progress['wall_time_s'] += time.time() - self.segment_started
-    checkpoints.save(
-        self.manager, step, state_lib.unreplicate(self.state), self.progress
-    )
+    checkpoints.save(self.manager, step, state, self.progress)
     # Records up to a checkpoint are kept (a gs:// workdir writes them now).
-    self._flush_metrics()
+    self.output.flush()
     self.segment_started = time.time()
-
-  def _flush_metrics(self) -> None:
-    with self._metrics_io():
-      self.writer.flush()
-
-  def _write(self, step: int, scalars: dict[str, float]) -> None:
-    # TensorBoard's writer flushes on every write, so a full disk shows here.
-    with self._metrics_io():
-      self.writer.write_scalars(step, scalars)
-
-  @contextlib.contextmanager
-  def _metrics_io(self):
-    """Turns a failed metric write (a full disk) into one OSError line."""
-    try:
-      yield
-    except Exception as e:  # pylint: disable=broad-except
-      # TensorFlow's event writer raises its own types (ResourceExhausted).
-      detail = str(e).splitlines()[0] if str(e) else ''
-      raise OSError(
-          f'cannot write the metrics in {self.workdir} ({type(e).__name__}: '
-          f'{detail[:300]}); the latest complete checkpoint is step '
-          f'{self.manager.latest_step()}'
-      ) from e
 
   def _after_step(self, step: int, batch, preempted: bool) -> None:
     """Logs, probes, evaluates and checkpoints as the config asks."""
@@ -311,7 +323,7 @@ class Loop:
       self._checkpoint(step)
     if preempted and not is_last:
       checkpoints.wait_until_saved(self.manager)
-      self._flush_metrics()
+      self.output.flush()
       raise SystemExit(
           f'preempted: checkpointed step {step} of {total} in '
           f'{self.workdir}; rerun to resume'
@@ -331,9 +343,13 @@ class Loop:
     )
     self.segment_started = time.time()
     with Preemption() as preemption:
-      for step in range(self.start_step + 1, total + 1):
+      # One program per step: the host's choice where the method has one.
+      step_programs = self.programs.for_steps(self.start_step, total)
+      for step, program in zip(
+          range(self.start_step + 1, total + 1), step_programs
+      ):
         batch = next(batches)
-        self.state, step_metrics = self.p_train(self.state, batch)
+        self.state, step_metrics = program(self.state, batch)
         self.pending_metrics.append(step_metrics)
         if self.first_step_done is None:
           # Once: the throughput is timed from the end of the first
@@ -343,7 +359,7 @@ class Loop:
           self.last_log = self.first_step_done
         self._after_step(step, batch, preemption.reached(step))
     checkpoints.wait_until_saved(self.manager)
-    self._flush_metrics()
+    self.output.flush()
 
   def images_per_second(self) -> float | None:
     """Training throughput of this process after its first step."""

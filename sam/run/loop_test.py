@@ -1,13 +1,18 @@
 """End to end: train_and_evaluate on mock CIFAR with 2 fake devices."""
 
+import contextlib
 import json
 import os
 import shutil
+import threading
 
+from etils import epath
 import jax
+from jax._src import array as jax_array
 import numpy as np
 import pytest
 
+from configs import smoke
 from sam.run import checkpoints
 from sam.run import checks
 from sam.run import experiment
@@ -171,3 +176,87 @@ def test_sam_fraction_weighs_each_log_by_the_steps_it_covers():
   ]
   assert loop.sam_fraction(records) == pytest.approx((1 + 2 + 2) / 12)
   assert loop.sam_fraction([{'step': 5, 'train_loss': 1.0}]) is None
+
+
+class _DeviceReads:
+  """Makes reading a device array's value on this thread fail while on.
+
+  On CPU, jax's transfer guard sees host-to-device transfers but not
+  device-to-host ones (a CPU array's bytes are already the host's), so
+  the test guards the one door every read goes through instead: float(),
+  int(), np.asarray() and jax.device_get() all take ArrayImpl._value.
+  """
+
+  def __init__(self, monkeypatch):
+    self.on, self._thread = False, threading.get_ident()
+    value = jax_array.ArrayImpl._value
+
+    def guarded(array):
+      # Orbax's threads copy checkpoints to the host in the background.
+      if self.on and threading.get_ident() == self._thread:
+        raise AssertionError('a device array was read between logs')
+      return value.fget(array)
+
+    monkeypatch.setattr(jax_array.ArrayImpl, '_value', property(guarded))
+
+  @contextlib.contextmanager
+  def allowed(self):
+    was, self.on = self.on, False
+    try:
+      with jax.transfer_guard('allow'):
+        yield
+    finally:
+      self.on = was
+
+
+def test_steps_between_logs_transfer_nothing(tmp_path, monkeypatch):
+  config = smoke.get_config()
+  config.run.keep_checkpoints = 10
+  setup = experiment.build(config)
+  the_loop = loop.Loop(
+      config,
+      epath.Path(tmp_path),
+      setup,
+      checkpoints.create_manager(tmp_path, config.run.keep_checkpoints),
+      experiment.initial_state(config, setup),
+      0,
+      {'wall_time_s': 0.0},
+      metrics_file.JsonLinesWriter(tmp_path / metrics_file.METRICS_FILE),
+  )
+  reads = _DeviceReads(monkeypatch)
+  events = []
+
+  def allowed(name):
+    method = getattr(the_loop, name)
+
+    def run(step, *args):
+      events.append((name, step))
+      with reads.allowed():
+        return method(step, *args)
+
+    return run
+
+  # Logs, evaluations and checkpoints read the devices; nothing else may.
+  for name in ('_log', '_evaluate', '_checkpoint', '_probe'):
+    monkeypatch.setattr(the_loop, name, allowed(name))
+  reads.on = True
+  with pytest.raises(AssertionError, match='read between logs'):
+    np.asarray(the_loop.state.step)  # The guard has teeth.
+  with jax.transfer_guard('disallow'):
+    the_loop.run_steps()
+  reads.on = False
+  total = setup.total_steps
+  assert [s for n, s in events if n == '_log'] == [5, 10, 15, 20, total]
+  assert [s for n, s in events if n == '_evaluate'] == [total]
+  assert checkpoints.create_manager(tmp_path, 10).all_steps() == [
+      *range(4, total, 4),
+      total,
+  ]
+  records = metrics_file.read_metrics(tmp_path)
+  assert [r['step'] for r in records if 'train_loss' in r] == [
+      5,
+      10,
+      15,
+      20,
+      total,
+  ]

@@ -112,6 +112,30 @@ def prefetch(
     yield queue.popleft()
 
 
-def unreplicate(tree):
-  """The first device's copy, on the host's default device."""
+def _first_shard(leaf):
+  """A replicated leaf's first device's rows as they lie there, [1, ...]
+  (no copy, no dispatch); a host leaf as it is."""
+  if isinstance(leaf, jax.Array):
+    return leaf.addressable_shards[0].data
+  return leaf
+
+
+@jax.jit
+def _first_rows(tree):
+  """Each leaf's first row, as new buffers: never the replicated ones that
+  the next step donates. One program for the whole tree: indexing each leaf
+  eagerly dispatched, and compiled per shape, one gather per leaf."""
   return jax.tree.map(lambda x: x[0], tree)
+
+
+def unreplicate(tree):
+  """The first device's copy of a replicated tree, in one dispatch.
+
+  Args:
+    tree: arrays of [devices, ...], as `replicate` and the pmapped step
+      lay them out.
+
+  Returns:
+    The first device's [...] of each leaf, as new arrays on that device.
+  """
+  return _first_rows(jax.tree.map(_first_shard, tree))

@@ -1,5 +1,11 @@
-"""A run's metric writer: clu's logging and TensorBoard writers plus the
-JSON-lines file of sam/run/metrics_file.py."""
+"""A run's metric writer: clu's TensorBoard writer plus the JSON-lines file
+of sam/run/metrics_file.py.
+
+Files only: the loop logs its own line per write, with the time left
+(sam/run/logs.py). clu's LoggingWriter is not among them: its line has no
+place for that, and it printed the whole config as one dict line, which
+config.json already holds.
+"""
 
 from clu import metric_writers
 from etils import epath
@@ -13,7 +19,7 @@ def create_writer(
     start_step: int = 0,
     tensorboard: bool = True,
 ) -> metric_writers.MetricWriter:
-  """Logging (+ TensorBoard and JSON lines on the primary host).
+  """TensorBoard and JSON lines on the primary host; nothing elsewhere.
 
   Args:
     workdir: the run's workdir.
@@ -27,12 +33,11 @@ def create_writer(
     A clu MetricWriter.
   """
   if not is_primary:
-    return metric_writers.LoggingWriter()
+    return metric_writers.MultiWriter([])
   primary = [
-      metric_writers.LoggingWriter(),
       metrics_file.JsonLinesWriter(
           epath.Path(workdir) / metrics_file.METRICS_FILE, start_step
-      ),
+      )
   ]
   if tensorboard:
     primary.append(metric_writers.SummaryWriter(str(workdir)))
