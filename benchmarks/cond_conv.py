@@ -53,7 +53,8 @@ _BATCH = flags.DEFINE_integer('batch', 8, 'Batch size.')
 _SIZE = flags.DEFINE_integer('size', 32, 'Image height and width.')
 _CHANNELS = flags.DEFINE_integer('channels', 64, 'Input = output channels.')
 _WINDOW = flags.DEFINE_integer('window', 3, 'Kernel height and width.')
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed rounds.')
+# Not 'repeats': benchmarks.accelerator defines that flag in the same tests.
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'Timed rounds.')
 _MIN_SAMPLE_S = flags.DEFINE_float(
     'min_sample_s',
     0.05,
@@ -376,7 +377,7 @@ def main(argv: Sequence[str]) -> None:
       f'conv {_BATCH.value}x{_SIZE.value}x{_SIZE.value}x{_CHANNELS.value}'
       f' (NHWC) * {_WINDOW.value}x{_WINDOW.value}x{_CHANNELS.value}x'
       f'{_CHANNELS.value} (HWIO), SAME, float32; median of'
-      f' {_REPEATS.value} interleaved rounds'
+      f' {_ROUNDS.value} interleaved rounds'
   )
   print(config, flush=True)
 
@@ -403,10 +404,10 @@ def main(argv: Sequence[str]) -> None:
         print(f'  [{variant} {op}] ({site.describe()})\n    {site.line}')
 
   samples = collections.defaultdict(list)
-  for round_ in range(_REPEATS.value):
+  for round_ in range(_ROUNDS.value):
     for key, exe in compiled.items():
       samples[key].append(time_once(exe, a, b, p, calls=calls[key]))
-    print(f'round {round_ + 1}/{_REPEATS.value} done', flush=True)
+    print(f'round {round_ + 1}/{_ROUNDS.value} done', flush=True)
   ms = {key: statistics.median(s) * 1e3 for key, s in samples.items()}
 
   command = shlex.join(['python', *sys.argv])
