@@ -2,19 +2,22 @@
 
   python -m benchmarks.end_of_data --runs=10 \
     --roots=/work/stall_before,/work/main --output=/tmp/end_of_data.json
+  python -m benchmarks.end_of_data --reanalyse=/tmp/end_of_data.json
   python -m benchmarks.end_of_data --pipeline=streaming --runs=3 \
     --roots=/work/stall_before,/work/main
 
---pipeline=quickstart (the default) runs train.py on the quickstart (configs/quickstart.py, WRN-10-2 on the
-digits, 2 fake CPU devices) `--runs` times for each code root in `--roots`,
-in interleaved rounds (the roots' order alternates round by round), so the
-load of a shared host hits every root alike. Each run logs every
-`--log_every_steps` steps; metrics.jsonl's `steps_per_sec` gives the wall
-time of each logged stretch. Per run it reports the wall time of the last
-`--last_steps` steps (the end of the training data: the input pipeline's
-iterator runs out and is destroyed there) and the median of the other
-`--last_steps`-step windows that hold no evaluation or checkpoint; a run
-stalls when the first exceeds `--stall_ratio` times the second.
+(results/benchmarks/end_of_data.md has the figures.) --pipeline=quickstart,
+the default, runs train.py on the quickstart (configs/quickstart.py,
+WRN-10-2 on the digits, 2 fake CPU devices) `--runs` times for each code
+root in `--roots`, in interleaved rounds (the roots' order alternates round
+by round), so the load of a shared host hits every root alike. Each run
+logs every `--log_every_steps` steps; metrics.jsonl's `steps_per_sec` gives
+the wall time of each logged stretch. Per run it reports the wall time of
+the last `--last_steps` steps and of the last logged stretch (the end of the
+training data: the input pipeline's iterator runs out and is destroyed
+there), each against the median of the earlier windows as long that hold no
+evaluation or checkpoint; a run stalls when the first exceeds
+`--stall_ratio` times the second.
 
 --pipeline=streaming times data/streaming.py, which makes one tf.data
 iterator per epoch and destroys it at the epoch's end: it prepares a tfds
@@ -62,7 +65,7 @@ flags.DEFINE_string('output', '', 'If set, a JSON file of every run.')
 flags.DEFINE_integer(
     'run_timeout_s',
     1200,
-    'A run still going after this is killed, counted ' 'as failed.',
+    'A run still going after this is killed, counted as failed.',
 )
 flags.DEFINE_string(
     'keep_workdirs', '', "If set, the runs' workdirs go there and are kept."
@@ -124,8 +127,16 @@ def step_seconds(records: list[dict], checkpoint_every: int) -> dict:
 
 
 def stretches(timing: dict, k: int) -> tuple[float, list[float]]:
-  """(seconds of the last k steps, seconds of each earlier clean k-step
-  window), the windows ending at total - k, total - 2k, ..."""
+  """The last k steps' time and that of the earlier clean k-step windows.
+
+  Args:
+    timing: what `step_seconds` returns.
+    k: steps per window.
+
+  Returns:
+    (seconds of the last k steps, seconds of each earlier window with no
+    unclean step, the windows ending at total - k, total - 2k, ...).
+  """
   seconds, unclean, total = (
       timing['seconds'],
       timing['unclean'],
@@ -195,8 +206,9 @@ def analyse(workdir: str) -> dict:
     {'last_s': the last K steps, 'median_s' and 'worst_other_s': of the
     earlier clean K-step windows, 'ratio': last_s / median_s, 'stall':
     ratio > --stall_ratio, 'final_log_s': the last logged stretch (it holds
-    the end of the data), 'median_log_s': the median clean logged stretch
-    as long, 'steps'}.
+    the end of the data), 'median_log_s' and 'worst_other_log_s': of the
+    earlier clean logged stretches, 'final_ratio', 'final_stall': the same
+    test on them, 'steps'}.
   """
   f = flags.FLAGS
   with open(os.path.join(workdir, 'metrics.jsonl')) as lines:
@@ -207,6 +219,7 @@ def analyse(workdir: str) -> dict:
   last, others = stretches(timing, f.last_steps)
   median = statistics.median(others)
   final_log, log_others = stretches(timing, f.log_every_steps)
+  median_log = statistics.median(log_others)
   return {
       'last_s': last,
       'median_s': median,
@@ -214,12 +227,15 @@ def analyse(workdir: str) -> dict:
       'ratio': last / median,
       'stall': last / median > f.stall_ratio,
       'final_log_s': final_log,
-      'median_log_s': statistics.median(log_others),
+      'median_log_s': median_log,
+      'worst_other_log_s': max(log_others),
+      'final_ratio': final_log / median_log,
+      'final_stall': final_log / median_log > f.stall_ratio,
       'steps': timing['total'],
   }
 
 
-def print_row(i: int, r: dict) -> None:
+def _print_row(i: int, r: dict) -> None:
   if 'failed' in r:
     print(
         f'| {i} | {r["root"]} | failed ({r["failed"]}) after '
@@ -231,41 +247,45 @@ def print_row(i: int, r: dict) -> None:
       f'| {i} | {r["root"]} | {r["last_s"]:.2f} | {r["median_s"]:.2f} | '
       f'{r["worst_other_s"]:.2f} | {r["ratio"]:.2f} | '
       f'{"yes" if r["stall"] else "no"} | {r["final_log_s"]:.2f} | '
-      f'{r["median_log_s"]:.2f} | {r["wall_s"]:.0f} | {r["load"]:.1f} |',
+      f'{r["median_log_s"]:.2f} | {r["worst_other_log_s"]:.2f} | '
+      f'{r["final_ratio"]:.2f} | {"yes" if r["final_stall"] else "no"} | '
+      f'{r["wall_s"]:.0f} | {r["load"]:.1f} |',
       flush=True,
   )
 
 
-def print_summary(results: dict) -> None:
+def _print_summary(results: dict) -> None:
   k = flags.FLAGS.last_steps
   for root, runs in results.items():
     done = [r for r in runs if 'failed' not in r]
     stalls = sum(r['stall'] for r in done)
+    final_stalls = sum(r['final_stall'] for r in done)
     last = statistics.median(r['last_s'] for r in done)
     normal = statistics.median(r['median_s'] for r in done)
     print(
-        f'{root}: {stalls} of {len(done)} runs stalled '
-        f'({len(runs) - len(done)} failed); median last {k} steps '
+        f'{root}: {len(done)} runs ({len(runs) - len(done)} failed); '
+        f'stalled: {stalls} over the last {k} steps, {final_stalls} over the '
+        f'last {flags.FLAGS.log_every_steps}; median last {k} steps '
         f'{last:.2f} s, median normal {normal:.2f} s'
     )
 
 
-def print_header() -> None:
+def _print_header() -> None:
   f = flags.FLAGS
   print(
       f'| round | root | last {f.last_steps} steps (s) | median '
       f'{f.last_steps} steps (s) | worst other (s) | ratio | stall | '
       f'last {f.log_every_steps} steps (s) | median {f.log_every_steps} '
-      'steps (s) | wall (s) | load |'
+      'steps (s) | worst other (s) | ratio | stall | wall (s) | load |'
   )
-  print('|---|---|---|---|---|---|---|---|---|---|---|')
+  print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
 
 
-def quickstart_main():
+def _quickstart_main():
   """Runs and reports the quickstart comparison."""
   f = flags.FLAGS
   results = {root: [] for root in f.roots}
-  print_header()
+  _print_header()
   with tempfile.TemporaryDirectory(prefix='sam_end_of_data_') as scratch:
     scratch = f.keep_workdirs or scratch
     for i in range(f.runs):
@@ -275,8 +295,8 @@ def quickstart_main():
         r = {'round': i, 'root': root, 'workdir': workdir}
         r.update(run_once(root, workdir))
         results[root].append(r)
-        print_row(i, r)
-  print_summary(results)
+        _print_row(i, r)
+  _print_summary(results)
   if f.output:
     with open(f.output, 'w') as file:
       json.dump(results, file, indent=2)
@@ -356,7 +376,7 @@ def streamed_next_seconds(data_dir: str) -> dict:
   return {'seconds': seconds, 'steps_per_epoch': steps_per_epoch}
 
 
-def streaming_main():
+def _streaming_main():
   """Runs and reports the streaming comparison, one child per root and
   round."""
   f = flags.FLAGS
@@ -399,30 +419,30 @@ def streaming_main():
         )
 
 
-def reanalyse(path: str) -> None:
+def _reanalyse(path: str) -> None:
   """Prints the table of a finished quickstart comparison again."""
   with open(path) as file:
     results = json.load(file)
-  print_header()
+  _print_header()
   rows = [r for runs in results.values() for r in runs]
   for r in sorted(rows, key=lambda r: r['workdir']):
     if 'failed' not in r:
       r.update(analyse(r['workdir']))
-    print_row(int(r['workdir'].rsplit('run', 1)[1].split('_')[0]), r)
-  print_summary(results)
+    _print_row(int(r['workdir'].rsplit('run', 1)[1].split('_')[0]), r)
+  _print_summary(results)
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
   if f.reanalyse:
-    reanalyse(f.reanalyse)
+    _reanalyse(f.reanalyse)
   elif f.child_data_dir:
     print(json.dumps(streamed_next_seconds(f.child_data_dir)))
   elif f.pipeline == 'streaming':
-    streaming_main()
+    _streaming_main()
   else:
-    quickstart_main()
+    _quickstart_main()
 
 
 if __name__ == '__main__':

@@ -216,7 +216,7 @@ class Datasets:
     # data ends, then has no autotuning thread to join (data/tfdata.py).
     ds = ds.map(
         batch_of_step,
-        num_parallel_calls=tfdata.parallel_calls(),
+        num_parallel_calls=tfdata.batch_parallel_calls(),
         deterministic=True,
     )
     ds = ds.prefetch(2).with_options(tfdata.options())

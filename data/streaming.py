@@ -172,11 +172,11 @@ class StreamedDatasets:
     return None
 
   def _read(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
-    read_config = tfds.ReadConfig(
-        shuffle_seed=shuffle_seed,
-        num_parallel_calls_for_decode=tfdata.parallel_calls(),
-        num_parallel_calls_for_interleave_files=tfdata.parallel_calls(),
-    )
+    # tfds's reader keeps its AUTOTUNE parallelism, which with autotuning off
+    # (tfdata.options() holds for the whole pipeline) is tf.data's fixed
+    # starting value; a count of our own could exceed the file interleave's
+    # cycle length, which tf.data refuses.
+    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed)
     return self.builder.as_dataset(
         split=split,
         shuffle_files=shuffle_seed is not None,
@@ -212,7 +212,9 @@ class StreamedDatasets:
       }
 
     ds = ds.map(
-        decode, num_parallel_calls=tfdata.parallel_calls(), deterministic=True
+        decode,
+        num_parallel_calls=tfdata.example_parallel_calls(),
+        deterministic=True,
     )
     return self._batches(ds.batch(host_batch, drop_remainder=True))
 
@@ -227,7 +229,7 @@ class StreamedDatasets:
     # the epoch's end, then has no autotuning thread to join (data/tfdata.py).
     ds = ds.map(
         normalise,
-        num_parallel_calls=tfdata.parallel_calls(),
+        num_parallel_calls=tfdata.batch_parallel_calls(),
         deterministic=True,
     ).prefetch(2)
     for batch in ds.with_options(tfdata.options()).as_numpy_iterator():
@@ -271,7 +273,7 @@ class StreamedDatasets:
             'label': example['label'],
             'mask': tf.constant(1.0),
         },
-        num_parallel_calls=tfdata.parallel_calls(),
+        num_parallel_calls=tfdata.example_parallel_calls(),
         deterministic=True,
     )
     padding = {

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 from configs import base
 from data import sources
 from data import streaming
+from data import tfdata
 from sam.run import checks
 from sam.run import experiment
 
@@ -147,6 +148,20 @@ def test_no_iterator_has_tf_data_autotuning(data_dir, monkeypatch):
   assert len(list(datasets.eval_batches('test'))) == 2
   assert len(iterated) == 4  # Epochs 0, 1 and 2, then the test split.
   assert all(options.autotune.enabled is False for options in iterated)
+
+
+def test_a_host_with_many_cores_streams_the_same_batches(data_dir, monkeypatch):
+  # The parallelism follows the cores; tfds's file interleave refuses more
+  # parallel calls than its cycle length, so a count of ours must not reach
+  # it.
+  config = make_config(data_dir)
+  two_cores = list(open_streamed(config).train_batches(3, 7))
+  monkeypatch.setattr(tfdata, 'cores', lambda: 64)
+  assert tfdata.batch_parallel_calls() == tfdata.MAX_PARALLEL_BATCHES
+  datasets = open_streamed(config)
+  for a, b in zip(two_cores, datasets.train_batches(3, 7), strict=True):
+    np.testing.assert_array_equal(a['image'], b['image'])
+  assert len(list(datasets.eval_batches('test'))) == 2
 
 
 def test_same_seed_same_batches_and_resume_continues_exactly(data_dir):
