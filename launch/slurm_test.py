@@ -162,8 +162,8 @@ def test_missing_slurm_packages_are_named(tmp_path, monkeypatch):
     slurm_cluster.start(str(tmp_path / 'cluster'))
   assert re.fullmatch(
       r'the Slurm tests need the Debian packages ([\w-]+ )*slurm-client'
-      r'( [\w-]+)*: apt-get install -y .*slurm-client.* \(\.ci/run installs '
-      r'them\)',
+      r'( [\w-]+)*: apt-get install -y .*slurm-client.* \(as root, '
+      r'\S+/launch/install_slurm\.sh installs them\)',
       str(raised.value),
   )
   assert not (tmp_path / 'cluster').exists()  # Nothing started or written.
