@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import smoke
@@ -83,6 +84,25 @@ def mock_cifar():
   """tfds's mock CIFAR: 32 random examples per split."""
   with tfds.testing.mock_data(num_examples=32):
     yield
+
+
+@pytest.fixture
+def iterated_dataset_options(monkeypatch):
+  """The tf.data options of every dataset iterated from here on, in order.
+
+  The data tests check that no training or evaluation iterator autotunes:
+  an autotuned iterator's destructor joins its autotuning thread, which
+  stalled the training thread at the end of the data (data/tfdata.py).
+  """
+  iterated = []
+  as_numpy_iterator = tf.data.Dataset.as_numpy_iterator
+
+  def spy(ds):
+    iterated.append(ds.options())
+    return as_numpy_iterator(ds)
+
+  monkeypatch.setattr(tf.data.Dataset, 'as_numpy_iterator', spy)
+  return iterated
 
 
 def cifar_smoke_config(method='sam'):

@@ -93,17 +93,10 @@ def test_one_epoch_visits_each_training_example_at_most_once(mock_cifar):
   assert all(count <= available[key] for key, count in seen.items())
 
 
-def test_training_iterator_has_no_tf_data_autotuning(mock_cifar, monkeypatch):
-  # An autotuned iterator's destructor joins its autotuning thread, which
-  # stalled the training thread at the end of the data (data/tfdata.py).
-  iterated = []
-  as_numpy_iterator = tf.data.Dataset.as_numpy_iterator
-
-  def spy(ds):
-    iterated.append(ds.options())
-    return as_numpy_iterator(ds)
-
-  monkeypatch.setattr(tf.data.Dataset, 'as_numpy_iterator', spy)
+def test_training_iterator_has_no_tf_data_autotuning(
+    mock_cifar, iterated_dataset_options
+):
+  iterated = iterated_dataset_options
   assert len(list(create(make_config()).train_batches(0, 3))) == 3
   assert len(iterated) == 1
   assert iterated[0].autotune.enabled is False

@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
@@ -130,18 +129,9 @@ def test_every_epoch_covers_the_training_records_once(data_dir):
   assert list(epochs[0]) != list(epochs[1])  # A new order every epoch.
 
 
-def test_no_iterator_has_tf_data_autotuning(data_dir, monkeypatch):
-  # Each epoch is an iterator, destroyed at the epoch's end; an autotuned
-  # one's destructor joins its autotuning thread, which stalled the training
-  # thread there (data/tfdata.py).
-  iterated = []
-  as_numpy_iterator = tf.data.Dataset.as_numpy_iterator
-
-  def spy(ds):
-    iterated.append(ds.options())
-    return as_numpy_iterator(ds)
-
-  monkeypatch.setattr(tf.data.Dataset, 'as_numpy_iterator', spy)
+def test_no_iterator_has_tf_data_autotuning(data_dir, iterated_dataset_options):
+  # Each epoch is an iterator, destroyed at the epoch's end.
+  iterated = iterated_dataset_options
   datasets = open_streamed(make_config(data_dir))
   steps = datasets.steps_per_epoch
   assert len(list(datasets.train_batches(steps - 1, 2 * steps + 1))) == 7
