@@ -202,15 +202,23 @@ def _committed_steps(bucket, run='runs/digits/smoke'):
   )
 
 
+@pytest.fixture(scope='module')
+def local_reference(tmp_path_factory):
+  """The smoke run, uninterrupted, in a local workdir: (summary, workdir)."""
+  workdir = tmp_path_factory.mktemp('local_reference')
+  return (
+      experiment.train_and_evaluate(smoke.get_config(), str(workdir)),
+      workdir,
+  )
+
+
 def test_a_gs_workdir_trains_resumes_finishes_and_aggregates(
-    emulator, tmp_path
+    emulator, local_reference, tmp_path
 ):
   env, client = emulator
   cwd = tmp_path / 'cwd'  # The processes' working directory: stays empty.
   cwd.mkdir()
-  reference = experiment.train_and_evaluate(
-      smoke.get_config(), str(tmp_path / 'local_reference')
-  )
+  reference, reference_dir = local_reference
 
   process = _train(env, cwd)
   deadline = time.time() + 300
@@ -235,7 +243,7 @@ def test_a_gs_workdir_trains_resumes_finishes_and_aggregates(
   metrics = _object(client, 'runs/digits/smoke/metrics.jsonl')
   # The evaluations of the uninterrupted run, and each step logged once.
   assert _records(metrics) == _records(
-      (tmp_path / 'local_reference' / 'metrics.jsonl').read_text()
+      (reference_dir / 'metrics.jsonl').read_text()
   )
   config_record = _object(client, 'runs/digits/smoke/config.json')
 
@@ -320,13 +328,13 @@ def _objects(bucket, prefix):
   return {b.name: b.generation for b in bucket.list_blobs(prefix=prefix)}
 
 
-def test_two_runs_on_one_gs_workdir_one_is_refused(emulator, tmp_path):
+def test_two_runs_on_one_gs_workdir_one_is_refused(
+    emulator, local_reference, tmp_path
+):
   env, client = emulator
   run = 'runs/digits/twice'
   workdir = f'gs://{BUCKET}/{run}'
-  reference = experiment.train_and_evaluate(
-      smoke.get_config(), str(tmp_path / 'local_reference')
-  )
+  reference, _ = local_reference
   first = _train(env, tmp_path, workdir=workdir)
   deadline = time.time() + 300
   while not _committed_steps(client, run):

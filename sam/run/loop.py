@@ -83,8 +83,9 @@ def evaluate(
 ) -> dict[str, float]:
   """Loss and error on every eval split, every example counted once.
 
-  Every batch is dispatched before the host reads any result; the results
-  come back in one transfer and are merged in numpy.
+  The host reads no result until every batch is dispatched (it waits only
+  to keep state_lib.MAX_IN_FLIGHT unfinished); the results come back in one
+  transfer and are merged in numpy.
 
   Args:
     p_eval_step: the pmapped eval step.
@@ -96,12 +97,12 @@ def evaluate(
   Returns:
     '<split>_<metric>' -> value.
   """
-  outputs = {
-      split: [
-          p_eval_step(state, batch) for batch in datasets.eval_batches(split)
-      ]
-      for split in datasets.eval_split_names
-  }
+  in_flight = state_lib.InFlight()
+  outputs = {split: [] for split in datasets.eval_split_names}
+  for split, batches in outputs.items():
+    for batch in datasets.eval_batches(split):
+      batches.append(p_eval_step(state, batch))
+      in_flight.add(batches[-1])
   results = {}
   for split, collections in read(outputs).items():
     merged = logs.compute(logs.merge_steps(collections))
@@ -342,6 +343,7 @@ class Loop:
         jax.device_count(),
     )
     self.segment_started = time.time()
+    in_flight = state_lib.InFlight()
     with Preemption() as preemption:
       # One program per step: the host's choice where the method has one.
       step_programs = self.programs.for_steps(self.start_step, total)
@@ -351,6 +353,7 @@ class Loop:
         batch = next(batches)
         self.state, step_metrics = program(self.state, batch)
         self.pending_metrics.append(step_metrics)
+        in_flight.add(step_metrics)
         if self.first_step_done is None:
           # Once: the throughput is timed from the end of the first
           # (compiling) step.

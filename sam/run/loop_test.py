@@ -18,6 +18,7 @@ from sam.run import checks
 from sam.run import experiment
 from sam.run import loop
 from sam.run import metrics_file
+from sam.run import state as state_lib
 
 
 @pytest.fixture(scope='module')
@@ -209,20 +210,27 @@ class _DeviceReads:
       self.on = was
 
 
-def test_steps_between_logs_transfer_nothing(tmp_path, monkeypatch):
+def _smoke_loop(workdir, eval_batch_size=128):
+  """A Loop over the smoke config from step 0 (compiles nothing yet)."""
   config = smoke.get_config()
   config.run.keep_checkpoints = 10
+  config.eval.batch_size = eval_batch_size
   setup = experiment.build(config)
   the_loop = loop.Loop(
       config,
-      epath.Path(tmp_path),
+      epath.Path(workdir),
       setup,
-      checkpoints.create_manager(tmp_path, config.run.keep_checkpoints),
+      checkpoints.create_manager(workdir, config.run.keep_checkpoints),
       experiment.initial_state(config, setup),
       0,
       {'wall_time_s': 0.0},
-      metrics_file.JsonLinesWriter(tmp_path / metrics_file.METRICS_FILE),
+      metrics_file.JsonLinesWriter(workdir / metrics_file.METRICS_FILE),
   )
+  return setup, the_loop
+
+
+def test_steps_between_logs_transfer_nothing(tmp_path, monkeypatch):
+  setup, the_loop = _smoke_loop(tmp_path)
   reads = _DeviceReads(monkeypatch)
   events = []
 
@@ -260,3 +268,38 @@ def test_steps_between_logs_transfer_nothing(tmp_path, monkeypatch):
       20,
       total,
   ]
+
+
+def test_the_host_waits_for_the_step_eight_before(tmp_path, monkeypatch):
+  # XLA:CPU deadlocks when 32 programs are in flight on a fake device
+  # (state_lib.MAX_IN_FLIGHT); the loop and the evaluation wait before that.
+  # Eval batches of 32: more of them than the limit.
+  setup, the_loop = _smoke_loop(tmp_path, eval_batch_size=32)
+  added, waits = [], []
+  add, wait = state_lib.InFlight.add, jax.block_until_ready
+
+  def spy_add(in_flight, outputs):
+    added.append(outputs)
+    add(in_flight, outputs)
+
+  def spy_wait(tree):
+    # Indices of what InFlight added; the loop's own wait for the first
+    # (compiling) step is on the state, which it did not add.
+    index = [i for i, outputs in enumerate(added) if outputs is tree]
+    waits.extend((len(added), i) for i in index)
+    return wait(tree)
+
+  monkeypatch.setattr(state_lib.InFlight, 'add', spy_add)
+  monkeypatch.setattr(jax, 'block_until_ready', spy_wait)
+  the_loop.run_steps()
+  total, limit = setup.total_steps, state_lib.MAX_IN_FLIGHT
+  eval_batches = len(added) - total  # One evaluation, after the last step.
+  assert limit == 8 and total > limit + 2 and eval_batches > limit
+  # Step n's dispatch waits for step n - 8 (1-based), in order; then each
+  # eval batch's for the batch 8 before it.
+  want = [(n, n - limit - 1) for n in range(limit + 1, total + 1)]
+  want += [
+      (total + b, total + b - limit - 1)
+      for b in range(limit + 1, eval_batches + 1)
+  ]
+  assert waits == want

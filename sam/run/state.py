@@ -112,6 +112,39 @@ def prefetch(
     yield queue.popleft()
 
 
+# Steps (or eval batches) the host may dispatch before it waits for the
+# oldest. XLA:CPU deadlocks when a multi-device program with a collective
+# is launched while a device has 32 computations in flight (its launch
+# limit): one device waits in the collective for a launch that waits for a
+# free slot (benchmarks/in_flight.py: 6-7 of 10 runs of a small pmapped
+# step hung beside two busy cores at 40 steps ahead, 0 of 10 at 4, 12 and
+# 28). Eight is far below 32 with room for the few programs a step adds
+# (a checkpoint's copy, a log's learning rate) and keeps a queue on any
+# device: a dispatch takes about a millisecond, a step much longer.
+MAX_IN_FLIGHT = 8
+
+
+class InFlight:
+  """The outputs of the programs dispatched and not yet waited for, at most
+  `limit` of them: adding one more first waits for the oldest to finish
+  (no transfer: the values stay on the devices)."""
+
+  def __init__(self, limit: int = MAX_IN_FLIGHT):
+    self.limit = limit
+    self._outputs = collections.deque()
+
+  def add(self, outputs) -> None:
+    """Registers a dispatched program's outputs, waiting for the oldest
+    program's outputs when more than `limit` are unfinished.
+
+    Args:
+      outputs: device arrays the program returns that nothing donates.
+    """
+    self._outputs.append(outputs)
+    if len(self._outputs) > self.limit:
+      jax.block_until_ready(self._outputs.popleft())
+
+
 def _first_shard(leaf):
   """A replicated leaf's first device's rows as they lie there, [1, ...]
   (no copy, no dispatch); a host leaf as it is."""
