@@ -56,6 +56,8 @@ flags.DEFINE_integer('child_limit', -1, 'Internal: run one child.')
 FLAGS = flags.FLAGS
 DEVICES = 2
 HUNG = 3  # The child's exit status when its watchdog fires.
+# The flags a results file records.
+SETTINGS = ('runs', 'limits', 'calls', 'width', 'read_every', 'hogs', 'hang_s')
 
 
 def child(limit: int) -> None:
@@ -180,7 +182,8 @@ def main(argv):
     )
   if FLAGS.runs_json:
     with open(FLAGS.runs_json, 'w') as f:
-      json.dump({'flags': FLAGS.flag_values_dict(), 'runs': runs}, f, indent=1)
+      settings = {name: FLAGS[name].value for name in SETTINGS}
+      json.dump({'flags': settings, 'runs': runs}, f, indent=1)
 
 
 if __name__ == '__main__':
