@@ -32,6 +32,13 @@ from sam.run import experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_JOB = ('--gpus_per_node=0', f'--venv={sys.prefix}')
+# Epochs of the runs the tests requeue or signal once their first checkpoint
+# (step 4) is written. At one epoch the rest of the run took about a second,
+# and on a busy host the requeue came after the run had ended (a fresh-clone
+# suite beside busy processes failed so). Six epochs leave about seven times
+# that for the test to see the checkpoint and for Slurm to deliver the
+# signal, and a slower host slows the run as much as the test.
+REQUEUED_EPOCHS = 6
 
 
 def test_gpu_job_script_runs_one_task_per_gpu():
@@ -213,20 +220,30 @@ def _wait(condition, timeout_s, what):
     time.sleep(0.2)
 
 
+def _checkpointed(workdir) -> bool:
+  # A committed step's directory is its number (orbax writes it under a
+  # temporary name first); the first one, step 4, may be gone already.
+  steps = workdir / 'checkpoints'
+  return steps.exists() and any(p.name.isdigit() for p in steps.iterdir())
+
+
 def _wait_checkpoint(cluster, job_id, workdir, log):
-  """Waits for the run's first checkpoint (step 4): training is under way;
-  fails at once, with the job's log, if the job ends first."""
-
-  def written():
-    if (workdir / 'checkpoints' / '4').exists():
-      return True
-    state = _job(cluster, job_id)['JobState']
-    assert state in ('PENDING', 'RUNNING'), f'{state}: ' + (
-        log.read_text()[-3000:] if log.exists() else 'no log'
-    )
-    return False
-
-  _wait(written, 600, f'the first checkpoint of {workdir}')
+  """Waits for the run's first checkpoint: training is under way; fails at
+  once, with the job's log, if the job ends first."""
+  # The directory is looked at every 50 ms, the job's state (a scontrol
+  # call, slow on a busy host) every 2 s: the caller signals the run as soon
+  # as a checkpoint is there.
+  deadline = time.time() + 600
+  state_read = 0.0
+  while not _checkpointed(workdir):
+    assert time.time() < deadline, f'no first checkpoint in {workdir}'
+    if time.time() - state_read > 2:
+      state = _job(cluster, job_id)['JobState']
+      assert state in ('PENDING', 'RUNNING'), f'{state}: ' + (
+          log.read_text()[-3000:] if log.exists() else 'no log'
+      )
+      state_read = time.time()
+    time.sleep(0.05)
 
 
 def _wait_ended(cluster, job_ids, timeout_s=900):
@@ -254,7 +271,7 @@ def test_two_tasks_equal_one_process_and_resume_exactly_after_requeue(
       'launch.slurm',
       *CPU_JOB,
       '--cpu_tasks_per_node=2',
-      '--config=configs/smoke.py',
+      f'--config=configs/smoke.py:epochs={REQUEUED_EPOCHS}',
       f'--workdir={workdir}',
   )
   job_id = re.fullmatch(r'submitted job (\d+): .*\n', out).group(1)
@@ -263,17 +280,20 @@ def test_two_tasks_equal_one_process_and_resume_exactly_after_requeue(
   cluster.run('scontrol', 'requeue', job_id)
   # The same config in one process of 2 CPU devices, meanwhile.
   reference = tmp_path / 'one_process'
-  summary = experiment.train_and_evaluate(smoke.get_config(), str(reference))
+  summary = experiment.train_and_evaluate(
+      smoke.get_config(f'epochs={REQUEUED_EPOCHS}'), str(reference)
+  )
   _wait_ended(cluster, [job_id])
   record = _job(cluster, job_id)
   assert (record['JobState'], record['Restarts']) == ('COMPLETED', '1')
   text = log.read_text()
+  steps = 23 * REQUEUED_EPOCHS
   # Both tasks stopped at one step (jax's preemption sync), then resumed.
   stopped = re.findall(
-      r'^(\d): preempted: checkpointed step (\d+) of 23', text, re.MULTILINE
+      rf'^(\d): preempted: checkpointed step (\d+) of {steps} in ', text, re.M
   )
   assert sorted(task for task, _ in stopped) == ['0', '1'], text[-3000:]
-  assert stopped[0][1] == stopped[1][1] and 4 <= int(stopped[0][1]) < 23
+  assert stopped[0][1] == stopped[1][1] and 4 <= int(stopped[0][1]) < steps
   assert f'job {job_id} (restart 1)' in text
 
   two, one = _parameters(workdir), _parameters(reference)
@@ -298,7 +318,7 @@ def test_sweep_as_two_job_arrays_through_to_tables(cluster, tmp_path):
       *CPU_JOB,
       '--cpu_devices_per_task=2',
       '--config_file=configs/smoke.py',
-      '--rows=noise=0;noise=0.2',
+      f'--rows=noise=0,epochs={REQUEUED_EPOCHS};noise=0.2',
       '--rho_grid',
       '--rho_values=0.02,0.05',
       '--seeds=1',
@@ -330,7 +350,8 @@ def test_sweep_as_two_job_arrays_through_to_tables(cluster, tmp_path):
 
   # Task 0's time limit nears: Slurm's USR1 to its batch shell.
   rows = runs_dir / 'digits'
-  val = rows / 'smoke_noise0' / 'sam_rho0.02_val' / 'seed0'
+  signalled_row = f'smoke_noise0_epochs{REQUEUED_EPOCHS}'
+  val = rows / signalled_row / 'sam_rho0.02_val' / 'seed0'
   log = runs_dir / 'slurm_logs' / f'sam-{first}_0.log'
   _wait_checkpoint(cluster, f'{first}_0', val, log)
   cluster.run('scancel', '--batch', '--signal=USR1', f'{first}_0')
@@ -340,14 +361,16 @@ def test_sweep_as_two_job_arrays_through_to_tables(cluster, tmp_path):
   assert _job(cluster, f'{second}_1')['JobState'] == 'COMPLETED'
   text = log.read_text()
   assert 'time limit near; stopping the run' in text
-  assert re.search(r'preempted: checkpointed step \d+ of 21', text), text
+  # 21 steps an epoch: the validation split holds out a tenth.
+  stop = rf'preempted: checkpointed step \d+ of {21 * REQUEUED_EPOCHS} in '
+  assert re.search(stop, text), text
   assert 'requeueing job' in text and '(restart 1)' in text
 
   # Each row's test run took the rho of its lower validation error.
   tables = _launch(cluster, 'results.tables', f'--runs_dir={runs_dir}')
   (sam_line,) = [line for line in tables.splitlines() if line[:7] == '| sam |']
   test_runs = []
-  for row in ('smoke_noise0', 'smoke_noise0.2'):
+  for row in (signalled_row, 'smoke_noise0.2'):
     validation = runs.load_runs(rows / row)
     rho = cells.select_rho([r for r in validation if r.validation])
     test_dir = rows / row / f'sam_rho{rho:g}_test' / 'seed0'
