@@ -116,11 +116,12 @@ def prefetch(
 # oldest. XLA:CPU deadlocks when a multi-device program with a collective
 # is launched while a device has 32 computations in flight (its launch
 # limit): one device waits in the collective for a launch that waits for a
-# free slot (benchmarks/in_flight.py: 6-7 of 10 runs of a small pmapped
-# step hung beside two busy cores at 40 steps ahead, 0 of 10 at 4, 12 and
-# 28). Eight is far below 32 with room for the few programs a step adds
-# (a checkpoint's copy, a log's learning rate) and keeps a queue on any
-# device: a dispatch takes about a millisecond, a step much longer.
+# free slot (results/benchmarks/in_flight.md: beside two busy cores, a small
+# pmapped step hung in 6 of 10 runs unbounded and 5 of 10 at 40 ahead, in
+# none of 30 at 4, 8 and 28). Eight is far below 32, with room for the few
+# programs a step adds (a checkpoint's copy, a log's learning rate), and
+# keeps a queue on any device: a dispatch takes under a millisecond, a
+# training step much longer.
 MAX_IN_FLIGHT = 8
 
 
